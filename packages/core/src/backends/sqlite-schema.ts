@@ -1,0 +1,129 @@
+import type BetterSqlite3 from 'better-sqlite3';
+import { cacheError } from '../errors.ts';
+
+/**
+ * Schema of the SQLite backend. Every table is prefixed `cache_` so the backend can live in a
+ * database the application also uses, and the version sits in `cache_meta` rather than
+ * `PRAGMA user_version`, which belongs to that application.
+ *
+ * Migrations are append-only: index `i` upgrades version `i` to `i + 1`. Never edit a shipped one.
+ */
+export const MIGRATIONS: readonly string[] = [
+  // v1
+  `
+  CREATE TABLE cache_entries (
+    key TEXT NOT NULL PRIMARY KEY,
+    expires_at INTEGER,
+    accessed_at INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    tags TEXT,
+    -- Last, so that reading the other columns never touches the blob's overflow pages.
+    value BLOB NOT NULL
+  );
+  CREATE INDEX cache_entries_expires_at ON cache_entries (expires_at) WHERE expires_at IS NOT NULL;
+  CREATE INDEX cache_entries_accessed_at ON cache_entries (accessed_at);
+
+  CREATE TABLE cache_tags (
+    tag TEXT NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (tag, key)
+  ) WITHOUT ROWID;
+  CREATE INDEX cache_tags_key ON cache_tags (key);
+
+  -- Running totals kept by the triggers below, so that stats and size bounds never scan entries.
+  CREATE TABLE cache_totals (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    entries INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+  );
+  INSERT INTO cache_totals (id, entries, bytes) VALUES (1, 0, 0);
+  CREATE TABLE cache_namespace_totals (
+    namespace TEXT NOT NULL PRIMARY KEY,
+    entries INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+  ) WITHOUT ROWID;
+
+  CREATE TABLE cache_locks (
+    name TEXT NOT NULL PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+
+  -- Triggers rather than application code keep totals and the tag index right whichever
+  -- statement (or process, or future version) inserts, overwrites, evicts or prunes a row.
+  CREATE TRIGGER cache_entries_insert AFTER INSERT ON cache_entries BEGIN
+    UPDATE cache_totals SET entries = entries + 1, bytes = bytes + new.size WHERE id = 1;
+    INSERT INTO cache_namespace_totals (namespace, entries, bytes)
+      VALUES (substr(new.key, 1, instr(new.key, ':')), 1, new.size)
+      ON CONFLICT (namespace) DO UPDATE SET entries = entries + 1, bytes = bytes + excluded.bytes;
+    INSERT OR IGNORE INTO cache_tags (tag, key) SELECT value, new.key FROM json_each(new.tags);
+  END;
+
+  CREATE TRIGGER cache_entries_delete AFTER DELETE ON cache_entries BEGIN
+    UPDATE cache_totals SET entries = entries - 1, bytes = bytes - old.size WHERE id = 1;
+    UPDATE cache_namespace_totals SET entries = entries - 1, bytes = bytes - old.size
+      WHERE namespace = substr(old.key, 1, instr(old.key, ':'));
+    DELETE FROM cache_tags WHERE key = old.key;
+  END;
+
+  CREATE TRIGGER cache_entries_resize AFTER UPDATE OF size ON cache_entries WHEN new.size <> old.size BEGIN
+    UPDATE cache_totals SET bytes = bytes + new.size - old.size WHERE id = 1;
+    UPDATE cache_namespace_totals SET bytes = bytes + new.size - old.size
+      WHERE namespace = substr(new.key, 1, instr(new.key, ':'));
+  END;
+
+  CREATE TRIGGER cache_entries_retag AFTER UPDATE OF tags ON cache_entries WHEN new.tags IS NOT old.tags BEGIN
+    DELETE FROM cache_tags WHERE key = old.key;
+    INSERT OR IGNORE INTO cache_tags (tag, key) SELECT value, new.key FROM json_each(new.tags);
+  END;
+  `,
+  // v2: persistent statistics counters (the contract's incrementCounters / readCounters).
+  `
+  CREATE TABLE cache_counters (
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value NOT NULL,
+    PRIMARY KEY (scope, name)
+  ) WITHOUT ROWID;
+  `,
+];
+
+/** Schema version of `db` (0 for a database this backend never opened). */
+export function schemaVersion(db: BetterSqlite3.Database): number {
+  const hasMeta = db
+    .prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'cache_meta'")
+    .get();
+  if (hasMeta === undefined) return 0;
+  const version = db.prepare("SELECT value FROM cache_meta WHERE name = 'schema_version'").pluck().get();
+  return typeof version === 'number' ? version : 0;
+}
+
+/**
+ * Brings `db` to the latest version and returns it. Up-to-date databases only pay one read.
+ * Otherwise the upgrade runs in one `BEGIN IMMEDIATE` transaction that re-reads the version
+ * under the write lock, so processes opening a new file at the same time migrate it once.
+ */
+export function migrate(db: BetterSqlite3.Database, migrations: readonly string[] = MIGRATIONS): number {
+  const latest = migrations.length;
+  const current = schemaVersion(db);
+  if (current === latest) return latest;
+  assertKnown(current, latest);
+  db.transaction(() => {
+    db.exec('CREATE TABLE IF NOT EXISTS cache_meta (name TEXT NOT NULL PRIMARY KEY, value) WITHOUT ROWID');
+    const locked = schemaVersion(db);
+    assertKnown(locked, latest);
+    for (let version = locked; version < latest; version++) db.exec(migrations[version]!);
+    db.prepare("INSERT OR REPLACE INTO cache_meta (name, value) VALUES ('schema_version', ?)").run(latest);
+  }).immediate();
+  return latest;
+}
+
+function assertKnown(version: number, latest: number): void {
+  if (version <= latest) return;
+  throw cacheError(
+    'E_BACKEND',
+    'sqlite',
+    `the database has cache schema v${version} but this build of @x/cache-core knows up to v${latest}; ` +
+      'upgrade @x/cache-core in every process sharing the file, or point this one at another path',
+  );
+}

@@ -1,0 +1,620 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import Database from 'better-sqlite3';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { CacheError } from '../errors.ts';
+import type { SqliteBackend, SqliteBackendOptions } from './sqlite.ts';
+import { sqliteBackend } from './sqlite.ts';
+import { loadSqliteDriver } from './sqlite-driver.ts';
+import { MIGRATIONS, migrate, schemaVersion } from './sqlite-schema.ts';
+
+function fakeClock(start = 1_000_000) {
+  let now = start;
+  return {
+    now: () => now,
+    advance: (ms: number) => {
+      now += ms;
+    },
+  };
+}
+
+const text = (value: string) => new TextEncoder().encode(value);
+const decode = (value: Uint8Array | undefined) =>
+  value === undefined ? undefined : new TextDecoder().decode(value);
+const bytes = (size: number) => new Uint8Array(size).fill(3);
+
+async function keysOf(backend: SqliteBackend, prefix?: string): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const key of backend.keys(prefix === undefined ? {} : { prefix })) keys.push(key);
+  return keys.sort();
+}
+
+let dir: string;
+let path: string;
+const open: SqliteBackend[] = [];
+const raw: Database.Database[] = [];
+
+/** Opens a backend on the test's file, closed after the test. */
+function backend(options: SqliteBackendOptions = {}): SqliteBackend {
+  const instance = sqliteBackend({ path, ...options });
+  open.push(instance);
+  return instance;
+}
+
+/** A plain connection to inspect the file the way another process would. */
+function inspect(options: Database.Options = {}): Database.Database {
+  const db = new Database(path, options);
+  raw.push(db);
+  return db;
+}
+
+function planOf(db: Database.Database, sql: string): string {
+  return db
+    .prepare(`EXPLAIN QUERY PLAN ${sql}`)
+    .all()
+    .map((row) => (row as { detail: string }).detail)
+    .join('; ');
+}
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'cache-sqlite-'));
+  path = join(dir, 'cache.db');
+});
+
+afterEach(async () => {
+  for (const instance of open.splice(0)) await instance.close();
+  for (const db of raw.splice(0)) db.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('sqliteBackend', () => {
+  it('describes itself', () => {
+    const cache = backend();
+    expect(cache.name).toBe('sqlite');
+    expect(cache.capabilities).toEqual({
+      createIfAbsent: true,
+      locks: true,
+      pubsub: false,
+      persistent: true,
+      shared: true,
+    });
+  });
+
+  it('creates missing directories and switches the file to WAL mode', () => {
+    path = join(dir, 'a', 'b', 'cache.db');
+    backend();
+    expect(inspect().pragma('journal_mode', { simple: true })).toBe('wal');
+  });
+
+  describe('LRU eviction', () => {
+    it('evicts the least recently used entries beyond maxEntries, counting buffered reads', async () => {
+      const clock = fakeClock();
+      const cache = backend({ clock, maxEntries: 3 });
+      for (const key of ['n:a', 'n:b', 'n:c']) {
+        await cache.set(key, { value: text(key) });
+        clock.advance(10);
+      }
+      // This read is only buffered in memory; eviction must flush it before choosing a victim.
+      expect(decode((await cache.get('n:a'))?.value)).toBe('n:a');
+      clock.advance(10);
+      await cache.set('n:d', { value: text('n:d') });
+      expect(await keysOf(cache)).toEqual(['n:a', 'n:c', 'n:d']);
+      expect(await cache.stats()).toMatchObject({ entries: 3, evictions: 1 });
+    });
+
+    it('evicts by value bytes beyond maxBytes and refuses a single value larger than it', async () => {
+      const clock = fakeClock();
+      const cache = backend({ clock, maxBytes: 100 });
+      await cache.set('n:a', { value: bytes(40) });
+      clock.advance(1);
+      await cache.set('n:b', { value: bytes(40) });
+      clock.advance(1);
+      await cache.get('n:a');
+      clock.advance(1);
+      await cache.set('n:c', { value: bytes(40) });
+      expect(await keysOf(cache)).toEqual(['n:a', 'n:c']);
+      expect(await cache.stats()).toMatchObject({ entries: 2, bytes: 80, evictions: 1 });
+
+      await cache.set('n:c', { value: bytes(101) });
+      expect(await cache.get('n:c')).toBeUndefined();
+      expect(await keysOf(cache)).toEqual(['n:a']);
+      expect(await cache.add('n:z', { value: bytes(101) })).toBe(false);
+    });
+
+    it('never evicts the entry being written, even when setMany exceeds the bound', async () => {
+      const clock = fakeClock();
+      const cache = backend({ clock, maxEntries: 2 });
+      await cache.setMany([1, 2, 3, 4].map((i) => [`n:${i}`, { value: text(String(i)) }] as const));
+      const keys = await keysOf(cache);
+      expect(keys).toHaveLength(2);
+      expect(keys).toContain('n:4');
+    });
+
+    it('drops expired rows first, without counting them as evictions', async () => {
+      const clock = fakeClock();
+      const cache = backend({ clock, maxEntries: 2 });
+      await cache.set('n:old', { value: text('old') });
+      clock.advance(1);
+      await cache.set('n:short', { value: text('short'), expiresAt: clock.now() + 5 });
+      clock.advance(5);
+      await cache.set('n:new', { value: text('new') });
+      expect(await keysOf(cache)).toEqual(['n:new', 'n:old']);
+      expect((await cache.stats()).evictions).toBe(0);
+    });
+
+    it('shares recency across instances on the same file', async () => {
+      const clock = fakeClock();
+      const writer = backend({ clock, maxEntries: 2 });
+      const reader = backend({ clock });
+      await writer.set('n:a', { value: text('a') });
+      clock.advance(1);
+      await writer.set('n:b', { value: text('b') });
+      clock.advance(1);
+      await reader.get('n:a');
+      await reader.flush();
+      clock.advance(1);
+      await writer.set('n:c', { value: text('c') });
+      expect(await keysOf(writer)).toEqual(['n:a', 'n:c']);
+    });
+
+    it('add evicts like set', async () => {
+      const clock = fakeClock();
+      const cache = backend({ clock, maxEntries: 1 });
+      expect(await cache.add('n:a', { value: text('a') })).toBe(true);
+      clock.advance(1);
+      expect(await cache.add('n:b', { value: text('b') })).toBe(true);
+      expect(await keysOf(cache)).toEqual(['n:b']);
+    });
+  });
+
+  describe('reads', () => {
+    it('do not write: touches stay in memory until a flush', async () => {
+      const clock = fakeClock();
+      const cache = backend({ clock, touchFlushIntervalMs: 60_000, touchFlushSize: 10_000 });
+      await cache.set('n:a', { value: text('a') });
+      const observer = inspect();
+      const version = () => observer.pragma('data_version', { simple: true });
+      const accessedAt = () =>
+        observer.prepare("SELECT accessed_at FROM cache_entries WHERE key = 'n:a'").pluck().get() as number;
+      const before = version();
+      const writtenAt = accessedAt();
+      clock.advance(500);
+      for (let i = 0; i < 100; i++) await cache.get('n:a');
+      await cache.getMany(['n:a', 'n:missing']);
+      await cache.has('n:a');
+      expect(version()).toBe(before);
+      await cache.flush();
+      expect(version()).not.toBe(before);
+      expect(accessedAt()).toBe(writtenAt + 500);
+    });
+
+    it('flush touches after touchFlushSize distinct keys, on a timer, and on close', async () => {
+      const clock = fakeClock();
+      const sized = backend({ clock, touchFlushSize: 3, touchFlushIntervalMs: 60_000 });
+      await sized.setMany(['n:1', 'n:2', 'n:3'].map((key) => [key, { value: text(key) }] as const));
+      const observer = inspect();
+      const accessedAt = (key: string) =>
+        observer.prepare('SELECT accessed_at FROM cache_entries WHERE key = ?').pluck().get(key) as number;
+
+      clock.advance(100);
+      for (const key of ['n:1', 'n:2', 'n:3']) await sized.get(key);
+      await vi.waitFor(() => expect(accessedAt('n:3')).toBe(clock.now()));
+
+      const timed = backend({ clock, touchFlushSize: 10_000, touchFlushIntervalMs: 5 });
+      clock.advance(100);
+      await timed.get('n:1');
+      await vi.waitFor(() => expect(accessedAt('n:1')).toBe(clock.now()));
+
+      const closing = sqliteBackend({ path, clock, touchFlushIntervalMs: 60_000 });
+      clock.advance(100);
+      await closing.get('n:2');
+      await closing.close();
+      expect(accessedAt('n:2')).toBe(clock.now());
+    });
+
+    it('a background flush that meets a locked file retries instead of blocking', async () => {
+      const clock = fakeClock();
+      // If the background flush waited for the lock, this timeout would stall the test for a minute.
+      const cache = backend({ clock, touchFlushIntervalMs: 5, busyTimeoutMs: 60_000 });
+      await cache.set('n:a', { value: text('a') });
+      const other = inspect();
+      other.exec('BEGIN IMMEDIATE');
+      clock.advance(100);
+      await cache.get('n:a');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      other.exec('COMMIT');
+      await vi.waitFor(() =>
+        expect(other.prepare("SELECT accessed_at FROM cache_entries WHERE key = 'n:a'").pluck().get()).toBe(
+          clock.now(),
+        ),
+      );
+    });
+
+    it('serve a hit with one SELECT by primary key', async () => {
+      const seed = backend();
+      await seed.set('t/ns:a:1', { value: text('v') });
+      const log: string[] = [];
+      const traced = inspect({ verbose: (sql) => log.push(String(sql)) });
+      const cache = sqliteBackend({ database: traced });
+      open.push(cache);
+      log.length = 0;
+      expect(decode((await cache.get('t/ns:a:1'))?.value)).toBe('v');
+      expect(log).toHaveLength(1);
+      expect(planOf(inspect(), log[0]!)).toMatch(
+        /^SEARCH cache_entries USING INDEX sqlite_autoindex_cache_entries_1 \(key=\?\)$/,
+      );
+    });
+  });
+
+  describe('scans', () => {
+    it('opening a pre-filled file reads nothing from the entries table; stats come from the totals row', async () => {
+      const seed = backend();
+      await seed.setMany(
+        Array.from(
+          { length: 2000 },
+          (_, i) => [`t/ns:a:${i}`, { value: bytes(100), tags: ['all'] }] as const,
+        ),
+      );
+      await seed.close();
+      // Tamper with the totals: if stats came from counting rows they would not show this.
+      const tamper = inspect();
+      tamper.exec('UPDATE cache_totals SET entries = 424242, bytes = 7 WHERE id = 1');
+      tamper.exec("UPDATE cache_namespace_totals SET entries = 4242 WHERE namespace = 't/ns:'");
+
+      const log: string[] = [];
+      const traced = inspect({ verbose: (sql) => log.push(String(sql)) });
+      const cache = sqliteBackend({ database: traced, maxEntries: 1_000_000 });
+      open.push(cache);
+      expect(log.filter((sql) => /cache_entries/.test(sql))).toEqual([]);
+      expect(await cache.get('t/ns:a:5')).toBeDefined();
+      expect(await cache.stats()).toMatchObject({ entries: 424242, bytes: 7 });
+      expect(await cache.statsFor('t/ns:')).toMatchObject({ entries: 4242 });
+      expect(await cache.statsFor('t/')).toMatchObject({ entries: 4242 });
+      await cache.set('t/ns:a:new', { value: bytes(1) });
+      const planner = inspect();
+      for (const sql of log.filter((each) => /cache_entries/.test(each))) {
+        expect(planOf(planner, sql), sql).not.toMatch(/SCAN cache_entries/);
+      }
+    });
+
+    it('prefix operations are index range scans, never LIKE or full scans', async () => {
+      const cache = backend();
+      await cache.setMany(
+        ['a:1', 'a:2', 'ab:1', 'b:1'].map((key) => [key, { value: text(key), tags: ['t'] }] as const),
+      );
+      const log: string[] = [];
+      const traced = inspect({ verbose: (sql) => log.push(String(sql)) });
+      const probe = sqliteBackend({ database: traced });
+      open.push(probe);
+      log.length = 0;
+      expect(await keysOf(probe, 'a:')).toEqual(['a:1', 'a:2']);
+      expect(await probe.statsFor('a:1')).toEqual({ entries: 1, bytes: 3 });
+      expect(await probe.trim('a:', { maxEntries: 1 })).toBe(1);
+      expect(await probe.deleteByPrefix('a:')).toBe(1);
+      expect(await probe.deleteByTag('t')).toBe(2);
+      const planner = inspect();
+      const statements = log.filter((sql) => /cache_entries/.test(sql));
+      expect(statements.length).toBeGreaterThanOrEqual(5);
+      for (const sql of statements) {
+        expect(sql).not.toMatch(/\bLIKE\b/i);
+        const plan = planOf(planner, sql);
+        expect(plan, sql).not.toMatch(/SCAN cache_entries(?! USING)/);
+        if (/key >= /.test(sql)) expect(plan, sql).toMatch(/\(key>\? AND key<\?\)/);
+      }
+    });
+  });
+
+  describe('sharing a file', () => {
+    it('sees writes, deletes and invalidations of another instance', async () => {
+      const first = backend();
+      const second = backend();
+      await first.set('t/ns:a:1', { value: text('from first'), tags: ['x'] });
+      expect(decode((await second.get('t/ns:a:1'))?.value)).toBe('from first');
+      expect(await second.deleteByTag('x')).toBe(1);
+      expect(await first.get('t/ns:a:1')).toBeUndefined();
+      expect(await first.add('t/ns:a:2', { value: text('first') })).toBe(true);
+      expect(await second.add('t/ns:a:2', { value: text('second') })).toBe(false);
+      expect(await first.acquireLock('job', 'first', 10_000)).toBe(true);
+      expect(await second.acquireLock('job', 'second', 10_000)).toBe(false);
+      expect(await second.releaseLock('job', 'second')).toBe(false);
+      expect(await first.releaseLock('job', 'first')).toBe(true);
+      expect(await second.acquireLock('job', 'second', 10_000)).toBe(true);
+      expect(await first.stats()).toMatchObject({ entries: 1, bytes: 5 });
+    });
+
+    it('loses nothing and never tears an entry with 4 processes writing at once', async () => {
+      const script = join(dir, 'writer.mjs');
+      const moduleUrl = pathToFileURL(fileURLToPath(new URL('./sqlite.ts', import.meta.url))).href;
+      writeFileSync(script, writerScript(moduleUrl));
+      const writers = 4;
+      const perWriter = 200;
+      const children = Array.from({ length: writers }, (_, id) =>
+        spawn(
+          process.execPath,
+          [
+            '--experimental-strip-types',
+            '--no-warnings',
+            '--conditions=@x/source',
+            script,
+            path,
+            String(id),
+            String(perWriter),
+          ],
+          { stdio: ['pipe', 'pipe', 'pipe'] },
+        ),
+      );
+      const outputs = children.map((child) => {
+        let stdout = '';
+        let stderr = '';
+        const exited = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) =>
+          child.on('close', (code) => resolve({ code, stdout, stderr })),
+        );
+        const ready = new Promise<void>((resolve, reject) => {
+          child.stdout.on('data', (chunk) => {
+            stdout += chunk;
+            if (stdout.includes('ready')) resolve();
+          });
+          void exited.then(() => reject(new Error(`writer exited before it was ready: ${stderr}`)));
+        });
+        child.stderr.on('data', (chunk) => (stderr += chunk));
+        return { ready, exited };
+      });
+      // A barrier, so that the writes really overlap instead of following process start-up order.
+      await Promise.all(outputs.map((each) => each.ready));
+      for (const child of children) child.stdin.end('go\n');
+      const results = await Promise.all(outputs.map((each) => each.exited));
+      for (const result of results) expect(result, result.stderr).toMatchObject({ code: 0 });
+      // Writers did overlap: some read back the hot key just written by another process.
+      const foreign = results.reduce(
+        (sum, result) => sum + Number(/foreign (\d+)/.exec(result.stdout)?.[1]),
+        0,
+      );
+      expect(foreign).toBeGreaterThan(0);
+
+      const cache = backend();
+      let expectedBytes = 0;
+      for (let id = 0; id < writers; id++) {
+        const keys = await keysOf(cache, `w${id}:`);
+        expect(keys).toHaveLength(perWriter);
+        for (let i = 0; i < perWriter; i++) {
+          const key = `w${id}:k:${i}`;
+          const stored = await cache.get(key);
+          expect(stored, key).toBeDefined();
+          expect(checkPayload(stored!.value), key).toBe(key);
+          expect(stored!.tags).toEqual([`writer-${id}`]);
+          expectedBytes += stored!.value.byteLength;
+        }
+      }
+      const hot = await cache.get('hot:k:0');
+      const label = checkPayload(hot!.value);
+      expect(label).toMatch(/^hot-\d-\d+$/);
+      expectedBytes += hot!.value.byteLength;
+      // The totals maintained by triggers in four processes add up exactly.
+      expect(await cache.stats()).toMatchObject({ entries: writers * perWriter + 1, bytes: expectedBytes });
+      // The tags of the final write, and only those, survived the overwrites from other processes.
+      expect(hot!.tags).toEqual([`hot-${label!.split('-')[1]}`]);
+      let hotTagged = 0;
+      for (let id = 0; id < writers; id++) hotTagged += await cache.deleteByTag(`hot-${id}`);
+      expect(hotTagged).toBe(1);
+      expect((await cache.readCounters()).proc).toEqual({ writes: writers * perWriter * 2 });
+      const check = inspect();
+      expect(check.pragma('integrity_check', { simple: true })).toBe('ok');
+      expect(check.prepare('SELECT count(*) FROM cache_entries').pluck().get()).toBe(writers * perWriter);
+    }, 60_000);
+  });
+
+  describe('schema', () => {
+    it('records its version in cache_meta and keeps data and version on reopen', async () => {
+      const first = backend();
+      await first.set('n:a', { value: text('a') });
+      await first.close();
+      const db = inspect();
+      expect(schemaVersion(db)).toBe(MIGRATIONS.length);
+      const again = backend();
+      expect(decode((await again.get('n:a'))?.value)).toBe('a');
+      expect(schemaVersion(db)).toBe(MIGRATIONS.length);
+    });
+
+    it('upgrades a file written by an older schema version, keeping its entries', async () => {
+      const old = new Database(path);
+      expect(migrate(old, MIGRATIONS.slice(0, 1))).toBe(1);
+      old.exec(
+        "INSERT INTO cache_entries (key, expires_at, accessed_at, size, tags, value) VALUES ('t/ns:a:1', NULL, 1, 3, '[\"x\"]', x'010203')",
+      );
+      old.close();
+      const cache = backend();
+      expect(schemaVersion(inspect())).toBe(MIGRATIONS.length);
+      expect((await cache.get('t/ns:a:1'))?.value).toEqual(new Uint8Array([1, 2, 3]));
+      await cache.incrementCounters('s', { hits: 1 });
+      expect(await cache.readCounters()).toEqual({ s: { hits: 1 } });
+      expect(await cache.deleteByTag('x')).toBe(1);
+    });
+
+    it('refuses a file from a newer schema with a message naming the fix', () => {
+      const db = new Database(path);
+      migrate(db);
+      db.prepare("UPDATE cache_meta SET value = 99 WHERE name = 'schema_version'").run();
+      db.close();
+      expect(() => backend()).toThrowError(/schema v99 .* upgrade @x\/cache-core/);
+    });
+
+    it('uses its own cache_ tables and leaves a passed database, its user_version and its tables alone', async () => {
+      const db = inspect();
+      db.exec('CREATE TABLE entries (id INTEGER PRIMARY KEY); PRAGMA user_version = 7');
+      const cache = sqliteBackend({ database: db });
+      await cache.set('n:a', { value: text('a') });
+      await cache.close();
+      expect(db.open).toBe(true);
+      expect(db.pragma('user_version', { simple: true })).toBe(7);
+      expect(db.prepare('SELECT count(*) FROM entries').pluck().get()).toBe(0);
+      expect(db.prepare('SELECT count(*) FROM cache_entries').pluck().get()).toBe(1);
+    });
+  });
+
+  describe('quotas', () => {
+    it('statsFor uses namespace totals for namespaces and tiers, and ranges otherwise', async () => {
+      const cache = backend();
+      await cache.set('t1/ns:a:1', { value: bytes(10) });
+      await cache.set('t1/ns:b:1', { value: bytes(20) });
+      await cache.set('t1/other:a:1', { value: bytes(5) });
+      await cache.set('t2/ns:a:1', { value: bytes(7) });
+      await cache.set('t1/loose', { value: bytes(3) });
+      expect(await cache.statsFor('t1/ns:')).toEqual({ entries: 2, bytes: 30 });
+      expect(await cache.statsFor('t1/')).toEqual({ entries: 4, bytes: 38 });
+      expect(await cache.statsFor('t1/ns:a:')).toEqual({ entries: 1, bytes: 10 });
+      expect(await cache.statsFor('t3/ns:')).toEqual({ entries: 0, bytes: 0 });
+      expect(await cache.statsFor('')).toEqual({ entries: 5, bytes: 45 });
+      await cache.delete('t1/ns:a:1');
+      await cache.set('t1/ns:b:1', { value: bytes(1) });
+      expect(await cache.statsFor('t1/ns:')).toEqual({ entries: 1, bytes: 1 });
+      await cache.clear();
+      expect(await cache.statsFor('t1/')).toEqual({ entries: 0, bytes: 0 });
+    });
+
+    it('trim evicts least recently used entries under the prefix only', async () => {
+      const clock = fakeClock();
+      const cache = backend({ clock });
+      for (const key of ['q:1', 'other:1', 'q:2', 'q:3', 'other:2', 'q:4']) {
+        await cache.set(key, { value: bytes(10) });
+        clock.advance(1);
+      }
+      await cache.get('q:1');
+      expect(await cache.trim('q:', { maxEntries: 2 })).toBe(2);
+      expect(await keysOf(cache)).toEqual(['other:1', 'other:2', 'q:1', 'q:4']);
+      expect(await cache.trim('q:', { maxBytes: 10 })).toBe(1);
+      expect(await cache.statsFor('q:')).toEqual({ entries: 1, bytes: 10 });
+      expect(await cache.trim('q:', { maxEntries: 5 })).toBe(0);
+      expect((await cache.stats()).evictions).toBe(3);
+    });
+  });
+
+  describe('counters', () => {
+    it('increments atomically, reads back and clears by scope prefix', async () => {
+      const first = backend();
+      const second = backend();
+      await Promise.all([
+        first.incrementCounters('t:a:x', { hits: 1, savedUsd: 0.25 }),
+        second.incrementCounters('t:a:x', { hits: 2, misses: 0 }),
+        second.incrementCounters('t:b:y', { hits: 5 }),
+        first.incrementCounters('l:memory', { errors: 1 }),
+      ]);
+      expect(await first.readCounters()).toEqual({
+        't:a:x': { hits: 3, savedUsd: 0.25 },
+        't:b:y': { hits: 5 },
+        'l:memory': { errors: 1 },
+      });
+      await first.clearCounters('t:');
+      expect(await second.readCounters()).toEqual({ 'l:memory': { errors: 1 } });
+      await first.clearCounters();
+      expect(await second.readCounters()).toEqual({});
+      await expect(first.incrementCounters('s', { hits: Number.NaN })).rejects.toMatchObject({
+        code: 'E_INVALID_OPTION',
+      });
+    });
+  });
+
+  describe('errors', () => {
+    it('names the fix when better-sqlite3 cannot be loaded', () => {
+      const missing = Object.assign(new Error("Cannot find module 'better-sqlite3'"), {
+        code: 'MODULE_NOT_FOUND',
+      });
+      let caught: unknown;
+      try {
+        loadSqliteDriver(() => {
+          throw missing;
+        });
+      } catch (error) {
+        caught = error;
+      }
+      expect(CacheError.isInstance(caught)).toBe(true);
+      const error = caught as CacheError;
+      expect(error.code).toBe('E_MISSING_DEPENDENCY');
+      expect(error.message).toBe(
+        '[@x/cache-core] [sqlite] cannot load "better-sqlite3": install it (pnpm add better-sqlite3) ' +
+          'or pass an open Database as `database`',
+      );
+      expect(error.cause).toBe(missing);
+      expect(loadSqliteDriver()).toBe(Database);
+    });
+
+    it('reports a lock held too long by another connection as E_TIMEOUT', async () => {
+      const cache = backend({ busyTimeoutMs: 20 });
+      const other = inspect();
+      other.exec('BEGIN IMMEDIATE');
+      await expect(cache.set('n:a', { value: text('a') })).rejects.toMatchObject({
+        code: 'E_TIMEOUT',
+        message: expect.stringMatching(/raise busyTimeoutMs/),
+      });
+      other.exec('ROLLBACK');
+      await cache.set('n:a', { value: text('a') });
+    });
+
+    it('rejects conflicting or invalid options', () => {
+      const db = inspect();
+      expect(() => sqliteBackend({ path, database: db })).toThrowError(/either `path` or `database`/);
+      expect(() => backend({ maxEntries: -5 })).toThrowError(/maxEntries/);
+      expect(() => backend({ busyTimeoutMs: Infinity })).toThrowError(/busyTimeoutMs/);
+      const closed = new Database(':memory:');
+      closed.close();
+      expect(() => sqliteBackend({ database: closed })).toThrowError(/is closed/);
+    });
+
+    it('reports an unusable path with a fix', () => {
+      writeFileSync(join(dir, 'file'), 'not a directory');
+      expect(() => sqliteBackend({ path: join(dir, 'file', 'cache.db') })).toThrowError(
+        /cannot open .* writable/,
+      );
+    });
+
+    it('rejects use after close', async () => {
+      const cache = sqliteBackend({ path });
+      await cache.close();
+      await cache.close();
+      await expect(cache.get('n:a')).rejects.toMatchObject({ code: 'E_CLOSED' });
+      await expect(cache.set('n:a', { value: text('a') })).rejects.toMatchObject({ code: 'E_CLOSED' });
+    });
+  });
+});
+
+/** `label|filler|label`: a torn or mixed-up value cannot pass (the writer script has a copy). */
+function checkPayload(value: Uint8Array): string | undefined {
+  const [head, filler, tail, ...rest] = new TextDecoder().decode(value).split('|');
+  if (head === undefined || filler === undefined || head !== tail || rest.length > 0) return undefined;
+  return filler === head.repeat(Math.ceil(filler.length / head.length)).slice(0, filler.length)
+    ? head
+    : undefined;
+}
+
+function writerScript(moduleUrl: string): string {
+  return `import { sqliteBackend } from ${JSON.stringify(moduleUrl)};
+const [path, id, count] = process.argv.slice(2);
+const payload = (label, size) =>
+  new TextEncoder().encode(label + '|' + label.repeat(Math.ceil(size / label.length)).slice(0, size) + '|' + label);
+const check = (value) => {
+  const [head, filler, tail, ...rest] = new TextDecoder().decode(value).split('|');
+  if (head === undefined || filler === undefined || head !== tail || rest.length > 0) return undefined;
+  return filler === head.repeat(Math.ceil(filler.length / head.length)).slice(0, filler.length) ? head : undefined;
+};
+process.stdout.write('ready\\n');
+await new Promise((resolve) => process.stdin.once('data', resolve));
+const cache = sqliteBackend({ path, touchFlushSize: 20, touchFlushIntervalMs: 5 });
+let foreign = 0;
+for (let i = 0; i < Number(count); i++) {
+  const key = 'w' + id + ':k:' + i;
+  await cache.set(key, { value: payload(key, 1000 + ((i * 37) % 9000)), tags: ['writer-' + id] });
+  await cache.set('hot:k:0', { value: payload('hot-' + id + '-' + i, 3000 + ((i * 101) % 6000)), tags: ['hot-' + id] });
+  const hot = await cache.get('hot:k:0');
+  const hotLabel = hot === undefined ? undefined : check(hot.value);
+  if (hotLabel === undefined) throw new Error('torn hot entry at ' + i);
+  if (!hotLabel.startsWith('hot-' + id + '-')) foreign++;
+  const own = await cache.get(key);
+  if (own === undefined || check(own.value) !== key) throw new Error('lost own write ' + key);
+  await cache.incrementCounters('proc', { writes: 2 });
+}
+await cache.close();
+process.stdout.write('foreign ' + foreign + '\\n');
+`;
+}

@@ -1,0 +1,770 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type BetterSqlite3 from 'better-sqlite3';
+import { CacheError, cacheError } from '../errors.ts';
+import type {
+  BackendCapabilities,
+  BackendStats,
+  CacheBackend,
+  Clock,
+  ScanOptions,
+  StoredEntry,
+} from './backend.ts';
+import { BACKEND_SPECIFICATION_VERSION, systemClock } from './backend.ts';
+import { prefixUpperBound } from './prefix.ts';
+import type { PrefixStats, TrimBounds } from './quota.ts';
+import { checkLimit } from './quota.ts';
+import { loadSqliteDriver } from './sqlite-driver.ts';
+import { migrate } from './sqlite-schema.ts';
+
+export interface SqliteBackendOptions {
+  /**
+   * Database file; missing parent directories are created. `':memory:'` keeps the data in this
+   * connection only. Ignored when `database` is given.
+   * @default '.cache/llm-cache.db'
+   */
+  path?: string | undefined;
+  /**
+   * An open better-sqlite3 `Database` to use instead of opening `path`. The backend creates its
+   * `cache_*` tables in it, leaves its journal mode and `synchronous` setting alone (enable WAL
+   * yourself for concurrent readers), and does not close it on `close()`.
+   * @default undefined
+   */
+  database?: BetterSqlite3.Database | undefined;
+  /** Most entries kept; the least recently used are evicted beyond it. @default Infinity */
+  maxEntries?: number | undefined;
+  /**
+   * Most value bytes kept (the sum of `value.byteLength`, as in `stats().bytes`); the least
+   * recently used entries are evicted beyond it, and a single larger value is not stored.
+   * @default Infinity
+   */
+  maxBytes?: number | undefined;
+  /** Time source for expiry, LRU order and lock leases. @default systemClock */
+  clock?: Clock | undefined;
+  /**
+   * How long a write waits for another connection's write lock before failing with `E_TIMEOUT`.
+   * Applied to a passed `database` only when set explicitly.
+   * @default 5000
+   */
+  busyTimeoutMs?: number | undefined;
+  /** Reads are recorded in memory and written to the LRU column at most this often. @default 1000 */
+  touchFlushIntervalMs?: number | undefined;
+  /** ...or as soon as this many distinct keys were read, whichever comes first. @default 1000 */
+  touchFlushSize?: number | undefined;
+}
+
+export interface SqliteBackend extends CacheBackend {
+  readonly name: 'sqlite';
+  add(key: string, entry: StoredEntry): Promise<boolean>;
+  acquireLock(name: string, owner: string, ttlMs: number): Promise<boolean>;
+  releaseLock(name: string, owner: string): Promise<boolean>;
+  /**
+   * Entries and value bytes under `prefix`, from trigger-maintained totals for a namespace prefix
+   * (`ns:`) or a colon-free one (a tier); other prefixes scan their key range.
+   */
+  statsFor(prefix: string): Promise<PrefixStats>;
+  /**
+   * Removes least recently used entries under `prefix` until it is within `limits` (expired ones
+   * met on the way too) and returns how many went.
+   */
+  trim(prefix: string, limits: TrimBounds): Promise<number>;
+  incrementCounters(scope: string, deltas: Readonly<Record<string, number>>): Promise<void>;
+  readCounters(): Promise<Record<string, Record<string, number>>>;
+  clearCounters(scopePrefix?: string): Promise<void>;
+  /** Writes the buffered LRU touches now (also done on a timer, after `touchFlushSize` reads and on close). */
+  flush(): Promise<void>;
+}
+
+const DEFAULT_PATH = '.cache/llm-cache.db';
+const DEFAULT_BUSY_TIMEOUT_MS = 5000;
+const DEFAULT_TOUCH_FLUSH_INTERVAL_MS = 1000;
+const DEFAULT_TOUCH_FLUSH_SIZE = 1000;
+const DEFAULT_SCAN_BATCH = 500;
+const EVICTION_BATCH = 64;
+
+const CAPABILITIES: BackendCapabilities = Object.freeze({
+  createIfAbsent: true,
+  locks: true,
+  pubsub: false,
+  persistent: true,
+  shared: true,
+});
+
+/**
+ * Persistent cache in one SQLite file that several processes may share (WAL mode). Loads
+ * better-sqlite3 only when called, so users of the memory backend never need it installed.
+ */
+export function sqliteBackend(options: SqliteBackendOptions = {}): SqliteBackend {
+  if (options.database !== undefined && options.path !== undefined) {
+    throw cacheError('E_INVALID_OPTION', 'sqlite', 'pass either `path` or `database`, not both');
+  }
+  // Validated before anything touches the file system.
+  const settings: Settings = {
+    clock: options.clock ?? systemClock,
+    maxEntries: checkLimit('sqlite', 'maxEntries', options.maxEntries ?? Infinity, true),
+    maxBytes: checkLimit('sqlite', 'maxBytes', options.maxBytes ?? Infinity, true),
+    busyTimeoutMs: checkLimit(
+      'sqlite',
+      'busyTimeoutMs',
+      options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS,
+      false,
+    ),
+    touchFlushIntervalMs: checkLimit(
+      'sqlite',
+      'touchFlushIntervalMs',
+      options.touchFlushIntervalMs ?? DEFAULT_TOUCH_FLUSH_INTERVAL_MS,
+      false,
+    ),
+    touchFlushSize: checkLimit(
+      'sqlite',
+      'touchFlushSize',
+      options.touchFlushSize ?? DEFAULT_TOUCH_FLUSH_SIZE,
+      false,
+    ),
+  };
+  const { busyTimeoutMs } = settings;
+  let db: BetterSqlite3.Database;
+  let owned: boolean;
+  let location: string;
+  if (options.database !== undefined) {
+    db = options.database;
+    owned = false;
+    location = db.name;
+    if (!db.open) {
+      throw cacheError(
+        'E_INVALID_OPTION',
+        'sqlite',
+        '`database` is closed; pass an open better-sqlite3 Database',
+      );
+    }
+    if (options.busyTimeoutMs !== undefined) db.pragma(`busy_timeout = ${busyTimeoutMs}`);
+  } else {
+    location = options.path ?? DEFAULT_PATH;
+    const Driver = loadSqliteDriver();
+    try {
+      if (location !== ':memory:' && location !== '') mkdirSync(dirname(location), { recursive: true });
+      db = new Driver(location, { timeout: busyTimeoutMs });
+    } catch (error) {
+      throw cacheError(
+        'E_BACKEND',
+        'sqlite',
+        `cannot open "${location}": ${messageOf(error)}; pass a writable \`path\` (or ':memory:')`,
+        { cause: error },
+      );
+    }
+    owned = true;
+  }
+  try {
+    if (owned) {
+      // WAL lets readers in other processes proceed during a write; NORMAL is durable across
+      // application crashes (not power loss), which is the right trade for a cache.
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = NORMAL');
+    }
+    migrate(db);
+    return new SqliteStore(db, owned, location, settings);
+  } catch (error) {
+    if (owned) db.close();
+    throw wrapError(error, 'open', location, busyTimeoutMs);
+  }
+}
+
+/** Options after defaults and validation. */
+interface Settings {
+  clock: Clock;
+  maxEntries: number;
+  maxBytes: number;
+  busyTimeoutMs: number;
+  touchFlushIntervalMs: number;
+  touchFlushSize: number;
+}
+type EntryRow = [value: Uint8Array, expiresAt: number | null, tags: string | null];
+interface Totals {
+  entries: number;
+  bytes: number;
+}
+interface VictimRow {
+  key: string;
+  size: number;
+  expires_at: number | null;
+}
+/** A type alias, not an interface, so that it can be passed where named parameters are expected. */
+type Range = { lower: string; upper?: string };
+/** The same query with and without an upper key bound, since an empty prefix has none. */
+interface RangeStatement<Result> {
+  bounded: BetterSqlite3.Statement<[Record<string, unknown>], Result>;
+  open: BetterSqlite3.Statement<[Record<string, unknown>], Result>;
+}
+
+function prepareStatements(db: BetterSqlite3.Database) {
+  const range = <Result>(
+    sql: string,
+    options: { column?: string; pluck?: boolean } = {},
+  ): RangeStatement<Result> => {
+    const prepare = (upper: string) => {
+      const statement = db.prepare<[Record<string, unknown>], Result>(sql.replace('$upper', upper));
+      return options.pluck ? statement.pluck() : statement;
+    };
+    return { bounded: prepare(`AND ${options.column ?? 'key'} < @upper`), open: prepare('') };
+  };
+  const upsert = `
+    INSERT INTO cache_entries (key, expires_at, accessed_at, size, tags, value) VALUES (?, ?, ?, ?, ?, ?)
+    ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at, accessed_at = excluded.accessed_at,
+      size = excluded.size, tags = excluded.tags, value = excluded.value`;
+  return {
+    get: db
+      .prepare<[string], EntryRow>('SELECT value, expires_at, tags FROM cache_entries WHERE key = ?')
+      .raw(),
+    expiresAt: db
+      .prepare<[string], number | null>('SELECT expires_at FROM cache_entries WHERE key = ?')
+      .pluck(),
+    upsert: db.prepare<[string, number | null, number, number, string | null, Uint8Array]>(upsert),
+    // An expired row counts as absent, so the conflict branch replaces only those.
+    insertIfAbsent: db.prepare<[string, number | null, number, number, string | null, Uint8Array, number]>(
+      `${upsert} WHERE cache_entries.expires_at IS NOT NULL AND cache_entries.expires_at <= ?`,
+    ),
+    deleteKey: db
+      .prepare<[string], number | null>('DELETE FROM cache_entries WHERE key = ? RETURNING expires_at')
+      .pluck(),
+    evictKey: db.prepare<[string]>('DELETE FROM cache_entries WHERE key = ?'),
+    deleteByTag: db
+      .prepare<[string], number | null>(
+        'DELETE FROM cache_entries WHERE key IN (SELECT key FROM cache_tags WHERE tag = ?) RETURNING expires_at',
+      )
+      .pluck(),
+    deleteRange: range<number | null>(
+      'DELETE FROM cache_entries WHERE key >= @lower $upper RETURNING expires_at',
+      { pluck: true },
+    ),
+    deleteAll: db.prepare('DELETE FROM cache_entries'),
+    deleteNamespaceTotals: db.prepare('DELETE FROM cache_namespace_totals'),
+    prune: db.prepare<[number]>('DELETE FROM cache_entries WHERE expires_at <= ?'),
+    keysFrom: range<string>(
+      'SELECT key FROM cache_entries WHERE key >= @lower $upper AND (expires_at IS NULL OR expires_at > @now) ' +
+        'ORDER BY key LIMIT @limit',
+      { pluck: true },
+    ),
+    keysAfter: range<string>(
+      'SELECT key FROM cache_entries WHERE key > @cursor AND key >= @lower $upper ' +
+        'AND (expires_at IS NULL OR expires_at > @now) ORDER BY key LIMIT @limit',
+      { pluck: true },
+    ),
+    totals: db.prepare<[], Totals>('SELECT entries, bytes FROM cache_totals WHERE id = 1'),
+    namespaceTotals: db.prepare<[string], Totals>(
+      'SELECT entries, bytes FROM cache_namespace_totals WHERE namespace = ?',
+    ),
+    rangeTotals: range<Totals>(
+      'SELECT count(*) AS entries, coalesce(sum(size), 0) AS bytes FROM cache_entries WHERE key >= @lower $upper',
+    ),
+    namespaceRangeTotals: range<Totals>(
+      'SELECT coalesce(sum(entries), 0) AS entries, coalesce(sum(bytes), 0) AS bytes ' +
+        'FROM cache_namespace_totals WHERE namespace >= @lower $upper',
+      { column: 'namespace' },
+    ),
+    colonFreeRangeTotals: range<Totals>(
+      'SELECT count(*) AS entries, coalesce(sum(size), 0) AS bytes FROM cache_entries ' +
+        "WHERE key >= @lower $upper AND instr(key, ':') = 0",
+    ),
+    // One statement for the whole batch; max() keeps a newer touch written by another process.
+    touch: db.prepare<[string]>(
+      'UPDATE cache_entries SET accessed_at = max(accessed_at, t.value ->> 1) FROM json_each(?) AS t ' +
+        'WHERE cache_entries.key = t.value ->> 0',
+    ),
+    leastRecentlyUsed: db.prepare<[string, number], VictimRow>(
+      'SELECT key, size, expires_at FROM cache_entries WHERE key <> ? ORDER BY accessed_at LIMIT ?',
+    ),
+    leastRecentlyUsedIn: range<VictimRow>(
+      'SELECT key, size, expires_at FROM cache_entries WHERE key >= @lower $upper ORDER BY accessed_at',
+    ),
+    acquireLock: db.prepare<[Record<string, unknown>]>(
+      'INSERT INTO cache_locks (name, owner, expires_at) VALUES (@name, @owner, @expiresAt) ' +
+        'ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at ' +
+        'WHERE cache_locks.expires_at <= @now OR cache_locks.owner = excluded.owner',
+    ),
+    releaseLock: db.prepare<[Record<string, unknown>]>(
+      'DELETE FROM cache_locks WHERE name = @name AND owner = @owner AND expires_at > @now',
+    ),
+    incrementCounter: db.prepare<[string, string, number]>(
+      'INSERT INTO cache_counters (scope, name, value) VALUES (?, ?, ?) ' +
+        'ON CONFLICT (scope, name) DO UPDATE SET value = value + excluded.value',
+    ),
+    readCounters: db
+      .prepare<[], [scope: string, name: string, value: number]>(
+        'SELECT scope, name, value FROM cache_counters',
+      )
+      .raw(),
+    clearCounters: range<never>('DELETE FROM cache_counters WHERE scope >= @lower $upper', {
+      column: 'scope',
+    }),
+  };
+}
+
+type Statements = ReturnType<typeof prepareStatements>;
+
+class SqliteStore implements SqliteBackend {
+  readonly specificationVersion = BACKEND_SPECIFICATION_VERSION;
+  readonly name = 'sqlite';
+  readonly capabilities = CAPABILITIES;
+
+  private readonly db: BetterSqlite3.Database;
+  private readonly owned: boolean;
+  private readonly location: string;
+  private readonly busyTimeoutMs: number;
+  private readonly clock: Clock;
+  private readonly maxEntries: number;
+  private readonly maxBytes: number;
+  private readonly bounded: boolean;
+  private readonly touchFlushIntervalMs: number;
+  private readonly touchFlushSize: number;
+  private readonly s: Statements;
+  private readonly readMany: BetterSqlite3.Transaction<(keys: readonly string[]) => (EntryRow | undefined)[]>;
+  private readonly storeBounded: BetterSqlite3.Transaction<(key: string, entry: StoredEntry) => void>;
+
+  /** Key -> time of its latest read, not yet written to `accessed_at`. */
+  private touches = new Map<string, number>();
+  private touchTimer: ReturnType<typeof setTimeout> | undefined;
+  private flushQueued = false;
+  /** Set after a background flush met a locked database: retry on the timer only, not per read. */
+  private backingOff = false;
+  private evictions = 0;
+  private closed = false;
+
+  constructor(db: BetterSqlite3.Database, owned: boolean, location: string, settings: Settings) {
+    this.db = db;
+    this.owned = owned;
+    this.location = location;
+    this.busyTimeoutMs = settings.busyTimeoutMs;
+    this.clock = settings.clock;
+    this.maxEntries = settings.maxEntries;
+    this.maxBytes = settings.maxBytes;
+    this.bounded = this.maxEntries !== Infinity || this.maxBytes !== Infinity;
+    this.touchFlushIntervalMs = settings.touchFlushIntervalMs;
+    this.touchFlushSize = settings.touchFlushSize;
+    this.s = prepareStatements(db);
+    this.readMany = db.transaction((keys: readonly string[]) => keys.map((key) => this.s.get.get(key)));
+    // IMMEDIATE: the bound check reads before it writes, and a deferred transaction that must
+    // upgrade its lock fails with SQLITE_BUSY at once instead of waiting busyTimeoutMs.
+    this.storeBounded = db.transaction((key: string, entry: StoredEntry) => this.store(key, entry, true));
+  }
+
+  async get(key: string): Promise<StoredEntry | undefined> {
+    if (this.closed) throw this.closedError();
+    let row: EntryRow | undefined;
+    try {
+      row = this.s.get.get(key);
+    } catch (error) {
+      throw this.wrap(error, 'get');
+    }
+    return row === undefined ? undefined : this.hit(key, row, this.clock.now());
+  }
+
+  async getMany(keys: readonly string[]): Promise<(StoredEntry | undefined)[]> {
+    return this.run('getMany', () => {
+      const now = this.clock.now();
+      // One read transaction: a consistent snapshot, and one lock instead of one per key.
+      const rows = keys.length > 1 ? this.readMany.deferred(keys) : keys.map((key) => this.s.get.get(key));
+      return rows.map((row, index) => (row === undefined ? undefined : this.hit(keys[index]!, row, now)));
+    });
+  }
+
+  async set(key: string, entry: StoredEntry): Promise<void> {
+    this.run('set', () => {
+      if (this.bounded) this.storeBounded.immediate(key, entry);
+      else this.store(key, entry, false);
+    });
+  }
+
+  async setMany(entries: ReadonlyArray<readonly [key: string, entry: StoredEntry]>): Promise<void> {
+    if (entries.length === 0) return;
+    this.run('setMany', () => {
+      this.db
+        .transaction(() => {
+          for (const [key, entry] of entries) this.store(key, entry, false);
+          this.enforceBounds(entries[entries.length - 1]![0]);
+        })
+        .immediate();
+    });
+  }
+
+  async add(key: string, entry: StoredEntry): Promise<boolean> {
+    return this.run('add', () => {
+      const now = this.clock.now();
+      const size = entry.value.byteLength;
+      if (size > this.maxBytes) return false;
+      const insert = () => {
+        const { changes } = this.s.insertIfAbsent.run(
+          key,
+          entry.expiresAt ?? null,
+          now,
+          size,
+          tagsColumn(entry.tags),
+          entry.value,
+          now,
+        );
+        if (changes > 0) this.enforceBounds(key);
+        return changes > 0;
+      };
+      return this.bounded ? this.db.transaction(insert).immediate() : insert();
+    });
+  }
+
+  async has(key: string): Promise<boolean> {
+    return this.run('has', () => {
+      const expiresAt = this.s.expiresAt.get(key);
+      return expiresAt !== undefined && (expiresAt === null || expiresAt > this.clock.now());
+    });
+  }
+
+  async delete(key: string): Promise<boolean> {
+    return this.run('delete', () => {
+      const expiresAt = this.s.deleteKey.get(key);
+      this.touches.delete(key);
+      return expiresAt !== undefined && isLive(expiresAt, this.clock.now());
+    });
+  }
+
+  async deleteByTag(tag: string): Promise<number> {
+    return this.run('deleteByTag', () => countLive(this.s.deleteByTag.all(tag), this.clock.now()));
+  }
+
+  async deleteByPrefix(prefix: string): Promise<number> {
+    return this.run('deleteByPrefix', () => {
+      const range = rangeOf(prefix);
+      return countLive(pick(this.s.deleteRange, range).all(range), this.clock.now());
+    });
+  }
+
+  async clear(): Promise<void> {
+    this.run('clear', () => {
+      this.touches.clear();
+      this.db
+        .transaction(() => {
+          this.s.deleteAll.run();
+          this.s.deleteNamespaceTotals.run();
+        })
+        .immediate();
+    });
+  }
+
+  async prune(): Promise<number> {
+    return this.run('prune', () => this.s.prune.run(this.clock.now()).changes);
+  }
+
+  async *keys(options: ScanOptions = {}): AsyncIterable<string> {
+    const limit = checkLimit('sqlite', 'batchSize', options.batchSize ?? DEFAULT_SCAN_BATCH, false) || 1;
+    const range = rangeOf(options.prefix ?? '');
+    let cursor: string | undefined;
+    // Keyset pagination: each page is a fresh index range scan after the last key seen, so no
+    // statement stays open across `yield` and concurrent writes cannot break the iteration.
+    for (;;) {
+      const page = this.run('keys', () => {
+        const now = this.clock.now();
+        return cursor === undefined
+          ? pick(this.s.keysFrom, range).all({ ...range, now, limit })
+          : pick(this.s.keysAfter, range).all({ ...range, cursor, now, limit });
+      });
+      for (const key of page) yield key;
+      if (page.length < limit) return;
+      cursor = page[page.length - 1];
+    }
+  }
+
+  async stats(): Promise<BackendStats> {
+    return this.run('stats', () => ({ ...this.totals(), evictions: this.evictions }));
+  }
+
+  async statsFor(prefix: string): Promise<PrefixStats> {
+    return this.run('statsFor', () => this.prefixTotals(prefix));
+  }
+
+  async trim(prefix: string, bounds: TrimBounds): Promise<number> {
+    const maxEntries = checkLimit('sqlite', 'trim maxEntries', bounds.maxEntries ?? Infinity, true);
+    const maxBytes = checkLimit('sqlite', 'trim maxBytes', bounds.maxBytes ?? Infinity, true);
+    return this.run('trim', () =>
+      this.db
+        .transaction(() => {
+          let { entries, bytes } = this.prefixTotals(prefix);
+          if (entries <= maxEntries && bytes <= maxBytes) return 0;
+          this.writeTouches();
+          const range = rangeOf(prefix);
+          const victims: VictimRow[] = [];
+          // Collected first: better-sqlite3 allows no other statement while an iterator is open.
+          for (const row of pick(this.s.leastRecentlyUsedIn, range).iterate(range)) {
+            if (entries <= maxEntries && bytes <= maxBytes) break;
+            victims.push(row);
+            entries--;
+            bytes -= row.size;
+          }
+          const now = this.clock.now();
+          for (const victim of victims) {
+            this.s.evictKey.run(victim.key);
+            if (isLive(victim.expires_at, now)) this.evictions++;
+          }
+          return victims.length;
+        })
+        .immediate(),
+    );
+  }
+
+  async acquireLock(name: string, owner: string, ttlMs: number): Promise<boolean> {
+    if (!(ttlMs > 0 && Number.isFinite(ttlMs))) {
+      throw cacheError('E_INVALID_OPTION', 'sqlite', `lock ttlMs must be a positive number, got ${ttlMs}`);
+    }
+    return this.run('acquireLock', () => {
+      const now = this.clock.now();
+      return this.s.acquireLock.run({ name, owner, expiresAt: now + ttlMs, now }).changes > 0;
+    });
+  }
+
+  async releaseLock(name: string, owner: string): Promise<boolean> {
+    return this.run('releaseLock', () => {
+      return this.s.releaseLock.run({ name, owner, now: this.clock.now() }).changes > 0;
+    });
+  }
+
+  async incrementCounters(scope: string, deltas: Readonly<Record<string, number>>): Promise<void> {
+    const changes = Object.entries(deltas).filter(([, delta]) => delta !== 0);
+    for (const [name, delta] of changes) {
+      if (!Number.isFinite(delta)) {
+        throw cacheError(
+          'E_INVALID_OPTION',
+          'sqlite',
+          `counter "${name}" delta must be a finite number, got ${delta}`,
+        );
+      }
+    }
+    if (changes.length === 0) return;
+    this.run('incrementCounters', () => {
+      this.db
+        .transaction(() => {
+          for (const [name, delta] of changes) this.s.incrementCounter.run(scope, name, delta);
+        })
+        .immediate();
+    });
+  }
+
+  async readCounters(): Promise<Record<string, Record<string, number>>> {
+    return this.run('readCounters', () => {
+      const counters: Record<string, Record<string, number>> = {};
+      for (const [scope, name, value] of this.s.readCounters.all()) (counters[scope] ??= {})[name] = value;
+      return counters;
+    });
+  }
+
+  async clearCounters(scopePrefix = ''): Promise<void> {
+    this.run('clearCounters', () => {
+      const range = rangeOf(scopePrefix);
+      pick(this.s.clearCounters, range).run(range);
+    });
+  }
+
+  async flush(): Promise<void> {
+    this.run('flush', () => this.writeTouches());
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.cancelFlush();
+    try {
+      this.writeTouches();
+    } catch {
+      // LRU touches are hints; losing them must not prevent closing.
+    }
+    this.closed = true;
+    if (this.owned) this.db.close();
+  }
+
+  private hit(key: string, row: EntryRow, now: number): StoredEntry | undefined {
+    const [value, expiresAt, tags] = row;
+    if (expiresAt !== null && expiresAt <= now) return undefined;
+    this.touch(key, now);
+    return {
+      // better-sqlite3 hands out Buffers; a plain view keeps the contract's type without a copy.
+      value: new Uint8Array(value.buffer, value.byteOffset, value.byteLength),
+      expiresAt: expiresAt ?? undefined,
+      tags: tags === null ? undefined : (JSON.parse(tags) as string[]),
+    };
+  }
+
+  /** Upserts one entry; the caller provides the transaction when bounds must be enforced. */
+  private store(key: string, entry: StoredEntry, enforce: boolean): void {
+    const size = entry.value.byteLength;
+    this.touches.delete(key);
+    if (size > this.maxBytes) {
+      // Dropping the old value even though the new one is refused: serving it would be stale.
+      this.s.evictKey.run(key);
+      return;
+    }
+    this.s.upsert.run(
+      key,
+      entry.expiresAt ?? null,
+      this.clock.now(),
+      size,
+      tagsColumn(entry.tags),
+      entry.value,
+    );
+    if (enforce) this.enforceBounds(key);
+  }
+
+  /** Evicts least recently used entries (never `keep`) until within bounds; runs inside a write transaction. */
+  private enforceBounds(keep: string): void {
+    if (!this.bounded) return;
+    let { entries, bytes } = this.totals();
+    if (entries <= this.maxEntries && bytes <= this.maxBytes) return;
+    // Expired rows go first and free; they are not evictions.
+    this.s.prune.run(this.clock.now());
+    this.writeTouches();
+    ({ entries, bytes } = this.totals());
+    while (entries > this.maxEntries || bytes > this.maxBytes) {
+      const batch = this.s.leastRecentlyUsed.all(keep, EVICTION_BATCH);
+      if (batch.length === 0) return;
+      for (const row of batch) {
+        if (entries <= this.maxEntries && bytes <= this.maxBytes) return;
+        this.s.evictKey.run(row.key);
+        this.evictions++;
+        entries--;
+        bytes -= row.size;
+      }
+    }
+  }
+
+  private totals(): Totals {
+    return this.s.totals.get() ?? { entries: 0, bytes: 0 };
+  }
+
+  private prefixTotals(prefix: string): PrefixStats {
+    if (prefix === '') return this.totals();
+    const colon = prefix.indexOf(':');
+    if (colon === prefix.length - 1) return this.s.namespaceTotals.get(prefix) ?? { entries: 0, bytes: 0 };
+    const range = rangeOf(prefix);
+    if (colon !== -1) return pick(this.s.rangeTotals, range).get(range) ?? { entries: 0, bytes: 0 };
+    // Under a colon-free prefix (a tier), every key's namespace starts with the prefix too, so the
+    // namespace totals add up; only keys without any colon (the '' row) need their range scanned.
+    const totals = pick(this.s.namespaceRangeTotals, range).get(range) ?? { entries: 0, bytes: 0 };
+    if ((this.s.namespaceTotals.get('')?.entries ?? 0) > 0) {
+      const loose = pick(this.s.colonFreeRangeTotals, range).get(range);
+      totals.entries += loose?.entries ?? 0;
+      totals.bytes += loose?.bytes ?? 0;
+    }
+    return totals;
+  }
+
+  /** Records a read for LRU order without writing: reads must stay a single SELECT. */
+  private touch(key: string, now: number): void {
+    this.touches.set(key, now);
+    if (this.touches.size >= this.touchFlushSize && !this.flushQueued && !this.backingOff) {
+      this.flushQueued = true;
+      // Deferred so that the read which crossed the threshold does not pay for the write.
+      setImmediate(this.backgroundFlush);
+    } else {
+      this.armFlushTimer();
+    }
+  }
+
+  private armFlushTimer(): void {
+    if (this.touchTimer !== undefined) return;
+    this.touchTimer = setTimeout(this.backgroundFlush, this.touchFlushIntervalMs);
+    this.touchTimer.unref();
+  }
+
+  private readonly backgroundFlush = (): void => {
+    this.cancelFlush();
+    if (this.closed || this.touches.size === 0) return;
+    const pending = this.touches;
+    // A background flush must not block the event loop for busyTimeoutMs behind another
+    // process's write, so it gives up at once and retries when the timer fires again.
+    const timeout = Number(this.db.pragma('busy_timeout', { simple: true }));
+    this.db.pragma('busy_timeout = 0');
+    try {
+      this.writeTouches();
+      this.backingOff = false;
+    } catch {
+      for (const [key, time] of pending) if (!this.touches.has(key)) this.touches.set(key, time);
+      // Past this size the hints are not worth the memory; LRU order degrades gracefully.
+      if (this.touches.size > 10 * this.touchFlushSize) this.touches.clear();
+      this.backingOff = true;
+      this.armFlushTimer();
+    } finally {
+      this.db.pragma(`busy_timeout = ${timeout}`);
+    }
+  };
+
+  private writeTouches(): void {
+    if (this.touches.size === 0) return;
+    const batch = JSON.stringify(Array.from(this.touches));
+    this.touches = new Map();
+    this.s.touch.run(batch);
+  }
+
+  private cancelFlush(): void {
+    if (this.touchTimer !== undefined) clearTimeout(this.touchTimer);
+    this.touchTimer = undefined;
+    this.flushQueued = false;
+  }
+
+  private run<T>(operation: string, fn: () => T): T {
+    if (this.closed) throw this.closedError();
+    try {
+      return fn();
+    } catch (error) {
+      throw this.wrap(error, operation);
+    }
+  }
+
+  private wrap(error: unknown, operation: string): CacheError {
+    return wrapError(error, operation, this.location, this.busyTimeoutMs);
+  }
+
+  private closedError(): CacheError {
+    return cacheError('E_CLOSED', 'sqlite', 'this backend was closed; open a new one with sqliteBackend()');
+  }
+}
+
+function wrapError(error: unknown, operation: string, location: string, busyTimeoutMs: number): CacheError {
+  if (CacheError.isInstance(error)) return error;
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && code.startsWith('SQLITE_BUSY')) {
+    return cacheError(
+      'E_TIMEOUT',
+      'sqlite',
+      `${operation} waited over ${busyTimeoutMs} ms for another connection's lock on "${location}"; ` +
+        'raise busyTimeoutMs or write from fewer processes at once',
+      { cause: error },
+    );
+  }
+  return cacheError(
+    'E_BACKEND',
+    'sqlite',
+    `${operation} failed on "${location}": ${messageOf(error)}; ` +
+      'check that the file is a writable SQLite database, or delete it to start an empty cache',
+    { cause: error },
+  );
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function tagsColumn(tags: readonly string[] | undefined): string | null {
+  if (tags === undefined || tags.length === 0) return null;
+  return JSON.stringify(tags.length === 1 ? tags : [...new Set(tags)]);
+}
+
+function isLive(expiresAt: number | null, now: number): boolean {
+  return expiresAt === null || expiresAt > now;
+}
+
+function countLive(expiries: readonly (number | null)[], now: number): number {
+  let live = 0;
+  for (const expiresAt of expiries) if (isLive(expiresAt, now)) live++;
+  return live;
+}
+
+function rangeOf(prefix: string): Range {
+  const upper = prefixUpperBound(prefix);
+  return upper === undefined ? { lower: prefix } : { lower: prefix, upper };
+}
+
+function pick<Result>(statement: RangeStatement<Result>, range: Range) {
+  return range.upper === undefined ? statement.open : statement.bounded;
+}

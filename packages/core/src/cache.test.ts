@@ -1,0 +1,497 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { sqliteBackend } from './backends/sqlite.ts';
+import type { Cache, CacheOptions } from './cache.ts';
+import { createCache } from './cache.ts';
+import { CacheError, QuotaExceededError } from './errors.ts';
+
+function manualClock(start = 1_700_000_000_000) {
+  let now = start;
+  return {
+    now: () => now,
+    advance(ms: number) {
+      now += ms;
+    },
+  };
+}
+
+let dir: string;
+const open: Cache[] = [];
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'x-cache-'));
+});
+
+afterEach(async () => {
+  for (const cache of open.splice(0)) await cache.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function make(options: CacheOptions = {}): Cache {
+  const cache = createCache(options);
+  open.push(cache);
+  return cache;
+}
+
+function counter<T>(value: T) {
+  const fn = async () => {
+    fn.calls++;
+    return typeof value === 'function' ? (value as () => T)() : value;
+  };
+  fn.calls = 0;
+  return fn;
+}
+
+describe('createCache > getOrCompute', () => {
+  it('computes once, then serves the stored value as a hit', async () => {
+    const cache = make();
+    const compute = counter({ text: 'hello' });
+    const key = { name: 'chat', request: { model: 'gpt-4o-mini', prompt: 'hi' } };
+    expect(await cache.getOrCompute(key, compute)).toEqual({ text: 'hello' });
+    const second = await cache.getOrComputeResult(key, compute);
+    expect(second).toMatchObject({ value: { text: 'hello' }, hit: true, level: 'memory', tier: 'responses' });
+    expect(compute.calls).toBe(1);
+    const stats = await cache.stats();
+    expect(stats).toMatchObject({ hits: 1, misses: 1, sets: 1, hitRate: 0.5 });
+  });
+
+  it('never hands two callers the same mutable object', async () => {
+    const cache = make();
+    const key = { name: 'chat', request: 'p' };
+    await cache.getOrCompute(key, async () => ({ list: [1] }));
+    const a = await cache.get<{ list: number[] }>(key);
+    a!.list.push(2);
+    expect(await cache.get(key)).toEqual({ list: [1] });
+  });
+
+  it('keys on the whole request: key order does not matter, any field does', async () => {
+    const cache = make();
+    const compute = counter('x');
+    await cache.getOrCompute({ name: 'chat', request: { a: 1, b: 2 } }, compute);
+    await cache.getOrCompute({ name: 'chat', request: { b: 2, a: 1 } }, compute);
+    expect(compute.calls).toBe(1);
+    await cache.getOrCompute({ name: 'chat', request: { a: 1, b: 3 } }, compute);
+    await cache.getOrCompute({ name: 'other', request: { a: 1, b: 2 } }, compute);
+    expect(compute.calls).toBe(3);
+  });
+
+  it('expires entries after their TTL (strings like 7d and ttlHours)', async () => {
+    const clock = manualClock();
+    const cache = make({ clock });
+    const compute = counter('v');
+    await cache.getOrCompute('a', compute, { ttl: '2h' });
+    await cache.getOrCompute('b', compute, { ttlHours: 1 });
+    clock.advance(59 * 60_000);
+    await cache.getOrCompute('a', compute);
+    await cache.getOrCompute('b', compute);
+    expect(compute.calls).toBe(2);
+    clock.advance(2 * 60_000);
+    await cache.getOrCompute('b', compute);
+    expect(compute.calls).toBe(3);
+    await cache.getOrCompute('a', compute);
+    expect(compute.calls).toBe(3);
+    clock.advance(60 * 60_000);
+    await cache.getOrCompute('a', compute);
+    expect(compute.calls).toBe(4);
+  });
+
+  it('uses the tier default TTL (responses keep 7 days)', async () => {
+    const clock = manualClock();
+    const cache = make({ clock });
+    const compute = counter('v');
+    await cache.getOrCompute('k', compute);
+    clock.advance(6 * 86_400_000);
+    await cache.getOrCompute('k', compute);
+    expect(compute.calls).toBe(1);
+    clock.advance(2 * 86_400_000);
+    await cache.getOrCompute('k', compute);
+    expect(compute.calls).toBe(2);
+  });
+
+  it('rejects a malformed TTL with a typed error naming the accepted forms', async () => {
+    const cache = make();
+    const error = await cache.getOrCompute('k', async () => 1, { ttl: '7 days' as never }).catch((e) => e);
+    expect(CacheError.isInstance(error)).toBe(true);
+    expect(error.code).toBe('E_INVALID_OPTION');
+    expect(error.message).toContain("'7d'");
+  });
+
+  it('forceRefresh recomputes and replaces; noStore leaves the cache untouched', async () => {
+    const cache = make();
+    let n = 0;
+    const compute = async () => ++n;
+    expect(await cache.getOrCompute('k', compute)).toBe(1);
+    expect(await cache.getOrCompute('k', compute, { forceRefresh: true })).toBe(2);
+    expect(await cache.getOrCompute('k', compute)).toBe(2);
+    expect(await cache.getOrCompute('other', compute, { noStore: true })).toBe(3);
+    expect(await cache.has('other')).toBe(false);
+  });
+
+  it('admits values through shouldCache and never stores undefined', async () => {
+    const cache = make();
+    const compute = counter({ finishReason: 'length' });
+    const shouldCache = (value: { finishReason: string }) => value.finishReason === 'stop';
+    await cache.getOrCompute('k', compute, { shouldCache });
+    await cache.getOrCompute('k', compute, { shouldCache });
+    expect(compute.calls).toBe(2);
+    const undef = counter(undefined);
+    await cache.getOrCompute('u', undef);
+    await cache.getOrCompute('u', undef);
+    expect(undef.calls).toBe(2);
+  });
+
+  it('never caches errors and hands every concurrent caller the same error', async () => {
+    const cache = make();
+    let calls = 0;
+    const failing = async () => {
+      calls++;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      throw new Error('provider down');
+    };
+    const results = await Promise.allSettled(
+      Array.from({ length: 5 }, () => cache.getOrCompute('k', failing)),
+    );
+    expect(
+      results.every((r) => r.status === 'rejected' && (r.reason as Error).message === 'provider down'),
+    ).toBe(true);
+    expect(calls).toBe(1);
+    expect(await cache.getOrCompute('k', async () => 'ok')).toBe('ok');
+  });
+
+  it('runs compute once for N concurrent identical misses and gives each caller its own copy', async () => {
+    const cache = make();
+    let calls = 0;
+    const compute = async () => {
+      calls++;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      return { answer: 42 };
+    };
+    const values = await Promise.all(Array.from({ length: 50 }, () => cache.getOrCompute('same', compute)));
+    expect(calls).toBe(1);
+    expect(values.every((v) => v.answer === 42)).toBe(true);
+    expect(new Set(values).size).toBe(50);
+    const stats = await cache.stats();
+    expect(stats.misses).toBe(1);
+    expect(stats.coalesced).toBe(49);
+  });
+
+  it('serves a stale value within grace when the recompute fails', async () => {
+    const clock = manualClock();
+    const cache = make({ clock });
+    await cache.getOrCompute('k', async () => 'old', { ttl: '1m', grace: '1h' });
+    clock.advance(2 * 60_000);
+    const result = await cache.getOrComputeResult(
+      'k',
+      async () => {
+        throw new Error('provider down');
+      },
+      { ttl: '1m', grace: '1h' },
+    );
+    expect(result).toMatchObject({ value: 'old', hit: true, stale: true });
+    clock.advance(2 * 3_600_000);
+    await expect(
+      cache.getOrCompute('k', async () => Promise.reject(new Error('still down')), {
+        ttl: '1m',
+        grace: '1h',
+      }),
+    ).rejects.toThrow('still down');
+    expect((await cache.stats()).staleHits).toBe(1);
+  });
+
+  it('stale-while-revalidate answers at once and refreshes in the background', async () => {
+    const clock = manualClock();
+    const cache = make({ clock });
+    await cache.getOrCompute('k', async () => 'old', { ttl: '1m', grace: '1h' });
+    clock.advance(2 * 60_000);
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const policy = { ttl: '1m', grace: '1h', staleWhileRevalidate: true } as const;
+    const first = await cache.getOrComputeResult(
+      'k',
+      async () => {
+        await gate;
+        return 'new';
+      },
+      policy,
+    );
+    expect(first).toMatchObject({ value: 'old', stale: true });
+    release();
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    expect(await cache.get('k')).toBe('new');
+  });
+
+  it('emits hit, miss, set and evict events', async () => {
+    const cache = make({ tiers: { responses: { memory: { maxEntries: 1 } } } });
+    const seen: string[] = [];
+    cache.on('hit', (e) => seen.push(`hit:${e.level}`));
+    cache.on('miss', () => seen.push('miss'));
+    cache.on('set', () => seen.push('set'));
+    cache.on('evict', (e) => seen.push(`evict:${e.reason}`));
+    await cache.getOrCompute('a', async () => 1);
+    await cache.getOrCompute('a', async () => 1);
+    await cache.getOrCompute('b', async () => 2);
+    expect(seen).toEqual(['miss', 'set', 'hit:memory', 'miss', 'evict:size', 'set']);
+  });
+});
+
+describe('createCache > tiers and levels', () => {
+  it('reads through to SQLite, promotes to memory, and survives a restart', async () => {
+    const path = join(dir, 'cache.db');
+    const first = make({ store: sqliteBackend({ path }) });
+    const compute = counter('persisted');
+    await first.getOrCompute({ name: 'chat', request: 'hi' }, compute);
+    await first.close();
+
+    const second = make({ store: sqliteBackend({ path }) });
+    const result = await second.getOrComputeResult({ name: 'chat', request: 'hi' }, compute);
+    expect(result).toMatchObject({ value: 'persisted', hit: true, level: 'sqlite' });
+    const again = await second.getOrComputeResult({ name: 'chat', request: 'hi' }, compute);
+    expect(again.level).toBe('memory');
+    expect(compute.calls).toBe(1);
+  });
+
+  it('keeps named tiers apart, each with its own default TTL', async () => {
+    const clock = manualClock();
+    const cache = make({ clock, tiers: { tools: { ttl: '10m' } } });
+    const tools = cache.tier('tools');
+    const compute = counter('r');
+    await tools.getOrCompute({ name: 'git_status', request: {} }, compute);
+    await cache.getOrCompute({ name: 'git_status', request: {} }, compute);
+    expect(compute.calls).toBe(2);
+    clock.advance(11 * 60_000);
+    await tools.getOrCompute({ name: 'git_status', request: {} }, compute);
+    await cache.getOrCompute({ name: 'git_status', request: {} }, compute);
+    expect(compute.calls).toBe(3);
+  });
+
+  it('caps the memory level with maxTtl while the store keeps the entry', async () => {
+    const clock = manualClock();
+    const path = join(dir, 'c.db');
+    const cache = make({ clock, store: sqliteBackend({ path, clock }), memory: { maxTtl: '1m' } });
+    await cache.getOrCompute('k', async () => 'v');
+    clock.advance(2 * 60_000);
+    expect((await cache.getResult('k'))?.level).toBe('sqlite');
+  });
+
+  it('degrades to the memory level when the store fails, counts it, and never throws', async () => {
+    const db = new Database(join(dir, 'broken.db'));
+    const cache = make({ store: sqliteBackend({ database: db }) });
+    const errors: string[] = [];
+    cache.on('error', (e) => errors.push(`${e.level}:${e.operation}`));
+    await cache.getOrCompute('before', async () => 'ok');
+    db.close();
+    const compute = counter('computed');
+    expect(await cache.getOrCompute('during', compute)).toBe('computed');
+    expect(await cache.getOrCompute('during', compute)).toBe('computed');
+    expect(compute.calls).toBe(1);
+    expect(await cache.getOrCompute('before', async () => 'recomputed')).toBe('ok');
+    expect(errors).toContain('sqlite:set');
+    const stats = await cache.getAllStats();
+    expect(stats.levels.sqlite?.errors).toBeGreaterThan(0);
+  });
+
+  it('getMany reads a batch in order across levels', async () => {
+    const path = join(dir, 'm.db');
+    const a = make({ store: sqliteBackend({ path }) });
+    await a.set({ name: 'e', request: 1 }, 'one');
+    await a.set({ name: 'e', request: 3 }, 'three');
+    await a.close();
+    const b = make({ store: sqliteBackend({ path }) });
+    await b.set({ name: 'e', request: 4 }, 'four');
+    const values = await b.getMany([
+      { name: 'e', request: 1 },
+      { name: 'e', request: 2 },
+      { name: 'e', request: 3 },
+      { name: 'e', request: 4 },
+    ]);
+    expect(values).toEqual(['one', undefined, 'three', 'four']);
+  });
+
+  it('treats a corrupt stored entry as a miss, deletes it and counts it', async () => {
+    const path = join(dir, 'corrupt.db');
+    const db = new Database(path);
+    const cache = make({ store: sqliteBackend({ database: db }), memory: false });
+    await cache.set('k', { big: 'value' });
+    const tables = db.prepare("SELECT name FROM sqlite_master WHERE type='table'").all() as {
+      name: string;
+    }[];
+    const table = tables.map((t) => t.name).find((name) => /entr/i.test(name))!;
+    const columns = db.prepare(`PRAGMA table_info(${table})`).all() as { name: string; type: string }[];
+    const blob = columns.find((c) => /blob/i.test(c.type))!.name;
+    db.prepare(`UPDATE ${table} SET ${blob} = substr(${blob}, 1, length(${blob}) - 3)`).run();
+    const compute = counter('fresh');
+    expect(await cache.getOrCompute('k', compute)).toBe('fresh');
+    expect(compute.calls).toBe(1);
+    expect((await cache.stats()).corrupt).toBe(1);
+    expect(await cache.getOrCompute('k', compute)).toBe('fresh');
+    expect(compute.calls).toBe(1);
+  });
+});
+
+describe('createCache > invalidation', () => {
+  it('invalidates one call, a whole name, a tag, and a tier', async () => {
+    const cache = make();
+    await cache.set({ name: 'intro_page', request: { topic: 'fractions' } }, 'a', { tags: ['math'] });
+    await cache.set({ name: 'intro_page', request: { topic: 'decimals' } }, 'b');
+    await cache.set({ name: 'word_problem', request: { n: 1 } }, 'c', { tags: ['math'] });
+    await cache.tier('tools').set({ name: 'git_log', request: {} }, 'log');
+
+    expect(await cache.invalidate('intro_page', { topic: 'fractions' })).toBe(1);
+    expect(await cache.get({ name: 'intro_page', request: { topic: 'fractions' } })).toBeUndefined();
+    expect(await cache.get({ name: 'intro_page', request: { topic: 'decimals' } })).toBe('b');
+
+    await cache.invalidateTags(['math']);
+    expect(await cache.get({ name: 'word_problem', request: { n: 1 } })).toBeUndefined();
+
+    await cache.invalidate('intro_page');
+    expect(await cache.get({ name: 'intro_page', request: { topic: 'decimals' } })).toBeUndefined();
+
+    expect(await cache.tier('tools').get({ name: 'git_log', request: {} })).toBe('log');
+    await cache.tier('tools').clear();
+    expect(await cache.tier('tools').get({ name: 'git_log', request: {} })).toBeUndefined();
+  });
+
+  it('follows the dependency map: git_commit invalidates git_status and git_log', async () => {
+    const cache = make({
+      store: sqliteBackend({ path: join(dir, 'd.db') }),
+      dependencies: { git_commit: ['git_status', 'git_log'], git_log: ['git_blame'] },
+    });
+    const tools = cache.tier('tools');
+    await tools.set({ name: 'git_status', request: { repo: '.' } }, 'clean');
+    await tools.set({ name: 'git_log', request: { repo: '.' } }, 'log');
+    await tools.set({ name: 'git_blame', request: { file: 'a' } }, 'blame');
+    await tools.set({ name: 'read_file', request: { file: 'a' } }, 'text');
+    await tools.invalidate('git_commit');
+    expect(await tools.get({ name: 'git_status', request: { repo: '.' } })).toBeUndefined();
+    expect(await tools.get({ name: 'git_log', request: { repo: '.' } })).toBeUndefined();
+    expect(await tools.get({ name: 'git_blame', request: { file: 'a' } })).toBeUndefined();
+    expect(await tools.get({ name: 'read_file', request: { file: 'a' } })).toBe('text');
+  });
+
+  it('clearAll empties every tier and level and resets the counters', async () => {
+    const cache = make({ store: sqliteBackend({ path: join(dir, 'all.db') }) });
+    await cache.getOrCompute('a', async () => 1);
+    await cache.tier('embeddings').set('b', [0.1]);
+    await cache.clearAll();
+    expect(await cache.get('a')).toBeUndefined();
+    expect(await cache.tier('embeddings').get('b')).toBeUndefined();
+    const stats = await cache.getAllStats();
+    expect(stats.totals.sets).toBe(0);
+    expect(stats.tiers.responses?.entries).toBe(0);
+  });
+});
+
+describe('createCache > namespaces and quotas', () => {
+  it('never serves one namespace entries from another', async () => {
+    const path = join(dir, 'ns.db');
+    const cache = make({ store: sqliteBackend({ path }) });
+    const tenantA = cache.withNamespace('tenant-a');
+    const tenantB = cache.withNamespace('tenant-b');
+    await tenantA.set({ name: 'chat', request: 'same prompt' }, 'answer for A', { tags: ['t'] });
+    expect(await tenantB.get({ name: 'chat', request: 'same prompt' })).toBeUndefined();
+    await tenantB.set({ name: 'chat', request: 'same prompt' }, 'answer for B', { tags: ['t'] });
+    await tenantA.invalidateTags(['t']);
+    expect(await tenantB.get({ name: 'chat', request: 'same prompt' })).toBe('answer for B');
+    const sizes = (await cache.getAllStats()).namespaces;
+    expect(sizes['tenant-a']).toMatchObject({ entries: 0 });
+    expect(sizes['tenant-b']).toMatchObject({ entries: 1 });
+    expect(sizes['tenant-b']!.bytes).toBeGreaterThan(0);
+    await tenantB.clear();
+    expect(await tenantB.get({ name: 'chat', request: 'same prompt' })).toBeUndefined();
+  });
+
+  it('rejects invalid namespace names with a typed error', () => {
+    const cache = make();
+    expect(() => cache.withNamespace('bad:name')).toThrow(/namespace/);
+  });
+
+  it('enforces a quota by evicting the least recently used entries', async () => {
+    const cache = make({
+      store: sqliteBackend({ path: join(dir, 'q.db') }),
+      quotas: { small: { maxEntries: 3 } },
+    });
+    const small = cache.withNamespace('small');
+    for (let i = 0; i < 5; i++) await small.set({ name: 'n', request: i }, i);
+    const stats = await cache.getAllStats();
+    expect(stats.tiers.responses?.entries).toBeLessThanOrEqual(3);
+    expect(await cache.withNamespace('small').stats()).toMatchObject({ evictions: 2 });
+  });
+
+  it('enforces a quota by refusing writes when asked to', async () => {
+    const cache = make({
+      store: sqliteBackend({ path: join(dir, 'r.db') }),
+      memory: false,
+      quotas: { capped: { maxEntries: 2, onExceed: 'reject' } },
+    });
+    const capped = cache.withNamespace('capped');
+    await capped.set('a', 1);
+    await capped.set('b', 2);
+    await expect(capped.set('c', 3)).rejects.toBeInstanceOf(QuotaExceededError);
+    const compute = counter(4);
+    expect(await capped.getOrCompute('d', compute)).toBe(4);
+    expect((await capped.stats()).droppedWrites).toBe(1);
+  });
+});
+
+describe('createCache > stats', () => {
+  it('records the usage a hit replaced as tokens and money saved', async () => {
+    const cache = make();
+    const usage = { inputTokens: 1000, outputTokens: 500, model: 'gpt-4o-mini' };
+    await cache.getOrCompute('k', async () => 'answer', { usage });
+    await cache.getOrCompute('k', async () => 'answer', { usage });
+    await cache.getOrCompute('k', async () => 'answer', { usage });
+    const stats = await cache.stats();
+    expect(stats.inputTokensSaved).toBe(2000);
+    expect(stats.outputTokensSaved).toBe(1000);
+    expect(stats.costSavedUsd).toBeCloseTo((2000 * 0.15 + 1000 * 0.6) / 1e6, 12);
+  });
+
+  it('estimates usage with a real tokenizer when the compute reports none', async () => {
+    const cache = make({ pricing: { 'my-model': { input: 1, output: 2 } } });
+    const text = 'The quick brown fox jumps over the lazy dog.';
+    await cache.getOrCompute({ name: 'intro', request: 'unbelievable' }, async () => text, {
+      usage: 'estimate',
+      model: 'my-model',
+    });
+    await cache.getOrCompute({ name: 'intro', request: 'unbelievable' }, async () => text, {
+      usage: 'estimate',
+      model: 'my-model',
+    });
+    const stats = await cache.stats();
+    // o200k_base: the sentence is 10 tokens, far from its 44 characters / 4.
+    expect(stats.outputTokensSaved).toBe(10);
+    expect(stats.inputTokensSaved).toBeGreaterThan(0);
+    expect(stats.costSavedUsd).toBeCloseTo((stats.inputTokensSaved * 1 + 10 * 2) / 1e6, 12);
+  });
+
+  it('persists counters in the store so they survive a restart and add up across instances', async () => {
+    const path = join(dir, 'stats.db');
+    const first = make({ store: sqliteBackend({ path }) });
+    await first.getOrCompute('k', async () => 'v', { usage: { inputTokens: 10, outputTokens: 5 } });
+    await first.getOrCompute('k', async () => 'v');
+    await first.close();
+    const second = make({ store: sqliteBackend({ path }) });
+    await second.getOrCompute('k', async () => 'v');
+    const all = await second.getAllStats();
+    expect(all.totals).toMatchObject({ hits: 2, misses: 1, sets: 1, inputTokensSaved: 20 });
+    expect(all.tiers.responses).toMatchObject({ hits: 2, entries: 1 });
+    expect(all.namespaces.default).toMatchObject({ hits: 2 });
+    expect(all.levels.sqlite?.hits).toBe(1);
+    expect(all.levels.memory?.hits).toBe(1);
+  });
+});
+
+describe('createCache > enabled: false', () => {
+  it('computes every time and stores nothing', async () => {
+    const cache = make({ enabled: false });
+    const compute = counter('v');
+    await cache.getOrCompute('k', compute);
+    await cache.getOrCompute('k', compute);
+    expect(compute.calls).toBe(2);
+    expect(await cache.get('k')).toBeUndefined();
+  });
+});

@@ -1,0 +1,1006 @@
+import type { CacheBackend, Clock, StoredEntry } from './backends/backend.ts';
+import { systemClock } from './backends/backend.ts';
+import { memoryBackend } from './backends/memory.ts';
+import type { CodecOptions, DecodedEntry } from './codec/index.ts';
+import { decodeEntry, encodeEntry } from './codec/index.ts';
+import { cacheError, QuotaExceededError } from './errors.ts';
+import type { CacheEventName, CacheEvents } from './events.ts';
+import { CacheEmitter } from './events.ts';
+import { buildKey, validateName } from './keys/index.ts';
+import type { LevelInput } from './levels/stack.ts';
+import { Level, withTimeout } from './levels/stack.ts';
+import type { CounterSet } from './stats/counters.ts';
+import { addCounters, emptyCounters, StatsCollector } from './stats/counters.ts';
+import type { PriceTable, Usage } from './stats/pricing.ts';
+import { costOf, DEFAULT_PRICES } from './stats/pricing.ts';
+import { countTokens, textOf } from './stats/tokens.ts';
+import type { Duration } from './ttl.ts';
+import { parseDuration, resolveTtl } from './ttl.ts';
+
+/** The tiers every cache has; any other validated name creates a tier on first use. */
+export const BUILTIN_TIERS = ['responses', 'tools', 'embeddings', 'templates', 'http'] as const;
+export type BuiltinTier = (typeof BUILTIN_TIERS)[number];
+export type TierName = BuiltinTier | (string & {});
+
+export interface MemoryLevelOptions {
+  /** @default depends on the tier (responses 10 000, tools 2 000, embeddings 50 000, templates 1 000, http 1 000) */
+  maxEntries?: number;
+  /** @default depends on the tier (64 MiB for responses) */
+  maxBytes?: number;
+  /** Keep entries in memory at most this long, even when their TTL is longer. @default unlimited */
+  maxTtl?: Duration;
+}
+
+export interface TierOptions {
+  /** Default TTL of entries in this tier; a policy's ttl overrides it. @default see DEFAULT_TIER_OPTIONS */
+  ttl?: Duration;
+  /** The in-memory level in front of the store for this tier, or `false` for none. */
+  memory?: MemoryLevelOptions | false;
+}
+
+export const DEFAULT_TIER_OPTIONS: Readonly<
+  Record<BuiltinTier, Required<Pick<TierOptions, 'ttl'>> & TierOptions>
+> = {
+  responses: { ttl: '7d', memory: { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024 } },
+  tools: { ttl: '1h', memory: { maxEntries: 2_000, maxBytes: 16 * 1024 * 1024 } },
+  embeddings: { ttl: '30d', memory: { maxEntries: 50_000, maxBytes: 128 * 1024 * 1024 } },
+  templates: { ttl: '30d', memory: { maxEntries: 1_000, maxBytes: 8 * 1024 * 1024 } },
+  http: { ttl: '1h', memory: { maxEntries: 1_000, maxBytes: 32 * 1024 * 1024 } },
+};
+
+export interface QuotaOptions {
+  /** Most entries the namespace may hold in each tier. @default unlimited */
+  maxEntries?: number;
+  /** Most value bytes the namespace may hold in each tier. @default unlimited */
+  maxBytes?: number;
+  /**
+   * `evict` drops the namespace's least recently used entries after a write; `reject` refuses
+   * the write (a `QuotaExceededError` from `set`, a counted dropped write in `getOrCompute`).
+   * @default 'evict'
+   */
+  onExceed?: 'evict' | 'reject';
+}
+
+export interface CacheOptions {
+  /**
+   * The shared store beneath the per-tier memory level: one backend (`sqliteBackend()`), or
+   * several levels from fastest to slowest. Without a store the cache lives in memory only.
+   * @default none (memory only)
+   */
+  store?: LevelInput | readonly LevelInput[];
+  /** Default in-memory level options for every tier, or `false` to read the store directly. @default per tier */
+  memory?: MemoryLevelOptions | false;
+  /** Namespace of this cache view (application, tenant, scope). @default 'default' */
+  namespace?: string;
+  /** Per-tier TTL and memory level. @default DEFAULT_TIER_OPTIONS */
+  tiers?: Partial<Record<TierName, TierOptions>>;
+  /** Quotas per namespace. @default none */
+  quotas?: Readonly<Record<string, QuotaOptions>>;
+  /**
+   * Names whose invalidation also invalidates others, e.g. `{ git_commit: ['git_status', 'git_log'] }`.
+   * Followed transitively. @default {}
+   */
+  dependencies?: Readonly<Record<string, readonly string[]>>;
+  /** Extra or corrected model prices (USD per million tokens), merged over the defaults. @default DEFAULT_PRICES */
+  pricing?: PriceTable;
+  /** Compression settings for stored entries. @default { compressThreshold: 4096, compression: 'auto' } */
+  codec?: CodecOptions;
+  /** `false` turns the cache into a pass-through: every call computes, nothing is stored. @default true */
+  enabled?: boolean;
+  /** How often counters are written to the store so they survive restarts (ms). @default 5000 */
+  statsFlushInterval?: Duration;
+  /** Time source, for tests. @default Date.now */
+  clock?: Clock;
+}
+
+export type KeyInput = string | { name: string; request?: unknown };
+
+export interface CachePolicy<T = unknown> {
+  /** Time to live; overrides the tier default. `0` stores nothing. */
+  ttl?: Duration;
+  /** TTL in hours, as the source documents write it. */
+  ttlHours?: number;
+  /** Tags for group invalidation, scoped to this cache's namespace and tier. */
+  tags?: readonly string[];
+  /** Skip the read and recompute, then store the fresh value. @default false */
+  forceRefresh?: boolean;
+  /** Compute (or read) but never write. @default false */
+  noStore?: boolean;
+  /** Admission: return false to keep a value out of the cache. @default value !== undefined */
+  shouldCache?: (value: T) => boolean;
+  /**
+   * How long past its TTL an entry is kept to be served if the recompute fails (a provider
+   * outage). @default 0
+   */
+  grace?: Duration;
+  /** Within `grace`, serve the stale value at once and refresh in the background. @default false */
+  staleWhileRevalidate?: boolean;
+  /**
+   * The usage a hit on this entry saves: a value, a function of the computed value, or
+   * `'estimate'` to count tokens of the request and the value with a real tokenizer.
+   */
+  usage?: Usage | ((value: T) => Usage | undefined) | 'estimate';
+  /** Model id for pricing an estimated usage. */
+  model?: string;
+}
+
+export interface CacheResult<T> {
+  value: T;
+  /** Served from the cache (fresh or stale) rather than computed by this call. */
+  hit: boolean;
+  /** Served past its TTL (within grace). */
+  stale: boolean;
+  /** This call joined another caller's computation of the same key. */
+  coalesced: boolean;
+  /** Full storage key. */
+  key: string;
+  tier: string;
+  namespace: string;
+  /** Level that served the hit (`memory`, `sqlite`, …). */
+  level?: string | undefined;
+  /** Age of the served entry in ms. */
+  ageMs?: number | undefined;
+  /** Usage stored with the entry (what a hit saved). */
+  usage?: Usage | undefined;
+}
+
+export interface ScopeStats extends CounterSet {
+  /** hits / (hits + misses), 0 when there were no lookups. */
+  hitRate: number;
+}
+
+export interface CacheStats {
+  totals: ScopeStats;
+  tiers: Record<string, ScopeStats & { entries: number; bytes: number }>;
+  namespaces: Record<string, ScopeStats & { entries: number; bytes: number }>;
+  scopes: Array<ScopeStats & { tier: string; namespace: string }>;
+  levels: Record<string, { hits: number; errors: number; entries: number; bytes: number; evictions: number }>;
+}
+
+/** What a stored entry's payload holds besides the value itself. */
+interface StoredRecord {
+  v: unknown;
+  u?: Usage | undefined;
+}
+
+interface TierState {
+  name: string;
+  ttlMs: number | undefined;
+  levels: Level[];
+}
+
+interface Found {
+  decoded: DecodedEntry<StoredRecord>;
+  level: Level;
+  stale: boolean;
+}
+
+/** TTL and grace of a policy, parsed once and validated before any compute runs. */
+interface Timing {
+  ttlMs: number | undefined;
+  graceMs: number;
+}
+
+interface Flight {
+  promise: Promise<{ result: CacheResult<unknown>; encoded: Uint8Array | undefined }>;
+}
+
+const COUNTER_SCOPE = 't';
+const LEVEL_SCOPE = 'l';
+
+/** The state shared by a cache and all of its tier and namespace views. */
+class Engine {
+  readonly clock: Clock;
+  readonly enabled: boolean;
+  readonly emitter = new CacheEmitter();
+  readonly stats: StatsCollector;
+  readonly inflight = new Map<string, Flight>();
+  readonly storeLevels: Level[];
+  readonly tiers = new Map<string, TierState>();
+  readonly prices: PriceTable;
+  readonly codec: CodecOptions | undefined;
+  readonly dependencies: ReadonlyMap<string, readonly string[]>;
+  readonly quotas: Readonly<Record<string, QuotaOptions>>;
+  readonly options: CacheOptions;
+  readonly levelCounters = new Map<string, CounterSet>();
+  readonly namespaces = new Set<string>();
+  closed = false;
+
+  constructor(options: CacheOptions) {
+    this.options = options;
+    this.clock = options.clock ?? systemClock;
+    this.enabled = options.enabled ?? true;
+    const store = options.store;
+    const inputs: readonly LevelInput[] =
+      store === undefined ? [] : Array.isArray(store) ? store : [store as LevelInput];
+    this.storeLevels = inputs.map((input) => new Level(input));
+    this.prices = { ...DEFAULT_PRICES, ...options.pricing };
+    this.codec = options.codec;
+    this.quotas = options.quotas ?? {};
+    for (const namespace of Object.keys(this.quotas)) validateName(namespace, 'namespace');
+    const deps = new Map<string, readonly string[]>();
+    for (const [name, dependents] of Object.entries(options.dependencies ?? {})) {
+      validateName(name, 'name');
+      for (const dependent of dependents) validateName(dependent, 'name');
+      deps.set(name, dependents);
+    }
+    this.dependencies = deps;
+    const persistent = [...this.storeLevels].reverse().find((level) => level.backend.incrementCounters);
+    const flushMs = parseDuration(options.statsFlushInterval ?? 5000, 'statsFlushInterval') ?? 0;
+    this.stats = new StatsCollector(persistent?.backend, flushMs);
+    for (const tier of BUILTIN_TIERS) this.tier(tier);
+    for (const tier of Object.keys(options.tiers ?? {})) this.tier(tier);
+  }
+
+  tier(name: string): TierState {
+    const existing = this.tiers.get(name);
+    if (existing) return existing;
+    validateName(name, 'name');
+    const defaults: TierOptions = DEFAULT_TIER_OPTIONS[name as BuiltinTier] ?? {
+      ttl: undefined,
+      memory: { maxEntries: 1_000, maxBytes: 16 * 1024 * 1024 },
+    };
+    const own = this.options.tiers?.[name] ?? {};
+    const ttlMs = parseDuration(own.ttl ?? defaults.ttl, `tiers.${name}.ttl`);
+    const memory =
+      own.memory === false || this.options.memory === false
+        ? false
+        : { ...(defaults.memory || {}), ...(this.options.memory || {}), ...(own.memory || {}) };
+    const levels: Level[] = [];
+    if (memory) {
+      const backend = memoryBackend({
+        maxEntries: memory.maxEntries,
+        maxBytes: memory.maxBytes,
+        clock: this.clock,
+        onEvict: (key, reason) => this.onMemoryEvict(name, key, reason),
+      });
+      levels.push(new Level({ backend, name: 'memory', maxTtl: memory.maxTtl }));
+    }
+    levels.push(...this.storeLevels);
+    if (levels.length === 0) {
+      throw cacheError(
+        'E_INVALID_OPTION',
+        'options',
+        `tier "${name}" has no level: enable its memory level or pass a store (e.g. sqliteBackend())`,
+      );
+    }
+    const state: TierState = { name, ttlMs, levels };
+    this.tiers.set(name, state);
+    return state;
+  }
+
+  levelBucket(level: Level): CounterSet {
+    let bucket = this.levelCounters.get(level.name);
+    if (!bucket) {
+      bucket = this.stats.bucket(`${LEVEL_SCOPE}:${level.name}`);
+      this.levelCounters.set(level.name, bucket);
+    }
+    return bucket;
+  }
+
+  onMemoryEvict(tier: string, key: string, reason: 'size' | 'expired'): void {
+    if (reason === 'size') {
+      const levels = this.tier(tier).levels;
+      this.levelBucket(levels[0]!).evictions++;
+      // A namespace loses an entry only when its slowest level drops it; with a store beneath,
+      // a memory eviction is just a demotion.
+      const namespace = levels.length === 1 ? namespaceOfKey(key, tier) : undefined;
+      if (namespace !== undefined) this.stats.bucket(`${COUNTER_SCOPE}:${tier}:${namespace}`).evictions++;
+    }
+    if (this.emitter.has('evict')) this.emitter.emit('evict', { key, tier, level: 'memory', reason });
+  }
+
+  levelError(tier: string, level: Level, operation: string, key: string | undefined, error: unknown): void {
+    this.levelBucket(level).errors++;
+    if (this.emitter.has('error'))
+      this.emitter.emit('error', { operation, tier, level: level.name, key, error });
+  }
+
+  /** Runs a backend call under the level's timeout; a failure is counted and yields `fallback`. */
+  async guard<T>(
+    tier: string,
+    level: Level,
+    operation: string,
+    key: string | undefined,
+    fallback: T,
+    run: () => Promise<T>,
+  ): Promise<T> {
+    try {
+      return await withTimeout(level, operation, run);
+    } catch (error) {
+      this.levelError(tier, level, operation, key, error);
+      return fallback;
+    }
+  }
+
+  expand(name: string): string[] {
+    const out = new Set<string>([name]);
+    const queue = [name];
+    while (queue.length > 0) {
+      const next = queue.pop()!;
+      for (const dependent of this.dependencies.get(next) ?? []) {
+        if (!out.has(dependent)) {
+          out.add(dependent);
+          queue.push(dependent);
+        }
+      }
+    }
+    return [...out];
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.stats.close();
+    const seen = new Set<CacheBackend>();
+    for (const tier of this.tiers.values()) {
+      for (const level of tier.levels) {
+        if (seen.has(level.backend)) continue;
+        seen.add(level.backend);
+        try {
+          await level.backend.close();
+        } catch {
+          // closing is best effort
+        }
+      }
+    }
+  }
+}
+
+function namespaceOfKey(key: string, tier: string): string | undefined {
+  const start = tier.length + 1;
+  const end = key.indexOf(':', start);
+  return key.startsWith(`${tier}/`) && end > start ? key.slice(start, end) : undefined;
+}
+
+function hitRate(set: CounterSet): number {
+  const lookups = set.hits + set.misses;
+  return lookups === 0 ? 0 : set.hits / lookups;
+}
+
+function withRate(set: CounterSet): ScopeStats {
+  return { ...set, hitRate: hitRate(set) };
+}
+
+/**
+ * A view of the cache bound to one tier and one namespace. `createCache` returns the
+ * `responses` tier of the configured namespace; `tier()` and `withNamespace()` derive others
+ * that share the same levels, statistics and in-flight computations.
+ */
+export class CacheView {
+  readonly namespace: string;
+  readonly tierName: string;
+  /** @internal */
+  protected readonly engine: Engine;
+  readonly #tier: TierState;
+  readonly #prefix: string;
+  readonly #counters: CounterSet;
+
+  /** @internal */
+  constructor(engine: Engine, tier: string, namespace: string) {
+    this.engine = engine;
+    this.namespace = validateName(namespace, 'namespace');
+    this.#tier = engine.tier(tier);
+    this.tierName = tier;
+    this.#prefix = `${tier}/${namespace}`;
+    this.#counters = engine.stats.bucket(`${COUNTER_SCOPE}:${tier}:${namespace}`);
+    engine.namespaces.add(namespace);
+  }
+
+  /** The same cache in another tier (`responses`, `tools`, `embeddings`, `templates`, `http`, or your own). */
+  tier(name: TierName): CacheView {
+    return name === this.tierName ? this : new CacheView(this.engine, name, this.namespace);
+  }
+
+  /** The same cache for another namespace (tenant, project, scope); namespaces never see each other's entries. */
+  withNamespace(namespace: string): CacheView {
+    return namespace === this.namespace ? this : new CacheView(this.engine, this.tierName, namespace);
+  }
+
+  on<E extends CacheEventName>(event: E, listener: (payload: CacheEvents[E]) => void): () => void {
+    return this.engine.emitter.on(event, listener);
+  }
+
+  /** The storage key for a key input in this tier and namespace. */
+  key(input: KeyInput): string {
+    if (typeof input === 'string') return buildKey(this.#prefix, 'kv', input);
+    return buildKey(this.#prefix, input.name, input.request);
+  }
+
+  /** Key prefix of one name (`invalidate`) or of this whole view (`clear`). */
+  prefix(name?: string): string {
+    return name === undefined ? `${this.#prefix}:` : `${this.#prefix}:${validateName(name, 'name')}:`;
+  }
+
+  async getOrCompute<T>(key: KeyInput, compute: () => T | Promise<T>, policy?: CachePolicy<T>): Promise<T> {
+    return (await this.getOrComputeResult(key, compute, policy)).value;
+  }
+
+  /** `getOrCompute` that also says whether and where the value was found. */
+  async getOrComputeResult<T>(
+    key: KeyInput,
+    compute: () => T | Promise<T>,
+    policy: CachePolicy<T> = {},
+  ): Promise<CacheResult<T>> {
+    const engine = this.engine;
+    const storageKey = this.key(key);
+    if (!engine.enabled) {
+      return {
+        value: await compute(),
+        hit: false,
+        stale: false,
+        coalesced: false,
+        key: storageKey,
+        ...this.#where(),
+      };
+    }
+    const timing = this.#timing(policy);
+    let stale: Found | undefined;
+    if (!policy.forceRefresh) {
+      const found = await this.#read(storageKey);
+      if (found) {
+        if (!found.stale) return this.#served(found, storageKey, false);
+        stale = found;
+        if (policy.staleWhileRevalidate) {
+          this.#flight(storageKey, key, compute, policy, timing, undefined).promise.catch((error) => {
+            if (engine.emitter.has('error')) {
+              engine.emitter.emit('error', {
+                operation: 'revalidate',
+                tier: this.tierName,
+                key: storageKey,
+                error,
+              });
+            }
+          });
+          return this.#served(found, storageKey, true);
+        }
+      }
+    }
+    const existing = engine.inflight.get(storageKey);
+    if (existing) {
+      const { result, encoded } = await existing.promise;
+      this.#counters.coalesced++;
+      if (result.usage) this.#saved(result.usage);
+      // Joiners get their own copy so no two callers share one mutable object.
+      const value = encoded ? (decodeEntry<StoredRecord>(encoded).value.v as T) : (result.value as T);
+      return { ...result, value, coalesced: true };
+    }
+    this.#counters.misses++;
+    if (engine.emitter.has('miss')) engine.emitter.emit('miss', { key: storageKey, tier: this.tierName });
+    const { result } = await this.#flight(storageKey, key, compute, policy, timing, stale).promise;
+    return result as CacheResult<T>;
+  }
+
+  /** Reads one value without computing. */
+  async get<T>(key: KeyInput): Promise<T | undefined> {
+    return (await this.getResult<T>(key))?.value;
+  }
+
+  /** Reads one entry with its metadata (level, age, usage) without computing. Counts a hit or a miss. */
+  async getResult<T>(key: KeyInput): Promise<CacheResult<T> | undefined> {
+    if (!this.engine.enabled) return undefined;
+    const storageKey = this.key(key);
+    const found = await this.#read(storageKey);
+    if (!found || found.stale) {
+      this.#counters.misses++;
+      return undefined;
+    }
+    return this.#served<T>(found, storageKey, false);
+  }
+
+  /** Batch read: one result per key, in order, `undefined` for misses. Store levels are read with getMany. */
+  async getMany<T>(keys: readonly KeyInput[]): Promise<(T | undefined)[]> {
+    const out: (T | undefined)[] = new Array(keys.length).fill(undefined);
+    if (!this.engine.enabled || keys.length === 0) return out;
+    const storageKeys = keys.map((key) => this.key(key));
+    const levels = this.#tier.levels;
+    let pending = storageKeys.map((_, index) => index);
+    const now = this.engine.clock.now();
+    for (let depth = 0; depth < levels.length && pending.length > 0; depth++) {
+      const level = levels[depth]!;
+      const wanted = pending.map((index) => storageKeys[index]!);
+      const stored: (StoredEntry | undefined)[] = level.sync
+        ? wanted.map((key) => level.sync!.getSync(key))
+        : await this.engine.guard(this.tierName, level, 'getMany', undefined, [], () =>
+            level.backend.getMany(wanted),
+          );
+      const still: number[] = [];
+      pending.forEach((index, position) => {
+        const entry = stored[position];
+        const found = entry ? this.#decode(storageKeys[index]!, entry, level, now) : undefined;
+        if (!found || found.stale) {
+          still.push(index);
+          return;
+        }
+        this.#promote(storageKeys[index]!, entry!, depth, now);
+        out[index] = this.#served<T>(found, storageKeys[index]!, false).value;
+      });
+      pending = still;
+    }
+    this.#counters.misses += pending.length;
+    return out;
+  }
+
+  /** Stores a value. Throws on bad input (unserialisable value, quota with `reject`); backend failures are counted, not thrown. */
+  async set<T>(key: KeyInput, value: T, policy: CachePolicy<T> = {}): Promise<void> {
+    if (!this.engine.enabled) return;
+    const timing = this.#timing(policy);
+    const usage = await this.#usageOf(key, value, policy);
+    await this.#write(this.key(key), { v: value, u: usage }, policy, timing);
+  }
+
+  async has(key: KeyInput): Promise<boolean> {
+    if (!this.engine.enabled) return false;
+    const found = await this.#read(this.key(key));
+    return found !== undefined && !found.stale;
+  }
+
+  /** Removes one entry from every level. */
+  async delete(key: KeyInput): Promise<boolean> {
+    return this.deleteStorageKey(this.key(key));
+  }
+
+  /** Removes an entry by its full storage key (as returned in `CacheResult.key`). */
+  async deleteStorageKey(storageKey: string): Promise<boolean> {
+    let removed = false;
+    for (const level of this.#tier.levels) {
+      removed =
+        (await this.engine.guard(this.tierName, level, 'delete', storageKey, false, () =>
+          level.backend.delete(storageKey),
+        )) || removed;
+    }
+    return removed;
+  }
+
+  /**
+   * Invalidates one call (`invalidate('intro_page', { subject, topic })`) or every entry under a
+   * name (`invalidate('git_status')`), and, for a whole name, the names that depend on it.
+   * Returns how many entries were removed from the slowest level.
+   */
+  async invalidate(name: string, ...call: [request?: unknown]): Promise<number> {
+    validateName(name, 'name');
+    if (call.length > 0) {
+      const removed = await this.delete({ name, request: call[0] });
+      for (const dependent of this.engine.expand(name).slice(1))
+        await this.#deletePrefix(this.prefix(dependent));
+      return removed ? 1 : 0;
+    }
+    let total = 0;
+    for (const each of this.engine.expand(name)) total += await this.#deletePrefix(this.prefix(each));
+    return total;
+  }
+
+  /** Removes every entry carrying any of the tags in this tier and namespace. */
+  async invalidateTags(tags: readonly string[]): Promise<number> {
+    let total = 0;
+    for (const tag of tags) {
+      const scoped = this.#scopedTag(tag);
+      let last = 0;
+      for (const level of this.#tier.levels) {
+        last = await this.engine.guard(this.tierName, level, 'deleteByTag', undefined, 0, () =>
+          level.backend.deleteByTag(scoped),
+        );
+      }
+      total += last;
+    }
+    return total;
+  }
+
+  /** Removes every entry of this tier and namespace. */
+  async clear(): Promise<number> {
+    return this.#deletePrefix(this.prefix());
+  }
+
+  /** Counters for this tier and namespace (persisted ones included). */
+  async stats(): Promise<ScopeStats> {
+    await this.engine.stats.flush();
+    const all = await this.engine.stats.read();
+    return withRate(all.get(`${COUNTER_SCOPE}:${this.tierName}:${this.namespace}`) ?? emptyCounters());
+  }
+
+  async #deletePrefix(prefix: string): Promise<number> {
+    let last = 0;
+    for (const level of this.#tier.levels) {
+      last = await this.engine.guard(this.tierName, level, 'deleteByPrefix', undefined, 0, () =>
+        level.backend.deleteByPrefix(prefix),
+      );
+    }
+    return last;
+  }
+
+  #scopedTag(tag: string): string {
+    return `${this.#prefix}#${validateName(tag, 'tag')}`;
+  }
+
+  #where(): { tier: string; namespace: string } {
+    return { tier: this.tierName, namespace: this.namespace };
+  }
+
+  #served<T>(found: Found, storageKey: string, stale: boolean): CacheResult<T> {
+    const counters = this.#counters;
+    if (stale) counters.staleHits++;
+    else counters.hits++;
+    this.engine.levelBucket(found.level).hits++;
+    const record = found.decoded.value;
+    if (record.u) this.#saved(record.u);
+    const ageMs = this.engine.clock.now() - found.decoded.createdAt;
+    if (this.engine.emitter.has('hit')) {
+      this.engine.emitter.emit('hit', {
+        key: storageKey,
+        tier: this.tierName,
+        level: found.level.name,
+        stale,
+        ageMs,
+      });
+    }
+    return {
+      value: record.v as T,
+      hit: true,
+      stale,
+      coalesced: false,
+      key: storageKey,
+      tier: this.tierName,
+      namespace: this.namespace,
+      level: found.level.name,
+      ageMs,
+      usage: record.u,
+    };
+  }
+
+  #saved(usage: Usage): void {
+    const counters = this.#counters;
+    counters.inputTokensSaved += usage.inputTokens || 0;
+    counters.outputTokensSaved += usage.outputTokens || 0;
+    counters.costSavedUsd += costOf(usage, this.engine.prices);
+  }
+
+  /** Walks the levels; a hit in a lower level is promoted to the levels above it. */
+  async #read(storageKey: string): Promise<Found | undefined> {
+    const levels = this.#tier.levels;
+    const now = this.engine.clock.now();
+    for (let depth = 0; depth < levels.length; depth++) {
+      const level = levels[depth]!;
+      const stored = level.sync
+        ? level.sync.getSync(storageKey)
+        : await this.engine.guard(this.tierName, level, 'get', storageKey, undefined, () =>
+            level.backend.get(storageKey),
+          );
+      if (!stored) continue;
+      const found = this.#decode(storageKey, stored, level, now);
+      if (!found) continue;
+      if (depth > 0) this.#promote(storageKey, stored, depth, now);
+      return found;
+    }
+    return undefined;
+  }
+
+  #decode(storageKey: string, stored: StoredEntry, level: Level, now: number): Found | undefined {
+    let decoded: DecodedEntry<StoredRecord>;
+    try {
+      decoded = decodeEntry<StoredRecord>(stored.value);
+    } catch (error) {
+      // A corrupt entry is a miss: drop it so the next write replaces it, and count it.
+      this.#counters.corrupt++;
+      void this.engine.guard(this.tierName, level, 'delete', storageKey, false, () =>
+        level.backend.delete(storageKey),
+      );
+      if (this.engine.emitter.has('evict')) {
+        this.engine.emitter.emit('evict', {
+          key: storageKey,
+          tier: this.tierName,
+          level: level.name,
+          reason: 'corrupt',
+        });
+      }
+      if (this.engine.emitter.has('error')) {
+        this.engine.emitter.emit('error', {
+          operation: 'decode',
+          tier: this.tierName,
+          level: level.name,
+          key: storageKey,
+          error,
+        });
+      }
+      return undefined;
+    }
+    const stale = decoded.expiresAt !== undefined && now >= decoded.expiresAt;
+    return { decoded, level, stale };
+  }
+
+  #promote(storageKey: string, stored: StoredEntry, depth: number, now: number): void {
+    const levels = this.#tier.levels;
+    for (let upper = 0; upper < depth; upper++) {
+      const level = levels[upper]!;
+      const fitted = level.fit(stored, now);
+      if (level.sync) level.sync.setSync(storageKey, fitted);
+      else
+        void this.engine.guard(this.tierName, level, 'set', storageKey, undefined, () =>
+          level.backend.set(storageKey, fitted),
+        );
+    }
+  }
+
+  #flight<T>(
+    storageKey: string,
+    key: KeyInput,
+    compute: () => T | Promise<T>,
+    policy: CachePolicy<T>,
+    timing: Timing,
+    stale: Found | undefined,
+  ): Flight {
+    const engine = this.engine;
+    const existing = engine.inflight.get(storageKey);
+    if (existing) return existing;
+    const flight: Flight = {
+      promise: this.#computeAndStore(storageKey, key, compute, policy, timing, stale).finally(() => {
+        if (engine.inflight.get(storageKey) === flight) engine.inflight.delete(storageKey);
+      }),
+    };
+    engine.inflight.set(storageKey, flight);
+    return flight;
+  }
+
+  async #computeAndStore<T>(
+    storageKey: string,
+    key: KeyInput,
+    compute: () => T | Promise<T>,
+    policy: CachePolicy<T>,
+    timing: Timing,
+    stale: Found | undefined,
+  ): Promise<{ result: CacheResult<unknown>; encoded: Uint8Array | undefined }> {
+    let value: T;
+    try {
+      value = await compute();
+    } catch (error) {
+      if (stale) return { result: this.#served(stale, storageKey, true), encoded: undefined };
+      throw error;
+    }
+    const result: CacheResult<T> = {
+      value,
+      hit: false,
+      stale: false,
+      coalesced: false,
+      key: storageKey,
+      ...this.#where(),
+    };
+    const admitted =
+      !policy.noStore && (policy.shouldCache ? policy.shouldCache(value) : value !== undefined);
+    if (!admitted) return { result, encoded: undefined };
+    let encoded: Uint8Array | undefined;
+    try {
+      const usage = await this.#usageOf(key, value, policy);
+      result.usage = usage;
+      encoded = await this.#write(storageKey, { v: value, u: usage }, policy, timing);
+    } catch (error) {
+      // The caller still gets its value: a value that cannot be stored is reported, not thrown.
+      this.#counters.droppedWrites++;
+      if (this.engine.emitter.has('error')) {
+        this.engine.emitter.emit('error', { operation: 'set', tier: this.tierName, key: storageKey, error });
+      }
+    }
+    return { result, encoded };
+  }
+
+  async #usageOf<T>(key: KeyInput, value: T, policy: CachePolicy<T>): Promise<Usage | undefined> {
+    const usage = policy.usage;
+    if (usage === undefined) return undefined;
+    if (typeof usage === 'function') return usage(value);
+    if (usage === 'estimate') {
+      const request = typeof key === 'string' ? key : key.request;
+      return {
+        inputTokens: await countTokens(textOf(request)),
+        outputTokens: await countTokens(textOf(value)),
+        model: policy.model,
+      };
+    }
+    return usage;
+  }
+
+  /** Encodes and writes to every level; returns the encoded bytes, or undefined when nothing was stored. */
+  #timing(policy: CachePolicy<any>): Timing {
+    const ttlMs =
+      policy.ttl !== undefined || policy.ttlHours !== undefined ? resolveTtl(policy) : this.#tier.ttlMs;
+    const graceMs = policy.grace === undefined ? 0 : (parseDuration(policy.grace, 'grace') ?? 0);
+    if (policy.tags) for (const tag of policy.tags) validateName(tag, 'tag');
+    return { ttlMs, graceMs };
+  }
+
+  async #write(
+    storageKey: string,
+    record: StoredRecord,
+    policy: CachePolicy<any>,
+    { ttlMs, graceMs }: Timing,
+  ): Promise<Uint8Array | undefined> {
+    const engine = this.engine;
+    const now = engine.clock.now();
+    if (ttlMs === 0) return undefined;
+    const logicalExpiry = ttlMs === undefined ? undefined : now + ttlMs;
+    const userTags = policy.tags ?? [];
+    const bytes = encodeEntry(
+      record,
+      { createdAt: now, expiresAt: logicalExpiry, tags: userTags },
+      engine.codec,
+    );
+    const stored: StoredEntry = {
+      value: bytes,
+      expiresAt: logicalExpiry === undefined ? undefined : logicalExpiry + graceMs,
+      tags: userTags.map((tag) => this.#scopedTag(tag)),
+    };
+    const quota = engine.quotas[this.namespace];
+    if (quota?.onExceed === 'reject') await this.#checkQuota(quota, bytes.byteLength);
+    const writes: Promise<void>[] = [];
+    for (const level of this.#tier.levels) {
+      const fitted = level.fit(stored, now);
+      if (level.sync) {
+        level.sync.setSync(storageKey, fitted);
+      } else {
+        writes.push(
+          engine
+            .guard(this.tierName, level, 'set', storageKey, undefined, async () => {
+              await level.backend.set(storageKey, fitted);
+            })
+            .then(() => undefined),
+        );
+      }
+    }
+    if (writes.length > 0) await Promise.all(writes);
+    this.#counters.sets++;
+    if (quota && quota.onExceed !== 'reject') await this.#trimQuota(quota);
+    if (engine.emitter.has('set')) {
+      engine.emitter.emit('set', { key: storageKey, tier: this.tierName, bytes: bytes.byteLength, ttlMs });
+    }
+    return bytes;
+  }
+
+  async #checkQuota(quota: QuotaOptions, incomingBytes: number): Promise<void> {
+    const prefix = this.prefix();
+    for (const level of this.#tier.levels) {
+      if (!level.backend.statsFor) continue;
+      const usage = await level.backend.statsFor(prefix);
+      if (quota.maxEntries !== undefined && usage.entries + 1 > quota.maxEntries) {
+        throw new QuotaExceededError(this.namespace, `${usage.entries} of ${quota.maxEntries} entries`);
+      }
+      if (quota.maxBytes !== undefined && usage.bytes + incomingBytes > quota.maxBytes) {
+        throw new QuotaExceededError(
+          this.namespace,
+          `${usage.bytes} + ${incomingBytes} of ${quota.maxBytes} bytes`,
+        );
+      }
+    }
+  }
+
+  async #trimQuota(quota: QuotaOptions): Promise<void> {
+    const prefix = this.prefix();
+    const levels = this.#tier.levels;
+    for (const level of levels) {
+      if (!level.backend.trim) continue;
+      const evicted = await this.engine.guard(this.tierName, level, 'trim', undefined, 0, () =>
+        level.backend.trim!(prefix, { maxEntries: quota.maxEntries, maxBytes: quota.maxBytes }),
+      );
+      // The memory level reports its own evictions through onEvict.
+      if (evicted > 0 && !level.sync) {
+        this.engine.levelBucket(level).evictions += evicted;
+        if (level === levels[levels.length - 1]) this.#counters.evictions += evicted;
+      }
+    }
+  }
+}
+
+/** The cache a user holds: the `responses` tier of its namespace, plus whole-cache operations. */
+export class Cache extends CacheView {
+  /** Writes pending counters to the store now (they are also flushed on a timer and on close). */
+  async flushStats(): Promise<void> {
+    await this.engine.stats.flush();
+  }
+
+  /** Statistics over every tier, namespace and level, including those persisted by earlier runs. */
+  async getAllStats(): Promise<CacheStats> {
+    const engine = this.engine;
+    await engine.stats.flush();
+    const all = await engine.stats.read();
+    const totals = emptyCounters();
+    const tierSets: Record<string, CounterSet> = {};
+    const namespaces: Record<string, CounterSet> = {};
+    const scopes: CacheStats['scopes'] = [];
+    const levels: CacheStats['levels'] = {};
+    for (const [scope, set] of all) {
+      const values = set as unknown as Record<string, number>;
+      if (scope.startsWith(`${COUNTER_SCOPE}:`)) {
+        const [, tier, namespace] = scope.split(':') as [string, string, string];
+        addCounters(totals, values);
+        scopes.push({ ...withRate(set), tier, namespace });
+        namespaces[namespace] = addCounters(namespaces[namespace] ?? emptyCounters(), values);
+        tierSets[tier] = addCounters(tierSets[tier] ?? emptyCounters(), values);
+      } else if (scope.startsWith(`${LEVEL_SCOPE}:`)) {
+        const name = scope.slice(LEVEL_SCOPE.length + 1);
+        levels[name] = { hits: set.hits, errors: set.errors, evictions: set.evictions, entries: 0, bytes: 0 };
+      }
+    }
+    const tiers: CacheStats['tiers'] = {};
+    for (const tier of engine.tiers.values()) {
+      const slowest = tier.levels[tier.levels.length - 1]!;
+      const size = slowest.backend.statsFor
+        ? await engine.guard(tier.name, slowest, 'statsFor', undefined, { entries: 0, bytes: 0 }, () =>
+            slowest.backend.statsFor!(`${tier.name}/`),
+          )
+        : { entries: 0, bytes: 0 };
+      tiers[tier.name] = { ...withRate(tierSets[tier.name] ?? emptyCounters()), ...size };
+    }
+    const seen = new Set<CacheBackend>();
+    for (const tier of engine.tiers.values()) {
+      for (const level of tier.levels) {
+        if (seen.has(level.backend)) continue;
+        seen.add(level.backend);
+        const size = await engine.guard(tier.name, level, 'stats', undefined, undefined, () =>
+          level.backend.stats(),
+        );
+        const into = levels[level.name] ?? { hits: 0, errors: 0, evictions: 0, entries: 0, bytes: 0 };
+        if (size) {
+          into.entries += size.entries;
+          into.bytes += size.bytes;
+        }
+        levels[level.name] = into;
+      }
+    }
+    const namespaceStats: CacheStats['namespaces'] = {};
+    for (const name of new Set([...Object.keys(namespaces), ...engine.namespaces])) {
+      const size = { entries: 0, bytes: 0 };
+      for (const tier of engine.tiers.values()) {
+        const slowest = tier.levels[tier.levels.length - 1]!;
+        if (!slowest.backend.statsFor) continue;
+        const part = await engine.guard(
+          tier.name,
+          slowest,
+          'statsFor',
+          undefined,
+          { entries: 0, bytes: 0 },
+          () => slowest.backend.statsFor!(`${tier.name}/${name}:`),
+        );
+        size.entries += part.entries;
+        size.bytes += part.bytes;
+      }
+      namespaceStats[name] = { ...withRate(namespaces[name] ?? emptyCounters()), ...size };
+    }
+    return { totals: withRate(totals), tiers, namespaces: namespaceStats, scopes, levels };
+  }
+
+  /** Removes every entry of every tier and namespace from every level, and resets the counters. */
+  async clearAll(): Promise<void> {
+    const engine = this.engine;
+    const seen = new Set<CacheBackend>();
+    for (const tier of engine.tiers.values()) {
+      for (const level of tier.levels) {
+        if (seen.has(level.backend)) continue;
+        seen.add(level.backend);
+        await engine.guard(tier.name, level, 'clear', undefined, undefined, () => level.backend.clear());
+      }
+    }
+    await engine.stats.reset();
+  }
+
+  /** Removes expired entries from every level; returns how many went. */
+  async prune(): Promise<number> {
+    const engine = this.engine;
+    let total = 0;
+    const seen = new Set<CacheBackend>();
+    for (const tier of engine.tiers.values()) {
+      for (const level of tier.levels) {
+        if (seen.has(level.backend)) continue;
+        seen.add(level.backend);
+        total += await engine.guard(tier.name, level, 'prune', undefined, 0, () => level.backend.prune());
+      }
+    }
+    return total;
+  }
+
+  /** Flushes statistics and closes every backend. */
+  async close(): Promise<void> {
+    await this.engine.close();
+  }
+}
+
+/** Creates a cache. With no options it lives in memory; pass `store: sqliteBackend()` to persist. */
+export function createCache(options: CacheOptions = {}): Cache {
+  const engine = new Engine(options);
+  return new Cache(engine, 'responses', options.namespace ?? 'default');
+}

@@ -1,0 +1,92 @@
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { CacheError } from '../errors.ts';
+import { createCacheFromEnv, getDefaultCache, setDefaultCache } from './env.ts';
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'x-env-'));
+});
+afterEach(() => {
+  setDefaultCache(undefined);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('createCacheFromEnv', () => {
+  it('opens the SQLite file named by LLM_CACHE_URL and persists across instances', async () => {
+    const file = join(dir, 'nested', 'llm.db');
+    const env = { LLM_CACHE_URL: `sqlite://${file}` };
+    const first = createCacheFromEnv(env);
+    await first.set('k', 'v');
+    await first.close();
+    expect(existsSync(file)).toBe(true);
+    const second = createCacheFromEnv(env);
+    expect(await second.get('k')).toBe('v');
+    await second.close();
+  });
+
+  it('puts the default SQLite file in LLM_CACHE_DIR', async () => {
+    const cache = createCacheFromEnv({ LLM_CACHE_DIR: dir });
+    await cache.set('k', 1);
+    await cache.close();
+    expect(existsSync(join(dir, 'llm-cache.db'))).toBe(true);
+  });
+
+  it('memory:// keeps everything in memory', async () => {
+    const cache = createCacheFromEnv({ LLM_CACHE_URL: 'memory://' });
+    await cache.set('k', 1);
+    expect((await cache.getResult('k'))?.level).toBe('memory');
+    await cache.close();
+  });
+
+  it('LLM_CACHE_DISABLED=1 makes a pass-through cache', async () => {
+    const cache = createCacheFromEnv({ LLM_CACHE_DISABLED: '1', LLM_CACHE_URL: 'memory://' });
+    let calls = 0;
+    await cache.getOrCompute('k', async () => ++calls);
+    await cache.getOrCompute('k', async () => ++calls);
+    expect(calls).toBe(2);
+    await cache.close();
+  });
+
+  it('LLM_CACHE_MAX_MEMORY_ENTRIES bounds the memory level and LLM_CACHE_NAMESPACE sets the namespace', async () => {
+    const cache = createCacheFromEnv({
+      LLM_CACHE_URL: 'memory://',
+      LLM_CACHE_MAX_MEMORY_ENTRIES: '2',
+      LLM_CACHE_NAMESPACE: 'app-1',
+    });
+    expect(cache.namespace).toBe('app-1');
+    for (const k of ['a', 'b', 'c']) await cache.set(k, k);
+    expect(await cache.get('a')).toBeUndefined();
+    expect(await cache.get('c')).toBe('c');
+    await cache.close();
+  });
+
+  it('rejects an unknown URL scheme or a bad number with a typed error', () => {
+    const bad = (env: Record<string, string>) => {
+      try {
+        createCacheFromEnv(env);
+      } catch (error) {
+        return error;
+      }
+      return undefined;
+    };
+    const scheme = bad({ LLM_CACHE_URL: 'mongodb://user:secret@host/db' });
+    expect(CacheError.isInstance(scheme)).toBe(true);
+    expect((scheme as Error).message).toContain('sqlite://');
+    expect((scheme as Error).message).not.toContain('secret');
+    const number = bad({ LLM_CACHE_URL: 'memory://', LLM_CACHE_MAX_MEMORY_ENTRIES: 'lots' });
+    expect((number as CacheError).code).toBe('E_INVALID_OPTION');
+  });
+});
+
+describe('getDefaultCache', () => {
+  it('returns one process-wide instance until replaced', async () => {
+    const mine = createCacheFromEnv({ LLM_CACHE_URL: 'memory://' });
+    setDefaultCache(mine);
+    expect(getDefaultCache()).toBe(mine);
+    expect(getDefaultCache()).toBe(mine);
+    await mine.close();
+  });
+});

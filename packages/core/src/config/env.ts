@@ -1,0 +1,105 @@
+import { join } from 'node:path';
+import type { CacheBackend } from '../backends/backend.ts';
+import { sqliteBackend } from '../backends/sqlite.ts';
+import type { Cache, CacheOptions } from '../cache.ts';
+import { createCache } from '../cache.ts';
+import { cacheError } from '../errors.ts';
+
+/** The environment variables the default cache reads. */
+export interface CacheEnvironment {
+  /** `memory://`, `sqlite://relative/file.db`, `sqlite:///absolute/file.db`. */
+  LLM_CACHE_URL?: string | undefined;
+  /** Directory for the default SQLite file when no URL is set (`<dir>/llm-cache.db`). */
+  LLM_CACHE_DIR?: string | undefined;
+  /** `1` / `true` turns the cache into a pass-through. */
+  LLM_CACHE_DISABLED?: string | undefined;
+  /** Entries the in-memory level of each tier may hold. */
+  LLM_CACHE_MAX_MEMORY_ENTRIES?: string | undefined;
+  /** Namespace of the default cache. */
+  LLM_CACHE_NAMESPACE?: string | undefined;
+}
+
+const TRUE = new Set(['1', 'true', 'yes', 'on']);
+
+/**
+ * Opens the store a URL names. Backends for other schemes are loaded only when named, so a
+ * memory-only user never loads a native driver.
+ */
+export function storeFromUrl(url: string): CacheBackend | undefined {
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase();
+  if (scheme === 'memory') return undefined;
+  if (scheme === 'sqlite' || scheme === 'file') {
+    const rest = url.slice(scheme.length + 1).replace(/^\/\//, '');
+    const path = decodeURIComponent(rest.split('?')[0] ?? '');
+    return sqliteBackend(path ? { path } : {});
+  }
+  if (scheme === 'redis' || scheme === 'rediss') {
+    throw cacheError(
+      'E_INVALID_OPTION',
+      'config',
+      `"${redact(url)}" needs the Redis backend, which this version does not ship yet; use sqlite:// or memory://`,
+    );
+  }
+  throw cacheError(
+    'E_INVALID_OPTION',
+    'config',
+    `LLM_CACHE_URL "${redact(url)}" has an unknown scheme: use memory://, sqlite://path/to/file.db or sqlite:///abs/path.db`,
+  );
+}
+
+function redact(url: string): string {
+  return url.replace(/\/\/([^@/]*)@/, '//***@');
+}
+
+/**
+ * Builds cache options from the environment: `LLM_CACHE_URL` (default: SQLite at
+ * `LLM_CACHE_DIR/llm-cache.db`, or `.cache/llm-cache.db`), `LLM_CACHE_DISABLED`,
+ * `LLM_CACHE_MAX_MEMORY_ENTRIES`, `LLM_CACHE_NAMESPACE`. Explicit options win.
+ */
+export function optionsFromEnv(
+  env: CacheEnvironment = process.env,
+  overrides: CacheOptions = {},
+): CacheOptions {
+  const options: CacheOptions = {};
+  const disabled =
+    env.LLM_CACHE_DISABLED !== undefined && TRUE.has(env.LLM_CACHE_DISABLED.trim().toLowerCase());
+  if (disabled) options.enabled = false;
+  if (env.LLM_CACHE_NAMESPACE) options.namespace = env.LLM_CACHE_NAMESPACE;
+  if (env.LLM_CACHE_MAX_MEMORY_ENTRIES) {
+    const max = Number(env.LLM_CACHE_MAX_MEMORY_ENTRIES);
+    if (!Number.isInteger(max) || max < 0) {
+      throw cacheError(
+        'E_INVALID_OPTION',
+        'config',
+        `LLM_CACHE_MAX_MEMORY_ENTRIES must be a non-negative integer, got "${env.LLM_CACHE_MAX_MEMORY_ENTRIES}"`,
+      );
+    }
+    options.memory = max === 0 ? false : { maxEntries: max };
+  }
+  if (!disabled && overrides.store === undefined) {
+    const url = env.LLM_CACHE_URL?.trim();
+    const store = url
+      ? storeFromUrl(url)
+      : sqliteBackend({ path: join(env.LLM_CACHE_DIR ?? '.cache', 'llm-cache.db') });
+    if (store) options.store = store;
+  }
+  return { ...options, ...overrides };
+}
+
+/** A cache configured from the environment (see `optionsFromEnv`). */
+export function createCacheFromEnv(env: CacheEnvironment = process.env, overrides: CacheOptions = {}): Cache {
+  return createCache(optionsFromEnv(env, overrides));
+}
+
+let defaultCache: Cache | undefined;
+
+/** The process-wide cache, created from the environment on first use. */
+export function getDefaultCache(): Cache {
+  defaultCache ??= createCacheFromEnv();
+  return defaultCache;
+}
+
+/** Replaces the process-wide cache (tests, or apps that configure it in code). */
+export function setDefaultCache(cache: Cache | undefined): void {
+  defaultCache = cache;
+}

@@ -1,0 +1,14 @@
+export * from './backends/backend.ts';
+export type { MemoryBackend, MemoryBackendOptions } from './backends/memory.ts';
+export { memoryBackend } from './backends/memory.ts';
+export * from './cache.ts';
+export * from './codec/index.ts';
+export * from './config/env.ts';
+export * from './errors.ts';
+export * from './events.ts';
+export * from './keys/index.ts';
+export type { LevelInput, LevelOptions } from './levels/stack.ts';
+export type { CounterSet } from './stats/counters.ts';
+export * from './stats/pricing.ts';
+export { countTokens } from './stats/tokens.ts';
+export * from './ttl.ts';

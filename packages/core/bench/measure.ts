@@ -109,72 +109,76 @@ function median(values: readonly number[]): number {
 }
 
 export interface RunOptions {
-  /** Rounds; subjects run interleaved inside each round so drift hits all of them alike. */
-  rounds: number;
   warmup: number;
-  samplesPerRound: number;
-  throughputMs: number;
+  /**
+   * Latency blocks per subject. Subjects take turns block by block (a few ms each), so a
+   * burst of load from elsewhere on the machine hits every subject alike instead of one.
+   */
+  blocks: number;
+  /** Timed hits per block. */
+  blockSamples: number;
+  /** Throughput slices per subject and caller count, taken in turns like the blocks. */
+  slices: number;
+  sliceMs: number;
   concurrency: number;
 }
 
-/** Measures every subject, round-robin, and returns one result per subject. */
-export async function runSubjects(
-  subjects: readonly Subject[],
-  options: RunOptions,
-): Promise<SubjectResult[]> {
-  const latency = new Map<string, Float64Array[]>();
-  const single = new Map<string, number[]>();
-  const concurrent = new Map<string, number[]>();
-  for (const subject of subjects) {
-    latency.set(subject.id, []);
-    single.set(subject.id, []);
-    concurrent.set(subject.id, []);
-    for (let i = 0; i < options.warmup; i++) await subject.op(i);
-  }
-  let cursor = 0;
-  for (let round = 0; round < options.rounds; round++) {
-    for (const subject of subjects) {
-      collectGarbage();
-      latency.get(subject.id)!.push(await sampleLatency(subject.op, options.samplesPerRound, cursor));
-      collectGarbage();
-      single.get(subject.id)!.push(await throughput(subject.op, 1, options.throughputMs, cursor));
-      collectGarbage();
-      concurrent
-        .get(subject.id)!
-        .push(await throughput(subject.op, options.concurrency, options.throughputMs, cursor));
-    }
-    cursor += options.samplesPerRound;
-  }
-  return subjects.map((subject) => ({
-    id: subject.id,
-    label: subject.label,
-    latency: summarize(latency.get(subject.id)!),
-    opsPerSec1: median(single.get(subject.id)!),
-    opsPerSec64: median(concurrent.get(subject.id)!),
-  }));
+/** `subjects` rotated by `offset`, so no subject always runs right after the same neighbour. */
+function rotated<T>(items: readonly T[], offset: number): T[] {
+  const start = offset % items.length;
+  return [...items.slice(start), ...items.slice(0, start)];
 }
 
-/** Latency only (no throughput), interleaved over rounds; for the key-cost comparison. */
+/** Latency of every subject, block by block in turns; p50 and p99 over all its samples. */
 export async function runLatencyOnly(
   subjects: readonly Subject[],
-  rounds: number,
-  warmup: number,
-  samplesPerRound: number,
+  options: Pick<RunOptions, 'warmup' | 'blocks' | 'blockSamples'>,
 ): Promise<Map<string, LatencySummary>> {
   const latency = new Map<string, Float64Array[]>();
   for (const subject of subjects) {
     latency.set(subject.id, []);
-    for (let i = 0; i < warmup; i++) await subject.op(i);
+    for (let i = 0; i < options.warmup; i++) await subject.op(i);
   }
-  for (let round = 0; round < rounds; round++) {
-    for (const subject of subjects) {
-      collectGarbage();
-      latency
-        .get(subject.id)!
-        .push(await sampleLatency(subject.op, samplesPerRound, round * samplesPerRound));
+  // One forced GC before the phase, none between blocks: forcing them would reset V8's heap
+  // sizing every few ms and penalise allocation unevenly; collecting is part of a hit's cost.
+  collectGarbage();
+  for (let block = 0; block < options.blocks; block++) {
+    for (const subject of rotated(subjects, block)) {
+      const start = block * options.blockSamples;
+      latency.get(subject.id)!.push(await sampleLatency(subject.op, options.blockSamples, start));
     }
   }
   const out = new Map<string, LatencySummary>();
   for (const subject of subjects) out.set(subject.id, summarize(latency.get(subject.id)!));
   return out;
+}
+
+/** Latency, then throughput with 1 and with `concurrency` callers, each interleaved across subjects. */
+export async function runSubjects(
+  subjects: readonly Subject[],
+  options: RunOptions,
+): Promise<SubjectResult[]> {
+  const latency = await runLatencyOnly(subjects, options);
+  const single = new Map<string, number[]>();
+  const concurrent = new Map<string, number[]>();
+  for (const subject of subjects) {
+    single.set(subject.id, []);
+    concurrent.set(subject.id, []);
+  }
+  collectGarbage();
+  for (let slice = 0; slice < options.slices; slice++) {
+    for (const subject of rotated(subjects, slice)) {
+      single.get(subject.id)!.push(await throughput(subject.op, 1, options.sliceMs, slice * 10_000));
+      concurrent
+        .get(subject.id)!
+        .push(await throughput(subject.op, options.concurrency, options.sliceMs, slice * 10_000));
+    }
+  }
+  return subjects.map((subject) => ({
+    id: subject.id,
+    label: subject.label,
+    latency: latency.get(subject.id)!,
+    opsPerSec1: median(single.get(subject.id)!),
+    opsPerSec64: median(concurrent.get(subject.id)!),
+  }));
 }

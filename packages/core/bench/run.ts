@@ -56,8 +56,11 @@ for (let a = 0; a < argv.length; a++) {
 }
 
 const run: RunOptions = quick
-  ? { rounds: 1, warmup: 1000, samplesPerRound: 3000, throughputMs: 200, concurrency: 64 }
-  : { rounds: 6, warmup: 3000, samplesPerRound: 5000, throughputMs: 300, concurrency: 64 };
+  ? { warmup: 1000, blocks: 6, blockSamples: 500, slices: 3, sliceMs: 100, concurrency: 64 }
+  : { warmup: 3000, blocks: 30, blockSamples: 500, slices: 10, sliceMs: 100, concurrency: 64 };
+/** The 160 KB key subjects take ~0.2-1.5 ms per call: smaller blocks. */
+const bigKeyRun = { warmup: 100, blocks: quick ? 4 : 20, blockSamples: 50 };
+const smallRun = { warmup: 2000, blocks: quick ? 6 : 20, blockSamples: 500 };
 const sqliteEntries = quick ? 20_000 : SQLITE_ENTRIES;
 const COLD_RUNS = quick ? 3 : 7;
 const MEMORY_ENTRIES = 100_000;
@@ -177,6 +180,9 @@ for (let k = 0; k < N; k++) await bentoHit(k);
 
 let memoryCache: Cache | undefined;
 let sqliteCache: Cache | undefined;
+/** Same file, LRU touch writes pushed out of the measured window: shows what they cost. */
+let sqliteNoTouchCache: Cache | undefined;
+const NO_TOUCH = { touchFlushSize: 1e9, touchFlushIntervalMs: 1e9 };
 const oursPath = join(tmp, 'ours.db');
 const smallPath = join(tmp, 'one-entry.db');
 const COLD_INDEX = 54_321 % sqliteEntries;
@@ -209,10 +215,22 @@ if (core && sqliteModule) {
   await small.set({ name: KEY_NAME, request: makeRequest(COLD_INDEX) }, makeResponse(COLD_INDEX));
   await small.close();
   sqliteCache = core.createCache({ store: sqliteModule.sqliteBackend({ path: oursPath }), memory: false });
+  sqliteNoTouchCache = core.createCache({
+    store: sqliteModule.sqliteBackend({ path: oursPath, ...NO_TOUCH }),
+    memory: false,
+  });
 }
 const oursSqliteHit: Op = (i) => {
   const k = i % N;
   return sqliteCache!.getOrCompute({ name: KEY_NAME, request: sqliteRequests[k] }, () => {
+    computes.oursSqlite++;
+    return sqliteResponses[k]!;
+  });
+};
+
+const oursSqliteNoTouchHit: Op = (i) => {
+  const k = i % N;
+  return sqliteNoTouchCache!.getOrCompute({ name: KEY_NAME, request: sqliteRequests[k] }, () => {
     computes.oursSqlite++;
     return sqliteResponses[k]!;
   });
@@ -241,6 +259,7 @@ if (memoryCache) {
 }
 if (sqliteCache) {
   await verify('ours sqlite', oursSqliteHit, sqliteResponses);
+  await verify('ours sqlite, touches deferred', oursSqliteNoTouchHit, sqliteResponses);
   const result = await sqliteCache.getOrComputeResult(
     { name: KEY_NAME, request: sqliteRequests[1] },
     () => sqliteResponses[1],
@@ -265,20 +284,26 @@ const sqliteSubjects: Subject[] = [
   { id: 'sqlite-floor', label: `SQLite floor (sha256 + SELECT by PK + JSON.parse)`, op: sqliteFloor },
 ];
 if (sqliteCache) {
-  sqliteSubjects.push({ id: 'ours-sqlite', label: 'ours: SQLite hit (memory: false)', op: oursSqliteHit });
+  sqliteSubjects.push(
+    { id: 'ours-sqlite', label: 'ours: SQLite hit (memory: false)', op: oursSqliteHit },
+    {
+      id: 'ours-sqlite-no-touch',
+      label: 'ours: SQLite hit, LRU touch writes deferred (info)',
+      op: oursSqliteNoTouchHit,
+    },
+  );
 }
 
 // A no-op through the same harness: what one await + two hrtime reads cost.
-const harness = await runLatencyOnly(
-  [{ id: 'noop', label: 'harness', op: () => undefined }],
-  1,
-  1000,
-  20_000,
-);
+const harness = await runLatencyOnly([{ id: 'noop', label: 'harness', op: () => undefined }], {
+  warmup: 1000,
+  blocks: 20,
+  blockSamples: 1000,
+});
 
-progress(`measuring memory hits (${memorySubjects.length} subjects × ${run.rounds} rounds)`);
+progress(`measuring memory hits (${memorySubjects.length} subjects)`);
 const memoryResults = await runSubjects(memorySubjects, run);
-progress(`measuring SQLite hits (${sqliteSubjects.length} subjects × ${run.rounds} rounds)`);
+progress(`measuring SQLite hits (${sqliteSubjects.length} subjects)`);
 const sqliteResults = await runSubjects(sqliteSubjects, run);
 const allHit =
   computes.bento === computesBefore.bento &&
@@ -335,8 +360,8 @@ if (core) {
     op: (i) => buildKey(NAMESPACE, KEY_NAME, requests[i % N]),
   });
 }
-const keyBig = await runLatencyOnly(keySubjectsBig, quick ? 1 : 5, 200, quick ? 500 : 800);
-const keySmall = await runLatencyOnly(keySubjectsSmall, quick ? 1 : 5, 2000, quick ? 3000 : 6000);
+const keyBig = await runLatencyOnly(keySubjectsBig, bigKeyRun);
+const keySmall = await runLatencyOnly(keySubjectsSmall, smallRun);
 
 // ---------------------------------------------------------------------------------------------
 // Where a memory hit's time goes (informational): the engine's own pieces, timed alone
@@ -378,7 +403,7 @@ if (core && memoryCache) {
     },
     { id: 'parse', label: 'JSON.parse(payload text)', op: (i) => JSON.parse(payloadTexts[i % N]!) },
   ];
-  for (const [id, summary] of await runLatencyOnly(parts, quick ? 1 : 5, 2000, quick ? 3000 : 6000)) {
+  for (const [id, summary] of await runLatencyOnly(parts, smallRun)) {
     breakdown.set(id, summary);
   }
 }
@@ -419,6 +444,8 @@ await bento.disconnectAll();
 floorDb.close();
 await memoryCache?.close();
 await sqliteCache?.close();
+await sqliteNoTouchCache?.close();
+sqliteNoTouchCache = undefined;
 memoryCache = undefined;
 sqliteCache = undefined;
 collectGarbage();
@@ -512,8 +539,9 @@ out.push('');
 out.push(
   `Workload: ${N} distinct chat requests (${requestBytes} B of JSON each) cycled through, ` +
     `values of ~${responseBytes} B of JSON; SQLite files hold ${sqliteEntries.toLocaleString('en-US')} entries. ` +
-    `${run.rounds} round(s) × ${run.samplesPerRound} timed hits per subject, ` +
-    `throughput ${run.throughputMs} ms per round. Harness cost per timed op: ${us(harness.get('noop')!.p50)} µs (p50).`,
+    `${run.blocks * run.blockSamples} timed hits per subject in ${run.blocks} blocks taken in turns; ` +
+    `throughput is the median of ${run.slices} slices of ${run.sliceMs} ms per subject and caller count. ` +
+    `Harness cost per timed op: ${us(harness.get('noop')!.p50)} µs (p50).`,
 );
 out.push('');
 out.push('## Hits');

@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { CacheBackend, Clock, StoredEntry } from './backends/backend.ts';
 import { systemClock } from './backends/backend.ts';
 import { memoryBackend } from './backends/memory.ts';
@@ -8,7 +10,7 @@ import type { CacheEventName, CacheEvents } from './events.ts';
 import { CacheEmitter } from './events.ts';
 import { buildKey, validateName } from './keys/index.ts';
 import type { LevelInput } from './levels/stack.ts';
-import { Level, withTimeout } from './levels/stack.ts';
+import { Level, LevelUnavailableError, withTimeout } from './levels/stack.ts';
 import type { CounterSet } from './stats/counters.ts';
 import { addCounters, emptyCounters, StatsCollector } from './stats/counters.ts';
 import type { PriceTable, Usage } from './stats/pricing.ts';
@@ -89,6 +91,20 @@ export interface CacheOptions {
   enabled?: boolean;
   /** How often counters are written to the store so they survive restarts (ms). @default 5000 */
   statsFlushInterval?: Duration;
+  /**
+   * `'distributed'`: when the store can lock across processes (SQLite, Redis), concurrent misses
+   * of one key in any number of processes compute once; the others wait for the stored value.
+   * `'process'`: only callers in this process are coalesced (saves the lock round trips).
+   * @default 'distributed'
+   */
+  singleFlight?: 'distributed' | 'process';
+  /**
+   * Lease of the cross-process compute lock; the holder renews it while computing, so it only
+   * matters when the holder dies: the others take over after it. @default '30s'
+   */
+  lockTtl?: Duration;
+  /** Longest a caller waits for another process's compute before computing itself. @default '2m' */
+  lockWait?: Duration;
   /** Time source, for tests. @default Date.now */
   clock?: Clock;
 }
@@ -154,7 +170,10 @@ export interface CacheStats {
   tiers: Record<string, ScopeStats & { entries: number; bytes: number }>;
   namespaces: Record<string, ScopeStats & { entries: number; bytes: number }>;
   scopes: Array<ScopeStats & { tier: string; namespace: string }>;
-  levels: Record<string, { hits: number; errors: number; entries: number; bytes: number; evictions: number }>;
+  levels: Record<
+    string,
+    { hits: number; errors: number; skipped: number; entries: number; bytes: number; evictions: number }
+  >;
 }
 
 /** What a stored entry's payload holds besides the value itself. */
@@ -185,6 +204,15 @@ interface Flight {
   promise: Promise<{ result: CacheResult<unknown>; encoded: Uint8Array | undefined }>;
 }
 
+/** Invalidation bus message: keys, a prefix, a scoped tag, or everything. */
+interface BusMessage {
+  k?: string[];
+  p?: string;
+  t?: string;
+  c?: 1;
+}
+
+const BUS_CHANNEL = 'bus';
 const COUNTER_SCOPE = 't';
 const LEVEL_SCOPE = 'l';
 
@@ -204,6 +232,16 @@ class Engine {
   readonly options: CacheOptions;
   readonly levelCounters = new Map<string, CounterSet>();
   readonly namespaces = new Set<string>();
+  /** Identifies this cache instance in locks and on the invalidation bus. */
+  readonly owner = randomUUID();
+  flightSeq = 0;
+  readonly lockLevel: Level | undefined;
+  readonly lockTtlMs: number;
+  readonly lockWaitMs: number;
+  readonly busLevel: Level | undefined;
+  /** Some tier keeps a memory level in front of the store. */
+  memoryFront = false;
+  #unsubscribe: Promise<(() => Promise<void>) | undefined> | undefined;
   closed = false;
 
   constructor(options: CacheOptions) {
@@ -228,8 +266,69 @@ class Engine {
     const persistent = [...this.storeLevels].reverse().find((level) => level.backend.incrementCounters);
     const flushMs = parseDuration(options.statsFlushInterval ?? 5000, 'statsFlushInterval') ?? 0;
     this.stats = new StatsCollector(persistent?.backend, flushMs);
+    this.lockTtlMs = parseDuration(options.lockTtl ?? '30s', 'lockTtl') ?? 30_000;
+    this.lockWaitMs = parseDuration(options.lockWait ?? '2m', 'lockWait') ?? 120_000;
+    const slowestFirst = [...this.storeLevels].reverse();
+    this.lockLevel =
+      options.singleFlight === 'process'
+        ? undefined
+        : slowestFirst.find(
+            (level) =>
+              level.backend.capabilities.locks &&
+              level.backend.capabilities.shared &&
+              level.backend.acquireLock,
+          );
+    this.busLevel = slowestFirst.find(
+      (level) => level.backend.capabilities.pubsub && level.backend.publish && level.backend.subscribe,
+    );
     for (const tier of BUILTIN_TIERS) this.tier(tier);
     for (const tier of Object.keys(options.tiers ?? {})) this.tier(tier);
+    if (this.busLevel && this.enabled) this.#listen(this.busLevel);
+  }
+
+  #listen(level: Level): void {
+    this.#unsubscribe = level.backend.subscribe!(BUS_CHANNEL, (message) => this.#onBus(message)).catch(
+      (error) => {
+        this.levelError('*', level, 'subscribe', undefined, error);
+        return undefined;
+      },
+    );
+  }
+
+  /** Resolves once the invalidation bus (if any) is subscribed. */
+  async ready(): Promise<void> {
+    await this.#unsubscribe;
+  }
+
+  /** Tells other instances sharing the store to drop what their memory levels hold. */
+  publish(message: BusMessage): void {
+    const level = this.busLevel;
+    // Only memory levels in front of the store can go stale; without one there is nothing to tell.
+    if (!level || this.closed || !this.memoryFront) return;
+    const text = JSON.stringify({ ...message, o: this.owner });
+    void this.guard('*', level, 'publish', undefined, undefined, () =>
+      level.backend.publish!(BUS_CHANNEL, text),
+    );
+  }
+
+  #onBus(text: string): void {
+    let message: BusMessage & { o?: string };
+    try {
+      message = JSON.parse(text) as BusMessage & { o?: string };
+    } catch {
+      return;
+    }
+    if (message.o === this.owner) return;
+    for (const tier of this.tiers.values()) {
+      const memory = tier.levels[0];
+      if (!memory?.sync || tier.levels.length === 1) continue;
+      const backend = memory.backend;
+      if (message.k)
+        for (const key of message.k) if (key.startsWith(`${tier.name}/`)) void backend.delete(key);
+      if (message.p?.startsWith(`${tier.name}/`)) void backend.deleteByPrefix(message.p);
+      if (message.t?.startsWith(`${tier.name}/`)) void backend.deleteByTag(message.t);
+      if (message.c) void backend.clear();
+    }
   }
 
   tier(name: string): TierState {
@@ -264,6 +363,7 @@ class Engine {
         `tier "${name}" has no level: enable its memory level or pass a store (e.g. sqliteBackend())`,
       );
     }
+    if (levels.length > 1 && levels[0]!.sync) this.memoryFront = true;
     const state: TierState = { name, ttlMs, levels };
     this.tiers.set(name, state);
     return state;
@@ -305,9 +405,25 @@ class Engine {
     fallback: T,
     run: () => Promise<T>,
   ): Promise<T> {
+    const now = this.clock.now();
+    if (!level.admit(now)) {
+      this.levelBucket(level).skipped++;
+      return fallback;
+    }
     try {
-      return await withTimeout(level, operation, run);
+      const result = await withTimeout(level, operation, run);
+      if (level.failures > 0) level.succeeded();
+      return result;
     } catch (error) {
+      if (level.failed(this.clock.now()) && this.emitter.has('error')) {
+        this.emitter.emit('error', {
+          operation: 'breaker-open',
+          tier,
+          level: level.name,
+          key,
+          error: new LevelUnavailableError(level.name),
+        });
+      }
       this.levelError(tier, level, operation, key, error);
       return fallback;
     }
@@ -331,6 +447,8 @@ class Engine {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    const unsubscribe = await this.#unsubscribe;
+    await unsubscribe?.().catch(() => undefined);
     await this.stats.close();
     const seen = new Set<CacheBackend>();
     for (const tier of this.tiers.values()) {
@@ -542,6 +660,7 @@ export class CacheView {
 
   /** Removes an entry by its full storage key (as returned in `CacheResult.key`). */
   async deleteStorageKey(storageKey: string): Promise<boolean> {
+    this.engine.publish({ k: [storageKey] });
     let removed = false;
     for (const level of this.#tier.levels) {
       removed =
@@ -575,6 +694,7 @@ export class CacheView {
     let total = 0;
     for (const tag of tags) {
       const scoped = this.#scopedTag(tag);
+      this.engine.publish({ t: scoped });
       let last = 0;
       for (const level of this.#tier.levels) {
         last = await this.engine.guard(this.tierName, level, 'deleteByTag', undefined, 0, () =>
@@ -599,6 +719,7 @@ export class CacheView {
   }
 
   async #deletePrefix(prefix: string): Promise<number> {
+    this.engine.publish({ p: prefix });
     let last = 0;
     for (const level of this.#tier.levels) {
       last = await this.engine.guard(this.tierName, level, 'deleteByPrefix', undefined, 0, () =>
@@ -749,12 +870,91 @@ export class CacheView {
     stale: Found | undefined,
   ): Promise<{ result: CacheResult<unknown>; encoded: Uint8Array | undefined }> {
     let value: T;
+    let release: (() => Promise<void>) | undefined;
     try {
-      value = await compute();
+      const exclusive = await this.#exclusive(storageKey, compute);
+      if ('found' in exclusive) {
+        this.#counters.coalesced++;
+        const served = this.#served<T>(exclusive.found, storageKey, false);
+        return { result: { ...served, coalesced: true }, encoded: undefined };
+      }
+      value = exclusive.value;
+      release = exclusive.release;
     } catch (error) {
       if (stale) return { result: this.#served(stale, storageKey, true), encoded: undefined };
       throw error;
     }
+    try {
+      return await this.#store(storageKey, key, value, policy, timing);
+    } finally {
+      // Released only after the write, so a waiting process finds the value, not a free lock.
+      await release?.();
+    }
+  }
+
+  /**
+   * Runs `compute` holding the store's cross-process lock for this key, or, when another
+   * process holds it, waits for the value that process stores. Any lock failure falls back to
+   * computing here: a sick store must never block the caller.
+   */
+  async #exclusive<T>(
+    storageKey: string,
+    compute: () => T | Promise<T>,
+  ): Promise<{ value: T; release?: () => Promise<void> } | { found: Found }> {
+    const engine = this.engine;
+    const level = engine.lockLevel;
+    if (!level || !this.#tier.levels.includes(level)) return { value: await compute() };
+    const backend = level.backend;
+    const name = `sf:${storageKey}`;
+    const owner = `${engine.owner}:${++engine.flightSeq}`;
+    const ttl = engine.lockTtlMs;
+    const deadline = Date.now() + engine.lockWaitMs;
+    const tryLock = () =>
+      engine.guard<boolean | undefined>(this.tierName, level, 'lock', storageKey, undefined, () =>
+        backend.acquireLock!(name, owner, ttl),
+      );
+    let delay = 5;
+    for (;;) {
+      const acquired = await tryLock();
+      if (acquired === undefined) return { value: await compute() };
+      if (acquired) {
+        const release = async () => {
+          await engine.guard(this.tierName, level, 'unlock', storageKey, false, () =>
+            backend.releaseLock!(name, owner),
+          );
+        };
+        // The value may have landed between our miss and the lock.
+        const found = await this.#read(storageKey);
+        if (found && !found.stale) {
+          await release();
+          return { found };
+        }
+        const renew = setInterval(() => void tryLock(), Math.max(10, Math.floor(ttl / 3)));
+        renew.unref();
+        try {
+          return { value: await compute(), release };
+        } catch (error) {
+          await release();
+          throw error;
+        } finally {
+          clearInterval(renew);
+        }
+      }
+      if (Date.now() >= deadline) return { value: await compute() };
+      await sleep(delay);
+      delay = Math.min(delay * 2, 100);
+      const found = await this.#read(storageKey);
+      if (found && !found.stale) return { found };
+    }
+  }
+
+  async #store<T>(
+    storageKey: string,
+    key: KeyInput,
+    value: T,
+    policy: CachePolicy<T>,
+    timing: Timing,
+  ): Promise<{ result: CacheResult<unknown>; encoded: Uint8Array | undefined }> {
     const result: CacheResult<T> = {
       value,
       hit: false,
@@ -845,6 +1045,7 @@ export class CacheView {
     }
     if (writes.length > 0) await Promise.all(writes);
     this.#counters.sets++;
+    engine.publish({ k: [storageKey] });
     if (quota && quota.onExceed !== 'reject') await this.#trimQuota(quota);
     if (engine.emitter.has('set')) {
       engine.emitter.emit('set', { key: storageKey, tier: this.tierName, bytes: bytes.byteLength, ttlMs });
@@ -888,6 +1089,14 @@ export class CacheView {
 
 /** The cache a user holds: the `responses` tier of its namespace, plus whole-cache operations. */
 export class Cache extends CacheView {
+  /**
+   * Resolves once the cache listens to its store's invalidation bus (Redis pub/sub), so that
+   * writes by other processes reach this process's memory level from then on.
+   */
+  async ready(): Promise<void> {
+    await this.engine.ready();
+  }
+
   /** Writes pending counters to the store now (they are also flushed on a timer and on close). */
   async flushStats(): Promise<void> {
     await this.engine.stats.flush();
@@ -913,7 +1122,14 @@ export class Cache extends CacheView {
         tierSets[tier] = addCounters(tierSets[tier] ?? emptyCounters(), values);
       } else if (scope.startsWith(`${LEVEL_SCOPE}:`)) {
         const name = scope.slice(LEVEL_SCOPE.length + 1);
-        levels[name] = { hits: set.hits, errors: set.errors, evictions: set.evictions, entries: 0, bytes: 0 };
+        levels[name] = {
+          hits: set.hits,
+          errors: set.errors,
+          skipped: set.skipped,
+          evictions: set.evictions,
+          entries: 0,
+          bytes: 0,
+        };
       }
     }
     const tiers: CacheStats['tiers'] = {};
@@ -934,7 +1150,14 @@ export class Cache extends CacheView {
         const size = await engine.guard(tier.name, level, 'stats', undefined, undefined, () =>
           level.backend.stats(),
         );
-        const into = levels[level.name] ?? { hits: 0, errors: 0, evictions: 0, entries: 0, bytes: 0 };
+        const into = levels[level.name] ?? {
+          hits: 0,
+          errors: 0,
+          skipped: 0,
+          evictions: 0,
+          entries: 0,
+          bytes: 0,
+        };
         if (size) {
           into.entries += size.entries;
           into.bytes += size.bytes;
@@ -975,6 +1198,7 @@ export class Cache extends CacheView {
         await engine.guard(tier.name, level, 'clear', undefined, undefined, () => level.backend.clear());
       }
     }
+    engine.publish({ c: 1 });
     await engine.stats.reset();
   }
 

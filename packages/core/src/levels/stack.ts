@@ -13,9 +13,16 @@ export interface LevelOptions {
   maxTtl?: Duration;
   /**
    * Per-operation timeout; a slower operation counts as a miss (read) or a dropped write.
-   * @default none for in-process backends (memory, sqlite), 1000 ms for network backends
+   * @default none for in-process backends (memory, sqlite), 500 ms for network backends
    */
   timeout?: Duration;
+  /**
+   * Circuit breaker: after `failures` consecutive errors or timeouts the level is skipped (reads
+   * miss, writes drop, nothing waits) for `openFor`, then one call probes it; success closes the
+   * breaker. `false` disables it.
+   * @default { failures: 5, openFor: '5s' } for backends outside the process, false for memory
+   */
+  breaker?: { failures?: number; openFor?: Duration } | false;
 }
 
 export type LevelInput = CacheBackend | LevelOptions;
@@ -28,6 +35,13 @@ export class Level {
   readonly maxTtlMs: number | undefined;
   readonly timeoutMs: number | undefined;
   readonly sync: SyncReadableBackend | undefined;
+  readonly breakerFailures: number;
+  readonly breakerOpenMs: number;
+  /** Consecutive failures; the breaker opens when it reaches `breakerFailures`. */
+  failures = 0;
+  /** While now < openUntil the level is skipped; after it, one probe is let through. */
+  openUntil = 0;
+  probing = false;
 
   constructor(input: LevelInput) {
     const options: LevelOptions = 'backend' in input ? input : { backend: input };
@@ -46,8 +60,37 @@ export class Level {
         ? parseDuration(options.timeout, 'timeout')
         : IN_PROCESS.has(options.backend.name)
           ? undefined
-          : 1000;
+          : 500;
     this.sync = isSyncBackend(options.backend) ? options.backend : undefined;
+    const breaker = options.breaker ?? (options.backend.name === 'memory' ? false : {});
+    this.breakerFailures = breaker === false ? 0 : (breaker.failures ?? 5);
+    this.breakerOpenMs =
+      breaker === false ? 0 : (parseDuration(breaker.openFor ?? '5s', 'breaker.openFor') ?? 0);
+  }
+
+  /** Whether a call may go to this level now; false while the breaker is open. */
+  admit(now: number): boolean {
+    if (this.breakerFailures === 0 || this.failures < this.breakerFailures) return true;
+    if (now < this.openUntil || this.probing) return false;
+    this.probing = true;
+    return true;
+  }
+
+  succeeded(): void {
+    this.failures = 0;
+    this.probing = false;
+  }
+
+  /** Records a failure; returns true when this failure opened (or re-opened) the breaker. */
+  failed(now: number): boolean {
+    this.failures++;
+    const wasProbe = this.probing;
+    this.probing = false;
+    if (this.breakerFailures > 0 && (wasProbe || this.failures === this.breakerFailures)) {
+      this.openUntil = now + this.breakerOpenMs;
+      return true;
+    }
+    return false;
   }
 
   /** The entry as this level should keep it: expiry capped by `maxTtl`. */
@@ -56,6 +99,13 @@ export class Level {
     const cap = now + this.maxTtlMs;
     if (entry.expiresAt !== undefined && entry.expiresAt <= cap) return entry;
     return { value: entry.value, expiresAt: cap, tags: entry.tags };
+  }
+}
+
+export class LevelUnavailableError extends Error {
+  constructor(level: string) {
+    super(`[@x/cache-core] [${level}] skipped: the circuit breaker is open after repeated failures`);
+    this.name = 'LevelUnavailableError';
   }
 }
 

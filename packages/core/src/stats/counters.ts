@@ -12,6 +12,8 @@ export interface CounterSet {
   evictions: number;
   corrupt: number;
   droppedWrites: number;
+  /** Calls not sent to a level because its circuit breaker was open. */
+  skipped: number;
   inputTokensSaved: number;
   outputTokensSaved: number;
   costSavedUsd: number;
@@ -27,6 +29,7 @@ export const COUNTER_NAMES: readonly (keyof CounterSet)[] = [
   'evictions',
   'corrupt',
   'droppedWrites',
+  'skipped',
   'inputTokensSaved',
   'outputTokensSaved',
   'costSavedUsd',
@@ -43,6 +46,7 @@ export function emptyCounters(): CounterSet {
     evictions: 0,
     corrupt: 0,
     droppedWrites: 0,
+    skipped: 0,
     inputTokensSaved: 0,
     outputTokensSaved: 0,
     costSavedUsd: 0,

@@ -1,0 +1,113 @@
+/**
+ * Lua scripts that keep an entry and its tag sets consistent. Each touches keys of one bucket
+ * only (same hash tag), so it is atomic on a single server and on Redis Cluster alike.
+ *
+ * Stored value layout: `<expiresAt ms or empty>[ <tags as JSON>]\n<entry bytes>`. The expiry is checked against
+ * the caller's clock as well as enforced by PX, so fake clocks work and a PX that outlives the
+ * logical expiry never serves a stale entry.
+ */
+
+/** A helper inlined in the scripts: is the stored value `v` live at `now`? */
+const LIVE = `
+local function live(v, now)
+  if not v then return false end
+  local exp = string.match(v, '^%d*')
+  return exp == '' or tonumber(exp) > now
+end
+`;
+
+/**
+ * KEYS[1] entry, KEYS[2] the entry's tag list.
+ * ARGV[1] value, ARGV[2] PX ms or '', ARGV[3] tag-set key prefix of the bucket,
+ * ARGV[4] 'set' | 'add', ARGV[5] now, ARGV[6..] tags.
+ * Returns 1 when stored, 0 when `add` found a live entry.
+ */
+export const SET_SCRIPT = `${LIVE}
+local now = tonumber(ARGV[5])
+if ARGV[4] == 'add' and live(redis.call('GET', KEYS[1]), now) then return 0 end
+local old = redis.call('SMEMBERS', KEYS[2])
+for _, t in ipairs(old) do redis.call('SREM', ARGV[3] .. t, KEYS[1]) end
+if #old > 0 then redis.call('DEL', KEYS[2]) end
+if ARGV[2] == '' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+for i = 6, #ARGV do
+  redis.call('SADD', ARGV[3] .. ARGV[i], KEYS[1])
+  redis.call('SADD', KEYS[2], ARGV[i])
+end
+if #ARGV >= 6 and ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+return 1
+`;
+
+/**
+ * KEYS[1] entry, KEYS[2] its tag list. ARGV[1] tag-set key prefix, ARGV[2] now, ARGV[3] '1' to
+ * delete only when expired (prune). Returns 1 when a live entry was removed (or, for prune, when
+ * an expired one was).
+ */
+export const DELETE_SCRIPT = `${LIVE}
+local now = tonumber(ARGV[2])
+local v = redis.call('GET', KEYS[1])
+local alive = live(v, now)
+if ARGV[3] == '1' and (alive or not v) then return 0 end
+local old = redis.call('SMEMBERS', KEYS[2])
+for _, t in ipairs(old) do redis.call('SREM', ARGV[1] .. t, KEYS[1]) end
+redis.call('DEL', KEYS[1], KEYS[2])
+if ARGV[3] == '1' then return 1 end
+if alive then return 1 end
+return 0
+`;
+
+/**
+ * KEYS[1] the tag set of one bucket. ARGV[1] entry key prefix of the bucket, ARGV[2] tag-list
+ * key prefix, ARGV[3] tag-set key prefix, ARGV[4] now. Removes every entry in the set (and its
+ * other tag memberships), then the set. Returns how many live entries went.
+ */
+export const DELETE_TAG_SCRIPT = `${LIVE}
+local now = tonumber(ARGV[4])
+local members = redis.call('SMEMBERS', KEYS[1])
+local n = 0
+for _, ek in ipairs(members) do
+  local v = redis.call('GET', ek)
+  if v then
+    if live(v, now) then n = n + 1 end
+    local kl = ARGV[2] .. string.sub(ek, #ARGV[1] + 1)
+    local tags = redis.call('SMEMBERS', kl)
+    for _, t in ipairs(tags) do
+      if ARGV[3] .. t ~= KEYS[1] then redis.call('SREM', ARGV[3] .. t, ek) end
+    end
+    redis.call('DEL', ek, kl)
+  end
+end
+redis.call('DEL', KEYS[1])
+return n
+`;
+
+/**
+ * KEYS[1] lock. ARGV[1] owner, ARGV[2] ttl ms, ARGV[3] now, ARGV[4] expiry (now + ttl).
+ * Takes the lock when free, expired, or already held by the same owner (which extends it).
+ */
+export const LOCK_SCRIPT = `
+local v = redis.call('GET', KEYS[1])
+if v then
+  local sep = string.find(v, '|', 1, true)
+  local exp = tonumber(string.sub(v, 1, sep - 1))
+  local owner = string.sub(v, sep + 1)
+  if exp > tonumber(ARGV[3]) and owner ~= ARGV[1] then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[4] .. '|' .. ARGV[1], 'PX', ARGV[2])
+return 1
+`;
+
+/** KEYS[1] lock. ARGV[1] owner, ARGV[2] now. Releases only a live lock held by `owner`. */
+export const UNLOCK_SCRIPT = `
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local sep = string.find(v, '|', 1, true)
+local exp = tonumber(string.sub(v, 1, sep - 1))
+local owner = string.sub(v, sep + 1)
+if owner ~= ARGV[1] or exp <= tonumber(ARGV[2]) then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+`;

@@ -1,0 +1,166 @@
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ClusterHandle, RedisHandle } from '../../test/redis-server.ts';
+import { redisUnavailable, startCluster, startRedis } from '../../test/redis-server.ts';
+import { createCache } from '../cache.ts';
+import { CacheError } from '../errors.ts';
+import { runBackendConformance } from '../testing/index.ts';
+import { loadIoRedis, redisBackend } from './redis.ts';
+
+const skip = redisUnavailable();
+const d = skip ? describe.skip : describe;
+
+let server: RedisHandle | undefined;
+let cluster: ClusterHandle | undefined;
+let run = 0;
+
+beforeAll(async () => {
+  if (skip) return;
+  server = await startRedis();
+  cluster = await startCluster();
+}, 60_000);
+
+afterAll(async () => {
+  await server?.stop();
+  await cluster?.stop();
+});
+
+/** A fresh key prefix per test, so tests (and a shared REDIS_URL) never see each other's keys. */
+function freshPrefix(label: string): string {
+  run++;
+  return `t${process.pid}-${run}-${label}:`;
+}
+
+if (!skip) {
+  runBackendConformance('redis (standalone)', () => {
+    const keyPrefix = freshPrefix('conf');
+    return {
+      open: ({ clock }) => redisBackend({ url: server!.url, keyPrefix, clock }),
+    };
+  });
+
+  runBackendConformance(
+    'redis (cluster of 3 masters)',
+    () => {
+      const keyPrefix = freshPrefix('cluster');
+      return {
+        open: ({ clock }) => redisBackend({ cluster: cluster!.nodes, keyPrefix, clock }),
+      };
+    },
+    { largeValueBytes: 1024 * 1024 },
+  );
+}
+
+/** An ioredis client that records every command it sends (each one a round trip or part of a pipeline). */
+function countingClient(url: string): { client: Redis; sent: string[] } {
+  const client = new Redis(url);
+  const sent: string[] = [];
+  const send = client.sendCommand.bind(client);
+  client.sendCommand = ((command: { name: string }, ...rest: unknown[]) => {
+    sent.push(command.name);
+    return (send as (...args: unknown[]) => unknown)(command, ...rest);
+  }) as typeof client.sendCommand;
+  return { client, sent };
+}
+
+d('redisBackend', () => {
+  it('keeps two key prefixes (apps, tenants) on one Redis apart, clear included', async () => {
+    const a = redisBackend({ url: server!.url, keyPrefix: freshPrefix('app-a') });
+    const b = redisBackend({ url: server!.url, keyPrefix: freshPrefix('app-b') });
+    await a.set('ns:k:1', { value: new Uint8Array([1]) });
+    expect(await b.get('ns:k:1')).toBeUndefined();
+    await b.set('ns:k:1', { value: new Uint8Array([2]) });
+    await a.clear();
+    expect((await b.get('ns:k:1'))?.value).toEqual(new Uint8Array([2]));
+    await a.close();
+    await b.close();
+  });
+
+  it('serves a hit with one GET and a miss + store with a GET and one script call', async () => {
+    const { client, sent } = countingClient(server!.url);
+    const cache = createCache({
+      store: redisBackend({ client, keyPrefix: freshPrefix('rt') }),
+      memory: false,
+      singleFlight: 'process',
+    });
+    await cache.set('load-the-scripts', 1);
+    sent.length = 0;
+    await cache.getOrCompute('k', async () => 'v');
+    expect(sent).toEqual(['get', 'evalsha']);
+    sent.length = 0;
+    expect(await cache.getOrCompute('k', async () => 'other')).toBe('v');
+    expect(sent).toEqual(['get']);
+    await cache.close();
+    client.disconnect();
+  });
+
+  it('adds the cross-process lock to a miss only: lock, re-check, store, unlock', async () => {
+    const { client, sent } = countingClient(server!.url);
+    const cache = createCache({
+      store: redisBackend({ client, keyPrefix: freshPrefix('df') }),
+      memory: false,
+    });
+    await cache.set('load-the-scripts', 1);
+    sent.length = 0;
+    await cache.getOrCompute('k', async () => 'v');
+    expect(sent).toEqual(['get', 'evalsha', 'get', 'evalsha', 'evalsha']);
+    sent.length = 0;
+    await cache.getOrCompute('k', async () => 'other');
+    expect(sent).toEqual(['get']);
+    await cache.close();
+    client.disconnect();
+  });
+
+  it('sends no Redis command for a hit served by the memory level in front', async () => {
+    const { client, sent } = countingClient(server!.url);
+    const cache = createCache({ store: redisBackend({ client, keyPrefix: freshPrefix('l1') }) });
+    await cache.getOrCompute('k', async () => 'v');
+    sent.length = 0;
+    expect(await cache.getOrCompute('k', async () => 'other')).toBe('v');
+    expect(sent).toEqual([]);
+    await cache.close();
+    client.disconnect();
+  });
+
+  it('invalidates a tag whose entries span cluster slots and nodes', async () => {
+    const backend = redisBackend({ cluster: cluster!.nodes, keyPrefix: freshPrefix('span') });
+    const keys = Array.from({ length: 64 }, (_, i) => `ns:doc:${i}`);
+    for (const key of keys) await backend.set(key, { value: new Uint8Array([1]), tags: ['release-1'] });
+    await backend.set('ns:other', { value: new Uint8Array([2]), tags: ['release-2'] });
+    const masters = (backend.client as import('ioredis').Cluster).nodes('master');
+    const holding = await Promise.all(masters.map((node) => node.dbsize()));
+    expect(holding.filter((n) => n > 0).length).toBeGreaterThan(1);
+    expect(await backend.deleteByTag('release-1')).toBe(64);
+    expect(await backend.getMany(keys)).toEqual(keys.map(() => undefined));
+    expect(await backend.has('ns:other')).toBe(true);
+    await backend.close();
+  });
+
+  it('accepts an existing ioredis client and leaves it open on close', async () => {
+    const client = new Redis(server!.url);
+    const backend = redisBackend({ client, keyPrefix: freshPrefix('own') });
+    await backend.set('a', { value: new Uint8Array([7]) });
+    await backend.close();
+    expect(await client.ping()).toBe('PONG');
+    client.disconnect();
+  });
+
+  it('names the package to install when ioredis cannot be loaded', () => {
+    const error = (() => {
+      try {
+        loadIoRedis(() => {
+          throw new Error('Cannot find module');
+        });
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(CacheError.isInstance(error)).toBe(true);
+    expect((error as CacheError).code).toBe('E_MISSING_DEPENDENCY');
+    expect((error as Error).message).toContain('install it (pnpm add ioredis) or pass a client');
+  });
+
+  it('rejects a key prefix containing hash-tag braces', () => {
+    expect(() => redisBackend({ url: server!.url, keyPrefix: 'a{b}:' })).toThrow(/must not contain/);
+  });
+});

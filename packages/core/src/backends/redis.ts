@@ -1,0 +1,601 @@
+import { randomUUID } from 'node:crypto';
+import { createRequire } from 'node:module';
+import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from 'ioredis';
+import { cacheError } from '../errors.ts';
+import type {
+  BackendCapabilities,
+  BackendStats,
+  CacheBackend,
+  Clock,
+  ScanOptions,
+  StoredEntry,
+} from './backend.ts';
+import { BACKEND_SPECIFICATION_VERSION, systemClock } from './backend.ts';
+import { DELETE_SCRIPT, DELETE_TAG_SCRIPT, LOCK_SCRIPT, SET_SCRIPT, UNLOCK_SCRIPT } from './redis-scripts.ts';
+
+type Client = Redis | Cluster;
+
+export interface RedisBackendOptions {
+  /** `redis://[:password@]host:port[/db]` or `rediss://…`. Ignored when `client` or `cluster` is given. @default 'redis://127.0.0.1:6379' */
+  url?: string;
+  /** An existing ioredis `Redis` or `Cluster` instance. The backend never closes a client it did not create. */
+  client?: Client;
+  /** Seed nodes of a Redis Cluster; the backend creates an ioredis `Cluster`. */
+  cluster?: ClusterNode[];
+  /** Extra ioredis options for a client the backend creates. @default {} */
+  redisOptions?: RedisOptions;
+  /** Extra ioredis Cluster options for a cluster client the backend creates. @default {} */
+  clusterOptions?: ClusterOptions;
+  /**
+   * Prefix of every Redis key this backend writes, so that several applications (or tenants)
+   * share one Redis without seeing each other's entries. `clear()` only removes keys under it.
+   * @default 'llmc:'
+   */
+  keyPrefix?: string;
+  /**
+   * Entries are spread over this many hash-tag buckets; an entry and its tag sets share a
+   * bucket, which keeps tag updates atomic on Redis Cluster. Changing it orphans stored data.
+   * @default 16
+   */
+  buckets?: number;
+  /** Time source for logical expiry and lock leases. @default Date.now */
+  clock?: Clock;
+}
+
+export interface RedisBackend extends CacheBackend {
+  readonly name: 'redis';
+  readonly client: Client;
+  add(key: string, entry: StoredEntry): Promise<boolean>;
+  acquireLock(name: string, owner: string, ttlMs: number): Promise<boolean>;
+  releaseLock(name: string, owner: string): Promise<boolean>;
+  publish(channel: string, message: string): Promise<void>;
+  subscribe(channel: string, onMessage: (message: string) => void): Promise<() => Promise<void>>;
+  incrementCounters(scope: string, deltas: Readonly<Record<string, number>>): Promise<void>;
+  readCounters(): Promise<Record<string, Record<string, number>>>;
+  clearCounters(scopePrefix?: string): Promise<void>;
+}
+
+interface IoRedisModule {
+  Redis: new (...args: unknown[]) => Redis;
+  Cluster: new (nodes: ClusterNode[], options?: ClusterOptions) => Cluster;
+}
+
+/** Loads ioredis on first use so that memory- and SQLite-only users never need it. */
+export function loadIoRedis(load: (id: string) => unknown = createRequire(import.meta.url)): IoRedisModule {
+  try {
+    const mod = load('ioredis') as IoRedisModule & { default?: IoRedisModule };
+    return mod.Redis ? mod : (mod.default as IoRedisModule);
+  } catch (error) {
+    throw cacheError(
+      'E_MISSING_DEPENDENCY',
+      'redis',
+      'cannot import "ioredis": install it (pnpm add ioredis) or pass a client as `client`',
+      { cause: error },
+    );
+  }
+}
+
+const CAPABILITIES: BackendCapabilities = {
+  createIfAbsent: true,
+  locks: true,
+  pubsub: true,
+  persistent: true,
+  shared: true,
+};
+
+const NEWLINE = 0x0a;
+const SCRIPTS = {
+  xcacheSet: { numberOfKeys: 2, lua: SET_SCRIPT },
+  xcacheDel: { numberOfKeys: 2, lua: DELETE_SCRIPT },
+  xcacheDelTag: { numberOfKeys: 1, lua: DELETE_TAG_SCRIPT },
+  xcacheLock: { numberOfKeys: 1, lua: LOCK_SCRIPT },
+  xcacheUnlock: { numberOfKeys: 1, lua: UNLOCK_SCRIPT },
+} as const;
+
+type ScriptClient = Client & {
+  xcacheSet(...args: (string | Buffer)[]): Promise<number>;
+  xcacheDel(...args: string[]): Promise<number>;
+  xcacheDelTag(...args: string[]): Promise<number>;
+  xcacheLock(...args: string[]): Promise<number>;
+  xcacheUnlock(...args: string[]): Promise<number>;
+};
+
+/** Escapes a literal for a SCAN MATCH glob. */
+function globEscape(text: string): string {
+  return text.replace(/[*?[\]\\]/g, '\\$&');
+}
+
+/** FNV-1a over UTF-16 code units: a cheap, stable bucket choice. */
+function bucketOf(key: string, buckets: number): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) {
+    hash ^= key.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return (hash >>> 0) % buckets;
+}
+
+function encodeValue(entry: StoredEntry, tags: readonly string[]): Buffer {
+  const expiry = entry.expiresAt === undefined ? '' : String(Math.ceil(entry.expiresAt));
+  const head = Buffer.from(tags.length > 0 ? `${expiry} ${JSON.stringify(tags)}\n` : `${expiry}\n`, 'utf8');
+  const body = entry.value;
+  return Buffer.concat([head, Buffer.from(body.buffer, body.byteOffset, body.byteLength)]);
+}
+
+/** Splits a stored value; undefined when it is malformed or expired at `now`. */
+function decodeValue(raw: Buffer | null | undefined, now: number): StoredEntry | undefined {
+  if (!raw) return undefined;
+  const nl = raw.indexOf(NEWLINE);
+  if (nl < 0) return undefined;
+  let end = 0;
+  while (end < nl && raw[end]! >= 0x30 && raw[end]! <= 0x39) end++;
+  let expiresAt: number | undefined;
+  if (end > 0) {
+    expiresAt = Number(raw.toString('latin1', 0, end));
+    if (!(expiresAt > now)) return undefined;
+  }
+  const value = new Uint8Array(raw.buffer, raw.byteOffset + nl + 1, raw.length - nl - 1);
+  if (end === nl) return { value, expiresAt };
+  let tags: string[] | undefined;
+  try {
+    tags = JSON.parse(raw.toString('utf8', end + 1, nl)) as string[];
+  } catch {
+    return undefined;
+  }
+  return { value, expiresAt, tags };
+}
+
+/** Length of the header (through the newline) and whether the value is live, from its first bytes. */
+function headerInfo(head: Buffer, now: number): { length: number; live: boolean } | undefined {
+  const nl = head.indexOf(NEWLINE);
+  if (nl < 0) return undefined;
+  let end = 0;
+  while (end < nl && head[end]! >= 0x30 && head[end]! <= 0x39) end++;
+  const live = end === 0 || Number(head.toString('latin1', 0, end)) > now;
+  return { length: nl + 1, live };
+}
+
+class RedisStore implements RedisBackend {
+  readonly specificationVersion = BACKEND_SPECIFICATION_VERSION;
+  readonly name = 'redis' as const;
+  readonly capabilities = CAPABILITIES;
+  readonly client: Client;
+
+  private readonly scripts: ScriptClient;
+  private readonly prefix: string;
+  private readonly buckets: number;
+  private readonly clock: Clock;
+  private readonly ownsClient: boolean;
+  private readonly isCluster: boolean;
+  private subscriber: Client | undefined;
+  private readonly listeners = new Map<string, Set<(message: string) => void>>();
+  private closed = false;
+
+  constructor(options: RedisBackendOptions) {
+    this.prefix = options.keyPrefix ?? 'llmc:';
+    if (this.prefix.includes('{') || this.prefix.includes('}')) {
+      throw cacheError(
+        'E_INVALID_OPTION',
+        'redis',
+        `keyPrefix "${this.prefix}" must not contain { or } (hash tags)`,
+      );
+    }
+    this.buckets = options.buckets ?? 16;
+    if (!Number.isInteger(this.buckets) || this.buckets < 1 || this.buckets > 16384) {
+      throw cacheError(
+        'E_INVALID_OPTION',
+        'redis',
+        `buckets must be an integer in 1..16384, got ${options.buckets}`,
+      );
+    }
+    this.clock = options.clock ?? systemClock;
+    if (options.client) {
+      this.client = options.client;
+      this.ownsClient = false;
+    } else {
+      const io = loadIoRedis();
+      this.ownsClient = true;
+      if (options.cluster) {
+        this.client = new io.Cluster(options.cluster, {
+          enableAutoPipelining: true,
+          ...options.clusterOptions,
+          redisOptions: { maxRetriesPerRequest: 1, ...options.clusterOptions?.redisOptions },
+        });
+      } else {
+        this.client = new io.Redis(options.url ?? 'redis://127.0.0.1:6379', {
+          enableAutoPipelining: true,
+          maxRetriesPerRequest: 1,
+          ...options.redisOptions,
+        });
+      }
+    }
+    // Connection errors surface as failed commands, which the engine counts and fails open on;
+    // without a listener ioredis would also print each reconnect attempt.
+    if (this.ownsClient) this.client.on('error', () => undefined);
+    this.isCluster = (this.client as Cluster).isCluster === true;
+    for (const [name, definition] of Object.entries(SCRIPTS)) {
+      if (typeof (this.client as unknown as Record<string, unknown>)[name] !== 'function') {
+        this.client.defineCommand(name, definition);
+      }
+    }
+    this.scripts = this.client as ScriptClient;
+  }
+
+  // Key layout: `${prefix}e{b}key` entry, `${prefix}k{b}key` its tag list, `${prefix}t{b}tag`
+  // the bucket's tag set, `${prefix}c:scope` counters, `${prefix}l:name` locks.
+  private bucketTag(key: string): string {
+    return `{${bucketOf(key, this.buckets)}}`;
+  }
+  private entryKey(key: string, tag = this.bucketTag(key)): string {
+    return `${this.prefix}e${tag}${key}`;
+  }
+  private listKey(key: string, tag: string): string {
+    return `${this.prefix}k${tag}${key}`;
+  }
+  private tagPrefix(tag: string): string {
+    return `${this.prefix}t${tag}`;
+  }
+  /** The user key inside an entry key, or undefined for keys that are not entries. */
+  private userKey(redisKey: string): string | undefined {
+    const start = this.prefix.length + 1;
+    if (!redisKey.startsWith(`${this.prefix}e{`)) return undefined;
+    const close = redisKey.indexOf('}', start);
+    return close < 0 ? undefined : redisKey.slice(close + 1);
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw cacheError('E_CLOSED', 'redis', 'the backend is closed; create a new one');
+  }
+
+  async get(key: string): Promise<StoredEntry | undefined> {
+    this.assertOpen();
+    return decodeValue(await this.client.getBuffer(this.entryKey(key)), this.clock.now());
+  }
+
+  async getMany(keys: readonly string[]): Promise<(StoredEntry | undefined)[]> {
+    this.assertOpen();
+    if (keys.length === 0) return [];
+    const now = this.clock.now();
+    if (!this.isCluster) {
+      const raw = await this.client.mgetBuffer(...keys.map((key) => this.entryKey(key)));
+      return raw.map((value) => decodeValue(value, now));
+    }
+    // MGET must stay within one slot on a cluster: one MGET per bucket, in parallel.
+    const groups = new Map<string, number[]>();
+    keys.forEach((key, index) => {
+      const tag = this.bucketTag(key);
+      const group = groups.get(tag);
+      if (group) group.push(index);
+      else groups.set(tag, [index]);
+    });
+    const out: (StoredEntry | undefined)[] = new Array(keys.length).fill(undefined);
+    await Promise.all(
+      [...groups].map(async ([tag, indexes]) => {
+        const raw = await this.client.mgetBuffer(...indexes.map((i) => this.entryKey(keys[i]!, tag)));
+        indexes.forEach((index, position) => {
+          out[index] = decodeValue(raw[position], now);
+        });
+      }),
+    );
+    return out;
+  }
+
+  private write(key: string, entry: StoredEntry, mode: 'set' | 'add'): Promise<number> {
+    const now = this.clock.now();
+    const tag = this.bucketTag(key);
+    let px = '';
+    if (entry.expiresAt !== undefined) {
+      const ttl = Math.ceil(entry.expiresAt - now);
+      if (ttl <= 0) return mode === 'set' ? this.delete(key).then(() => 1) : Promise.resolve(0);
+      px = String(ttl);
+    }
+    const tags = entry.tags ? [...new Set(entry.tags)] : [];
+    return this.scripts.xcacheSet(
+      this.entryKey(key, tag),
+      this.listKey(key, tag),
+      encodeValue(entry, tags),
+      px,
+      this.tagPrefix(tag),
+      mode,
+      String(now),
+      ...tags,
+    );
+  }
+
+  async set(key: string, entry: StoredEntry): Promise<void> {
+    this.assertOpen();
+    await this.write(key, entry, 'set');
+  }
+
+  async setMany(entries: ReadonlyArray<readonly [key: string, entry: StoredEntry]>): Promise<void> {
+    this.assertOpen();
+    // Auto-pipelining sends these together.
+    await Promise.all(entries.map(([key, entry]) => this.write(key, entry, 'set')));
+  }
+
+  async add(key: string, entry: StoredEntry): Promise<boolean> {
+    this.assertOpen();
+    return (await this.write(key, entry, 'add')) === 1;
+  }
+
+  private deleteOne(key: string, onlyExpired: boolean): Promise<number> {
+    const tag = this.bucketTag(key);
+    return this.scripts.xcacheDel(
+      this.entryKey(key, tag),
+      this.listKey(key, tag),
+      this.tagPrefix(tag),
+      String(this.clock.now()),
+      onlyExpired ? '1' : '0',
+    );
+  }
+
+  async delete(key: string): Promise<boolean> {
+    this.assertOpen();
+    return (await this.deleteOne(key, false)) === 1;
+  }
+
+  async has(key: string): Promise<boolean> {
+    return (await this.get(key)) !== undefined;
+  }
+
+  async deleteByTag(tag: string): Promise<number> {
+    this.assertOpen();
+    const now = String(this.clock.now());
+    const counts = await Promise.all(
+      Array.from({ length: this.buckets }, (_, bucket) => {
+        const hashTag = `{${bucket}}`;
+        return this.scripts.xcacheDelTag(
+          `${this.tagPrefix(hashTag)}${tag}`,
+          `${this.prefix}e${hashTag}`,
+          `${this.prefix}k${hashTag}`,
+          this.tagPrefix(hashTag),
+          now,
+        );
+      }),
+    );
+    return counts.reduce((sum, n) => sum + n, 0);
+  }
+
+  /** SCAN over every master (a cluster) or the one server, never KEYS. */
+  private async *scan(match: string, count: number): AsyncGenerator<string[]> {
+    const nodes: Redis[] = this.isCluster ? (this.client as Cluster).nodes('master') : [this.client as Redis];
+    for (const node of nodes) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await node.scan(cursor, 'MATCH', match, 'COUNT', count);
+        cursor = next;
+        if (keys.length > 0) yield keys;
+      } while (cursor !== '0');
+    }
+  }
+
+  private entryPattern(prefix = ''): string {
+    return `${globEscape(this.prefix)}e{*}${globEscape(prefix)}*`;
+  }
+
+  async deleteByPrefix(prefix: string): Promise<number> {
+    this.assertOpen();
+    let removed = 0;
+    for await (const batch of this.scan(this.entryPattern(prefix), 1000)) {
+      const keys = batch
+        .map((k) => this.userKey(k))
+        .filter((k): k is string => k?.startsWith(prefix) === true);
+      const results = await Promise.all(keys.map((key) => this.deleteOne(key, false)));
+      removed += results.reduce((sum, n) => sum + n, 0);
+    }
+    return removed;
+  }
+
+  async clear(): Promise<void> {
+    this.assertOpen();
+    for await (const batch of this.scan(`${globEscape(this.prefix)}*`, 1000)) {
+      // Counters and locks live under the prefix too; clear() removes entries and tag data only.
+      const doomed = batch.filter((k) => {
+        const kind = k.charAt(this.prefix.length);
+        return kind === 'e' || kind === 'k' || kind === 't';
+      });
+      await Promise.all(doomed.map((k) => this.client.unlink(k)));
+    }
+  }
+
+  async prune(): Promise<number> {
+    this.assertOpen();
+    let removed = 0;
+    for await (const batch of this.scan(this.entryPattern(), 1000)) {
+      const keys = batch.map((k) => this.userKey(k)).filter((k): k is string => k !== undefined);
+      const results = await Promise.all(keys.map((key) => this.deleteOne(key, true)));
+      removed += results.reduce((sum, n) => sum + n, 0);
+    }
+    // Tag sets keep members whose entries Redis expired by PX; drop those members.
+    for await (const batch of this.scan(`${globEscape(this.prefix)}t{*`, 1000)) {
+      for (const setKey of batch) {
+        const members = await this.client.smembers(setKey);
+        if (members.length === 0) continue;
+        const exists = await Promise.all(members.map((m) => this.client.exists(m)));
+        const gone = members.filter((_, i) => exists[i] === 0);
+        if (gone.length > 0) await this.client.srem(setKey, ...gone);
+      }
+    }
+    return removed;
+  }
+
+  /** Live entries among a batch of Redis keys, with their value sizes, read header-first. */
+  private async liveSizes(redisKeys: string[]): Promise<{ key: string; bytes: number }[]> {
+    const now = this.clock.now();
+    const [heads, lengths] = await Promise.all([
+      Promise.all(redisKeys.map((k) => this.client.getrangeBuffer(k, 0, 1023))),
+      Promise.all(redisKeys.map((k) => this.client.strlen(k))),
+    ]);
+    const out: { key: string; bytes: number }[] = [];
+    for (let i = 0; i < redisKeys.length; i++) {
+      let head = heads[i];
+      if (!head || head.length === 0) continue;
+      // A header with many tags can be longer than the first read.
+      if (head.indexOf(NEWLINE) < 0 && head.length === 1024)
+        head = (await this.client.getBuffer(redisKeys[i]!)) ?? head;
+      const info = headerInfo(head, now);
+      if (!info?.live) continue;
+      out.push({ key: redisKeys[i]!, bytes: lengths[i]! - info.length });
+    }
+    return out;
+  }
+
+  async *keys(options: ScanOptions = {}): AsyncIterable<string> {
+    this.assertOpen();
+    const prefix = options.prefix ?? '';
+    for await (const batch of this.scan(this.entryPattern(prefix), options.batchSize ?? 500)) {
+      for (const { key } of await this.liveSizes(batch)) {
+        const user = this.userKey(key);
+        if (user?.startsWith(prefix)) yield user;
+      }
+    }
+  }
+
+  /** Walks the keyspace (SCAN): O(entries). Size Redis with maxmemory + an LRU policy instead. */
+  async stats(): Promise<BackendStats> {
+    this.assertOpen();
+    let entries = 0;
+    let bytes = 0;
+    for await (const batch of this.scan(this.entryPattern(), 1000)) {
+      for (const live of await this.liveSizes(batch)) {
+        entries++;
+        bytes += live.bytes;
+      }
+    }
+    return { entries, bytes, evictions: 0 };
+  }
+
+  async statsFor(prefix: string): Promise<{ entries: number; bytes: number }> {
+    let entries = 0;
+    let bytes = 0;
+    for await (const batch of this.scan(this.entryPattern(prefix), 1000)) {
+      for (const live of await this.liveSizes(batch)) {
+        if (!this.userKey(live.key)?.startsWith(prefix)) continue;
+        entries++;
+        bytes += live.bytes;
+      }
+    }
+    return { entries, bytes };
+  }
+
+  async acquireLock(name: string, owner: string, ttlMs: number): Promise<boolean> {
+    this.assertOpen();
+    const now = this.clock.now();
+    const ttl = Math.max(1, Math.ceil(ttlMs));
+    return (
+      (await this.scripts.xcacheLock(
+        `${this.prefix}l:${name}`,
+        owner,
+        String(ttl),
+        String(now),
+        String(now + ttl),
+      )) === 1
+    );
+  }
+
+  async releaseLock(name: string, owner: string): Promise<boolean> {
+    this.assertOpen();
+    return (
+      (await this.scripts.xcacheUnlock(`${this.prefix}l:${name}`, owner, String(this.clock.now()))) === 1
+    );
+  }
+
+  async publish(channel: string, message: string): Promise<void> {
+    this.assertOpen();
+    await this.client.publish(`${this.prefix}${channel}`, message);
+  }
+
+  async subscribe(channel: string, onMessage: (message: string) => void): Promise<() => Promise<void>> {
+    this.assertOpen();
+    const full = `${this.prefix}${channel}`;
+    if (!this.subscriber) {
+      this.subscriber = this.client.duplicate();
+      this.subscriber.on('error', () => undefined);
+      this.subscriber.on('message', (from: string, message: string) => {
+        for (const listener of this.listeners.get(from) ?? []) {
+          try {
+            listener(message);
+          } catch {
+            // a listener must not stop the others
+          }
+        }
+      });
+    }
+    let set = this.listeners.get(full);
+    if (!set) {
+      set = new Set();
+      this.listeners.set(full, set);
+      await this.subscriber.subscribe(full);
+    }
+    set.add(onMessage);
+    return async () => {
+      set.delete(onMessage);
+      if (set.size === 0 && this.listeners.get(full) === set) {
+        this.listeners.delete(full);
+        await this.subscriber?.unsubscribe(full).catch(() => undefined);
+      }
+    };
+  }
+
+  async incrementCounters(scope: string, deltas: Readonly<Record<string, number>>): Promise<void> {
+    this.assertOpen();
+    const key = `${this.prefix}c:${scope}`;
+    await Promise.all(
+      Object.entries(deltas).map(([name, delta]) =>
+        Number.isInteger(delta)
+          ? this.client.hincrby(key, name, delta)
+          : this.client.hincrbyfloat(key, name, delta),
+      ),
+    );
+  }
+
+  async readCounters(): Promise<Record<string, Record<string, number>>> {
+    this.assertOpen();
+    const out: Record<string, Record<string, number>> = {};
+    const base = `${this.prefix}c:`;
+    for await (const batch of this.scan(`${globEscape(base)}*`, 1000)) {
+      const values = await Promise.all(batch.map((k) => this.client.hgetall(k)));
+      batch.forEach((key, i) => {
+        const scope = key.slice(base.length);
+        const into = (out[scope] ??= {});
+        for (const [name, value] of Object.entries(values[i] ?? {})) into[name] = Number(value);
+      });
+    }
+    return out;
+  }
+
+  async clearCounters(scopePrefix = ''): Promise<void> {
+    this.assertOpen();
+    for await (const batch of this.scan(`${globEscape(`${this.prefix}c:${scopePrefix}`)}*`, 1000)) {
+      await Promise.all(batch.map((k) => this.client.unlink(k)));
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const subscriber = this.subscriber;
+    this.subscriber = undefined;
+    if (subscriber) subscriber.disconnect();
+    if (this.ownsClient) {
+      try {
+        await this.client.quit();
+      } catch {
+        this.client.disconnect();
+      }
+    }
+  }
+}
+
+/**
+ * A Redis (or Redis Cluster) backend. ioredis is loaded on first use. Hits are one GET;
+ * a miss plus store is one GET and one script call.
+ */
+export function redisBackend(options: RedisBackendOptions = {}): RedisBackend {
+  return new RedisStore(options);
+}
+
+/** A random owner token for locks: one per process is enough, per call is safer. */
+export function lockOwner(): string {
+  return randomUUID();
+}

@@ -1,0 +1,195 @@
+import { type ChildProcess, fork, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { redisBackend } from '../src/backends/redis.ts';
+import { createCache } from '../src/cache.ts';
+import type { RedisHandle } from './redis-server.ts';
+import { redisUnavailable, startRedis } from './redis-server.ts';
+
+const skip = redisUnavailable();
+const here = import.meta.dirname;
+const nodeArgs = ['--conditions=@x/source'];
+
+let server: RedisHandle | undefined;
+let dir: string;
+let seq = 0;
+
+beforeAll(async () => {
+  if (!skip) server = await startRedis();
+}, 30_000);
+afterAll(async () => {
+  await server?.stop();
+});
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'x-distributed-'));
+  return () => rmSync(dir, { recursive: true, force: true });
+});
+
+function prefix(): string {
+  return `dist-${process.pid}-${++seq}:`;
+}
+
+interface Worker {
+  child: ChildProcess;
+  done: Promise<{ code: number | null; values: string[] }>;
+}
+
+function flightWorker(
+  store: string,
+  keyPrefix: string,
+  opts: {
+    callers: number;
+    computeMs: number;
+    lockTtlMs: number;
+    countFile: string;
+    barrier?: [string, number];
+  },
+): Worker {
+  const child = spawn(
+    process.execPath,
+    [
+      ...nodeArgs,
+      join(here, 'fixtures/flight-worker.ts'),
+      store,
+      keyPrefix,
+      'the-key',
+      String(opts.callers),
+      String(opts.computeMs),
+      String(opts.lockTtlMs),
+      opts.countFile,
+      ...(opts.barrier ? [opts.barrier[0], String(opts.barrier[1])] : []),
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  let out = '';
+  child.stdout!.on('data', (chunk) => {
+    out += chunk;
+  });
+  const done = new Promise<{ code: number | null; values: string[] }>((resolve) => {
+    child.on('exit', (code) => resolve({ code, values: code === 0 ? (JSON.parse(out) as string[]) : [] }));
+  });
+  return { child, done };
+}
+
+function computes(countFile: string): string[] {
+  return existsSync(countFile) ? readFileSync(countFile, 'utf8').split('\n').filter(Boolean) : [];
+}
+
+const stores = () => [
+  { label: 'Redis', store: server!.url },
+  { label: 'SQLite', store: join(dir, 'shared.db') },
+];
+
+describe.skipIf(skip)('cross-process single-flight', () => {
+  for (const label of ['Redis', 'SQLite']) {
+    it(`${label}: 4 processes x 25 concurrent callers compute once in total`, async () => {
+      const { store } = stores().find((s) => s.label === label)!;
+      const countFile = join(dir, 'computes.txt');
+      const keyPrefix = prefix();
+      const workers = Array.from({ length: 4 }, () =>
+        flightWorker(store, keyPrefix, {
+          callers: 25,
+          computeMs: 1000,
+          lockTtlMs: 5000,
+          countFile,
+          barrier: [join(dir, 'barrier.txt'), 4],
+        }),
+      );
+      const results = await Promise.all(workers.map((w) => w.done));
+      expect(results.map((r) => r.code)).toEqual([0, 0, 0, 0]);
+      expect(computes(countFile)).toHaveLength(1);
+      const all = results.flatMap((r) => r.values);
+      expect(all).toHaveLength(100);
+      expect(new Set(all).size).toBe(1);
+    }, 60_000);
+
+    it(`${label}: a holder killed mid-compute is taken over exactly once, and nobody hangs`, async () => {
+      const { store } = stores().find((s) => s.label === label)!;
+      const countFile = join(dir, 'computes.txt');
+      const keyPrefix = prefix();
+      const holder = flightWorker(store, keyPrefix, {
+        callers: 5,
+        computeMs: 60_000,
+        lockTtlMs: 1000,
+        countFile,
+      });
+      for (let i = 0; i < 400 && computes(countFile).length === 0; i++) await sleep(25);
+      expect(computes(countFile)).toHaveLength(1);
+      const waiters = [1, 2].map(() =>
+        flightWorker(store, keyPrefix, { callers: 5, computeMs: 200, lockTtlMs: 1000, countFile }),
+      );
+      await sleep(300);
+      holder.child.kill('SIGKILL');
+      const results = await Promise.all(waiters.map((w) => w.done));
+      expect(results.map((r) => r.code)).toEqual([0, 0]);
+      const log = computes(countFile);
+      expect(log).toHaveLength(2);
+      const values = results.flatMap((r) => r.values);
+      expect(new Set(values).size).toBe(1);
+      expect(values[0]).toBe(`computed by ${log[1]}`);
+    }, 60_000);
+  }
+});
+
+describe.skipIf(skip)('memory levels across processes', () => {
+  it('an overwrite or invalidation in one process reaches the other process memory level', async () => {
+    const keyPrefix = prefix();
+    const cache = createCache({ store: redisBackend({ url: server!.url, keyPrefix }) });
+    await cache.ready();
+    const child = fork(join(here, 'fixtures/coherence-worker.ts'), [server!.url, keyPrefix], {
+      execArgv: nodeArgs,
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    let id = 0;
+    const pending = new Map<number, (value: { value: unknown; level: string | null }) => void>();
+    const ready = new Promise<void>((resolve) => {
+      child.on(
+        'message',
+        (message: { ready?: boolean; id?: number; value?: unknown; level?: string | null }) => {
+          if (message.ready) resolve();
+          else pending.get(message.id!)?.({ value: message.value, level: message.level ?? null });
+        },
+      );
+    });
+    const ask = (op: 'get' | 'close', key?: string) =>
+      new Promise<{ value: unknown; level: string | null }>((resolve) => {
+        const n = ++id;
+        pending.set(n, resolve);
+        child.send({ id: n, op, key });
+      });
+    /** The other process sees `expected` within the bus bound (polled, not slept through). */
+    const eventually = async (key: string, expected: unknown) => {
+      let last: unknown;
+      for (let i = 0; i < 100; i++) {
+        last = (await ask('get', key)).value;
+        if (last === expected) return;
+        await sleep(10);
+      }
+      expect(last).toBe(expected);
+    };
+    try {
+      await ready;
+      await cache.set({ name: 'doc', request: 'a' }, 'v1', { tags: ['docs'] });
+      expect(await ask('get', 'a')).toEqual({ value: 'v1', level: 'redis' });
+      expect(await ask('get', 'a')).toEqual({ value: 'v1', level: 'memory' });
+
+      await cache.set({ name: 'doc', request: 'a' }, 'v2', { tags: ['docs'] });
+      await eventually('a', 'v2');
+
+      expect((await ask('get', 'a')).level).toBe('memory');
+      await cache.invalidateTags(['docs']);
+      await eventually('a', null);
+
+      await cache.set({ name: 'doc', request: 'b' }, 'b1');
+      expect((await ask('get', 'b')).value).toBe('b1');
+      await cache.invalidate('doc');
+      await eventually('b', null);
+    } finally {
+      await ask('close');
+      await cache.close();
+    }
+  }, 30_000);
+});

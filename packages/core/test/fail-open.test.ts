@@ -1,0 +1,104 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { redisBackend } from '../src/backends/redis.ts';
+import type { Cache } from '../src/cache.ts';
+import { createCache } from '../src/cache.ts';
+import type { RedisHandle } from './redis-server.ts';
+import { redisUnavailable, restartRedis, startRedis } from './redis-server.ts';
+
+// These tests stop, freeze and restart a server of their own, so REDIS_URL is not used here.
+const skip =
+  redisUnavailable() ?? (process.env.REDIS_URL ? 'REDIS_URL points at a shared server' : undefined);
+
+const TIMEOUT_MS = 150;
+const COMPUTE_MS = 20;
+/** Generous: proves a call is bounded by the timeout, not that it is fast. */
+const BOUND_MS = TIMEOUT_MS + COMPUTE_MS + 1000;
+
+let server: RedisHandle;
+let cache: Cache;
+let computes = 0;
+
+async function call(key: string): Promise<{ value: string; ms: number; level: string | undefined }> {
+  const started = performance.now();
+  const result = await cache.getOrComputeResult(key, async () => {
+    computes++;
+    await sleep(COMPUTE_MS);
+    return `value of ${key}`;
+  });
+  return { value: result.value, ms: performance.now() - started, level: result.level };
+}
+
+describe.skipIf(skip)('fail-open against a real Redis', () => {
+  beforeAll(async () => {
+    server = await startRedis();
+    cache = createCache({
+      store: {
+        backend: redisBackend({ url: server.url, keyPrefix: 'failopen:' }),
+        timeout: TIMEOUT_MS,
+        breaker: { failures: 3, openFor: '400ms' },
+      },
+      memory: false,
+    });
+  }, 30_000);
+
+  afterAll(async () => {
+    await cache?.close();
+    await server?.stop();
+  });
+
+  it('serves hits while Redis is healthy', async () => {
+    await call('healthy');
+    expect(await call('healthy')).toMatchObject({ value: 'value of healthy', level: 'redis' });
+  });
+
+  it('returns computed values within the timeout while Redis is killed, then opens the breaker', async () => {
+    server.process!.kill('SIGKILL');
+    await sleep(50);
+    const before = computes;
+    for (let i = 0; i < 8; i++) {
+      const result = await call(`down-${i}`);
+      expect(result.value).toBe(`value of down-${i}`);
+      expect(result.ms).toBeLessThan(BOUND_MS);
+    }
+    expect(computes - before).toBe(8);
+    const stats = await cache.getAllStats();
+    expect(stats.levels.redis?.errors).toBeGreaterThanOrEqual(3);
+    expect(stats.levels.redis?.skipped).toBeGreaterThan(0);
+  });
+
+  it('resumes by itself after a restart', async () => {
+    await restartRedis(server);
+    await sleep(500);
+    let level: string | undefined;
+    for (let i = 0; i < 50 && level !== 'redis'; i++) {
+      await call('after-restart');
+      level = (await call('after-restart')).level;
+      if (level !== 'redis') await sleep(100);
+    }
+    expect(level).toBe('redis');
+  }, 20_000);
+
+  it('never stalls on a hung (SIGSTOPped) Redis and recovers when it continues', async () => {
+    await call('before-hang');
+    server.process!.kill('SIGSTOP');
+    try {
+      for (let i = 0; i < 6; i++) {
+        const result = await call(`hung-${i}`);
+        expect(result.value).toBe(`value of hung-${i}`);
+        expect(result.ms).toBeLessThan(BOUND_MS);
+      }
+      const hung = await call('before-hang');
+      expect(hung.ms).toBeLessThan(BOUND_MS);
+      expect(hung.level).toBeUndefined();
+    } finally {
+      server.process!.kill('SIGCONT');
+    }
+    let level: string | undefined;
+    for (let i = 0; i < 50 && level !== 'redis'; i++) {
+      level = (await call('before-hang')).level;
+      if (level !== 'redis') await sleep(100);
+    }
+    expect(level).toBe('redis');
+  }, 20_000);
+});

@@ -552,27 +552,28 @@ export class CacheView {
         ...this.#where(),
       };
     }
-    const timing = this.#timing(policy);
     let stale: Found | undefined;
     if (!policy.forceRefresh) {
       const found = await this.#read(storageKey);
       if (found) {
         if (!found.stale) return this.#served(found, storageKey, false);
         stale = found;
-        if (policy.staleWhileRevalidate) {
-          this.#flight(storageKey, key, compute, policy, timing, undefined).promise.catch((error) => {
-            if (engine.emitter.has('error')) {
-              engine.emitter.emit('error', {
-                operation: 'revalidate',
-                tier: this.tierName,
-                key: storageKey,
-                error,
-              });
-            }
-          });
-          return this.#served(found, storageKey, true);
-        }
       }
+    }
+    // Parsed after the fresh-hit return (the hot path), but before any compute runs.
+    const timing = this.#timing(policy);
+    if (stale && policy.staleWhileRevalidate) {
+      this.#flight(storageKey, key, compute, policy, timing, undefined).promise.catch((error) => {
+        if (engine.emitter.has('error')) {
+          engine.emitter.emit('error', {
+            operation: 'revalidate',
+            tier: this.tierName,
+            key: storageKey,
+            error,
+          });
+        }
+      });
+      return this.#served(stale, storageKey, true);
     }
     const existing = engine.inflight.get(storageKey);
     if (existing) {

@@ -1,0 +1,111 @@
+import type {
+  LanguageModelV4CallOptions,
+  LanguageModelV4Content,
+  LanguageModelV4FinishReason,
+  LanguageModelV4GenerateResult,
+  LanguageModelV4StreamPart,
+} from '@ai-sdk/provider';
+
+/** A complete response offered for storage; `shouldCache` decides whether it is kept. */
+export type CacheCandidate =
+  | {
+      type: 'generate';
+      /** The call options the model saw (our providerOptions entry removed). */
+      params: LanguageModelV4CallOptions;
+      finishReason: LanguageModelV4FinishReason;
+      /** All text parts joined (or `structuredOutputText` when the model set it). */
+      text: string;
+      result: LanguageModelV4GenerateResult;
+    }
+  | {
+      type: 'stream';
+      params: LanguageModelV4CallOptions;
+      finishReason: LanguageModelV4FinishReason;
+      /** All text deltas joined. */
+      text: string;
+      /** Every part in order, as the model streamed them. */
+      parts: readonly LanguageModelV4StreamPart[];
+    };
+
+/** Finish reasons whose responses are not stored by default: failed, filtered, cut off or incomplete. */
+export const UNCACHEABLE_FINISH_REASONS: ReadonlySet<LanguageModelV4FinishReason['unified']> = new Set([
+  'error',
+  'content-filter',
+  'length',
+  'interrupted',
+]);
+
+const SUBSTANTIVE_PARTS = new Set([
+  'tool-call',
+  'tool-result',
+  'tool-approval-request',
+  'file',
+  'reasoning-file',
+  'source',
+  'custom',
+]);
+
+function contentIsEmpty(content: readonly LanguageModelV4Content[]): boolean {
+  return !content.some((part) =>
+    part.type === 'text' || part.type === 'reasoning'
+      ? part.text.length > 0
+      : SUBSTANTIVE_PARTS.has(part.type),
+  );
+}
+
+function streamIsEmpty(parts: readonly LanguageModelV4StreamPart[]): boolean {
+  return !parts.some((part) =>
+    part.type === 'text-delta' || part.type === 'reasoning-delta'
+      ? part.delta.length > 0
+      : SUBSTANTIVE_PARTS.has(part.type),
+  );
+}
+
+function hasToolCall(candidate: CacheCandidate): boolean {
+  const parts: readonly { type: string }[] =
+    candidate.type === 'generate' ? candidate.result.content : candidate.parts;
+  return parts.some((part) => part.type === 'tool-call');
+}
+
+/**
+ * The default admission rule: a response is stored unless it finished with `error`,
+ * `content-filter`, `length` or `interrupted`, produced nothing (no text, reasoning, tool call,
+ * file or source), or was asked for JSON (`responseFormat: { type: 'json' }`, as
+ * `generateObject` / `Output.object` do) and its text does not parse — a response the SDK would
+ * reject must not be replayed. Compose with it in your own `shouldCache`:
+ * `shouldCache: (c) => defaultShouldCache(c) || c.finishReason.unified === 'length'`.
+ */
+export function defaultShouldCache(candidate: CacheCandidate): boolean {
+  if (UNCACHEABLE_FINISH_REASONS.has(candidate.finishReason.unified)) return false;
+  const empty =
+    candidate.type === 'generate' ? contentIsEmpty(candidate.result.content) : streamIsEmpty(candidate.parts);
+  if (empty) return false;
+  if (candidate.params.responseFormat?.type === 'json' && !hasToolCall(candidate)) {
+    try {
+      JSON.parse(candidate.text);
+    } catch {
+      return false;
+    }
+  }
+  return true;
+}
+
+export function generateCandidate(
+  params: LanguageModelV4CallOptions,
+  result: LanguageModelV4GenerateResult,
+): CacheCandidate {
+  const text =
+    result.structuredOutputText ??
+    result.content.map((part) => (part.type === 'text' ? part.text : '')).join('');
+  return { type: 'generate', params, finishReason: result.finishReason, text, result };
+}
+
+export function streamCandidate(
+  params: LanguageModelV4CallOptions,
+  parts: readonly LanguageModelV4StreamPart[],
+  finishReason: LanguageModelV4FinishReason,
+): CacheCandidate {
+  let text = '';
+  for (const part of parts) if (part.type === 'text-delta') text += part.delta;
+  return { type: 'stream', params, finishReason, text, parts };
+}

@@ -1,0 +1,11 @@
+export type { CacheCandidate } from './admission.ts';
+export { defaultShouldCache, UNCACHEABLE_FINISH_REASONS } from './admission.ts';
+export type { EmbeddingCacheMiddlewareOptions } from './embedding.ts';
+export { embeddingCacheMiddleware } from './embedding.ts';
+export { REQUEST_VERSION } from './key.ts';
+export type { CacheMiddlewareOptions } from './language-model.ts';
+export { cacheMiddleware } from './language-model.ts';
+export type { CacheCallOptions, CommonCacheOptions } from './options.ts';
+export { DEFAULT_OPTIONS_KEY, EMBED_KEY_NAME, GENERATE_KEY_NAME, STREAM_KEY_NAME } from './options.ts';
+export type { StreamRecording } from './stream-flight.ts';
+export type { ReplayPacing } from './streams.ts';

@@ -1,0 +1,443 @@
+import type {
+  LanguageModelV4,
+  LanguageModelV4CallOptions,
+  LanguageModelV4GenerateResult,
+  LanguageModelV4Middleware,
+  LanguageModelV4StreamPart,
+  LanguageModelV4StreamResult,
+  LanguageModelV4Usage,
+  SharedV4ProviderMetadata,
+} from '@ai-sdk/provider';
+import type { CachePolicy, CacheResult, CacheView, Duration, Usage } from '@x/cache-core';
+import { CacheError, parseDuration } from '@x/cache-core';
+import type { CacheCandidate } from './admission.ts';
+import { defaultShouldCache, generateCandidate, streamCandidate } from './admission.ts';
+import { languageModelRequest } from './key.ts';
+import type { CacheCallOptions, CommonCacheOptions } from './options.ts';
+import {
+  GENERATE_KEY_NAME,
+  invalidOption,
+  mergeTags,
+  resolveView,
+  STREAM_KEY_NAME,
+  splitCall,
+  validateCommon,
+} from './options.ts';
+import type { StreamRecording } from './stream-flight.ts';
+import { StreamFlight } from './stream-flight.ts';
+import type { ReplayPacing } from './streams.ts';
+import { replayStream, subscriberStream, validatePacing } from './streams.ts';
+
+type JSONObject = SharedV4ProviderMetadata[string];
+
+export interface CacheMiddlewareOptions extends CommonCacheOptions {
+  /**
+   * Admission: return false to keep a complete response out of the cache. Incomplete streams
+   * (an error part, a stream error, an abort, a cancel, no finish part) and thrown errors are never
+   * stored, whatever this returns.
+   * @default defaultShouldCache — not stored: finishReason error / content-filter / length /
+   *   interrupted, empty output, JSON output that does not parse
+   */
+  shouldCache?: (candidate: CacheCandidate) => boolean;
+  /** Pace of a replayed stream. @default 'instant' */
+  pacing?: ReplayPacing;
+  /**
+   * How long a caller that joined an identical in-flight stream waits for the shared stream to
+   * start and between its parts. Past it, a caller that has received nothing makes its own
+   * upstream call; one that has received parts ends with an error part.
+   * @default '60s'
+   */
+  joinTimeout?: Duration;
+  /**
+   * Usage reported on a hit. `'zero'` reports what the hit spent (no tokens); the original usage
+   * is in `providerMetadata.xCache.savedUsage` and counted as saved in the cache statistics.
+   * `'original'` reports the usage of the response that was stored.
+   * @default 'zero'
+   */
+  usageOnHit?: 'zero' | 'original';
+}
+
+/** What a stored generate result holds: the result without its raw HTTP bodies. */
+type StoredGenerate = Omit<LanguageModelV4GenerateResult, 'request' | 'response'> & {
+  request?: { url?: string };
+  response?: Omit<NonNullable<LanguageModelV4GenerateResult['response']>, 'body'>;
+};
+
+interface CallContext {
+  view: CacheView;
+  keyInput: { name: string; request: unknown };
+  storageKey: string;
+  own: CacheCallOptions;
+  params: LanguageModelV4CallOptions;
+  model: LanguageModelV4;
+}
+
+const DEFAULT_JOIN_TIMEOUT = '60s';
+
+function zeroUsage(): LanguageModelV4Usage {
+  return {
+    inputTokens: { total: 0, noCache: 0, cacheRead: 0, cacheWrite: 0 },
+    outputTokens: { total: 0, text: 0, reasoning: 0 },
+  };
+}
+
+function tokenCounts(usage: LanguageModelV4Usage | undefined): Omit<Usage, 'model'> | undefined {
+  const input = usage?.inputTokens.total;
+  const output = usage?.outputTokens.total;
+  if (input === undefined && output === undefined) return undefined;
+  return { inputTokens: input ?? 0, outputTokens: output ?? 0 };
+}
+
+/** The usage recorded with an entry, which the core counts as saved (and prices) on every hit. */
+function coreUsage(usage: LanguageModelV4Usage | undefined, modelId: string): Usage | undefined {
+  const counts = tokenCounts(usage);
+  return counts && { ...counts, model: modelId };
+}
+
+function isUnserializable(error: unknown): boolean {
+  return CacheError.isInstance(error) && error.code === 'E_UNSERIALIZABLE';
+}
+
+function isAbortError(error: unknown): boolean {
+  return error instanceof Error && (error.name === 'AbortError' || error.name === 'TimeoutError');
+}
+
+/** Rejects as soon as the caller's own signal aborts, even while waiting on another caller's call. */
+function raceAbort<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
+const TIMED_OUT = Symbol('timed out');
+
+function within<T>(
+  promise: Promise<T>,
+  ms: number,
+  signal: AbortSignal | undefined,
+): Promise<T | typeof TIMED_OUT> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<typeof TIMED_OUT>((resolve) => {
+    timer = setTimeout(() => resolve(TIMED_OUT), ms);
+  });
+  return raceAbort(Promise.race([promise, timeout]), signal).finally(() => clearTimeout(timer));
+}
+
+/** Copies what a shared (not decoded) value holds so that no two callers share one mutable object. */
+function cloneDeep<T>(value: T): T {
+  if (Array.isArray(value)) return value.map((item) => cloneDeep(item)) as T;
+  if (value instanceof Date) return new Date(value.getTime()) as T;
+  if (value instanceof URL) return new URL(value.href) as T;
+  if (ArrayBuffer.isView(value)) return (value as unknown as Uint8Array).slice() as T;
+  if (value !== null && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) {
+    const out: Record<string, unknown> = {};
+    for (const [key, item] of Object.entries(value)) out[key] = cloneDeep(item);
+    return out as T;
+  }
+  return value;
+}
+
+function toStoredGenerate(result: LanguageModelV4GenerateResult): StoredGenerate {
+  const { request, response, ...rest } = result;
+  const stored: StoredGenerate = { ...rest };
+  // Raw HTTP bodies are left out: they repeat the prompt and the output and can be large.
+  if (request?.url !== undefined) stored.request = { url: request.url };
+  if (response) {
+    const { body: _body, ...metadata } = response;
+    stored.response = metadata;
+  }
+  return stored;
+}
+
+/**
+ * Caches a language model's `doGenerate` and `doStream` calls, so every `generateText`,
+ * `streamText`, `generateObject`, `streamObject` and tool-loop step through the wrapped model is
+ * served from the cache when the same request was answered before:
+ *
+ * ```ts
+ * const model = wrapLanguageModel({ model: openai('gpt-4o-mini'), middleware: cacheMiddleware({ cache }) });
+ * ```
+ */
+export function cacheMiddleware(options: CacheMiddlewareOptions = {}): LanguageModelV4Middleware {
+  const optionsKey = validateCommon(options);
+  const pacing = validatePacing(options.pacing ?? 'instant');
+  const joinTimeoutMs = parseDuration(options.joinTimeout ?? DEFAULT_JOIN_TIMEOUT, 'joinTimeout');
+  if (joinTimeoutMs === undefined)
+    throw invalidOption(`joinTimeout must be finite — e.g. '${DEFAULT_JOIN_TIMEOUT}'`);
+  const usageOnHit = options.usageOnHit ?? 'zero';
+  if (usageOnHit !== 'zero' && usageOnHit !== 'original') {
+    throw invalidOption(`usageOnHit must be 'zero' or 'original', got ${JSON.stringify(usageOnHit)}`);
+  }
+  const shouldCache = options.shouldCache ?? defaultShouldCache;
+  const cacheRef: { current?: CacheView | undefined } = {};
+  // Identical streams in flight through this middleware, by storage key (which includes the namespace).
+  const flights = new Map<string, StreamFlight>();
+
+  const policyFor = <T>(own: CacheCallOptions): CachePolicy<T> => {
+    const policy: CachePolicy<T> = {};
+    const ttl = own.ttl ?? options.ttl;
+    if (ttl !== undefined) policy.ttl = ttl;
+    const tags = mergeTags(options.tags, own.tags);
+    if (tags) policy.tags = tags;
+    return policy;
+  };
+
+  const metadata = (
+    result: Pick<CacheResult<unknown>, 'key' | 'tier' | 'namespace' | 'level' | 'ageMs'>,
+    state: { hit: boolean; coalesced?: boolean },
+  ): JSONObject => {
+    const out: JSONObject = {
+      hit: state.hit,
+      key: result.key,
+      tier: result.tier,
+      namespace: result.namespace,
+    };
+    if (state.coalesced) out.coalesced = true;
+    if (result.level !== undefined) out.level = result.level;
+    if (result.ageMs !== undefined) out.ageMs = result.ageMs;
+    return out;
+  };
+
+  /** The usage a served response stood for: what this call did not spend. */
+  const withSaved = (entry: JSONObject, original: LanguageModelV4Usage | undefined): JSONObject => {
+    const saved = tokenCounts(original);
+    return saved ? { ...entry, savedUsage: saved } : entry;
+  };
+
+  const withMetadata = (
+    providerMetadata: SharedV4ProviderMetadata | undefined,
+    entry: JSONObject,
+  ): SharedV4ProviderMetadata => ({ ...providerMetadata, [optionsKey]: entry });
+
+  const prepare = (
+    params: LanguageModelV4CallOptions,
+    model: LanguageModelV4,
+    mode: 'generate' | 'stream',
+  ): {
+    own: CacheCallOptions;
+    params: LanguageModelV4CallOptions;
+    view: CacheView;
+    keyInput: CallContext['keyInput'];
+  } => {
+    const split = splitCall(params, optionsKey);
+    const view = resolveView(options, 'responses', split.own, cacheRef);
+    const keyInput = {
+      name: mode === 'generate' ? GENERATE_KEY_NAME : STREAM_KEY_NAME,
+      request: languageModelRequest(model, split.params, mode),
+    };
+    return { own: split.own, params: split.params, view, keyInput };
+  };
+
+  async function wrapGenerate({
+    params: rawParams,
+    model,
+  }: {
+    params: LanguageModelV4CallOptions;
+    model: LanguageModelV4;
+  }): Promise<LanguageModelV4GenerateResult> {
+    const { own, params, view, keyInput } = prepare(rawParams, model, 'generate');
+    const policy: CachePolicy<StoredGenerate> = {
+      ...policyFor<StoredGenerate>(own),
+      shouldCache: (stored) => shouldCache(generateCandidate(params, stored)),
+      usage: (stored) => coreUsage(stored.usage, model.modelId),
+    };
+    if (own.noCache) policy.forceRefresh = true;
+    if (own.noStore) policy.noStore = true;
+
+    let fresh: LanguageModelV4GenerateResult | undefined;
+    let led = false;
+    const run = () =>
+      view.getOrComputeResult<StoredGenerate>(
+        keyInput,
+        async () => {
+          led = true;
+          fresh = await model.doGenerate(params);
+          return toStoredGenerate(fresh);
+        },
+        policy,
+      );
+    let result: CacheResult<StoredGenerate>;
+    try {
+      result = await raceAbort(run(), params.abortSignal);
+    } catch (error) {
+      if (!led && isUnserializable(error)) {
+        // A request the key cannot express (e.g. a function in a provider tool's args) is not
+        // cacheable, but it is still a valid call: answer it uncached.
+        return model.doGenerate(params);
+      }
+      // This call joined another caller's request, which was aborted by that caller: its own
+      // signal is still live, so it asks again rather than inherit someone else's abort.
+      if (!led && isAbortError(error) && !params.abortSignal?.aborted) {
+        result = await raceAbort(run(), params.abortSignal);
+      } else {
+        throw error;
+      }
+    }
+
+    if (!result.hit && !result.coalesced && fresh) {
+      return {
+        ...fresh,
+        providerMetadata: withMetadata(fresh.providerMetadata, metadata(result, { hit: false })),
+      };
+    }
+    // A coalesced caller may hold the very object the leader returned when it was not stored.
+    const stored = result.coalesced ? cloneDeep(result.value) : result.value;
+    return {
+      ...stored,
+      usage: usageOnHit === 'zero' ? zeroUsage() : stored.usage,
+      providerMetadata: withMetadata(
+        stored.providerMetadata,
+        withSaved(metadata(result, { hit: true, coalesced: result.coalesced }), stored.usage),
+      ),
+    };
+  }
+
+  const markFinish =
+    (entry: JSONObject, servedFromCache: boolean) =>
+    (part: LanguageModelV4StreamPart): LanguageModelV4StreamPart => {
+      if (part.type !== 'finish') return part;
+      return {
+        ...part,
+        usage: servedFromCache && usageOnHit === 'zero' ? zeroUsage() : part.usage,
+        providerMetadata: withMetadata(
+          part.providerMetadata,
+          servedFromCache ? withSaved(entry, part.usage) : entry,
+        ),
+      };
+    };
+
+  const storeWhenComplete = (context: CallContext, flight: StreamFlight): void => {
+    void flight.finished.then(async (outcome) => {
+      try {
+        if (outcome.kind !== 'complete' || context.own.noStore) return;
+        const { recording } = outcome;
+        const finish = recording.parts.findLast((part) => part.type === 'finish');
+        if (!finish || !shouldCache(streamCandidate(context.params, recording.parts, finish.finishReason)))
+          return;
+        await context.view.set<StreamRecording>(context.keyInput, recording, {
+          ...policyFor<StreamRecording>(context.own),
+          usage: coreUsage(finish.usage, context.model.modelId),
+        });
+      } catch {
+        // A recording that cannot be stored (e.g. an unserialisable raw chunk) is simply not cached;
+        // the caller already has its stream.
+      } finally {
+        // Joiners may still attach to a finished flight until its entry is readable, so no
+        // identical call slips between the end of the stream and the write.
+        if (flights.get(context.storageKey) === flight) flights.delete(context.storageKey);
+      }
+    });
+  };
+
+  /** Starts an upstream call; `shared` makes it joinable by identical calls. */
+  const startFlight = (context: CallContext, shared: boolean): StreamFlight => {
+    const flight = new StreamFlight((signal) =>
+      context.model.doStream({ ...context.params, abortSignal: signal }),
+    );
+    if (shared) flights.set(context.storageKey, flight);
+    storeWhenComplete(context, flight);
+    return flight;
+  };
+
+  const missEntry = (context: CallContext): JSONObject => ({
+    hit: false,
+    key: context.storageKey,
+    tier: context.view.tierName,
+    namespace: context.view.namespace,
+  });
+
+  const lead = async (context: CallContext, shared: boolean): Promise<LanguageModelV4StreamResult> => {
+    const flight = startFlight(context, shared);
+    const stream = subscriberStream(flight, {
+      signal: context.params.abortSignal,
+      transform: markFinish(missEntry(context), false),
+    });
+    const meta = await flight.started;
+    return { ...meta, stream };
+  };
+
+  const join = async (context: CallContext, flight: StreamFlight): Promise<LanguageModelV4StreamResult> => {
+    const signal = context.params.abortSignal;
+    let meta: Awaited<StreamFlight['started']> | typeof TIMED_OUT;
+    try {
+      meta = await within(flight.started, joinTimeoutMs, signal);
+    } catch (error) {
+      if (signal?.aborted || flight.state !== 'abandoned') throw error;
+      meta = TIMED_OUT;
+    }
+    // The shared call did not start in time, or every caller of it left before it did: this caller
+    // makes its own call (not joinable, so the stalled one is not replaced for others).
+    if (meta === TIMED_OUT || flight.state === 'abandoned') return lead(context, false);
+    const entry: JSONObject = { ...missEntry(context), hit: true, coalesced: true };
+    const stream = subscriberStream(flight, {
+      signal,
+      transform: markFinish(entry, true),
+      idleTimeoutMs: joinTimeoutMs,
+      fallback: () =>
+        subscriberStream(startFlight(context, false), {
+          signal,
+          transform: markFinish(missEntry(context), false),
+        }),
+    });
+    return { ...meta, stream };
+  };
+
+  const replay = (context: CallContext, hit: CacheResult<StreamRecording>): LanguageModelV4StreamResult => {
+    const recording = hit.value;
+    const result: LanguageModelV4StreamResult = {
+      stream: replayStream(
+        recording,
+        pacing,
+        markFinish(metadata(hit, { hit: true }), true),
+        context.params.abortSignal,
+      ),
+    };
+    if (recording.request) result.request = recording.request;
+    if (recording.response) result.response = recording.response;
+    return result;
+  };
+
+  async function wrapStream({
+    params: rawParams,
+    model,
+  }: {
+    params: LanguageModelV4CallOptions;
+    model: LanguageModelV4;
+  }): Promise<LanguageModelV4StreamResult> {
+    const { own, params, view, keyInput } = prepare(rawParams, model, 'stream');
+    let storageKey: string;
+    try {
+      storageKey = view.key(keyInput);
+    } catch (error) {
+      if (isUnserializable(error)) return model.doStream(params);
+      throw error;
+    }
+    const context: CallContext = { view, keyInput, storageKey, own, params, model };
+    // A call that skips the read still shares its fresh stream with identical calls that arrive
+    // meanwhile, and stays joinable until its recording is stored, so the next call sees it.
+    if (own.noCache) return lead(context, true);
+    const inFlight = flights.get(storageKey);
+    if (inFlight && inFlight.state !== 'abandoned') return join(context, inFlight);
+    const hit = await raceAbort(view.getResult<StreamRecording>(keyInput), params.abortSignal);
+    if (hit && Array.isArray(hit.value?.parts)) return replay(context, hit);
+    // Another identical call may have started while this one was reading the cache.
+    const raced = flights.get(storageKey);
+    if (raced && raced.state !== 'abandoned') return join(context, raced);
+    return lead(context, true);
+  }
+
+  return { specificationVersion: 'v4', wrapGenerate, wrapStream };
+}

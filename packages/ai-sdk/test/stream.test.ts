@@ -1,0 +1,597 @@
+import type {
+  LanguageModelV4CallOptions,
+  LanguageModelV4StreamPart,
+  LanguageModelV4StreamResult,
+} from '@ai-sdk/provider';
+import { CacheError, createCache } from '@x/cache-core';
+import { simulateReadableStream, stepCountIs, streamObject, streamText, tool, wrapLanguageModel } from 'ai';
+import { convertReadableStreamToArray, MockLanguageModelV4 } from 'ai/test';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { z } from 'zod';
+import type { CacheMiddlewareOptions } from '../src/index.ts';
+import { cacheMiddleware } from '../src/index.ts';
+import { finish, ManualStream, streamModel, textParts, until, usage } from './helpers.ts';
+
+const call: LanguageModelV4CallOptions = {
+  prompt: [{ role: 'user', content: [{ type: 'text', text: 'go' }] }],
+};
+
+function setup(parts: Parameters<typeof streamModel>[0], options: CacheMiddlewareOptions = {}) {
+  const cache = createCache();
+  const inner = streamModel(parts, { modelId: 'gpt-4o-mini' });
+  const model = wrapLanguageModel({ model: inner, middleware: cacheMiddleware({ cache, ...options }) });
+  return { cache, inner, model };
+}
+
+/** A model whose stream calls are answered one by one by the test. */
+function manualSetup(options: CacheMiddlewareOptions = {}) {
+  const cache = createCache();
+  const upstreams: ManualStream[] = [];
+  const inner: MockLanguageModelV4 = new MockLanguageModelV4({
+    modelId: 'gpt-4o-mini',
+    doStream: async () => {
+      const upstream = new ManualStream();
+      upstreams.push(upstream);
+      return { stream: upstream.stream };
+    },
+  });
+  const model = wrapLanguageModel({ model: inner, middleware: cacheMiddleware({ cache, ...options }) });
+  return { cache, inner, model, upstreams };
+}
+
+const ticks = async (count = 20) => {
+  for (let i = 0; i < count; i++) await new Promise((resolve) => setImmediate(resolve));
+};
+
+const everyPartType = (): LanguageModelV4StreamPart[] => [
+  { type: 'stream-start', warnings: [{ type: 'unsupported', feature: 'topK' }] },
+  {
+    type: 'response-metadata',
+    id: 'resp-1',
+    modelId: 'gpt-4o-mini-2024',
+    timestamp: new Date('2025-05-06T07:08:09.010Z'),
+  },
+  { type: 'reasoning-start', id: 'r1' },
+  { type: 'reasoning-delta', id: 'r1', delta: 'Let me ' },
+  { type: 'reasoning-delta', id: 'r1', delta: 'think.' },
+  { type: 'reasoning-end', id: 'r1', providerMetadata: { mock: { signature: 'sig' } } },
+  { type: 'text-start', id: 't1' },
+  { type: 'text-delta', id: 't1', delta: 'Checking' },
+  { type: 'text-delta', id: 't1', delta: ' the ' },
+  { type: 'text-delta', id: 't1', delta: 'weather.' },
+  { type: 'text-end', id: 't1' },
+  { type: 'tool-input-start', id: 'call-1', toolName: 'lookup' },
+  { type: 'tool-input-delta', id: 'call-1', delta: '{"city":' },
+  { type: 'tool-input-delta', id: 'call-1', delta: '"Paris"}' },
+  { type: 'tool-input-end', id: 'call-1' },
+  { type: 'tool-call', toolCallId: 'call-1', toolName: 'lookup', input: '{"city":"Paris"}' },
+  {
+    type: 'file',
+    mediaType: 'image/png',
+    data: { type: 'data', data: new Uint8Array([137, 80, 78, 71, 9]) },
+  },
+  { type: 'source', sourceType: 'url', id: 's1', url: 'https://example.com/a', title: 'A' },
+  { type: 'source', sourceType: 'document', id: 's2', mediaType: 'application/pdf', title: 'Doc' },
+  {
+    type: 'finish',
+    finishReason: finish('tool-calls'),
+    usage: usage(12, 34),
+    providerMetadata: { mock: { requestId: 'r-9' } },
+  },
+];
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('cacheMiddleware — stream', () => {
+  it('delivers a miss live, part by part, while recording it', { timeout: 5_000 }, async () => {
+    const { inner, model, upstreams } = manualSetup();
+    const first = streamText({ model, prompt: 'hi' });
+    const reader = first.textStream[Symbol.asyncIterator]();
+    const next = reader.next();
+    await until(() => upstreams.length === 1, 'the upstream call');
+    upstreams[0]!.push(...textParts([]).slice(0, 3), { type: 'text-delta', id: 't1', delta: 'Hel' });
+    // The first delta reaches the caller while the upstream stream is still open.
+    expect((await next).value).toBe('Hel');
+    upstreams[0]!.push(...textParts(['lo']).slice(3));
+    upstreams[0]!.close();
+    expect((await reader.next()).value).toBe('lo');
+    expect(await first.text).toBe('Hello');
+
+    const second = streamText({ model, prompt: 'hi' });
+    expect(await second.text).toBe('Hello');
+    expect((await second.providerMetadata)?.xCache).toMatchObject({ hit: true, level: 'memory' });
+    expect(inner.doStreamCalls).toHaveLength(1);
+  });
+
+  it('replays every part type in order with the original chunk boundaries', async () => {
+    const { inner, model } = setup(() => everyPartType());
+    const miss = (await model.doStream(call)) as LanguageModelV4StreamResult;
+    const missParts = await convertReadableStreamToArray(miss.stream);
+    await ticks(); // let the recording be stored, so the next call is a cache hit and not a join
+    const hit = await model.doStream(call);
+    const hitParts = await convertReadableStreamToArray(hit.stream);
+    expect(inner.doStreamCalls).toHaveLength(1);
+
+    const upstream = everyPartType();
+    expect(missParts.slice(0, -1)).toEqual(upstream.slice(0, -1));
+    expect(hitParts.slice(0, -1)).toEqual(upstream.slice(0, -1));
+    expect(hitParts.map((part) => part.type)).toEqual(upstream.map((part) => part.type));
+    const timestamp = hitParts.find((part) => part.type === 'response-metadata');
+    expect(timestamp).toMatchObject({ timestamp: new Date('2025-05-06T07:08:09.010Z') });
+    expect((timestamp as { timestamp: unknown }).timestamp).toBeInstanceOf(Date);
+    expect(hit.response).toEqual(miss.response);
+
+    const missFinish = missParts.at(-1)!;
+    const hitFinish = hitParts.at(-1)!;
+    expect(missFinish).toMatchObject({
+      type: 'finish',
+      finishReason: finish('tool-calls'),
+      usage: usage(12, 34),
+    });
+    expect(missFinish.type === 'finish' && missFinish.providerMetadata?.xCache?.hit).toBe(false);
+    expect(hitFinish).toMatchObject({
+      type: 'finish',
+      finishReason: finish('tool-calls'),
+      providerMetadata: {
+        mock: { requestId: 'r-9' },
+        xCache: { hit: true, savedUsage: { inputTokens: 12, outputTokens: 34 } },
+      },
+    });
+    expect(hitFinish.type === 'finish' && hitFinish.usage.outputTokens.total).toBe(0);
+  });
+
+  it('gives streamText on a hit the same stream it gave on the miss', async () => {
+    const { inner, model } = setup(() => everyPartType());
+    const tools = { lookup: tool({ inputSchema: z.object({ city: z.string() }) }) };
+    const normalize = (parts: unknown[]) =>
+      JSON.parse(
+        JSON.stringify(parts, (key, value) =>
+          // Usage differs by design on a hit; `performance` holds wall-clock timings of each run.
+          key === 'usage' || key === 'totalUsage' || key === 'xCache' || key === 'performance'
+            ? undefined
+            : value,
+        ),
+      );
+    const first = streamText({ model, tools, prompt: 'weather' });
+    const firstParts = await convertReadableStreamToArray(first.fullStream);
+    const second = streamText({ model, tools, prompt: 'weather' });
+    const secondParts = await convertReadableStreamToArray(second.fullStream);
+
+    expect(inner.doStreamCalls).toHaveLength(1);
+    expect(normalize(secondParts)).toEqual(normalize(firstParts));
+    expect(await second.text).toBe('Checking the weather.');
+    expect(await second.reasoningText).toBe('Let me think.');
+    expect((await second.toolCalls)[0]).toMatchObject({ toolName: 'lookup', input: { city: 'Paris' } });
+    expect((await second.files)[0]!.uint8Array).toEqual(new Uint8Array([137, 80, 78, 71, 9]));
+    expect(await second.sources).toHaveLength(2);
+    expect(await second.finishReason).toBe('tool-calls');
+    expect(await second.warnings).toEqual([{ type: 'unsupported', feature: 'topK' }]);
+    const response = await second.response;
+    expect(response.timestamp).toBeInstanceOf(Date);
+    expect(response.id).toBe('resp-1');
+    expect((await second.usage).totalTokens).toBe(0);
+    expect((await second.providerMetadata)?.mock).toEqual({ requestId: 'r-9' });
+  });
+
+  it('replays streamObject with the same partial objects', async () => {
+    const { inner, model } = setup(() => textParts(['{"name":', '"Ada",', '"age":', '36}']));
+    const schema = z.object({ name: z.string(), age: z.number() });
+    const run = async () => {
+      const result = streamObject({ model, schema, prompt: 'person' });
+      const partials = await convertReadableStreamToArray(result.partialObjectStream);
+      return { partials, object: await result.object };
+    };
+    const first = await run();
+    const second = await run();
+    expect(inner.doStreamCalls).toHaveLength(1);
+    expect(second.object).toEqual({ name: 'Ada', age: 36 });
+    expect(second.partials).toEqual(first.partials);
+    expect(second.partials.length).toBeGreaterThan(2);
+  });
+
+  it('replays a multi-step streamText tool loop from the cache', async () => {
+    const { inner, model } = setup((request) => {
+      const last = request.prompt[request.prompt.length - 1]!;
+      if (last.role === 'tool') return textParts(['Sunny ', 'in Paris.']);
+      return [
+        { type: 'stream-start', warnings: [] },
+        { type: 'tool-call', toolCallId: 'call-3', toolName: 'weather', input: '{"city":"Paris"}' },
+        { type: 'finish', finishReason: finish('tool-calls'), usage: usage(5, 5) },
+      ];
+    });
+    const tools = {
+      weather: tool({
+        inputSchema: z.object({ city: z.string() }),
+        execute: async ({ city }) => ({ city, forecast: 'sunny' }),
+      }),
+    };
+    const run = async () => {
+      const result = streamText({ model, tools, stopWhen: stepCountIs(4), prompt: 'Weather?' });
+      return { text: await result.text, steps: await result.steps };
+    };
+    const first = await run();
+    expect(first.steps).toHaveLength(2);
+    const second = await run();
+    expect(second.text).toBe('Sunny in Paris.');
+    expect(second.steps).toHaveLength(2);
+    expect(inner.doStreamCalls).toHaveLength(2);
+  });
+
+  it('keys on includeRawChunks', async () => {
+    const { inner, model } = setup(() => textParts(['x']));
+    await streamText({ model, prompt: 'a' }).consumeStream();
+    await streamText({ model, prompt: 'a', includeRawChunks: true }).consumeStream();
+    await streamText({ model, prompt: 'a' }).consumeStream();
+    expect(inner.doStreamCalls).toHaveLength(2);
+  });
+
+  describe('stores only streams that finished normally', () => {
+    it('not a stream with an error part', async () => {
+      const { inner, model } = setup(() => [
+        ...textParts(['a']).slice(0, 4),
+        { type: 'error', error: new Error('overloaded') },
+        { type: 'finish', finishReason: finish('stop'), usage: usage(1, 1) },
+      ]);
+      await streamText({ model, prompt: 'a', onError: () => {} }).consumeStream();
+      await streamText({ model, prompt: 'a', onError: () => {} }).consumeStream();
+      expect(inner.doStreamCalls).toHaveLength(2);
+    });
+
+    it('not a stream that errored', async () => {
+      const { inner, model, upstreams } = manualSetup();
+      const first = streamText({ model, prompt: 'a', onError: () => {} });
+      const done = first.consumeStream();
+      await until(() => upstreams.length === 1);
+      upstreams[0]!.push(...textParts(['a']).slice(0, 4));
+      upstreams[0]!.error(new Error('connection reset'));
+      await done;
+      const second = streamText({ model, prompt: 'a' });
+      const consumed = second.consumeStream();
+      await until(() => upstreams.length === 2);
+      upstreams[1]!.push(...textParts(['b']));
+      upstreams[1]!.close();
+      await consumed;
+      expect(inner.doStreamCalls).toHaveLength(2);
+    });
+
+    it('not a stream without a finish part', async () => {
+      const { inner, model } = setup(() => textParts(['a']).slice(0, -1));
+      await streamText({ model, prompt: 'a' }).consumeStream();
+      await streamText({ model, prompt: 'a' }).consumeStream();
+      expect(inner.doStreamCalls).toHaveLength(2);
+    });
+
+    it('not an aborted stream, and the upstream call is cancelled', async () => {
+      const { inner, model, upstreams } = manualSetup();
+      const controller = new AbortController();
+      const aborted = streamText({ model, prompt: 'a', abortSignal: controller.signal });
+      const reader = aborted.textStream[Symbol.asyncIterator]();
+      const firstDelta = reader.next();
+      await until(() => upstreams.length === 1);
+      upstreams[0]!.push(...textParts(['Hel', 'lo']).slice(0, 4));
+      expect((await firstDelta).value).toBe('Hel');
+      // Everything up to the finish part arrives, but the stream is aborted before it ends.
+      upstreams[0]!.push(...textParts(['Hel', 'lo']).slice(4));
+      await ticks();
+      controller.abort();
+      while (!(await reader.next()).done) {
+        // drain what the SDK still emits after the abort
+      }
+      await until(() => upstreams[0]!.wasCancelled, 'the upstream cancel');
+      expect(inner.doStreamCalls[0]!.abortSignal?.aborted).toBe(true);
+
+      const again = streamText({ model, prompt: 'a' });
+      const text = again.text;
+      await until(() => upstreams.length === 2, 'a second upstream call');
+      upstreams[1]!.push(...textParts(['fresh']));
+      upstreams[1]!.close();
+      expect(await text).toBe('fresh');
+    });
+
+    it('not a stream its consumer cancelled', async () => {
+      const { inner, model, upstreams } = manualSetup();
+      const first = await model.doStream(call);
+      const reader = first.stream.getReader();
+      await until(() => upstreams.length === 1);
+      upstreams[0]!.push(...textParts(['a']));
+      await ticks();
+      await reader.read();
+      // The consumer leaves before the stream ended, although every part was already sent.
+      await reader.cancel('not interested');
+      expect(upstreams[0]!.wasCancelled).toBe(true);
+
+      const second = model.doStream(call);
+      await until(() => upstreams.length === 2);
+      upstreams[1]!.push(...textParts(['b']));
+      upstreams[1]!.close();
+      await convertReadableStreamToArray((await second).stream);
+      expect(inner.doStreamCalls).toHaveLength(2);
+    });
+
+    it.each(['length', 'content-filter', 'error'] as const)(
+      'not a stream that finished with %s',
+      async (reason) => {
+        const { inner, model } = setup(() => textParts(['partial'], { reason }));
+        await streamText({ model, prompt: 'a' }).consumeStream();
+        await streamText({ model, prompt: 'a' }).consumeStream();
+        expect(inner.doStreamCalls).toHaveLength(2);
+      },
+    );
+
+    it('unless shouldCache says so', async () => {
+      const { inner, model } = setup(() => textParts(['partial'], { reason: 'length' }), {
+        shouldCache: (candidate) => candidate.type === 'stream' && candidate.text === 'partial',
+      });
+      await streamText({ model, prompt: 'a' }).consumeStream();
+      const again = streamText({ model, prompt: 'a' });
+      expect(await again.text).toBe('partial');
+      expect(inner.doStreamCalls).toHaveLength(1);
+    });
+  });
+
+  describe('per-call providerOptions', () => {
+    it('strips its entry and honours noCache and noStore', async () => {
+      const { inner, model } = setup((_request, index) => textParts([`answer ${index}`]));
+      const text = (xCache?: Record<string, boolean>) =>
+        streamText({
+          model,
+          prompt: 'a',
+          providerOptions: { other: { x: 1 }, ...(xCache ? { xCache } : {}) },
+        }).text;
+      expect(await text({ noStore: true })).toBe('answer 0');
+      expect(await text()).toBe('answer 1');
+      expect(await text()).toBe('answer 1');
+      expect(await text({ noCache: true })).toBe('answer 2');
+      expect(await text()).toBe('answer 2');
+      expect(inner.doStreamCalls).toHaveLength(3);
+      expect(inner.doStreamCalls[0]!.providerOptions).toEqual({ other: { x: 1 } });
+      expect(inner.doStreamCalls[1]!.providerOptions).toEqual({ other: { x: 1 } });
+    });
+  });
+
+  describe('pacing', () => {
+    /** Records `parts` through a fresh middleware, with `gapMs` of (fake) time before the last two parts. */
+    async function recorded(pacing: CacheMiddlewareOptions['pacing'], gapMs = 0) {
+      vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
+      const setupResult = manualSetup(pacing === undefined ? {} : { pacing });
+      const recording = setupResult.model
+        .doStream(call)
+        .then((result) => convertReadableStreamToArray(result.stream));
+      await until(() => setupResult.upstreams.length === 1);
+      const parts = textParts(['a', 'b']);
+      setupResult.upstreams[0]!.push(...parts.slice(0, 4));
+      await ticks();
+      vi.advanceTimersByTime(gapMs);
+      setupResult.upstreams[0]!.push(...parts.slice(4));
+      setupResult.upstreams[0]!.close();
+      await recording;
+      return setupResult.model;
+    }
+
+    it("replays at the recorded pace with 'recorded'", async () => {
+      const model = await recorded('recorded', 300);
+      const replay = (await model.doStream(call)).stream.getReader();
+      for (let i = 0; i < 4; i++) await replay.read();
+      let fifth: unknown;
+      void replay.read().then((part) => {
+        fifth = part.value;
+      });
+      await vi.advanceTimersByTimeAsync(299);
+      expect(fifth).toBeUndefined();
+      await vi.advanceTimersByTimeAsync(1);
+      expect(fifth).toEqual({ type: 'text-delta', id: 't1', delta: 'b' });
+    });
+
+    it('replays with a fixed delay between parts', async () => {
+      const model = await recorded({ delayMs: 50 });
+      const replay = (await model.doStream(call)).stream.getReader();
+      expect((await replay.read()).value).toMatchObject({ type: 'stream-start' });
+      let second: unknown;
+      void replay.read().then((part) => {
+        second = part.value;
+      });
+      await vi.advanceTimersByTimeAsync(49);
+      expect(second).toBeUndefined();
+      await vi.advanceTimersByTimeAsync(1);
+      expect(second).toMatchObject({ type: 'response-metadata' });
+    });
+
+    it('replays everything at once by default, even when the original took its time', async () => {
+      const model = await recorded(undefined, 5_000);
+      // Time stands still from here on: only an unpaced replay can finish.
+      const parts = await convertReadableStreamToArray((await model.doStream(call)).stream);
+      expect(parts).toEqual(
+        textParts(['a', 'b']).map((part) => (part.type === 'finish' ? expect.anything() : part)),
+      );
+    });
+  });
+
+  describe('concurrent identical streams', () => {
+    it('share one upstream call, each caller getting the whole stream from its first part', async () => {
+      const { cache, inner, model, upstreams } = manualSetup();
+      const parts = textParts(['one ', 'two ', 'three']);
+      const leader = streamText({ model, prompt: 'same' });
+      const leaderText = leader.text;
+      await until(() => upstreams.length === 1);
+      upstreams[0]!.push(...parts.slice(0, 5));
+      await ticks();
+      const joiner = streamText({ model, prompt: 'same' });
+      const joinerText = joiner.text;
+      await ticks();
+      upstreams[0]!.push(...parts.slice(5));
+      upstreams[0]!.close();
+      expect(await leaderText).toBe('one two three');
+      expect(await joinerText).toBe('one two three');
+      expect(inner.doStreamCalls).toHaveLength(1);
+      expect((await leader.providerMetadata)?.xCache).toMatchObject({ hit: false });
+      expect((await joiner.providerMetadata)?.xCache).toMatchObject({ hit: true, coalesced: true });
+      expect((await joiner.usage).totalTokens).toBe(0);
+      expect((await leader.usage).totalTokens).toBe(18);
+      await ticks();
+      const later = streamText({ model, prompt: 'same' });
+      expect(await later.text).toBe('one two three');
+      expect(inner.doStreamCalls).toHaveLength(1);
+      expect((await cache.stats()).sets).toBe(1);
+    });
+
+    it('completes a joiner whose leader stopped reading without cancelling', { timeout: 5_000 }, async () => {
+      const { inner, model, upstreams } = manualSetup();
+      const parts = textParts(['alpha ', 'beta ', 'gamma']);
+      const leader = streamText({ model, prompt: 'same' });
+      const leaderReader = leader.textStream[Symbol.asyncIterator]();
+      const leaderFirst = leaderReader.next();
+      await until(() => upstreams.length === 1);
+      upstreams[0]!.push(...parts.slice(0, 4));
+      expect((await leaderFirst).value).toBe('alpha ');
+      // The leader's consumer walks away here: it never reads again and never cancels.
+
+      const joiner = streamText({ model, prompt: 'same' });
+      const joinerText = joiner.text;
+      await ticks();
+      upstreams[0]!.push(...parts.slice(4));
+      upstreams[0]!.close();
+      expect(await joinerText).toBe('alpha beta gamma');
+      expect(inner.doStreamCalls).toHaveLength(1);
+      // The recording completed, so it was stored.
+      await ticks();
+      expect(await streamText({ model, prompt: 'same' }).text).toBe('alpha beta gamma');
+      expect(inner.doStreamCalls).toHaveLength(1);
+    });
+
+    it('completes a joiner whose leader holds an unread raw stream', { timeout: 5_000 }, async () => {
+      const { inner, model, upstreams } = manualSetup();
+      const parts = textParts(['un', 'read']);
+      // The leader takes the stream and never reads it: nothing pulls on its side.
+      const leader = await model.doStream(call);
+      await until(() => upstreams.length === 1);
+      const joiner = await model.doStream(call);
+      const joined = convertReadableStreamToArray(joiner.stream);
+      upstreams[0]!.push(...parts);
+      upstreams[0]!.close();
+      expect((await joined).slice(0, -1)).toEqual(parts.slice(0, -1));
+      expect(inner.doStreamCalls).toHaveLength(1);
+      expect(await convertReadableStreamToArray(leader.stream)).toHaveLength(parts.length);
+    });
+
+    it('keeps the upstream call for a joiner when the leader aborts', async () => {
+      const { inner, model, upstreams } = manualSetup();
+      const parts = textParts(['x', 'y']);
+      const controller = new AbortController();
+      const leader = streamText({ model, prompt: 'same', abortSignal: controller.signal });
+      const leaderDone = leader.consumeStream();
+      await until(() => upstreams.length === 1);
+      upstreams[0]!.push(...parts.slice(0, 4));
+      await ticks();
+      const joiner = streamText({ model, prompt: 'same' });
+      const joinerText = joiner.text;
+      await ticks();
+      controller.abort();
+      await leaderDone;
+      expect(upstreams[0]!.wasCancelled).toBe(false);
+      upstreams[0]!.push(...parts.slice(4));
+      upstreams[0]!.close();
+      expect(await joinerText).toBe('xy');
+      expect(inner.doStreamCalls).toHaveLength(1);
+    });
+
+    it('falls back to its own call when the shared stream sends nothing within joinTimeout', async () => {
+      vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+      const { inner, model, upstreams } = manualSetup({ joinTimeout: '5s' });
+      const leader = model.doStream(call);
+      await until(() => upstreams.length === 1);
+      const joiner = model.doStream(call);
+      await ticks();
+      await vi.advanceTimersByTimeAsync(5_000);
+      await until(() => upstreams.length === 2, 'the fallback call');
+      upstreams[1]!.push(...textParts(['own']));
+      upstreams[1]!.close();
+      const parts = await convertReadableStreamToArray((await joiner).stream);
+      expect(parts.filter((part) => part.type === 'text-delta')).toEqual([
+        { type: 'text-delta', id: 't1', delta: 'own' },
+      ]);
+      expect(inner.doStreamCalls).toHaveLength(2);
+      upstreams[0]!.close();
+      await leader;
+    });
+
+    it('falls back to its own call when the shared call does not start within joinTimeout', async () => {
+      vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+      const cache = createCache();
+      let calls = 0;
+      const inner = new MockLanguageModelV4({
+        doStream: async () => {
+          calls++;
+          if (calls === 1) return new Promise<never>(() => {});
+          return {
+            stream: simulateReadableStream({
+              chunks: textParts(['own']),
+              initialDelayInMs: null,
+              chunkDelayInMs: null,
+            }),
+          };
+        },
+      });
+      const model = wrapLanguageModel({
+        model: inner,
+        middleware: cacheMiddleware({ cache, joinTimeout: 1_000 }),
+      });
+      void model.doStream(call);
+      await until(() => calls === 1);
+      const joiner = model.doStream(call);
+      await ticks();
+      await vi.advanceTimersByTimeAsync(1_000);
+      const parts = await convertReadableStreamToArray((await joiner).stream);
+      expect(parts.map((part) => (part.type === 'text-delta' ? part.delta : '')).join('')).toBe('own');
+      expect(calls).toBe(2);
+    });
+
+    it('makes its own call when the call it joined is abandoned before it started', async () => {
+      const cache = createCache();
+      const inner: MockLanguageModelV4 = new MockLanguageModelV4({
+        doStream: async ({ abortSignal }) => {
+          if (inner.doStreamCalls.length === 1) {
+            // The first call only ends when it is aborted.
+            return new Promise<never>((_resolve, reject) =>
+              abortSignal?.addEventListener('abort', () => reject(abortSignal.reason), { once: true }),
+            );
+          }
+          return { stream: simulateReadableStream({ chunks: textParts(['mine']), initialDelayInMs: null }) };
+        },
+      });
+      const model = wrapLanguageModel({ model: inner, middleware: cacheMiddleware({ cache }) });
+      const controller = new AbortController();
+      const leader = model.doStream({ ...call, abortSignal: controller.signal });
+      await until(() => inner.doStreamCalls.length === 1);
+      const joiner = model.doStream(call);
+      await ticks();
+      controller.abort();
+      await expect(leader).rejects.toThrow();
+      const parts = await convertReadableStreamToArray((await joiner).stream);
+      expect(parts.filter((part) => part.type === 'text-delta')).toEqual([
+        { type: 'text-delta', id: 't1', delta: 'mine' },
+      ]);
+      expect(inner.doStreamCalls).toHaveLength(2);
+    });
+
+    it('ends a joined stream with an error part when the shared stream stalls midway', async () => {
+      vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+      const { model, upstreams } = manualSetup({ joinTimeout: '2s' });
+      const leader = await model.doStream(call);
+      await until(() => upstreams.length === 1);
+      upstreams[0]!.push(...textParts(['a']).slice(0, 4));
+      await ticks();
+      const joiner = await model.doStream(call);
+      const collected = convertReadableStreamToArray(joiner.stream);
+      await ticks();
+      await vi.advanceTimersByTimeAsync(2_000);
+      const parts = await collected;
+      expect(parts.slice(0, 4)).toEqual(textParts(['a']).slice(0, 4));
+      const last = parts.at(-1)!;
+      expect(last.type).toBe('error');
+      expect(last.type === 'error' && CacheError.isInstance(last.error) && last.error.code).toBe('E_TIMEOUT');
+      await leader.stream.cancel();
+    });
+  });
+});

@@ -1,0 +1,86 @@
+import { BaseCache } from '@langchain/core/caches';
+import type { Generation } from '@langchain/core/outputs';
+import type { CachePolicy, CacheView } from '@x/cache-core';
+import type { CachedGeneration } from './messages.ts';
+import { modelNameOf, restoreGeneration, storeGeneration, usageOfGenerations } from './messages.ts';
+import { keyable } from './normalize.ts';
+import type { SharedCacheOptions } from './options.ts';
+import { basePolicy, reportError, resolveView } from './options.ts';
+import { parseLlmString, redactLlmString, SecretFilter } from './secrets.ts';
+
+export interface LangChainCacheOptions extends SharedCacheOptions {
+  /** Key name of the entries; `cache.invalidate(name)` drops them all. @default 'langchain.generate' */
+  name?: string | undefined;
+}
+
+/** What an entry holds: the generations of one prompt. */
+interface CachedGenerations {
+  generations: CachedGeneration[];
+}
+
+/**
+ * LangChain's `BaseCache`, backed by `@x/cache-core`: pass it as the `cache` option of any chat
+ * model or LLM (`new ChatOpenAI({ cache: new LangChainCache({ cache }) })`).
+ *
+ * A hit restores the complete generation — message class, content, tool calls, additional_kwargs,
+ * response_metadata and id — with zero usage_metadata (as LangChain reports a cached response),
+ * and the usage it replaced is counted as tokens saved. Credentials in LangChain's `llmString`
+ * are dropped before keying, so they never reach the store and rotating a key keeps the cache.
+ *
+ * LangChain hands this class only a prompt string and that `llmString`; see `withCache` for a
+ * wrapper that keys on the complete request (images, tool messages) and caches streams.
+ */
+export class LangChainCache extends BaseCache<Generation[]> {
+  /** The cache view (tier and namespace) entries are read from and written to. */
+  readonly view: CacheView;
+  readonly #options: LangChainCacheOptions;
+  readonly #name: string;
+  readonly #filter: SecretFilter;
+  readonly #policy: CachePolicy<CachedGenerations>;
+
+  constructor(options: LangChainCacheOptions = {}) {
+    super();
+    this.view = resolveView(options, 'responses');
+    this.#options = options;
+    this.#name = options.name ?? 'langchain.generate';
+    // Validates the name now rather than on the first model call.
+    this.view.prefix(this.#name);
+    this.#filter = new SecretFilter(options.secretKeys);
+    this.#policy = basePolicy(options);
+  }
+
+  /** The key of one prompt under one `llmString`, without credentials. */
+  #key(prompt: string, llmString: string): { key: { name: string; request: unknown }; model?: string } {
+    const parsed = parseLlmString(llmString);
+    if (!parsed) {
+      return {
+        key: { name: this.#name, request: { prompt, llm: redactLlmString(llmString, this.#filter) } },
+      };
+    }
+    delete parsed.signal;
+    const llm = keyable(parsed, this.#filter);
+    return { key: { name: this.#name, request: { prompt, llm } }, model: modelNameOf(llm) };
+  }
+
+  async lookup(prompt: string, llmString: string): Promise<Generation[] | null> {
+    try {
+      const result = await this.view.getResult<CachedGenerations>(this.#key(prompt, llmString).key);
+      if (!result) return null;
+      return result.value.generations.map((stored) => restoreGeneration(stored, { zeroUsage: true }));
+    } catch (error) {
+      reportError(this.#options, error);
+      return null;
+    }
+  }
+
+  async update(prompt: string, llmString: string, value: Generation[]): Promise<void> {
+    try {
+      const { key, model } = this.#key(prompt, llmString);
+      const record: CachedGenerations = { generations: value.map(storeGeneration) };
+      const usage = usageOfGenerations(record.generations, undefined, model);
+      await this.view.set(key, record, usage ? { ...this.#policy, usage } : this.#policy);
+    } catch (error) {
+      reportError(this.#options, error);
+    }
+  }
+}

@@ -1,0 +1,550 @@
+import type { CallbackManagerForLLMRun } from '@langchain/core/callbacks/manager';
+import type { BaseLanguageModelInput } from '@langchain/core/language_models/base';
+import type { BaseChatModelCallOptions, BindToolsInput } from '@langchain/core/language_models/chat_models';
+import { BaseChatModel } from '@langchain/core/language_models/chat_models';
+import type { AIMessageChunk, BaseMessage, BaseMessageChunk } from '@langchain/core/messages';
+import type { ChatGenerationChunk, ChatResult, LLMResult } from '@langchain/core/outputs';
+import type { Runnable } from '@langchain/core/runnables';
+import {
+  RunnableAssign,
+  RunnableBinding,
+  RunnableMap,
+  RunnableSequence,
+  RunnableWithFallbacks,
+} from '@langchain/core/runnables';
+import type { CachePolicy, CacheView } from '@x/cache-core';
+import { langchainCacheError } from './errors.ts';
+import type { CachedChatRecord } from './messages.ts';
+import {
+  modelNameOf,
+  recordOfResult,
+  restoreChunk,
+  resultOfRecord,
+  storeGeneration,
+  usageOfRecord,
+} from './messages.ts';
+import { keyable, messageForKey } from './normalize.ts';
+import type { SharedCacheOptions } from './options.ts';
+import { basePolicy, resolveView } from './options.ts';
+import { declaredSecrets, SecretFilter } from './secrets.ts';
+
+export interface WithCacheOptions extends SharedCacheOptions {
+  /** Key name of the entries; `cache.invalidate(name)` drops them all. @default 'langchain.chat' */
+  name?: string | undefined;
+  /**
+   * Cache `.stream()` too: a miss streams live while recording the chunks, a hit replays them
+   * (tool-call chunks included). `false` streams straight from the model, uncached.
+   * @default true
+   */
+  streams?: boolean | undefined;
+}
+
+/** Constructor arguments that configure the client, not the answer. */
+const RUNTIME_FIELDS = new Set([
+  'callbacks',
+  'callbackManager',
+  'cache',
+  'verbose',
+  'tags',
+  'metadata',
+  'maxRetries',
+  'maxConcurrency',
+  'onFailedAttempt',
+  'timeout',
+  'signal',
+  'client',
+  'disableStreaming',
+]);
+
+/** Call options that steer the run, not the request sent to the provider. */
+const RUNTIME_OPTIONS = new Set([
+  'signal',
+  'timeout',
+  'promptIndex',
+  'callbacks',
+  'runManager',
+  'maxConcurrency',
+  'tags',
+  'metadata',
+  'runName',
+  'runId',
+  'configurable',
+  'recursionLimit',
+]);
+
+/** Thrown to the callers waiting on a stream whose first caller stopped reading it. */
+class StreamAbandonedError extends Error {
+  constructor() {
+    super('the stream this call was waiting for was abandoned by its consumer');
+    this.name = 'StreamAbandonedError';
+  }
+}
+
+function isAbortError(error: unknown): boolean {
+  return (
+    typeof error === 'object' &&
+    error !== null &&
+    ((error as { name?: unknown }).name === 'AbortError' ||
+      (error as { name?: unknown }).name === 'ModelAbortError')
+  );
+}
+
+/**
+ * The chunks of a live stream, pushed by the call that computes it and read by that call's
+ * consumer at its own pace. A consumer that stops early marks it abandoned, which stops the
+ * upstream request instead of paying for tokens nobody reads.
+ */
+class LiveStream<T> {
+  abandoned = false;
+  readonly #items: T[] = [];
+  #read = 0;
+  #done = false;
+  #failed = false;
+  #error: unknown;
+  #wake: (() => void) | undefined;
+
+  push(item: T): void {
+    this.#items.push(item);
+    this.#notify();
+  }
+
+  end(): void {
+    this.#done = true;
+    this.#notify();
+  }
+
+  fail(error: unknown): void {
+    this.#failed = true;
+    this.#error = error;
+    this.#notify();
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+
+  async *drain(): AsyncGenerator<T> {
+    try {
+      while (true) {
+        if (this.#read < this.#items.length) {
+          const item = this.#items[this.#read]!;
+          this.#items[this.#read++] = undefined as T;
+          yield item;
+          continue;
+        }
+        if (this.#failed) throw this.#error;
+        if (this.#done) return;
+        await new Promise<void>((resolve) => {
+          this.#wake = resolve;
+        });
+      }
+    } finally {
+      if (!this.#done && !this.#failed) this.abandoned = true;
+    }
+  }
+}
+
+function cloneWith<T extends object>(node: T, fields: Record<string, unknown>): T {
+  return Object.assign(Object.create(Object.getPrototypeOf(node)), node, fields) as T;
+}
+
+/**
+ * A chat model that answers from the cache: usable wherever a chat model is (invoke, batch,
+ * stream, bindTools, withStructuredOutput, chains, agents). Keys are built from the complete
+ * messages (content blocks with their bytes, tool calls, tool results), the model's identity
+ * (class, constructor arguments, identifying and invocation parameters, credentials removed) and
+ * the call options (tools, tool_choice, response_format, stop …). Concurrent identical calls run
+ * the model once; streams are recorded live and replayed chunk by chunk on a hit.
+ */
+export class CachedChatModel<
+  CallOptions extends BaseChatModelCallOptions = BaseChatModelCallOptions,
+  OutputMessageType extends BaseMessageChunk = AIMessageChunk,
+> extends BaseChatModel<CallOptions, OutputMessageType> {
+  static override lc_name(): string {
+    return 'CachedChatModel';
+  }
+
+  /** The wrapped model; call it directly to bypass the cache. */
+  readonly inner: BaseChatModel<CallOptions, OutputMessageType>;
+  /** The cache view (tier and namespace) entries are read from and written to. */
+  readonly view: CacheView;
+  readonly cacheOptions: WithCacheOptions;
+  readonly #name: string;
+  readonly #filter: SecretFilter;
+  readonly #policy: CachePolicy<CachedChatRecord>;
+  #identity: { value: unknown; model: string | undefined } | undefined;
+
+  constructor(inner: BaseChatModel<CallOptions, OutputMessageType>, options: WithCacheOptions = {}) {
+    super({
+      callbacks: inner.callbacks,
+      tags: inner.tags,
+      metadata: inner.metadata,
+      verbose: inner.verbose,
+      disableStreaming: inner.disableStreaming,
+      outputVersion: inner.outputVersion,
+    });
+    if (!(inner instanceof BaseChatModel)) {
+      throw langchainCacheError(
+        'E_INVALID_OPTION',
+        'withCache() needs a LangChain chat model (a BaseChatModel)',
+        'pass e.g. new ChatOpenAI(...); for an LLM use the `cache` option with new LangChainCache()',
+      );
+    }
+    this.inner = inner;
+    this.cacheOptions = options;
+    this.view = resolveView(options, 'responses');
+    this.#name = options.name ?? 'langchain.chat';
+    this.view.prefix(this.#name);
+    this.#filter = new SecretFilter(options.secretKeys).withDeclared(declaredSecrets(inner));
+    const policy = basePolicy<CachedChatRecord>(options);
+    policy.shouldCache = (record) => record.generations.length > 0;
+    policy.usage = (record) => usageOfRecord(record, this.#modelIdentity().model);
+    this.#policy = policy;
+    this.lc_namespace = inner.lc_namespace;
+    // LangChain decides whether a model streams by comparing this method with the base one, so a
+    // model that cannot stream must not look as if it could.
+    if (inner._streamResponseChunks === BaseChatModel.prototype._streamResponseChunks) {
+      this._streamResponseChunks = BaseChatModel.prototype._streamResponseChunks as never;
+    }
+  }
+
+  _llmType(): string {
+    // Called by the base constructor before `inner` is set.
+    return this.inner ? this.inner._llmType() : 'cached';
+  }
+
+  override _modelType(): string {
+    return this.inner._modelType();
+  }
+
+  override _identifyingParams(): Record<string, any> {
+    return this.inner._identifyingParams();
+  }
+
+  override invocationParams(options?: this['ParsedCallOptions']): any {
+    return this.inner.invocationParams(options as never);
+  }
+
+  override getLsParams(options: this['ParsedCallOptions']) {
+    return this.inner.getLsParams(options as never);
+  }
+
+  override _combineLLMOutput(...llmOutputs: LLMResult['llmOutput'][]): LLMResult['llmOutput'] {
+    return this.inner._combineLLMOutput?.(...llmOutputs);
+  }
+
+  override get callKeys(): string[] {
+    return this.inner ? this.inner.callKeys : super.callKeys;
+  }
+
+  override get profile() {
+    return this.inner.profile;
+  }
+
+  override getName(suffix?: string): string {
+    return this.inner ? this.inner.getName(suffix) : super.getName(suffix);
+  }
+
+  override getNumTokens(content: Parameters<BaseChatModel['getNumTokens']>[0]): Promise<number> {
+    return this.inner.getNumTokens(content);
+  }
+
+  /** Traces show the wrapped model, which is what answered (or would have). */
+  override toJSON() {
+    return this.inner.toJSON();
+  }
+
+  /** Class, constructor arguments and identifying parameters of the wrapped model, computed once. */
+  #modelIdentity(): { value: unknown; model: string | undefined } {
+    if (this.#identity) return this.#identity;
+    const inner = this.inner;
+    const kwargs: Record<string, unknown> = {};
+    for (const [field, value] of Object.entries(inner.lc_kwargs ?? {})) {
+      if (!RUNTIME_FIELDS.has(field)) kwargs[field] = value;
+    }
+    let params: unknown;
+    try {
+      params = keyable(inner._identifyingParams(), this.#filter);
+    } catch {
+      params = undefined;
+    }
+    const ctor = inner.constructor as { lc_name?: () => string; name: string };
+    const kwargsKey = keyable(kwargs, this.#filter);
+    this.#identity = {
+      value: { type: inner._llmType(), class: ctor.lc_name?.() ?? ctor.name, kwargs: kwargsKey, params },
+      model: modelNameOf(params) ?? modelNameOf(kwargsKey),
+    };
+    return this.#identity;
+  }
+
+  /** The key of one call: model identity, invocation parameters, call options and messages. */
+  #key(messages: BaseMessage[], options: this['ParsedCallOptions']): { name: string; request: unknown } {
+    const callOptions: Record<string, unknown> = {};
+    for (const [field, value] of Object.entries(options ?? {})) {
+      if (!RUNTIME_OPTIONS.has(field)) callOptions[field] = value;
+    }
+    let invocation: unknown;
+    try {
+      invocation = keyable(this.inner.invocationParams(options as never), this.#filter);
+    } catch {
+      invocation = undefined;
+    }
+    return {
+      name: this.#name,
+      request: {
+        model: this.#modelIdentity().value,
+        invocation,
+        options: keyable(callOptions, this.#filter),
+        messages: messages.map(messageForKey),
+      },
+    };
+  }
+
+  async _generate(
+    messages: BaseMessage[],
+    options: this['ParsedCallOptions'],
+    runManager?: CallbackManagerForLLMRun,
+  ): Promise<ChatResult> {
+    const key = this.#key(messages, options);
+    for (let attempt = 0; ; attempt++) {
+      let computed = false;
+      let own: ChatResult | undefined;
+      try {
+        const result = await this.view.getOrComputeResult(
+          key,
+          async () => {
+            computed = true;
+            own = await this.inner._generate(messages, options as never, runManager);
+            return recordOfResult(own);
+          },
+          this.#policy,
+        );
+        // The caller that paid for the response gets it as the provider sent it; everyone else
+        // gets a copy that reports no usage.
+        return own ?? resultOfRecord(result.value);
+      } catch (error) {
+        // A joined call whose first caller aborted asks again rather than failing with it.
+        if (!computed && attempt === 0 && isAbortError(error) && !options?.signal?.aborted) continue;
+        throw error;
+      }
+    }
+  }
+
+  override async *_streamResponseChunks(
+    messages: BaseMessage[],
+    options: this['ParsedCallOptions'],
+    runManager?: CallbackManagerForLLMRun,
+  ): AsyncGenerator<ChatGenerationChunk> {
+    if (this.cacheOptions.streams === false) {
+      yield* this.inner._streamResponseChunks(messages, options as never, runManager);
+      return;
+    }
+    const key = this.#key(messages, options);
+    for (let attempt = 0; ; attempt++) {
+      const live = new LiveStream<ChatGenerationChunk>();
+      let leader = false;
+      let started!: () => void;
+      const startedPromise = new Promise<void>((resolve) => {
+        started = resolve;
+      });
+      const outcome = this.view.getOrComputeResult(
+        key,
+        () => {
+          leader = true;
+          started();
+          return this.#record(live, messages, options, runManager);
+        },
+        this.#policy,
+      );
+      // The leader learns of failures through the live stream; this only silences the duplicate.
+      outcome.catch(() => undefined);
+      await Promise.race([
+        startedPromise,
+        outcome.then(
+          () => undefined,
+          () => undefined,
+        ),
+      ]);
+      if (leader) {
+        yield* live.drain();
+        await outcome.catch(() => undefined);
+        return;
+      }
+      let record: CachedChatRecord;
+      try {
+        record = (await outcome).value;
+      } catch (error) {
+        const gone =
+          error instanceof StreamAbandonedError || (isAbortError(error) && !options?.signal?.aborted);
+        if (gone && attempt === 0) continue;
+        throw error;
+      }
+      yield* this.#replay(record, options, runManager);
+      return;
+    }
+  }
+
+  /** Streams from the wrapped model into `live`, recording each chunk as the provider sent it. */
+  async #record(
+    live: LiveStream<ChatGenerationChunk>,
+    messages: BaseMessage[],
+    options: this['ParsedCallOptions'],
+    runManager: CallbackManagerForLLMRun | undefined,
+  ): Promise<CachedChatRecord> {
+    const iterator = this.inner._streamResponseChunks(messages, options as never, runManager);
+    const chunks: CachedChatRecord['generations'] = [];
+    try {
+      while (true) {
+        if (live.abandoned) {
+          await iterator.return(undefined);
+          throw new StreamAbandonedError();
+        }
+        const next = await iterator.next();
+        if (next.done) break;
+        // Recorded before the consumer sees it: LangChain stamps run ids and metadata on chunks.
+        chunks.push(storeGeneration(next.value));
+        live.push(next.value);
+      }
+      // A stream cut short by an abort is not the model's answer; never store it.
+      options?.signal?.throwIfAborted();
+      live.end();
+      return { streamed: true, generations: chunks };
+    } catch (error) {
+      live.fail(error);
+      throw error;
+    }
+  }
+
+  async *#replay(
+    record: CachedChatRecord,
+    options: this['ParsedCallOptions'],
+    runManager: CallbackManagerForLLMRun | undefined,
+  ): AsyncGenerator<ChatGenerationChunk> {
+    // A response cached by invoke() replays as one chunk, as LangChain streams a non-streaming model.
+    const stored = record.streamed ? record.generations : record.generations.slice(0, 1);
+    for (const each of stored) {
+      if (options?.signal?.aborted) return;
+      const chunk = restoreChunk(each, { zeroUsage: true });
+      yield chunk;
+      await runManager?.handleLLMNewToken(chunk.text, undefined, undefined, undefined, undefined, { chunk });
+    }
+  }
+
+  /**
+   * Rebuilds a runnable the wrapped model returned (from bindTools, withStructuredOutput) so that
+   * every chat model in it answers through this cache.
+   */
+  #route(node: unknown, state: { found: boolean }): unknown {
+    if (node === this.inner || node instanceof CachedChatModel) {
+      state.found = true;
+      return node === this.inner ? this : node;
+    }
+    if (node instanceof BaseChatModel) {
+      // Some models bind tools on a fresh copy of themselves; it gets the same cache.
+      state.found = true;
+      return new CachedChatModel(node as BaseChatModel<any, any>, this.cacheOptions);
+    }
+    if (node instanceof RunnableBinding) {
+      const bound = this.#route(node.bound, state);
+      return bound === node.bound ? node : cloneWith(node, { bound });
+    }
+    if (node instanceof RunnableSequence) {
+      // first / middle / last are protected in the typings but plain fields at runtime.
+      const sequence = node as unknown as { first: unknown; middle: unknown[]; last: unknown };
+      const first = this.#route(sequence.first, state);
+      const middle = sequence.middle.map((step) => this.#route(step, state));
+      const last = this.#route(sequence.last, state);
+      const changed =
+        first !== sequence.first ||
+        last !== sequence.last ||
+        middle.some((step, i) => step !== sequence.middle[i]);
+      return changed ? cloneWith(node, { first, middle, last }) : node;
+    }
+    if (node instanceof RunnableWithFallbacks) {
+      const runnable = this.#route(node.runnable, state);
+      const fallbacks = node.fallbacks.map((fallback) => this.#route(fallback, state));
+      const changed = runnable !== node.runnable || fallbacks.some((step, i) => step !== node.fallbacks[i]);
+      return changed ? cloneWith(node, { runnable, fallbacks }) : node;
+    }
+    if (node instanceof RunnableAssign) {
+      const mapper = this.#route(node.mapper, state);
+      return mapper === node.mapper ? node : cloneWith(node, { mapper });
+    }
+    if (node instanceof RunnableMap) {
+      let changed = false;
+      const steps: Record<string, unknown> = {};
+      const map = node as unknown as { steps: Record<string, unknown> };
+      for (const [name, step] of Object.entries(map.steps)) {
+        steps[name] = this.#route(step, state);
+        if (steps[name] !== step) changed = true;
+      }
+      return changed ? cloneWith(node, { steps }) : node;
+    }
+    return node;
+  }
+
+  override bindTools(
+    tools: BindToolsInput[],
+    kwargs?: Partial<CallOptions>,
+  ): Runnable<BaseLanguageModelInput, OutputMessageType, CallOptions> {
+    if (typeof this.inner.bindTools !== 'function') {
+      throw langchainCacheError(
+        'E_INVALID_OPTION',
+        `${this.inner.getName()} does not support tool calling (it has no bindTools())`,
+        'use a chat model that does, or call the wrapped model without tools',
+      );
+    }
+    const state = { found: false };
+    const bound = this.#route(this.inner.bindTools(tools, kwargs), state);
+    if (!state.found) {
+      throw langchainCacheError(
+        'E_INVALID_OPTION',
+        `${this.inner.getName()}.bindTools() returned a runnable that hides the model`,
+        'bind the tools on the model first and wrap the result with withCache(), or pass tools as call options',
+      );
+    }
+    return bound as Runnable<BaseLanguageModelInput, OutputMessageType, CallOptions>;
+  }
+
+  static {
+    // Assigned rather than declared so the method keeps BaseChatModel's overloads (whose types
+    // vary across @langchain/core 1.x releases) while running through the cache.
+    (CachedChatModel.prototype as { withStructuredOutput: unknown }).withStructuredOutput = function (
+      this: CachedChatModel,
+      schema: unknown,
+      config?: unknown,
+    ) {
+      const state = { found: false };
+      let routed: unknown;
+      try {
+        routed = this.#route((this.inner.withStructuredOutput as Function)(schema, config), state);
+      } catch {
+        state.found = false;
+      }
+      if (state.found) return routed;
+      // The model's own implementation hides it (e.g. inside a closure): use LangChain's
+      // tool-calling implementation on this wrapper, which reaches the model through bindTools.
+      return (BaseChatModel.prototype.withStructuredOutput as Function).call(this, schema, config);
+    };
+  }
+}
+
+type CachedChatModelOf<M> =
+  M extends BaseChatModel<infer CallOptions, infer Output> ? CachedChatModel<CallOptions, Output> : never;
+
+/**
+ * Wraps a chat model so every call — invoke, batch, stream, bound tools, structured output,
+ * inside chains and agents — is answered from the cache when the complete request was seen.
+ *
+ * ```ts
+ * const model = withCache(new ChatOpenAI({ model: 'gpt-4o-mini' }), { cache, ttl: '7d' });
+ * ```
+ */
+export function withCache<M extends BaseChatModel<any, any>>(
+  model: M,
+  options: WithCacheOptions = {},
+): CachedChatModelOf<M> {
+  return new CachedChatModel(model, options) as unknown as CachedChatModelOf<M>;
+}

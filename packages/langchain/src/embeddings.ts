@@ -1,0 +1,186 @@
+import type { EmbeddingsInterface } from '@langchain/core/embeddings';
+import { Embeddings } from '@langchain/core/embeddings';
+import type { CachePolicy, CacheView, KeyInput } from '@x/cache-core';
+import { langchainCacheError } from './errors.ts';
+import type { SharedCacheOptions } from './options.ts';
+import { basePolicy, reportError, resolveView } from './options.ts';
+import { SecretFilter } from './secrets.ts';
+
+export interface CachedEmbeddingsOptions extends SharedCacheOptions {
+  /**
+   * The model id in the key (and for pricing saved tokens). Set it when the embeddings class does
+   * not expose its model as `model`, `modelName` or `modelId`.
+   * @default detected from the wrapped embeddings
+   */
+  model?: string | undefined;
+  /**
+   * How vectors are stored: `float32` (4 bytes a dimension, what embedding APIs compute in) or
+   * `float64` (exact JS numbers). Hits and misses return the same values either way.
+   * @default 'float32'
+   */
+  precision?: 'float32' | 'float64' | undefined;
+  /**
+   * What a hit saves: `'estimate'` counts the text's tokens with a real tokenizer, a function
+   * gets the vector. @default none (hits are counted, saved tokens are not)
+   */
+  usage?: CachePolicy<Float32Array | Float64Array>['usage'] | undefined;
+  /** Key name prefix: entries are `${name}.documents` and `${name}.query`. @default 'langchain.embed' */
+  name?: string | undefined;
+}
+
+/** Own fields of an embeddings client that do not change the vectors. */
+const RUNTIME_FIELDS = new Set([
+  'batchSize',
+  'timeout',
+  'maxRetries',
+  'maxConcurrency',
+  'verbose',
+  'caller',
+  'client',
+]);
+
+type Vector = Float32Array | Float64Array;
+
+function isPrimitive(value: unknown): boolean {
+  return typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean';
+}
+
+/**
+ * Embeddings answered from the cache, text by text: `embedDocuments` sends only the texts it has
+ * not seen (each once, however often it occurs in the batch) and returns every vector in input
+ * order; `embedQuery` is cached separately, since some providers embed queries differently.
+ * Keys hold the model and the client's settings (dimensions, input type …); vectors are stored
+ * as raw Float32Array bytes.
+ */
+export class CachedEmbeddings extends Embeddings {
+  /** The wrapped embeddings; call them directly to bypass the cache. */
+  readonly embeddings: EmbeddingsInterface;
+  /** The cache view (tier and namespace) vectors are read from and written to. */
+  readonly view: CacheView;
+  readonly #options: CachedEmbeddingsOptions;
+  readonly #identity: unknown;
+  readonly #names: { documents: string; query: string };
+  readonly #policy: CachePolicy<Vector>;
+  readonly #Vector: Float32ArrayConstructor | Float64ArrayConstructor;
+
+  constructor(embeddings: EmbeddingsInterface, options: CachedEmbeddingsOptions = {}) {
+    super({});
+    if (
+      typeof embeddings?.embedDocuments !== 'function' ||
+      typeof (embeddings as { embedQuery?: unknown }).embedQuery !== 'function'
+    ) {
+      throw langchainCacheError(
+        'E_INVALID_OPTION',
+        'CachedEmbeddings needs a LangChain Embeddings instance (embedDocuments and embedQuery)',
+        'pass e.g. new OpenAIEmbeddings(...) as the first argument',
+      );
+    }
+    this.embeddings = embeddings;
+    this.#options = options;
+    this.view = resolveView(options, 'embeddings');
+    const name = options.name ?? 'langchain.embed';
+    this.#names = { documents: `${name}.documents`, query: `${name}.query` };
+    this.view.prefix(this.#names.documents);
+    this.#Vector = options.precision === 'float64' ? Float64Array : Float32Array;
+    this.#identity = identityOf(embeddings, options, new SecretFilter(options.secretKeys));
+    const policy = basePolicy<Vector>(options);
+    if (options.usage !== undefined) policy.usage = options.usage;
+    this.#policy = policy;
+  }
+
+  #key(kind: 'documents' | 'query', text: string): KeyInput {
+    return { name: this.#names[kind], request: { model: this.#identity, text } };
+  }
+
+  #pack(vector: readonly number[]): Vector {
+    if (!Array.isArray(vector) && !ArrayBuffer.isView(vector)) {
+      throw langchainCacheError(
+        'E_INVALID_OPTION',
+        'the wrapped embeddings returned something that is not a vector',
+        'check the embeddings class; CachedEmbeddings expects number[] per text',
+      );
+    }
+    return this.#Vector.from(vector);
+  }
+
+  async #store(key: KeyInput, vector: Vector): Promise<void> {
+    try {
+      await this.view.set(key, vector, this.#policy);
+    } catch (error) {
+      reportError(this.#options, error);
+    }
+  }
+
+  async embedDocuments(documents: string[]): Promise<number[][]> {
+    const keys = documents.map((text) => this.#key('documents', text));
+    let cached: (Vector | undefined)[];
+    try {
+      cached = await this.view.getMany<Vector>(keys);
+    } catch (error) {
+      reportError(this.#options, error);
+      cached = new Array(documents.length).fill(undefined);
+    }
+    const out: number[][] = new Array(documents.length);
+    const missing = new Map<string, number[]>();
+    documents.forEach((text, index) => {
+      const hit = cached[index];
+      if (hit !== undefined) {
+        out[index] = Array.from(hit);
+        return;
+      }
+      const positions = missing.get(text);
+      if (positions) positions.push(index);
+      else missing.set(text, [index]);
+    });
+    if (missing.size === 0) return out;
+    const texts = [...missing.keys()];
+    const vectors = await this.embeddings.embedDocuments(texts);
+    if (!Array.isArray(vectors) || vectors.length !== texts.length) {
+      throw langchainCacheError(
+        'E_INVALID_OPTION',
+        `the wrapped embeddings returned ${Array.isArray(vectors) ? vectors.length : 'no'} vectors for ${texts.length} texts`,
+        'check the embeddings class; embedDocuments must return one vector per text, in order',
+      );
+    }
+    const writes: Promise<void>[] = [];
+    texts.forEach((text, i) => {
+      const packed = this.#pack(vectors[i]!);
+      const positions = missing.get(text)!;
+      // Misses return the stored precision too, so a text embeds to the same numbers hit or miss.
+      for (const position of positions) out[position] = Array.from(packed);
+      writes.push(this.#store(keys[positions[0]!]!, packed));
+    });
+    await Promise.all(writes);
+    return out;
+  }
+
+  async embedQuery(document: string): Promise<number[]> {
+    const vector = await this.view.getOrCompute(
+      this.#key('query', document),
+      async () => this.#pack(await this.embeddings.embedQuery(document)),
+      this.#policy,
+    );
+    return Array.from(vector);
+  }
+}
+
+/** The embeddings model's identity: its class, model id and every primitive setting except runtime ones and credentials. */
+function identityOf(
+  embeddings: EmbeddingsInterface,
+  options: CachedEmbeddingsOptions,
+  filter: SecretFilter,
+): unknown {
+  const settings: Record<string, unknown> = {};
+  for (const [field, value] of Object.entries(embeddings)) {
+    if (RUNTIME_FIELDS.has(field) || filter.isSecretName(field) || filter.isSecretValue(value)) continue;
+    // Primitives only: settings are strings, numbers and flags, while arrays and objects on a
+    // client are as likely to be state that changes between calls.
+    if (isPrimitive(value)) settings[field] = value;
+  }
+  const ctor = (embeddings as object).constructor as { lc_name?: () => string; name?: string } | undefined;
+  return {
+    class: ctor?.lc_name?.() ?? ctor?.name,
+    model: options.model ?? settings.model ?? settings.modelName ?? settings.modelId ?? settings.model_name,
+    settings,
+  };
+}

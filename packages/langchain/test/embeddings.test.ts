@@ -1,0 +1,154 @@
+import { SyntheticEmbeddings } from '@langchain/core/utils/testing';
+import { createCache } from '@x/cache-core';
+import { sqliteBackend } from '@x/cache-core/sqlite';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CachedEmbeddings } from '../src/index.ts';
+import { deferred, tempDir } from './helpers.ts';
+
+/** LangChain's synthetic embeddings with a model name, recording what reaches the "provider". */
+class RecordingEmbeddings extends SyntheticEmbeddings {
+  model: string;
+  apiKey = 'AIzaSyEMBEDSECRETSECRET42';
+  documents: string[][] = [];
+  queries: string[] = [];
+  gate: Promise<void> | undefined;
+
+  constructor(model = 'embed-small', vectorSize = 8) {
+    super({ vectorSize });
+    this.model = model;
+  }
+
+  #vector(text: string): Promise<number[]> {
+    // Values a float32 cannot hold exactly, as a provider's float64 JSON would be.
+    return SyntheticEmbeddings.prototype.embedQuery.call(this, text).then((v) => v.map((x) => x + 1e-9));
+  }
+
+  override async embedDocuments(documents: string[]): Promise<number[][]> {
+    this.documents.push(documents);
+    return Promise.all(documents.map((text) => this.#vector(text)));
+  }
+
+  override async embedQuery(document: string): Promise<number[]> {
+    this.queries.push(document);
+    await this.gate;
+    return this.#vector(document);
+  }
+}
+
+const closers: Array<() => unknown> = [];
+afterEach(async () => {
+  while (closers.length > 0) await closers.pop()!();
+});
+
+function memoryCache() {
+  const cache = createCache();
+  closers.push(() => cache.close());
+  return cache;
+}
+
+describe('CachedEmbeddings', () => {
+  it('sends only the texts it has not seen, once each, and keeps the input order', async () => {
+    const upstream = new RecordingEmbeddings();
+    const embeddings = new CachedEmbeddings(upstream, { cache: memoryCache() });
+
+    const first = await embeddings.embedDocuments(['alpha', 'beta']);
+    const second = await embeddings.embedDocuments(['beta', 'gamma', 'alpha', 'gamma']);
+
+    expect(upstream.documents).toEqual([['alpha', 'beta'], ['gamma']]);
+    expect(second[0]).toEqual(first[1]);
+    expect(second[2]).toEqual(first[0]);
+    expect(second[1]).toEqual(second[3]);
+    expect(second[1]).not.toEqual(second[0]);
+    const stats = await embeddings.view.stats();
+    expect(stats).toMatchObject({ hits: 2, misses: 4 });
+  });
+
+  it('returns the same float32 numbers on a miss and on a hit', async () => {
+    const upstream = new RecordingEmbeddings();
+    const embeddings = new CachedEmbeddings(upstream, { cache: memoryCache() });
+    const [miss] = await embeddings.embedDocuments(['precision']);
+    const [hit] = await embeddings.embedDocuments(['precision']);
+    expect(hit).toEqual(miss);
+    const [raw] = await upstream.embedDocuments(['precision']);
+    expect(miss).toEqual(raw!.map((x) => Math.fround(x)));
+  });
+
+  it('stores vectors compactly as raw float32 bytes', async () => {
+    const cache = memoryCache();
+    const written: number[] = [];
+    cache.on('set', (event) => written.push(event.bytes));
+    const embeddings = new CachedEmbeddings(new RecordingEmbeddings('embed-wide', 1536), { cache });
+    await embeddings.embedDocuments(['a wide vector']);
+    // 1536 float64 numbers as JSON text take ~30 KB; 1536 float32 bytes base64-encoded ~8 KB.
+    expect(written).toHaveLength(1);
+    expect(written[0]).toBeLessThan(1536 * 6);
+  });
+
+  it('caches embedQuery separately from documents and runs concurrent identical queries once', async () => {
+    const upstream = new RecordingEmbeddings();
+    const embeddings = new CachedEmbeddings(upstream, { cache: memoryCache() });
+    await embeddings.embedDocuments(['question']);
+    const gate = deferred();
+    upstream.gate = gate.promise;
+    const pending = Promise.all([embeddings.embedQuery('question'), embeddings.embedQuery('question')]);
+    await new Promise((resolve) => setImmediate(resolve));
+    gate.resolve();
+    const [a, b] = await pending;
+    expect(a).toEqual(b);
+    expect(upstream.queries).toEqual(['question']);
+    await embeddings.embedQuery('question');
+    expect(upstream.queries).toEqual(['question']);
+  });
+
+  it('keys on the model and its settings, not on the API key', async () => {
+    const cache = memoryCache();
+    const small = new RecordingEmbeddings('embed-small', 8);
+    const large = new RecordingEmbeddings('embed-large', 8);
+    const wider = new RecordingEmbeddings('embed-small', 16);
+    const rotated = new RecordingEmbeddings('embed-small', 8);
+    rotated.apiKey = 'AIzaSyEMBEDROTATEDROTATED1';
+    for (const upstream of [small, large, wider, rotated]) {
+      await new CachedEmbeddings(upstream, { cache }).embedDocuments(['same text']);
+    }
+    expect([small, large, wider, rotated].map((upstream) => upstream.documents.length)).toEqual([1, 1, 1, 0]);
+  });
+
+  it('uses the model option when the class does not expose its model', async () => {
+    const cache = memoryCache();
+    const a = new SyntheticEmbeddings({ vectorSize: 4 });
+    const b = new SyntheticEmbeddings({ vectorSize: 4 });
+    let calls = 0;
+    b.embedDocuments = async (texts) => {
+      calls++;
+      return texts.map(() => [1, 2, 3, 4]);
+    };
+    await new CachedEmbeddings(a, { cache, model: 'model-a' }).embedDocuments(['t']);
+    await new CachedEmbeddings(b, { cache, model: 'model-b' }).embedDocuments(['t']);
+    expect(calls).toBe(1);
+  });
+
+  it('still hits after a restart on the same SQLite file', async () => {
+    const { file, cleanup } = tempDir();
+    closers.push(cleanup);
+    const path = file('vectors.db');
+    const first = createCache({ store: sqliteBackend({ path }) });
+    const vectors = await new CachedEmbeddings(new RecordingEmbeddings(), { cache: first }).embedDocuments([
+      'kept',
+    ]);
+    await first.close();
+
+    const second = createCache({ store: sqliteBackend({ path }) });
+    closers.push(() => second.close());
+    const upstream = new RecordingEmbeddings();
+    const again = await new CachedEmbeddings(upstream, { cache: second }).embedDocuments(['kept']);
+    expect(again).toEqual(vectors);
+    expect(upstream.documents).toEqual([]);
+  });
+
+  it('refuses an upstream that returns the wrong number of vectors, naming the fix', async () => {
+    const broken = new SyntheticEmbeddings();
+    broken.embedDocuments = async () => [[1, 2, 3, 4]];
+    const embeddings = new CachedEmbeddings(broken, { cache: memoryCache() });
+    await expect(embeddings.embedDocuments(['a', 'b'])).rejects.toThrow(/1 vectors for 2 texts — check/);
+  });
+});

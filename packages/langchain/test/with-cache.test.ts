@@ -1,0 +1,516 @@
+import type { BaseMessage } from '@langchain/core/messages';
+import { AIMessage, AIMessageChunk, HumanMessage, ToolMessage } from '@langchain/core/messages';
+import { StringOutputParser } from '@langchain/core/output_parsers';
+import { ChatPromptTemplate } from '@langchain/core/prompts';
+import { tool } from '@langchain/core/tools';
+import { FakeChatModel, FakeListChatModel, FakeStreamingChatModel } from '@langchain/core/utils/testing';
+import { createCache } from '@x/cache-core';
+import { sqliteBackend } from '@x/cache-core/sqlite';
+import { afterEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { CachedChatModel, withCache } from '../src/index.ts';
+import {
+  bytesOnDisk,
+  deferred,
+  NamelessKeyModel,
+  ScriptedChatModel,
+  ScriptedJsonModel,
+  tempDir,
+} from './helpers.ts';
+
+const getWeather = tool(async ({ city }: { city: string }) => `It is sunny in ${city}.`, {
+  name: 'get_weather',
+  description: 'Current weather for a city',
+  schema: z.object({ city: z.string() }),
+});
+
+const getTime = tool(async ({ zone }: { zone: string }) => `12:00 in ${zone}`, {
+  name: 'get_time',
+  description: 'Current time in a zone',
+  schema: z.object({ zone: z.string() }),
+});
+
+/** A tool-calling turn: ask for the weather, then answer from the tool's result. */
+function weatherAgentResponder(messages: BaseMessage[]) {
+  const last = messages.at(-1)!;
+  if (last.getType() === 'tool') return { content: `Final: ${last.content}` };
+  return {
+    content: '',
+    tool_calls: [{ id: 'call_1', name: 'get_weather', args: { city: 'Paris' }, type: 'tool_call' as const }],
+  };
+}
+
+async function collect<T>(stream: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const item of stream) out.push(item);
+  return out;
+}
+
+const closers: Array<() => unknown> = [];
+afterEach(async () => {
+  while (closers.length > 0) await closers.pop()!();
+});
+
+function memoryCache() {
+  const cache = createCache();
+  closers.push(() => cache.close());
+  return cache;
+}
+
+describe('withCache', () => {
+  it('answers a repeated invoke from the cache with the complete message and zero usage', async () => {
+    const cache = memoryCache();
+    const inner = new ScriptedChatModel();
+    const model = withCache(inner, { cache });
+
+    const first = await model.invoke('What is the capital of France?');
+    const second = await model.invoke('What is the capital of France?');
+
+    expect(inner.log.generate).toBe(1);
+    expect(second).toBeInstanceOf(AIMessage);
+    expect(second.content).toBe(first.content);
+    expect(second.id).toBe(first.id);
+    expect(second.additional_kwargs).toEqual(first.additional_kwargs);
+    expect(second.response_metadata).toMatchObject({ model_name: 'scripted-1', finish_reason: 'stop' });
+    expect(first.usage_metadata).toEqual({ input_tokens: 12, output_tokens: 5, total_tokens: 17 });
+    expect(second.usage_metadata).toEqual({ input_tokens: 0, output_tokens: 0, total_tokens: 0 });
+    const stats = await cache.stats();
+    expect(stats).toMatchObject({ hits: 1, misses: 1, inputTokensSaved: 12, outputTokensSaved: 5 });
+  });
+
+  it("keeps LangChain's fake list model from moving on to its next response", async () => {
+    const model = withCache(new FakeListChatModel({ responses: ['first answer', 'second answer'] }), {
+      cache: memoryCache(),
+    });
+    expect((await model.invoke('hi')).content).toBe('first answer');
+    expect((await model.invoke('hi')).content).toBe('first answer');
+    expect((await model.invoke('something else')).content).toBe('second answer');
+  });
+
+  it('runs concurrent identical invokes through one model call', async () => {
+    const inner = new ScriptedChatModel();
+    const gate = deferred();
+    inner.log.gate = gate.promise;
+    const model = withCache(inner, { cache: memoryCache() });
+
+    const calls = Promise.all([model.invoke('same'), model.invoke('same'), model.invoke('same')]);
+    // Let every caller reach the cache before the single model call is released.
+    await new Promise((resolve) => setImmediate(resolve));
+    gate.resolve();
+    const answers = await calls;
+
+    expect(inner.log.generate).toBe(1);
+    expect(new Set(answers.map((answer) => answer.content)).size).toBe(1);
+  });
+
+  it('serves batch items from the cache and computes duplicates once', async () => {
+    const inner = new ScriptedChatModel();
+    const model = withCache(inner, { cache: memoryCache() });
+    const answers = await model.batch(['a', 'b', 'a']);
+    expect(inner.log.generate).toBe(2);
+    expect(answers[0]!.content).toBe(answers[2]!.content);
+    expect(answers[0]!.content).not.toBe(answers[1]!.content);
+    await model.batch(['b', 'a']);
+    expect(inner.log.generate).toBe(2);
+  });
+
+  it('replays a complete tool-calling round trip from the cache', async () => {
+    const cache = memoryCache();
+    const inner = new ScriptedChatModel({ respond: weatherAgentResponder });
+    const model = withCache(inner, { cache }).bindTools([getWeather]);
+
+    async function runAgent() {
+      const messages: BaseMessage[] = [new HumanMessage('Weather in Paris?')];
+      const call = await model.invoke(messages);
+      messages.push(call);
+      for (const toolCall of call.tool_calls ?? []) {
+        messages.push(await getWeather.invoke(toolCall));
+      }
+      const final = await model.invoke(messages);
+      return { call, final, messages };
+    }
+
+    const live = await runAgent();
+    expect(inner.log.generate).toBe(2);
+    const replay = await runAgent();
+    expect(inner.log.generate).toBe(2);
+
+    expect(replay.call.tool_calls).toEqual(live.call.tool_calls);
+    expect(replay.call.tool_calls?.[0]).toMatchObject({
+      id: 'call_1',
+      name: 'get_weather',
+      args: { city: 'Paris' },
+    });
+    expect(replay.messages[2]).toBeInstanceOf(ToolMessage);
+    expect(replay.final.content).toBe('Final: It is sunny in Paris.');
+  });
+
+  it('keys on the bound tools and tool_choice', async () => {
+    const inner = new ScriptedChatModel();
+    const cached = withCache(inner, { cache: memoryCache() });
+    await cached.bindTools([getWeather]).invoke('hello');
+    await cached.bindTools([getWeather]).invoke('hello');
+    expect(inner.log.generate).toBe(1);
+    await cached.bindTools([getTime]).invoke('hello');
+    expect(inner.log.generate).toBe(2);
+    await cached.bindTools([getWeather], { tool_choice: 'get_weather' }).invoke('hello');
+    expect(inner.log.generate).toBe(3);
+    await cached.invoke('hello');
+    expect(inner.log.generate).toBe(4);
+  });
+
+  it('routes the tools a model binds on a copy of itself through the cache', async () => {
+    // FakeStreamingChatModel.bindTools returns a binding over a new FakeStreamingChatModel.
+    const toolCall = {
+      id: 'call_9',
+      name: 'get_weather',
+      args: { city: 'Oslo' },
+      type: 'tool_call' as const,
+    };
+    const inner = new FakeStreamingChatModel({
+      chunks: [new AIMessageChunk({ content: '', tool_calls: [toolCall] })],
+    });
+    const cache = memoryCache();
+    const bound = withCache(inner, { cache }).bindTools([getWeather]);
+    const first = await bound.invoke('weather?');
+    const second = await bound.invoke('weather?');
+    expect(first.tool_calls).toEqual([toolCall]);
+    expect(second.tool_calls).toEqual([toolCall]);
+    expect(await cache.stats()).toMatchObject({ hits: 1, misses: 1 });
+  });
+
+  it('serves structured output (tool calling) from the cache', async () => {
+    const schema = z.object({ name: z.string(), age: z.number() });
+    const inner = new ScriptedChatModel({
+      chunkMessages: true,
+      respond: (_messages, options) => {
+        const name = ((options.tools ?? [])[0] as { function: { name: string } }).function.name;
+        return { content: '', tool_calls: [{ id: 'x1', name, args: { name: 'Ada', age: 36 } }] };
+      },
+    });
+    const extractor = withCache(inner, { cache: memoryCache() }).withStructuredOutput(schema, {
+      name: 'person',
+    });
+    const first = await extractor.invoke('Ada Lovelace, 36');
+    const second = await extractor.invoke('Ada Lovelace, 36');
+    expect(first).toEqual({ name: 'Ada', age: 36 });
+    expect(second).toEqual(first);
+    expect(inner.log.generate).toBe(1);
+    // The raw message keeps the class the provider answered with.
+    const raw = await withCache(inner, { cache: memoryCache() })
+      .withStructuredOutput(schema, { name: 'person', includeRaw: true })
+      .invoke('Ada Lovelace, 36');
+    expect(raw.raw).toBeInstanceOf(AIMessageChunk);
+  });
+
+  it("serves structured output from a provider's own response_format implementation", async () => {
+    const schema = z.object({ city: z.string() });
+    const inner = new ScriptedJsonModel({
+      respond: (_messages, options) => ({
+        content: options.response_format ? '{"city":"Lyon"}' : 'no format was sent',
+      }),
+    });
+    const extractor = withCache(inner, { cache: memoryCache() }).withStructuredOutput(schema);
+    expect(await extractor.invoke('Where?')).toEqual({ city: 'Lyon' });
+    expect(await extractor.invoke('Where?')).toEqual({ city: 'Lyon' });
+    expect(inner.log.generate).toBe(1);
+  });
+
+  it('tells apart two requests that differ only in an image', async () => {
+    const inner = new ScriptedChatModel();
+    const model = withCache(inner, { cache: memoryCache() });
+    const ask = (image: string) =>
+      model.invoke([
+        new HumanMessage({
+          content: [
+            { type: 'text', text: 'What is in this picture?' },
+            { type: 'image_url', image_url: { url: `data:image/png;base64,${image}` } },
+          ],
+        }),
+      ]);
+    const cat = await ask('Y2F0IHBpeGVscw==');
+    const dog = await ask('ZG9nIHBpeGVscw==');
+    expect(inner.log.generate).toBe(2);
+    expect(dog.content).not.toBe(cat.content);
+    expect((await ask('Y2F0IHBpeGVscw==')).content).toBe(cat.content);
+    expect(inner.log.generate).toBe(2);
+
+    const bytes = (data: number[]) =>
+      model.invoke([
+        new HumanMessage({
+          content: [
+            { type: 'text', text: 'Describe' },
+            { type: 'image', mimeType: 'image/png', data: new Uint8Array(data) },
+          ],
+        }),
+      ]);
+    await bytes([1, 2, 3]);
+    await bytes([1, 2, 4]);
+    expect(inner.log.generate).toBe(4);
+  });
+
+  it('records a stream live and replays its chunks, tool-call chunks included, on a hit', async () => {
+    const cache = memoryCache();
+    const inner = new ScriptedChatModel({
+      respond: () => ({
+        content: 'Checking the weather for you.',
+        tool_calls: [{ id: 'call_7', name: 'get_weather', args: { city: 'Rome' }, type: 'tool_call' }],
+      }),
+    });
+    const model = withCache(inner, { cache }).bindTools([getWeather]);
+
+    const live = await collect(await model.stream('Weather in Rome?'));
+    const replay = await collect(await model.stream('Weather in Rome?'));
+
+    expect(inner.log.stream).toBe(1);
+    expect(replay.length).toBe(live.length);
+    expect(replay.length).toBeGreaterThan(3);
+    expect(replay.map((chunk) => chunk.content)).toEqual(live.map((chunk) => chunk.content));
+    expect(replay.map((chunk) => chunk.tool_call_chunks)).toEqual(
+      live.map((chunk) => chunk.tool_call_chunks),
+    );
+    expect(replay.every((chunk) => chunk instanceof AIMessageChunk)).toBe(true);
+
+    const whole = replay.reduce((sum, chunk) => sum.concat(chunk));
+    expect(whole.content).toBe('Checking the weather for you.');
+    expect(whole.tool_calls).toEqual([
+      { id: 'call_7', name: 'get_weather', args: { city: 'Rome' }, type: 'tool_call' },
+    ]);
+    expect(whole.usage_metadata).toMatchObject({ input_tokens: 0, output_tokens: 0, total_tokens: 0 });
+
+    // An invoke of the same request is answered from the recorded stream.
+    const invoked = await model.invoke('Weather in Rome?');
+    expect(inner.log.generate + inner.log.stream).toBe(1);
+    expect(invoked.tool_calls?.[0]?.args).toEqual({ city: 'Rome' });
+  });
+
+  it("replays LangChain's streaming fake with its tool calls", async () => {
+    const toolCall = { id: 'call_3', name: 'get_time', args: { zone: 'UTC' }, type: 'tool_call' as const };
+    const inner = new FakeStreamingChatModel({
+      sleep: 0,
+      chunks: [
+        new AIMessageChunk({ content: 'Let me ' }),
+        new AIMessageChunk({ content: 'check.', tool_calls: [toolCall] }),
+      ],
+    });
+    const cache = memoryCache();
+    const model = withCache(inner, { cache });
+    const live = await collect(await model.stream('time?'));
+    const replay = await collect(await model.stream('time?'));
+    expect(replay.map((chunk) => chunk.content)).toEqual(['Let me ', 'check.']);
+    expect(replay[1]!.tool_calls).toEqual(live[1]!.tool_calls);
+    expect(await cache.stats()).toMatchObject({ hits: 1, misses: 1 });
+  });
+
+  it('streams concurrent identical requests from one model call', async () => {
+    const inner = new ScriptedChatModel();
+    const gate = deferred();
+    inner.log.gate = gate.promise;
+    const model = withCache(inner, { cache: memoryCache() });
+    const read = async () => collect(await model.stream('together'));
+    const both = Promise.all([read(), read()]);
+    await new Promise((resolve) => setImmediate(resolve));
+    gate.resolve();
+    const [a, b] = await both;
+    expect(inner.log.stream).toBe(1);
+    expect(b.map((chunk) => chunk.content)).toEqual(a.map((chunk) => chunk.content));
+    expect(a.length).toBeGreaterThan(2);
+  });
+
+  it('replays the stream events of a cached response inside a chain', async () => {
+    const inner = new ScriptedChatModel();
+    const chain = ChatPromptTemplate.fromMessages([['human', '{question}']])
+      .pipe(withCache(inner, { cache: memoryCache() }))
+      .pipe(new StringOutputParser());
+    const tokens = async () => {
+      const out: string[] = [];
+      for await (const event of chain.streamEvents({ question: 'events?' }, { version: 'v2' })) {
+        if (event.event === 'on_chat_model_stream') out.push(event.data.chunk.content);
+      }
+      return out;
+    };
+    const live = await tokens();
+    const replay = await tokens();
+    expect(inner.log.generate + inner.log.stream).toBe(1);
+    expect(replay).toEqual(live);
+    expect(replay.join('')).toMatch(/^answer /);
+  });
+
+  it('streams a response cached by invoke as one chunk', async () => {
+    const inner = new ScriptedChatModel();
+    const model = withCache(inner, { cache: memoryCache() });
+    const invoked = await model.invoke('once');
+    const streamed = await collect(await model.stream('once'));
+    expect(inner.log.generate + inner.log.stream).toBe(1);
+    expect(streamed).toHaveLength(1);
+    expect(streamed[0]!.content).toBe(invoked.content);
+  });
+
+  it('stops and does not store a stream its consumer abandoned', async () => {
+    const inner = new ScriptedChatModel();
+    const second = deferred();
+    const third = deferred();
+    let sent = 0;
+    inner.log.beforeChunk = (index) => {
+      sent = index;
+      return index === 1 ? second.promise : index === 2 ? third.promise : undefined;
+    };
+    const model = withCache(inner, { cache: memoryCache() });
+    for await (const _chunk of await model.stream('long answer please')) {
+      // LangChain's stream reads one chunk ahead, so the break completes once chunk 2 exists.
+      second.resolve();
+      break;
+    }
+    third.resolve();
+    inner.log.beforeChunk = undefined;
+    const full = await collect(await model.stream('long answer please'));
+    expect(sent).toBeLessThan(full.length - 1);
+    expect(inner.log.stream).toBe(2);
+    expect(full.length).toBeGreaterThan(3);
+    await collect(await model.stream('long answer please'));
+    expect(inner.log.stream).toBe(2);
+  });
+
+  it('streams a model that cannot stream through its cached invoke', async () => {
+    class CountingEcho extends FakeChatModel {
+      calls = 0;
+      override async _generate(...args: Parameters<FakeChatModel['_generate']>) {
+        this.calls++;
+        return super._generate(...args);
+      }
+    }
+    const inner = new CountingEcho({});
+    const model = withCache(inner, { cache: memoryCache() });
+    const first = await collect(await model.stream('echo me'));
+    const second = await collect(await model.stream('echo me'));
+    expect(first.map((chunk) => chunk.content)).toEqual(['echo me']);
+    expect(second.map((chunk) => chunk.content)).toEqual(['echo me']);
+    expect(inner.calls).toBe(1);
+  });
+
+  it('does not cache streams when streams: false', async () => {
+    const inner = new ScriptedChatModel();
+    const model = withCache(inner, { cache: memoryCache(), streams: false });
+    await collect(await model.stream('x'));
+    await collect(await model.stream('x'));
+    expect(inner.log.stream).toBe(2);
+  });
+
+  it('works inside a chain', async () => {
+    const inner = new ScriptedChatModel();
+    const prompt = ChatPromptTemplate.fromMessages([
+      ['system', 'You are terse.'],
+      ['human', 'Summarise: {text}'],
+    ]);
+    const chain = prompt.pipe(withCache(inner, { cache: memoryCache() })).pipe(new StringOutputParser());
+    const first = await chain.invoke({ text: 'a long story' });
+    const second = await chain.invoke({ text: 'a long story' });
+    await chain.invoke({ text: 'another story' });
+    expect(second).toBe(first);
+    expect(inner.log.generate).toBe(2);
+  });
+
+  it('keys on the model identity: parameters count, API keys do not', async () => {
+    const { dir, file, cleanup } = tempDir();
+    closers.push(cleanup);
+    const cache = createCache({ store: sqliteBackend({ path: file('cache.db') }) });
+    const oldKey = 'AIzaSyOLDOLDOLDOLDOLDOLDOLD123';
+    const newKey = 'AIzaSyNEWNEWNEWNEWNEWNEWNEW456';
+    const before = new ScriptedChatModel({ apiKey: oldKey, temperature: 0 });
+    await withCache(before, { cache }).invoke('hi');
+
+    const rotated = new ScriptedChatModel({ apiKey: newKey, temperature: 0 });
+    await withCache(rotated, { cache }).invoke('hi');
+    expect(rotated.log.generate).toBe(0);
+
+    const warmer = new ScriptedChatModel({ apiKey: newKey, temperature: 1 });
+    await withCache(warmer, { cache }).invoke('hi');
+    const other = new ScriptedChatModel({ apiKey: newKey, temperature: 0, model: 'scripted-2' });
+    await withCache(other, { cache }).invoke('hi');
+    expect(warmer.log.generate + other.log.generate).toBe(2);
+
+    await cache.close();
+    const disk = bytesOnDisk(dir);
+    expect(disk).not.toContain(oldKey);
+    expect(disk).not.toContain(newKey);
+  });
+
+  it('drops a credential the model declares in lc_secrets, whatever its name', async () => {
+    class VaultModel extends ScriptedChatModel {
+      vaultPass: string;
+      constructor(fields: ConstructorParameters<typeof ScriptedChatModel>[0] & { vaultPass: string }) {
+        super(fields);
+        this.vaultPass = fields.vaultPass;
+      }
+      override get lc_secrets(): Record<string, string> {
+        return { ...super.lc_secrets, vaultPass: 'VAULT_PASS' };
+      }
+    }
+    const cache = memoryCache();
+    const before = new VaultModel({ vaultPass: 'first-pass' });
+    const after = new VaultModel({ vaultPass: 'second-pass' });
+    expect(after.lc_kwargs).toMatchObject({ vaultPass: 'second-pass' });
+    await withCache(before, { cache }).invoke('hi');
+    await withCache(after, { cache }).invoke('hi');
+    expect(after.log.generate).toBe(0);
+  });
+
+  it('tells apart models whose identifying params omit the model name', async () => {
+    const cache = memoryCache();
+    const small = new NamelessKeyModel({ model: 'small' });
+    const large = new NamelessKeyModel({ model: 'large' });
+    await withCache(small, { cache }).invoke('hi');
+    await withCache(large, { cache }).invoke('hi');
+    expect(small.log.generate + large.log.generate).toBe(2);
+  });
+
+  it('still hits after a restart on the same SQLite file, for invoke and stream', async () => {
+    const { file, cleanup } = tempDir();
+    closers.push(cleanup);
+    const path = file('restart.db');
+    const first = createCache({ store: sqliteBackend({ path }) });
+    const before = new ScriptedChatModel();
+    const answer = await withCache(before, { cache: first }).invoke('persist me');
+    const chunks = await collect(await withCache(before, { cache: first }).stream('stream me'));
+    await first.close();
+
+    const second = createCache({ store: sqliteBackend({ path }) });
+    closers.push(() => second.close());
+    const after = new ScriptedChatModel();
+    const model = withCache(after, { cache: second });
+    expect((await model.invoke('persist me')).content).toBe(answer.content);
+    const replay = await collect(await model.stream('stream me'));
+    expect(replay.map((chunk) => chunk.content)).toEqual(chunks.map((chunk) => chunk.content));
+    expect(after.log.generate + after.log.stream).toBe(0);
+    expect(await second.stats()).toMatchObject({ hits: 2, inputTokensSaved: 24, outputTokensSaved: 10 });
+  });
+
+  it('keeps namespaces apart and honours tags', async () => {
+    const cache = memoryCache();
+    const inner = new ScriptedChatModel();
+    const tenantA = withCache(inner, { cache, namespace: 'tenant-a', tags: ['faq'] });
+    const tenantB = withCache(inner, { cache, namespace: 'tenant-b' });
+    await tenantA.invoke('q');
+    await tenantB.invoke('q');
+    expect(inner.log.generate).toBe(2);
+    await tenantA.invoke('q');
+    expect(inner.log.generate).toBe(2);
+    await cache.withNamespace('tenant-a').invalidateTags(['faq']);
+    await tenantA.invoke('q');
+    expect(inner.log.generate).toBe(3);
+  });
+
+  it('is a chat model: instanceof, name and identity of the wrapped model', () => {
+    const inner = new ScriptedChatModel();
+    const model = withCache(inner, { cache: memoryCache() });
+    expect(model).toBeInstanceOf(CachedChatModel);
+    expect(model.inner).toBe(inner);
+    expect(model._llmType()).toBe('scripted');
+    expect(model.getName()).toBe('ScriptedChatModel');
+    expect(model.toJSON()).toEqual(inner.toJSON());
+  });
+
+  it('refuses something that is not a chat model, naming the fix', () => {
+    expect(() => withCache({} as never, { cache: memoryCache() })).toThrow(/\[@x\/langchain-cache\].*— pass/);
+  });
+});

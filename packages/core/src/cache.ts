@@ -213,6 +213,7 @@ interface BusMessage {
 }
 
 const BUS_CHANNEL = 'bus';
+const SKIP_PAYLOAD_CHECK = { verifyChecksum: false } as const;
 const COUNTER_SCOPE = 't';
 const LEVEL_SCOPE = 'l';
 
@@ -799,7 +800,8 @@ export class CacheView {
   #decode(storageKey: string, stored: StoredEntry, level: Level, now: number): Found | undefined {
     let decoded: DecodedEntry<StoredRecord>;
     try {
-      decoded = decodeEntry<StoredRecord>(stored.value);
+      // The memory level holds bytes this process encoded; storage and transport get the full check.
+      decoded = decodeEntry<StoredRecord>(stored.value, level.sync ? SKIP_PAYLOAD_CHECK : undefined);
     } catch (error) {
       // A corrupt entry is a miss: drop it so the next write replaces it, and count it.
       this.#counters.corrupt++;

@@ -418,6 +418,17 @@ describe('corruption', () => {
     expectCorrupt(flipped(compressed, compressed.length - 5), /checksum/);
   });
 
+  it('skips only the payload checksum when asked (bytes that never left the process)', () => {
+    const bytes = encodeEntry({ n: 1 }, { createdAt: 0 });
+    const last = bytes.length - 2;
+    const tampered = flipped(bytes, last);
+    expect(() => decodeEntry(tampered)).toThrow(/payload checksum/);
+    expect(() => decodeEntry(tampered, { verifyChecksum: false })).not.toThrow(/checksum/);
+    expect(decodeEntry(bytes, { verifyChecksum: false }).value).toEqual({ n: 1 });
+    // The header is always verified.
+    expect(() => decodeEntry(flipped(bytes, 6), { verifyChecksum: false })).toThrow();
+  });
+
   it('detects a flipped byte anywhere in the header', () => {
     const headerEnd = 42 + 2 + 1;
     for (let i = 0; i < headerEnd; i++) {

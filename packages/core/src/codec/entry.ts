@@ -407,10 +407,21 @@ export function readEntryHeader(bytes: Uint8Array): EntryHeader {
  *
  * @throws CacheError `E_CORRUPT_ENTRY` on any mismatch (format, truncation, checksum, JSON).
  */
-export function decodeEntry<T = unknown>(bytes: Uint8Array): DecodedEntry<T> {
+export interface DecodeOptions {
+  /**
+   * Verify the payload's CRC32. Only bytes that never left this process (the in-memory level
+   * keeps what this process encoded) may skip it; the header is always verified.
+   * @default true
+   */
+  verifyChecksum?: boolean;
+}
+
+export function decodeEntry<T = unknown>(bytes: Uint8Array, options?: DecodeOptions): DecodedEntry<T> {
   const header = parseHeader(bytes);
   const stored = bytes.subarray(header.payloadOffset);
-  if (crc32(stored) !== header.payloadCrc) throw corrupt('payload checksum mismatch');
+  if (options?.verifyChecksum !== false && crc32(stored) !== header.payloadCrc) {
+    throw corrupt('payload checksum mismatch');
+  }
   const payload =
     header.compression === 'none' ? stored : decompress(header.compression, stored, header.payloadBytes);
 

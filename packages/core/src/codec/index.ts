@@ -1,6 +1,7 @@
 export {
   type CodecOptions,
   type DecodedEntry,
+  type DecodeOptions,
   decodeEntry,
   ENTRY_FORMAT_VERSION,
   type EntryCodec,

@@ -1,7 +1,9 @@
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { RedisHandle } from '../../test/redis-server.ts';
+import { redisUnavailable, startRedis } from '../../test/redis-server.ts';
 import { CacheError } from '../errors.ts';
 import { createCacheFromEnv, getDefaultCache, setDefaultCache } from './env.ts';
 
@@ -88,5 +90,29 @@ describe('getDefaultCache', () => {
     expect(getDefaultCache()).toBe(mine);
     expect(getDefaultCache()).toBe(mine);
     await mine.close();
+  });
+});
+
+describe('createCacheFromEnv with redis://', () => {
+  const skip = redisUnavailable();
+  let server: RedisHandle | undefined;
+  beforeAll(async () => {
+    if (!skip) server = await startRedis();
+  }, 30_000);
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it.skipIf(skip)('opens the Redis named by LLM_CACHE_URL, with the key prefix from ?prefix=', async () => {
+    const env = { LLM_CACHE_URL: `${server!.url}/0?prefix=env-${process.pid}:` };
+    const first = createCacheFromEnv(env);
+    await first.set('k', 'shared');
+    await first.close();
+    const second = createCacheFromEnv(env);
+    expect(await second.getResult('k')).toMatchObject({ value: 'shared', level: 'redis' });
+    await second.close();
+    const other = createCacheFromEnv({ LLM_CACHE_URL: `${server!.url}/0?prefix=other-${process.pid}:` });
+    expect(await other.get('k')).toBeUndefined();
+    await other.close();
   });
 });

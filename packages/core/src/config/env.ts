@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type { CacheBackend } from '../backends/backend.ts';
+import { redisBackend } from '../backends/redis.ts';
 import { sqliteBackend } from '../backends/sqlite.ts';
 import type { Cache, CacheOptions } from '../cache.ts';
 import { createCache } from '../cache.ts';
@@ -7,7 +8,7 @@ import { cacheError } from '../errors.ts';
 
 /** The environment variables the default cache reads. */
 export interface CacheEnvironment {
-  /** `memory://`, `sqlite://relative/file.db`, `sqlite:///absolute/file.db`. */
+  /** `memory://`, `sqlite://relative/file.db`, `sqlite:///absolute/file.db`, `redis://host:6379/0?prefix=app:`. */
   LLM_CACHE_URL?: string | undefined;
   /** Directory for the default SQLite file when no URL is set (`<dir>/llm-cache.db`). */
   LLM_CACHE_DIR?: string | undefined;
@@ -34,16 +35,15 @@ export function storeFromUrl(url: string): CacheBackend | undefined {
     return sqliteBackend(path ? { path } : {});
   }
   if (scheme === 'redis' || scheme === 'rediss') {
-    throw cacheError(
-      'E_INVALID_OPTION',
-      'config',
-      `"${redact(url)}" needs the Redis backend, which this version does not ship yet; use sqlite:// or memory://`,
-    );
+    const parsed = new URL(url);
+    const keyPrefix = parsed.searchParams.get('prefix') ?? undefined;
+    parsed.search = '';
+    return redisBackend({ url: parsed.toString(), ...(keyPrefix ? { keyPrefix } : {}) });
   }
   throw cacheError(
     'E_INVALID_OPTION',
     'config',
-    `LLM_CACHE_URL "${redact(url)}" has an unknown scheme: use memory://, sqlite://path/to/file.db or sqlite:///abs/path.db`,
+    `LLM_CACHE_URL "${redact(url)}" has an unknown scheme: use memory://, sqlite://path/to/file.db, sqlite:///abs/path.db or redis://host:port`,
   );
 }
 

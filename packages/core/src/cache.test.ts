@@ -495,3 +495,38 @@ describe('createCache > enabled: false', () => {
     expect(await cache.get('k')).toBeUndefined();
   });
 });
+
+describe('createCache > adapter hooks', () => {
+  it('accepts a storage key built once with key(), only for its own tier and namespace', async () => {
+    const cache = make();
+    const storageKey = cache.key({ name: 'chat', request: { prompt: 'hi' } });
+    await cache.set({ storageKey }, 'stored once');
+    expect(await cache.get({ name: 'chat', request: { prompt: 'hi' } })).toBe('stored once');
+    expect(await cache.getResult({ storageKey })).toMatchObject({ value: 'stored once', key: storageKey });
+    const error = await cache
+      .tier('tools')
+      .get({ storageKey })
+      .catch((e) => e);
+    expect(CacheError.isInstance(error)).toBe(true);
+    expect((error as CacheError).code).toBe('E_INVALID_KEY');
+    await expect(cache.withNamespace('other').get({ storageKey })).rejects.toThrow(/does not belong/);
+  });
+
+  it('counts callers an adapter coalesced itself, with the usage they saved', async () => {
+    const cache = make();
+    cache.recordCoalesced({ inputTokens: 10, outputTokens: 5, model: 'gpt-4o-mini' });
+    cache.recordCoalesced();
+    expect(await cache.stats()).toMatchObject({ coalesced: 2, inputTokensSaved: 10, outputTokensSaved: 5 });
+  });
+
+  it('reports a write it could not make through onStoreError and still returns the value', async () => {
+    const cache = make();
+    const errors: unknown[] = [];
+    const value = await cache.getOrCompute('k', async () => ({ fn: () => 1 }), {
+      onStoreError: (e) => errors.push(e),
+    });
+    expect(typeof value.fn).toBe('function');
+    expect(errors).toHaveLength(1);
+    expect((errors[0] as Error).message).toContain('fn');
+  });
+});

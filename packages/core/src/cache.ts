@@ -109,7 +109,13 @@ export interface CacheOptions {
   clock?: Clock;
 }
 
-export type KeyInput = string | { name: string; request?: unknown };
+/**
+ * What identifies an entry: a string, `{ name, request }`, or `{ storageKey }` — a full key
+ * from `view.key()` (or `CacheResult.key`) that an adapter built once and reuses, so the request
+ * is not canonicalised and hashed again. A storage key must belong to the view's tier and
+ * namespace.
+ */
+export type KeyInput = string | { name: string; request?: unknown } | { storageKey: string };
 
 export interface CachePolicy<T = unknown> {
   /** Time to live; overrides the tier default. `0` stores nothing. */
@@ -138,6 +144,11 @@ export interface CachePolicy<T = unknown> {
   usage?: Usage | ((value: T) => Usage | undefined) | 'estimate';
   /** Model id for pricing an estimated usage. */
   model?: string;
+  /**
+   * Called when the computed value could not be stored (unserialisable value, quota with
+   * `reject`); the caller still gets the value. @default none (counted and emitted as `error`)
+   */
+  onStoreError?: (error: unknown) => void;
 }
 
 export interface CacheResult<T> {
@@ -371,10 +382,15 @@ class Engine {
   }
 
   levelBucket(level: Level): CounterSet {
-    let bucket = this.levelCounters.get(level.name);
+    // Cached on the level: this runs on every hit.
+    let bucket = level.counters as CounterSet | undefined;
     if (!bucket) {
-      bucket = this.stats.bucket(`${LEVEL_SCOPE}:${level.name}`);
-      this.levelCounters.set(level.name, bucket);
+      bucket = this.levelCounters.get(level.name);
+      if (!bucket) {
+        bucket = this.stats.bucket(`${LEVEL_SCOPE}:${level.name}`);
+        this.levelCounters.set(level.name, bucket);
+      }
+      level.counters = bucket;
     }
     return bucket;
   }
@@ -523,7 +539,27 @@ export class CacheView {
   /** The storage key for a key input in this tier and namespace. */
   key(input: KeyInput): string {
     if (typeof input === 'string') return buildKey(this.#prefix, 'kv', input);
+    if ('storageKey' in input) {
+      if (!input.storageKey.startsWith(`${this.#prefix}:`)) {
+        throw cacheError(
+          'E_INVALID_KEY',
+          'keys',
+          `storage key "${input.storageKey.slice(0, 80)}" does not belong to tier "${this.tierName}" and namespace ` +
+            `"${this.namespace}": build it with this view's key(), or use { name, request }`,
+        );
+      }
+      return input.storageKey;
+    }
     return buildKey(this.#prefix, input.name, input.request);
+  }
+
+  /**
+   * Counts a caller served by another caller's computation that the adapter coalesced itself
+   * (e.g. a joined live stream), with the usage it saved.
+   */
+  recordCoalesced(usage?: Usage): void {
+    this.#counters.coalesced++;
+    if (usage) this.#saved(usage);
   }
 
   /** Key prefix of one name (`invalidate`) or of this whole view (`clear`). */
@@ -980,6 +1016,11 @@ export class CacheView {
       if (this.engine.emitter.has('error')) {
         this.engine.emitter.emit('error', { operation: 'set', tier: this.tierName, key: storageKey, error });
       }
+      try {
+        policy.onStoreError?.(error);
+      } catch {
+        // a reporting hook must not fail the call
+      }
     }
     return { result, encoded };
   }
@@ -989,7 +1030,7 @@ export class CacheView {
     if (usage === undefined) return undefined;
     if (typeof usage === 'function') return usage(value);
     if (usage === 'estimate') {
-      const request = typeof key === 'string' ? key : key.request;
+      const request = typeof key === 'string' ? key : 'request' in key ? key.request : undefined;
       return {
         inputTokens: await countTokens(textOf(request)),
         outputTokens: await countTokens(textOf(value)),

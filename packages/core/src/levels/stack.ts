@@ -42,6 +42,8 @@ export class Level {
   /** While now < openUntil the level is skipped; after it, one probe is let through. */
   openUntil = 0;
   probing = false;
+  /** The engine's counter bucket for this level, cached here because every hit increments it. */
+  counters: object | undefined;
 
   constructor(input: LevelInput) {
     const options: LevelOptions = 'backend' in input ? input : { backend: input };

@@ -62,9 +62,27 @@ export function findPrice(model: string | undefined, table: PriceTable): ModelPr
   return best === undefined ? undefined : table[best];
 }
 
+/** Per-table memo of model id → price, so a hit does not walk the table. */
+const resolved = new WeakMap<PriceTable, Map<string, ModelPrice | null>>();
+
+function cachedPrice(model: string | undefined, table: PriceTable): ModelPrice | undefined {
+  if (!model) return undefined;
+  let memo = resolved.get(table);
+  if (!memo) {
+    memo = new Map();
+    resolved.set(table, memo);
+  }
+  let price = memo.get(model);
+  if (price === undefined) {
+    price = findPrice(model, table) ?? null;
+    if (memo.size < 10_000) memo.set(model, price);
+  }
+  return price ?? undefined;
+}
+
 export function costOf(usage: Usage, table: PriceTable): number {
   if (usage.costUsd !== undefined) return usage.costUsd;
-  const price = findPrice(usage.model, table);
+  const price = cachedPrice(usage.model, table);
   if (!price) return 0;
   return (usage.inputTokens * price.input + usage.outputTokens * (price.output ?? 0)) / 1_000_000;
 }

@@ -327,7 +327,7 @@ export function cacheMiddleware(options: CacheMiddlewareOptions = {}): LanguageM
         const finish = recording.parts.findLast((part) => part.type === 'finish');
         if (!finish || !shouldCache(streamCandidate(context.params, recording.parts, finish.finishReason)))
           return;
-        await context.view.set<StreamRecording>(context.keyInput, recording, {
+        await context.view.set<StreamRecording>({ storageKey: context.storageKey }, recording, {
           ...policyFor<StreamRecording>(context.own),
           usage: coreUsage(finish.usage, context.model.modelId),
         });
@@ -382,9 +382,15 @@ export function cacheMiddleware(options: CacheMiddlewareOptions = {}): LanguageM
     // makes its own call (not joinable, so the stalled one is not replaced for others).
     if (meta === TIMED_OUT || flight.state === 'abandoned') return lead(context, false);
     const entry: JSONObject = { ...missEntry(context), hit: true, coalesced: true };
+    const finish = markFinish(entry, true);
     const stream = subscriberStream(flight, {
       signal,
-      transform: markFinish(entry, true),
+      // A joiner saved the call it did not make: count it, with the usage, in the core stats.
+      transform: (part) => {
+        if (part.type === 'finish')
+          context.view.recordCoalesced(coreUsage(part.usage, context.model.modelId));
+        return finish(part);
+      },
       idleTimeoutMs: joinTimeoutMs,
       fallback: () =>
         subscriberStream(startFlight(context, false), {
@@ -431,7 +437,7 @@ export function cacheMiddleware(options: CacheMiddlewareOptions = {}): LanguageM
     if (own.noCache) return lead(context, true);
     const inFlight = flights.get(storageKey);
     if (inFlight && inFlight.state !== 'abandoned') return join(context, inFlight);
-    const hit = await raceAbort(view.getResult<StreamRecording>(keyInput), params.abortSignal);
+    const hit = await raceAbort(view.getResult<StreamRecording>({ storageKey }), params.abortSignal);
     if (hit && Array.isArray(hit.value?.parts)) return replay(context, hit);
     // Another identical call may have started while this one was reading the cache.
     const raced = flights.get(storageKey);

@@ -433,7 +433,11 @@ describe('cacheMiddleware — stream', () => {
       const later = streamText({ model, prompt: 'same' });
       expect(await later.text).toBe('one two three');
       expect(inner.doStreamCalls).toHaveLength(1);
-      expect((await cache.stats()).sets).toBe(1);
+      const stats = await cache.stats();
+      expect(stats.sets).toBe(1);
+      // The joiner is counted as coalesced; it and the later hit each saved the 18 tokens.
+      expect(stats.coalesced).toBe(1);
+      expect(stats.inputTokensSaved + stats.outputTokensSaved).toBe(36);
     });
 
     it('completes a joiner whose leader stopped reading without cancelling', { timeout: 5_000 }, async () => {

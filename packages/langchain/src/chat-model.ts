@@ -25,7 +25,7 @@ import {
 } from './messages.ts';
 import { keyable, messageForKey } from './normalize.ts';
 import type { SharedCacheOptions } from './options.ts';
-import { basePolicy, resolveView } from './options.ts';
+import { basePolicy, reportError, resolveView } from './options.ts';
 import { declaredSecrets, SecretFilter } from './secrets.ts';
 
 export interface WithCacheOptions extends SharedCacheOptions {
@@ -201,6 +201,7 @@ export class CachedChatModel<
     const policy = basePolicy<CachedChatRecord>(options);
     policy.shouldCache = (record) => record.generations.length > 0;
     policy.usage = (record) => usageOfRecord(record, this.#modelIdentity().model);
+    policy.onStoreError = (error) => reportError(options, error);
     this.#policy = policy;
     this.lc_namespace = inner.lc_namespace;
     // LangChain decides whether a model streams by comparing this method with the base one, so a

@@ -28,9 +28,9 @@ export interface SharedCacheOptions {
    */
   secretKeys?: readonly string[] | undefined;
   /**
-   * Called when `LangChainCache` or `CachedEmbeddings` could not read or write an entry (the model
-   * call goes ahead regardless). Store failures are also counted in the cache's stats and emitted
-   * as `error` events, which is where the wrapper's failed writes show.
+   * Called when the cache could not read or write an entry (the model call goes ahead regardless);
+   * for the wrapper, when a response could not be stored. Store failures are also counted in the
+   * cache's stats and emitted as `error` events.
    * @default ignore
    */
   onError?: ((error: unknown) => void) | undefined;

@@ -78,6 +78,19 @@ describe('withCache', () => {
     expect(stats).toMatchObject({ hits: 1, misses: 1, inputTokensSaved: 12, outputTokensSaved: 5 });
   });
 
+  it('reports a response the cache refuses to store through onError and still answers', async () => {
+    const cache = createCache({ quotas: { default: { maxEntries: 1, onExceed: 'reject' } } });
+    closers.push(() => cache.close());
+    const errors: unknown[] = [];
+    const model = withCache(new ScriptedChatModel(), { cache, onError: (error) => errors.push(error) });
+    await model.invoke('first');
+    expect(errors).toEqual([]);
+    const second = await model.invoke('second');
+    expect(String(second.content)).toMatch(/^answer /);
+    expect(errors).toHaveLength(1);
+    expect((errors[0] as { code?: string }).code).toBe('E_QUOTA_EXCEEDED');
+  });
+
   it("keeps LangChain's fake list model from moving on to its next response", async () => {
     const model = withCache(new FakeListChatModel({ responses: ['first answer', 'second answer'] }), {
       cache: memoryCache(),

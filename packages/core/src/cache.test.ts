@@ -254,6 +254,15 @@ describe('createCache > tiers and levels', () => {
     expect(compute.calls).toBe(1);
   });
 
+  it('forceRefresh recomputes with a store that locks across processes (SQLite)', async () => {
+    const cache = make({ store: sqliteBackend({ path: join(dir, 'force.db') }) });
+    let n = 0;
+    const compute = async () => ++n;
+    expect(await cache.getOrCompute('k', compute)).toBe(1);
+    expect(await cache.getOrCompute('k', compute, { forceRefresh: true })).toBe(2);
+    expect(await cache.getOrCompute('k', compute)).toBe(2);
+  });
+
   it('keeps named tiers apart, each with its own default TTL', async () => {
     const clock = manualClock();
     const cache = make({ clock, tiers: { tools: { ttl: '10m' } } });

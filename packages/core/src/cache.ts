@@ -567,18 +567,40 @@ export class CacheView {
     return name === undefined ? `${this.#prefix}:` : `${this.#prefix}:${validateName(name, 'name')}:`;
   }
 
-  async getOrCompute<T>(key: KeyInput, compute: () => T | Promise<T>, policy?: CachePolicy<T>): Promise<T> {
-    return (await this.getOrComputeResult(key, compute, policy)).value;
+  async getOrCompute<T>(
+    key: KeyInput,
+    compute: () => T | Promise<T>,
+    policy: CachePolicy<T> = {},
+  ): Promise<T> {
+    const storageKey = this.key(key);
+    // Fast path for a fresh hit in the memory level: no result object, no level walk.
+    const memory = this.#tier.levels[0]!;
+    if (memory.sync && this.engine.enabled && !policy.forceRefresh) {
+      const stored = memory.sync.getSync(storageKey);
+      if (stored) {
+        const found = this.#decode(storageKey, stored, memory, this.engine.clock.now());
+        if (found && !found.stale) return this.#served<T>(found, storageKey, false, true).value;
+      }
+    }
+    return (await this.#lookup(storageKey, key, compute, policy)).value;
   }
 
   /** `getOrCompute` that also says whether and where the value was found. */
-  async getOrComputeResult<T>(
+  getOrComputeResult<T>(
     key: KeyInput,
     compute: () => T | Promise<T>,
     policy: CachePolicy<T> = {},
   ): Promise<CacheResult<T>> {
+    return this.#lookup(this.key(key), key, compute, policy);
+  }
+
+  async #lookup<T>(
+    storageKey: string,
+    key: KeyInput,
+    compute: () => T | Promise<T>,
+    policy: CachePolicy<T>,
+  ): Promise<CacheResult<T>> {
     const engine = this.engine;
-    const storageKey = this.key(key);
     if (!engine.enabled) {
       return {
         value: await compute(),
@@ -775,15 +797,18 @@ export class CacheView {
     return { tier: this.tierName, namespace: this.namespace };
   }
 
-  #served<T>(found: Found, storageKey: string, stale: boolean): CacheResult<T> {
+  /** Counts a hit and builds its result; `valueOnly` skips the result fields `getOrCompute` drops. */
+  #served<T>(found: Found, storageKey: string, stale: boolean, valueOnly?: true): CacheResult<T> {
     const counters = this.#counters;
     if (stale) counters.staleHits++;
     else counters.hits++;
     this.engine.levelBucket(found.level).hits++;
     const record = found.decoded.value;
     if (record.u) this.#saved(record.u);
+    const observed = this.engine.emitter.has('hit');
+    if (valueOnly && !observed) return { value: record.v as T } as CacheResult<T>;
     const ageMs = this.engine.clock.now() - found.decoded.createdAt;
-    if (this.engine.emitter.has('hit')) {
+    if (observed) {
       this.engine.emitter.emit('hit', {
         key: storageKey,
         tier: this.tierName,
@@ -911,7 +936,7 @@ export class CacheView {
     let value: T;
     let release: (() => Promise<void>) | undefined;
     try {
-      const exclusive = await this.#exclusive(storageKey, compute);
+      const exclusive = await this.#exclusive(storageKey, compute, policy.forceRefresh === true);
       if ('found' in exclusive) {
         this.#counters.coalesced++;
         const served = this.#served<T>(exclusive.found, storageKey, false);
@@ -939,6 +964,7 @@ export class CacheView {
   async #exclusive<T>(
     storageKey: string,
     compute: () => T | Promise<T>,
+    forceRefresh: boolean,
   ): Promise<{ value: T; release?: () => Promise<void> } | { found: Found }> {
     const engine = this.engine;
     const level = engine.lockLevel;
@@ -952,6 +978,11 @@ export class CacheView {
       engine.guard<boolean | undefined>(this.tierName, level, 'lock', storageKey, undefined, () =>
         backend.acquireLock!(name, owner, ttl),
       );
+    // A forced refresh only accepts a value written after it started (by another process's
+    // compute), never the entry it was asked to replace.
+    const since = engine.clock.now();
+    const usable = (found: Found | undefined): found is Found =>
+      found !== undefined && !found.stale && (!forceRefresh || found.decoded.createdAt > since);
     let delay = 5;
     for (;;) {
       const acquired = await tryLock();
@@ -963,8 +994,8 @@ export class CacheView {
           );
         };
         // The value may have landed between our miss and the lock.
-        const found = await this.#read(storageKey);
-        if (found && !found.stale) {
+        const found = forceRefresh ? undefined : await this.#read(storageKey);
+        if (usable(found)) {
           await release();
           return { found };
         }
@@ -983,7 +1014,7 @@ export class CacheView {
       await sleep(delay);
       delay = Math.min(delay * 2, 100);
       const found = await this.#read(storageKey);
-      if (found && !found.stale) return { found };
+      if (usable(found)) return { found };
     }
   }
 

@@ -1,0 +1,411 @@
+import type { CachePolicy, CacheResult, CacheView } from '@x/cache-core';
+import { CacheError, getDefaultCache, parseDuration, resolveTtl, validateName } from '@x/cache-core';
+import { decoratorError } from './errors.ts';
+
+type AnyFunction = (...args: any[]) => unknown;
+type CacheSource = CacheView | ((self?: unknown) => CacheView);
+
+const KNOWN_OPTIONS = new Set([
+  'ttl',
+  'ttlHours',
+  'tags',
+  'tier',
+  'shouldCache',
+  'usage',
+  'model',
+  'grace',
+  'staleWhileRevalidate',
+  'cache',
+  'key',
+  'scope',
+]);
+
+/** Options checked once, when the method is decorated or the function wrapped. */
+export interface NormalizedOptions {
+  /** The part of the policy that is the same for every call. */
+  policy: CachePolicy<unknown>;
+  ttlMs: number | undefined;
+  tags: ((...args: unknown[]) => readonly string[]) | undefined;
+  tier: string | undefined;
+  cache: CacheSource | undefined;
+  key: AnyFunction | undefined;
+  scope: string | false | undefined;
+  shouldCache: ((value: unknown) => boolean) | undefined;
+}
+
+function invalid(what: string, fix: string, cause?: unknown): CacheError {
+  return decoratorError('E_INVALID_OPTION', what, fix, cause === undefined ? undefined : { cause });
+}
+
+function checkFunction(options: Record<string, unknown>, name: string, where: string): void {
+  const value = options[name];
+  if (value !== undefined && typeof value !== 'function') {
+    throw invalid(
+      `${where}: option "${name}" must be a function, got ${typeof value}`,
+      `pass ${name}: (…) => …`,
+    );
+  }
+}
+
+/** Validates a prefix as a cache name; the prefix is the `name` of every key the call makes. */
+export function checkPrefix(prefix: unknown, where: string): string {
+  try {
+    return validateName(prefix as string, 'name');
+  } catch (error) {
+    throw decoratorError(
+      'E_INVALID_NAME',
+      `${where}: prefix ${JSON.stringify(prefix)} is not a valid cache name`,
+      'use 1-128 characters of A-Z a-z 0-9 _ . - / @, e.g. "intro_page"',
+      { cause: error },
+    );
+  }
+}
+
+/** Validates options up front, so that a typo fails when the module loads rather than on the first call. */
+export function normalizeOptions(input: unknown, where: string): NormalizedOptions {
+  if (input !== undefined && (typeof input !== 'object' || input === null || Array.isArray(input))) {
+    throw invalid(
+      `${where}: options must be an object, got ${JSON.stringify(input)}`,
+      "pass { ttl: '7d', … }",
+    );
+  }
+  const options = (input ?? {}) as Record<string, unknown>;
+  for (const name of Object.keys(options)) {
+    if (!KNOWN_OPTIONS.has(name)) {
+      throw invalid(`${where}: unknown option "${name}"`, `use one of ${[...KNOWN_OPTIONS].join(', ')}`);
+    }
+  }
+  for (const name of ['shouldCache', 'key']) checkFunction(options, name, where);
+  const policy: CachePolicy<unknown> = {};
+  let ttlMs: number | undefined;
+  try {
+    ttlMs = resolveTtl({ ttl: options.ttl as never, ttlHours: options.ttlHours as never });
+    if (options.grace !== undefined) parseDuration(options.grace as never, 'grace');
+  } catch (error) {
+    throw invalid(`${where}: ${(error as Error).message}`, "use ttl: '7d' (or ms) or ttlHours: 24", error);
+  }
+  if (options.ttl !== undefined) policy.ttl = options.ttl as never;
+  if (options.ttlHours !== undefined) policy.ttlHours = options.ttlHours as number;
+  if (options.grace !== undefined) policy.grace = options.grace as never;
+  if (options.staleWhileRevalidate !== undefined)
+    policy.staleWhileRevalidate = !!options.staleWhileRevalidate;
+  if (options.usage !== undefined) policy.usage = options.usage as never;
+  if (options.model !== undefined) policy.model = options.model as string;
+  const shouldCache = options.shouldCache as NormalizedOptions['shouldCache'];
+  if (shouldCache) policy.shouldCache = shouldCache;
+  let tags: NormalizedOptions['tags'];
+  if (typeof options.tags === 'function') {
+    tags = options.tags as NormalizedOptions['tags'];
+  } else if (options.tags !== undefined) {
+    if (!Array.isArray(options.tags)) {
+      throw invalid(`${where}: option "tags" must be a list of strings or a function`, "pass tags: ['math']");
+    }
+    for (const tag of options.tags) validateName(tag, 'tag');
+    policy.tags = options.tags;
+  }
+  let tier: string | undefined;
+  if (options.tier !== undefined) tier = validateName(options.tier as string, 'name');
+  const cache = options.cache;
+  if (
+    cache !== undefined &&
+    typeof cache !== 'function' &&
+    (typeof cache !== 'object' || cache === null || typeof (cache as CacheView).tier !== 'function')
+  ) {
+    throw invalid(
+      `${where}: option "cache" must be a cache from createCache() (or a view of one) or a function returning one`,
+      'pass cache: myCache or cache: (self) => self.cache',
+    );
+  }
+  const scope = options.scope;
+  if (scope !== undefined && scope !== false && (typeof scope !== 'string' || scope.length === 0)) {
+    throw invalid(
+      `${where}: option "scope" must be a non-empty string or false`,
+      "pass scope: 'LessonService' or scope: false",
+    );
+  }
+  return {
+    policy,
+    ttlMs,
+    tags,
+    tier,
+    cache: cache as CacheSource | undefined,
+    key: options.key as AnyFunction | undefined,
+    scope,
+    shouldCache,
+  };
+}
+
+export interface RegistrationInit {
+  prefix: string;
+  kind: 'method' | 'function';
+  /** Property key of the method, or the function's name. */
+  member: string | symbol;
+  isStatic: boolean;
+  original: AnyFunction;
+  options: NormalizedOptions;
+}
+
+export interface RunOutcome {
+  result: CacheResult<unknown>;
+  /** Whether admission let the value in; `undefined` when this call did not compute it. */
+  admitted: boolean | undefined;
+}
+
+/** Objects that stand in for the instance where the caller passed only a method reference. */
+const standIns = new WeakSet<object>();
+
+function trimTrailingUndefined(args: readonly unknown[]): readonly unknown[] {
+  let end = args.length;
+  while (end > 0 && args[end - 1] === undefined) end--;
+  return end === args.length ? args : args.slice(0, end);
+}
+
+/**
+ * One decorated method or wrapped function: how its keys are built, which cache it uses and how
+ * its body runs through `getOrComputeResult`.
+ */
+export class Registration {
+  readonly prefix: string;
+  readonly kind: 'method' | 'function';
+  readonly member: string | symbol;
+  readonly isStatic: boolean;
+  readonly original: AnyFunction;
+  readonly options: NormalizedOptions;
+  /** The class whose body declares the method (set when decorated, or at the first construction). */
+  declaring: Function | undefined;
+  /** The function installed in place of the original. */
+  wrapper: Function | undefined;
+  #scope: string | undefined;
+  #scopeResolved = false;
+  readonly #tierViews = new WeakMap<CacheView, CacheView>();
+  #standIn: object | undefined;
+
+  constructor(init: RegistrationInit) {
+    this.prefix = init.prefix;
+    this.kind = init.kind;
+    this.member = init.member;
+    this.isStatic = init.isStatic;
+    this.original = init.original;
+    this.options = init.options;
+  }
+
+  get memberName(): string {
+    return typeof this.member === 'symbol' ? `[${this.member.description ?? ''}]` : this.member;
+  }
+
+  /** `LessonService.introPage` when the class is known, for messages. */
+  get label(): string {
+    const owner = this.declaring?.name;
+    return owner ? `${owner}.${this.memberName}` : this.memberName;
+  }
+
+  /** Whether the body needs a receiver that only the caller can give (an instance method). */
+  get needsInstance(): boolean {
+    return this.kind === 'method' && !this.isStatic;
+  }
+
+  /**
+   * Finds the declaring class from an instance: the prototype that holds this very wrapper, or,
+   * when another decorator wrapped ours, the nearest prototype that defines the member.
+   */
+  resolveFrom(self: unknown): void {
+    if (this.declaring || this.kind !== 'method') return;
+    if ((typeof self !== 'object' && typeof self !== 'function') || self === null || standIns.has(self))
+      return;
+    if (this.isStatic) {
+      if (typeof self === 'function') this.declaring = self;
+      return;
+    }
+    let nearest: object | undefined;
+    for (let proto = Object.getPrototypeOf(self); proto !== null; proto = Object.getPrototypeOf(proto)) {
+      const descriptor = Object.getOwnPropertyDescriptor(proto, this.member);
+      if (!descriptor) continue;
+      if (descriptor.value === this.wrapper) {
+        this.declaring = (proto as { constructor: Function }).constructor;
+        return;
+      }
+      nearest ??= proto;
+    }
+    if (nearest) this.declaring = (nearest as { constructor: Function }).constructor;
+  }
+
+  /** The receiver to use when the caller gave none: the class for static methods, else a stand-in. */
+  defaultSelf(): unknown {
+    if (this.kind === 'function') return undefined;
+    if (this.isStatic) return this.declaring;
+    this.#standIn ??= this.#makeStandIn();
+    return this.#standIn;
+  }
+
+  #makeStandIn(): object {
+    const fail = (): never => {
+      throw decoratorError(
+        'E_INVALID_OPTION',
+        `the key or cache option of ${this.label} reads the instance, which a bare method reference does not carry`,
+        `pass the instance: invalidateCached(service, '${this.memberName}', …args) or warm(service, '${this.memberName}', argsList)`,
+      );
+    };
+    const standIn = new Proxy(Object.create(null) as object, {
+      get: fail,
+      has: fail,
+      ownKeys: fail,
+      getOwnPropertyDescriptor: fail,
+      getPrototypeOf: fail,
+    });
+    standIns.add(standIn);
+    return standIn;
+  }
+
+  /** What keeps this method's entries apart from others under the same prefix (part of the request). */
+  scope(): string | undefined {
+    if (this.#scopeResolved) return this.#scope;
+    const option = this.options.scope;
+    let scope: string | undefined;
+    if (option === false) scope = undefined;
+    else if (typeof option === 'string') scope = option;
+    else if (this.kind === 'function') scope = undefined;
+    else {
+      const owner = this.declaring;
+      if (!owner) {
+        throw decoratorError(
+          'E_INVALID_OPTION',
+          `cannot tell yet which class declares ${this.memberName} (standard decorators see the class only once an instance exists)`,
+          `create an instance first, pass one (invalidateCached(service, '${this.memberName}', …)), or give the method a fixed scope option`,
+        );
+      }
+      if (!owner.name) {
+        throw decoratorError(
+          'E_INVALID_OPTION',
+          `${this.memberName} is declared in an anonymous class, so the class name cannot keep its entries apart`,
+          "give the method a scope option, e.g. scope: 'LessonService'",
+        );
+      }
+      scope = `${owner.name}.${this.memberName}`;
+    }
+    this.#scope = scope;
+    this.#scopeResolved = true;
+    return scope;
+  }
+
+  /** The cache view a call uses; `base` overrides the configured cache. */
+  view(self: unknown, base?: CacheView): CacheView {
+    let view = base;
+    if (view === undefined) {
+      const source = this.options.cache;
+      if (source === undefined) view = getDefaultCache();
+      else if (typeof source === 'function') {
+        view = this.kind === 'method' ? source(self) : (source as () => CacheView)();
+        if (typeof view !== 'object' || view === null || typeof view.getOrComputeResult !== 'function') {
+          throw invalid(
+            `the cache option of ${this.label} returned ${view === null ? 'null' : typeof view} instead of a cache`,
+            'return a cache from createCache() or a view of one',
+          );
+        }
+      } else view = source;
+    }
+    const tier = this.options.tier;
+    if (tier === undefined || tier === view.tierName) return view;
+    let tiered = this.#tierViews.get(view);
+    if (!tiered) {
+      tiered = view.tier(tier);
+      this.#tierViews.set(view, tiered);
+    }
+    return tiered;
+  }
+
+  /** `{ name: prefix, request: { scope?, args | key } }`: the prefix plus all (or the selected) arguments. */
+  keyInput(self: unknown, args: readonly unknown[]): { name: string; request: unknown } {
+    const scope = this.scope();
+    const select = this.options.key;
+    const request: Record<string, unknown> = scope === undefined ? {} : { scope };
+    if (select) request.key = this.kind === 'method' ? select(self, ...args) : select(...args);
+    else request.args = trimTrailingUndefined(args);
+    return { name: this.prefix, request };
+  }
+
+  /** Runs one call through the cache; the body runs only on a miss, once for concurrent callers. */
+  async run(
+    self: unknown,
+    args: readonly unknown[],
+    view: CacheView,
+    control?: { refresh?: boolean; track?: boolean },
+  ): Promise<RunOutcome> {
+    const input = this.keyInput(self, args);
+    let admitted: boolean | undefined;
+    let policy = this.options.policy;
+    if (this.options.tags || control) {
+      policy = { ...policy };
+      if (this.options.tags) policy.tags = this.options.tags(...args);
+      if (control?.refresh) policy.forceRefresh = true;
+      if (control?.track) {
+        const admit = this.options.shouldCache;
+        policy.shouldCache = (value) => {
+          admitted = admit ? admit(value) : value !== undefined;
+          return admitted;
+        };
+      }
+    }
+    let started = false;
+    try {
+      const result = await view.getOrComputeResult(
+        input,
+        () => {
+          started = true;
+          return this.original.apply(self, args as unknown[]);
+        },
+        policy,
+      );
+      return { result, admitted };
+    } catch (error) {
+      if (!started && CacheError.isInstance(error) && error.code === 'E_UNSERIALIZABLE') {
+        throw decoratorError(
+          'E_UNSERIALIZABLE',
+          `${this.prefix} (${this.label}): the call cannot be turned into a cache key: ${(error as Error).message}`,
+          this.kind === 'method'
+            ? 'pass a key option that selects the serialisable parts, e.g. key: (self, subject, topic) => ({ subject, topic })'
+            : 'pass a key option that selects the serialisable parts, e.g. key: (text, options) => ({ text, model: options.model })',
+          { cause: error },
+        );
+      }
+      throw error;
+    }
+  }
+
+  /** A normal call of the cached method or function. */
+  async call(self: unknown, args: readonly unknown[]): Promise<unknown> {
+    if (this.declaring === undefined && this.kind === 'method') this.resolveFrom(self);
+    return (await this.run(self, args, this.view(self))).result.value;
+  }
+}
+
+const registrations = new WeakMap<Function, Registration>();
+const byPrefix = new Map<string, Set<WeakRef<Registration>>>();
+
+export function register(wrapper: Function, registration: Registration): void {
+  registration.wrapper = wrapper;
+  registrations.set(wrapper, registration);
+  let set = byPrefix.get(registration.prefix);
+  if (!set) {
+    set = new Set();
+    byPrefix.set(registration.prefix, set);
+  }
+  set.add(new WeakRef(registration));
+}
+
+export function registrationOf(fn: unknown): Registration | undefined {
+  return typeof fn === 'function' ? registrations.get(fn) : undefined;
+}
+
+/** The live registrations that use `prefix`. */
+export function registrationsFor(prefix: string): Registration[] {
+  const set = byPrefix.get(prefix);
+  if (!set) return [];
+  const out: Registration[] = [];
+  for (const ref of set) {
+    const registration = ref.deref();
+    if (registration) out.push(registration);
+    else set.delete(ref);
+  }
+  if (set.size === 0) byPrefix.delete(prefix);
+  return out;
+}

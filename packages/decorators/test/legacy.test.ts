@@ -1,0 +1,3 @@
+import { decoratorSuite } from './suite.ts';
+
+decoratorSuite('legacy');

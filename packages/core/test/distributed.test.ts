@@ -170,16 +170,28 @@ describe.skipIf(skip)('memory levels across processes', () => {
       }
       expect(last).toBe(expected);
     };
+    /**
+     * The bus message for a write the other process already read may still arrive and drop the
+     * entry once; after that the other process serves it from its memory level.
+     */
+    const servedFromMemory = async (key: string) => {
+      let level: string | null = null;
+      for (let i = 0; i < 100 && level !== 'memory'; i++) {
+        level = (await ask('get', key)).level;
+        if (level !== 'memory') await sleep(10);
+      }
+      expect(level).toBe('memory');
+    };
     try {
       await ready;
       await cache.set({ name: 'doc', request: 'a' }, 'v1', { tags: ['docs'] });
       expect(await ask('get', 'a')).toEqual({ value: 'v1', level: 'redis' });
-      expect(await ask('get', 'a')).toEqual({ value: 'v1', level: 'memory' });
+      await servedFromMemory('a');
 
       await cache.set({ name: 'doc', request: 'a' }, 'v2', { tags: ['docs'] });
       await eventually('a', 'v2');
 
-      expect((await ask('get', 'a')).level).toBe('memory');
+      await servedFromMemory('a');
       await cache.invalidateTags(['docs']);
       await eventually('a', null);
 

@@ -461,22 +461,29 @@ class Engine {
     return [...out];
   }
 
+  /** Every distinct level once (store levels are shared by all tiers), with a tier that uses it. */
+  *distinctLevels(): Generator<{ tier: string; level: Level }> {
+    const seen = new Set<CacheBackend>();
+    for (const tier of this.tiers.values()) {
+      for (const level of tier.levels) {
+        if (seen.has(level.backend)) continue;
+        seen.add(level.backend);
+        yield { tier: tier.name, level };
+      }
+    }
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     const unsubscribe = await this.#unsubscribe;
     await unsubscribe?.().catch(() => undefined);
     await this.stats.close();
-    const seen = new Set<CacheBackend>();
-    for (const tier of this.tiers.values()) {
-      for (const level of tier.levels) {
-        if (seen.has(level.backend)) continue;
-        seen.add(level.backend);
-        try {
-          await level.backend.close();
-        } catch {
-          // closing is best effort
-        }
+    for (const { level } of [...this.distinctLevels()]) {
+      try {
+        await level.backend.close();
+      } catch {
+        // closing is best effort
       }
     }
   }
@@ -1217,28 +1224,23 @@ export class Cache extends CacheView {
         : { entries: 0, bytes: 0 };
       tiers[tier.name] = { ...withRate(tierSets[tier.name] ?? emptyCounters()), ...size };
     }
-    const seen = new Set<CacheBackend>();
-    for (const tier of engine.tiers.values()) {
-      for (const level of tier.levels) {
-        if (seen.has(level.backend)) continue;
-        seen.add(level.backend);
-        const size = await engine.guard(tier.name, level, 'stats', undefined, undefined, () =>
-          level.backend.stats(),
-        );
-        const into = levels[level.name] ?? {
-          hits: 0,
-          errors: 0,
-          skipped: 0,
-          evictions: 0,
-          entries: 0,
-          bytes: 0,
-        };
-        if (size) {
-          into.entries += size.entries;
-          into.bytes += size.bytes;
-        }
-        levels[level.name] = into;
+    for (const { tier, level } of [...engine.distinctLevels()]) {
+      const size = await engine.guard(tier, level, 'stats', undefined, undefined, () =>
+        level.backend.stats(),
+      );
+      const into = levels[level.name] ?? {
+        hits: 0,
+        errors: 0,
+        skipped: 0,
+        evictions: 0,
+        entries: 0,
+        bytes: 0,
+      };
+      if (size) {
+        into.entries += size.entries;
+        into.bytes += size.bytes;
       }
+      levels[level.name] = into;
     }
     const namespaceStats: CacheStats['namespaces'] = {};
     for (const name of new Set([...Object.keys(namespaces), ...engine.namespaces])) {
@@ -1265,13 +1267,8 @@ export class Cache extends CacheView {
   /** Removes every entry of every tier and namespace from every level, and resets the counters. */
   async clearAll(): Promise<void> {
     const engine = this.engine;
-    const seen = new Set<CacheBackend>();
-    for (const tier of engine.tiers.values()) {
-      for (const level of tier.levels) {
-        if (seen.has(level.backend)) continue;
-        seen.add(level.backend);
-        await engine.guard(tier.name, level, 'clear', undefined, undefined, () => level.backend.clear());
-      }
+    for (const { tier, level } of [...engine.distinctLevels()]) {
+      await engine.guard(tier, level, 'clear', undefined, undefined, () => level.backend.clear());
     }
     engine.publish({ c: 1 });
     await engine.stats.reset();
@@ -1281,13 +1278,8 @@ export class Cache extends CacheView {
   async prune(): Promise<number> {
     const engine = this.engine;
     let total = 0;
-    const seen = new Set<CacheBackend>();
-    for (const tier of engine.tiers.values()) {
-      for (const level of tier.levels) {
-        if (seen.has(level.backend)) continue;
-        seen.add(level.backend);
-        total += await engine.guard(tier.name, level, 'prune', undefined, 0, () => level.backend.prune());
-      }
+    for (const { tier, level } of [...engine.distinctLevels()]) {
+      total += await engine.guard(tier, level, 'prune', undefined, 0, () => level.backend.prune());
     }
     return total;
   }

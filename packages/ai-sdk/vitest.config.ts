@@ -1,12 +1,3 @@
-import { defineProject } from 'vitest/config';
+import { workspaceProject } from '../../vitest.shared.ts';
 
-export default defineProject({
-  resolve: { conditions: ['@x/source'] },
-  ssr: { resolve: { conditions: ['@x/source'] } },
-  test: {
-    name: 'ai-sdk',
-    include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
-    environment: 'node',
-    testTimeout: 30_000,
-  },
-});
+export default workspaceProject('ai-sdk');

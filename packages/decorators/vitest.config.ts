@@ -1,14 +1,6 @@
-import { defineProject } from 'vitest/config';
+import { workspaceProject } from '../../vitest.shared.ts';
 
-export default defineProject({
-  resolve: { conditions: ['@x/source'] },
-  ssr: { resolve: { conditions: ['@x/source'] } },
-  test: {
-    name: 'decorators',
-    include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
-    environment: 'node',
-    // Decorated fixtures are compiled by the real tsc (both decorator modes) before any test runs.
-    globalSetup: ['test/global-setup.ts'],
-    testTimeout: 30_000,
-  },
+export default workspaceProject('decorators', {
+  // Decorated fixtures are compiled by the real tsc (both decorator modes) before any test runs.
+  globalSetup: ['test/global-setup.ts'],
 });

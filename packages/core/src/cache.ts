@@ -253,6 +253,8 @@ class Engine {
   readonly busLevel: Level | undefined;
   /** Some tier keeps a memory level in front of the store. */
   memoryFront = false;
+  /** Records store of a memory-only cache (see `CacheView.recordStore`). */
+  privateRecords: CacheBackend | undefined;
   #unsubscribe: Promise<(() => Promise<void>) | undefined> | undefined;
   closed = false;
 
@@ -527,6 +529,36 @@ export class CacheView {
     this.#prefix = `${tier}/${namespace}`;
     this.#counters = engine.stats.bucket(`${COUNTER_SCOPE}:${tier}:${namespace}`);
     engine.namespaces.add(namespace);
+  }
+
+  /** The slowest (shared, persistent) store level's backend, or undefined for a memory-only cache. */
+  get store(): CacheBackend | undefined {
+    const levels = this.engine.storeLevels;
+    return levels[levels.length - 1]?.backend;
+  }
+
+  /**
+   * Where records that must never be evicted (idempotency keys, the tool ledger) live: the store,
+   * or for a memory-only cache an unbounded in-process memory backend owned by this cache.
+   */
+  get recordStore(): CacheBackend {
+    const engine = this.engine;
+    return (this.store ??
+      (engine.privateRecords ??= memoryBackend({
+        maxEntries: Number.POSITIVE_INFINITY,
+        maxBytes: Number.POSITIVE_INFINITY,
+        clock: engine.clock,
+      }))) as CacheBackend;
+  }
+
+  /** The cache's time source. */
+  get clock(): Clock {
+    return this.engine.clock;
+  }
+
+  /** This tier's default TTL in ms (undefined: entries do not expire unless a policy says so). */
+  get ttlMs(): number | undefined {
+    return this.#tier.ttlMs;
   }
 
   /** The same cache in another tier (`responses`, `tools`, `embeddings`, `templates`, `http`, or your own). */
@@ -1264,11 +1296,24 @@ export class Cache extends CacheView {
     return { totals: withRate(totals), tiers, namespaces: namespaceStats, scopes, levels };
   }
 
-  /** Removes every entry of every tier and namespace from every level, and resets the counters. */
+  /**
+   * Removes every cached entry of every tier and namespace from every level, and resets the
+   * counters. Records that are not cache entries — the idempotency store and tool ledger — are
+   * kept: a retried side effect must still find its outcome.
+   */
   async clearAll(): Promise<void> {
     const engine = this.engine;
     for (const { tier, level } of [...engine.distinctLevels()]) {
-      await engine.guard(tier, level, 'clear', undefined, undefined, () => level.backend.clear());
+      if (level.sync) {
+        // A memory level holds this cache's entries only.
+        await engine.guard(tier, level, 'clear', undefined, undefined, () => level.backend.clear());
+        continue;
+      }
+      for (const known of engine.tiers.keys()) {
+        await engine.guard(tier, level, 'deleteByPrefix', undefined, 0, () =>
+          level.backend.deleteByPrefix(`${known}/`),
+        );
+      }
     }
     engine.publish({ c: 1 });
     await engine.stats.reset();

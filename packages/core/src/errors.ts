@@ -15,7 +15,10 @@ export type CacheErrorCode =
   | 'E_CLOSED'
   | 'E_QUOTA_EXCEEDED'
   | 'E_CORRUPT_ENTRY'
-  | 'E_TIMEOUT';
+  | 'E_TIMEOUT'
+  | 'E_IDEMPOTENCY_CONFLICT'
+  | 'E_IN_PROGRESS'
+  | 'E_OUTCOME_UNKNOWN';
 
 export class CacheError extends Error {
   readonly [marker] = true;

@@ -29,6 +29,11 @@ export interface BackendCapabilities {
   readonly persistent: boolean;
   /** Several processes may share the same data. */
   readonly shared: boolean;
+  /**
+   * `compareAndSwap` is atomic across every process sharing the data. Detected from the method
+   * when absent; a backend whose method is not atomic (a naive wrapper) must declare `false`.
+   */
+  readonly compareAndSwap?: boolean;
 }
 
 export interface BackendStats {
@@ -98,6 +103,16 @@ export interface CacheBackend {
   incrementCounters?(scope: string, deltas: Readonly<Record<string, number>>): Promise<void>;
   readCounters?(): Promise<Record<string, Record<string, number>>>;
   clearCounters?(scopePrefix?: string): Promise<void>;
+
+  /**
+   * Atomic conditional write (capability `compareAndSwap`). When the live value under `key` is
+   * byte-for-byte `expected` — or, with `expected === null`, when there is no live entry — it is
+   * replaced by `next` (deleted when `next` is null or already expired). Returns true when the
+   * condition held and the write was applied. An expired entry counts as absent, as everywhere.
+   * The idempotency store builds its state transitions (create, lease takeover, pending →
+   * succeeded) on this one primitive, read → decide → swap, retrying when another writer won.
+   */
+  compareAndSwap?(key: string, expected: Uint8Array | null, next: StoredEntry | null): Promise<boolean>;
 }
 
 /**
@@ -119,3 +134,16 @@ export interface Clock {
 }
 
 export const systemClock: Clock = { now: () => Date.now() };
+
+/** Whether `backend` implements `compareAndSwap` (declared by its capability, or detected). */
+export function supportsCompareAndSwap(
+  backend: CacheBackend,
+): backend is CacheBackend & Required<Pick<CacheBackend, 'compareAndSwap'>> {
+  return typeof backend.compareAndSwap === 'function' && backend.capabilities.compareAndSwap !== false;
+}
+
+/** Byte equality of two values (a memcmp; used by `compareAndSwap` implementations). */
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false;
+  return Buffer.compare(a, b) === 0;
+}

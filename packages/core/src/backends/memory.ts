@@ -7,7 +7,7 @@ import type {
   StoredEntry,
   SyncReadableBackend,
 } from './backend.ts';
-import { BACKEND_SPECIFICATION_VERSION, systemClock } from './backend.ts';
+import { BACKEND_SPECIFICATION_VERSION, sameBytes, systemClock } from './backend.ts';
 import { namespaceOf } from './prefix.ts';
 import type { PrefixStats, TrimBounds } from './quota.ts';
 import { checkLimit } from './quota.ts';
@@ -40,6 +40,7 @@ export interface MemoryBackendOptions {
 export interface MemoryBackend extends SyncReadableBackend {
   readonly name: 'memory';
   add(key: string, entry: StoredEntry): Promise<boolean>;
+  compareAndSwap(key: string, expected: Uint8Array | null, next: StoredEntry | null): Promise<boolean>;
   /** Entries and value bytes under `prefix`; O(1) for a namespace prefix (`ns:`), O(namespaces) for a colon-free one. */
   statsFor(prefix: string): Promise<PrefixStats>;
   /**
@@ -303,6 +304,21 @@ class MemoryStore implements MemoryBackend {
     if (this.closed) return;
     this.reset();
     this.closed = true;
+  }
+
+  async compareAndSwap(key: string, expected: Uint8Array | null, next: StoredEntry | null): Promise<boolean> {
+    this.assertOpen();
+    // Synchronous from the read to the write, so no other caller can interleave.
+    const slot = this.live(key);
+    if (expected === null ? slot !== undefined : slot === undefined || !sameBytes(slot.value, expected)) {
+      return false;
+    }
+    if (next === null || (next.expiresAt !== undefined && next.expiresAt <= this.clock.now())) {
+      if (slot !== undefined) this.remove(key, slot);
+    } else {
+      this.setSync(key, next);
+    }
+    return true;
   }
 
   /** The slot for `key` if it is live; removes it when found expired. */

@@ -111,3 +111,41 @@ if owner ~= ARGV[1] or exp <= tonumber(ARGV[2]) then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
 `;
+
+/**
+ * KEYS[1] entry, KEYS[2] the entry's tag list (same bucket).
+ * ARGV[1] expected entry bytes, ARGV[2] '1' when expecting no live entry, ARGV[3] 'set' | 'del',
+ * ARGV[4] new stored value, ARGV[5] PX ms or '', ARGV[6] tag-set key prefix of the bucket,
+ * ARGV[7] now, ARGV[8..] tags. Compares the bytes after the value's header line, which are the
+ * entry bytes the backend hands out. Returns 1 when the condition held and the write was applied.
+ */
+export const COMPARE_AND_SWAP_SCRIPT = `${LIVE}
+local now = tonumber(ARGV[7])
+local v = redis.call('GET', KEYS[1])
+local alive = live(v, now)
+if ARGV[2] == '1' then
+  if alive then return 0 end
+else
+  if not alive then return 0 end
+  local nl = string.find(v, string.char(10), 1, true)
+  if not nl or string.sub(v, nl + 1) ~= ARGV[1] then return 0 end
+end
+local old = redis.call('SMEMBERS', KEYS[2])
+for _, t in ipairs(old) do redis.call('SREM', ARGV[6] .. t, KEYS[1]) end
+if #old > 0 then redis.call('DEL', KEYS[2]) end
+if ARGV[3] == 'del' then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+if ARGV[5] == '' then
+  redis.call('SET', KEYS[1], ARGV[4])
+else
+  redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
+end
+for i = 8, #ARGV do
+  redis.call('SADD', ARGV[6] .. ARGV[i], KEYS[1])
+  redis.call('SADD', KEYS[2], ARGV[i])
+end
+if #ARGV >= 8 and ARGV[5] ~= '' then redis.call('PEXPIRE', KEYS[2], ARGV[5]) end
+return 1
+`;

@@ -11,7 +11,14 @@ import type {
   StoredEntry,
 } from './backend.ts';
 import { BACKEND_SPECIFICATION_VERSION, systemClock } from './backend.ts';
-import { DELETE_SCRIPT, DELETE_TAG_SCRIPT, LOCK_SCRIPT, SET_SCRIPT, UNLOCK_SCRIPT } from './redis-scripts.ts';
+import {
+  COMPARE_AND_SWAP_SCRIPT,
+  DELETE_SCRIPT,
+  DELETE_TAG_SCRIPT,
+  LOCK_SCRIPT,
+  SET_SCRIPT,
+  UNLOCK_SCRIPT,
+} from './redis-scripts.ts';
 
 type Client = Redis | Cluster;
 
@@ -53,6 +60,7 @@ export interface RedisBackend extends CacheBackend {
   incrementCounters(scope: string, deltas: Readonly<Record<string, number>>): Promise<void>;
   readCounters(): Promise<Record<string, Record<string, number>>>;
   clearCounters(scopePrefix?: string): Promise<void>;
+  compareAndSwap(key: string, expected: Uint8Array | null, next: StoredEntry | null): Promise<boolean>;
 }
 
 interface IoRedisModule {
@@ -90,6 +98,7 @@ const SCRIPTS = {
   xcacheDelTag: { numberOfKeys: 1, lua: DELETE_TAG_SCRIPT },
   xcacheLock: { numberOfKeys: 1, lua: LOCK_SCRIPT },
   xcacheUnlock: { numberOfKeys: 1, lua: UNLOCK_SCRIPT },
+  xcacheSwap: { numberOfKeys: 2, lua: COMPARE_AND_SWAP_SCRIPT },
 } as const;
 
 type ScriptClient = Client & {
@@ -98,6 +107,7 @@ type ScriptClient = Client & {
   xcacheDelTag(...args: string[]): Promise<number>;
   xcacheLock(...args: string[]): Promise<number>;
   xcacheUnlock(...args: string[]): Promise<number>;
+  xcacheSwap(...args: (string | Buffer)[]): Promise<number>;
 };
 
 /** Escapes a literal for a SCAN MATCH glob. */
@@ -569,6 +579,36 @@ class RedisStore implements RedisBackend {
     for await (const batch of this.scan(`${globEscape(`${this.prefix}c:${scopePrefix}`)}*`, 1000)) {
       await Promise.all(batch.map((k) => this.client.unlink(k)));
     }
+  }
+
+  async compareAndSwap(key: string, expected: Uint8Array | null, next: StoredEntry | null): Promise<boolean> {
+    this.assertOpen();
+    const now = this.clock.now();
+    const tag = this.bucketTag(key);
+    let px = '';
+    let remove = next === null;
+    if (next !== null && next.expiresAt !== undefined) {
+      const ttl = Math.ceil(next.expiresAt - now);
+      if (ttl <= 0) remove = true;
+      else px = String(ttl);
+    }
+    const tags = !remove && next?.tags ? [...new Set(next.tags)] : [];
+    const expectedBytes =
+      expected === null ? '' : Buffer.from(expected.buffer, expected.byteOffset, expected.byteLength);
+    return (
+      (await this.scripts.xcacheSwap(
+        this.entryKey(key, tag),
+        this.listKey(key, tag),
+        expectedBytes,
+        expected === null ? '1' : '0',
+        remove ? 'del' : 'set',
+        remove ? '' : encodeValue(next!, tags),
+        px,
+        this.tagPrefix(tag),
+        String(now),
+        ...tags,
+      )) === 1
+    );
   }
 
   async close(): Promise<void> {

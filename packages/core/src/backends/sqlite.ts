@@ -10,7 +10,7 @@ import type {
   ScanOptions,
   StoredEntry,
 } from './backend.ts';
-import { BACKEND_SPECIFICATION_VERSION, systemClock } from './backend.ts';
+import { BACKEND_SPECIFICATION_VERSION, sameBytes, systemClock } from './backend.ts';
 import { prefixUpperBound } from './prefix.ts';
 import type { PrefixStats, TrimBounds } from './quota.ts';
 import { checkLimit } from './quota.ts';
@@ -73,6 +73,7 @@ export interface SqliteBackend extends CacheBackend {
   clearCounters(scopePrefix?: string): Promise<void>;
   /** Writes the buffered LRU touches now (also done on a timer, after `touchFlushSize` reads and on close). */
   flush(): Promise<void>;
+  compareAndSwap(key: string, expected: Uint8Array | null, next: StoredEntry | null): Promise<boolean>;
 }
 
 const DEFAULT_PATH = '.cache/llm-cache.db';
@@ -560,6 +561,33 @@ class SqliteStore implements SqliteBackend {
 
   async flush(): Promise<void> {
     this.run('flush', () => this.writeTouches());
+  }
+
+  private swapTransaction:
+    | BetterSqlite3.Transaction<
+        (key: string, expected: Uint8Array | null, next: StoredEntry | null) => boolean
+      >
+    | undefined;
+
+  async compareAndSwap(key: string, expected: Uint8Array | null, next: StoredEntry | null): Promise<boolean> {
+    return this.run('compareAndSwap', () => {
+      // IMMEDIATE: the comparison must happen under the write lock, or another process could
+      // write between our read and our write.
+      this.swapTransaction ??= this.db.transaction((key, expected, next) => {
+        const now = this.clock.now();
+        const row = this.s.get.get(key);
+        const live = row !== undefined && isLive(row[1], now);
+        if (expected === null ? live : !live || !sameBytes(row![0], expected)) return false;
+        if (next === null || (next.expiresAt !== undefined && next.expiresAt <= now)) {
+          if (row !== undefined) this.s.evictKey.run(key);
+          this.touches.delete(key);
+        } else {
+          this.store(key, next, true);
+        }
+        return true;
+      });
+      return this.swapTransaction.immediate(key, expected, next);
+    });
   }
 
   async close(): Promise<void> {

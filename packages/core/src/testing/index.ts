@@ -11,6 +11,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { CacheBackend, StoredEntry } from '../backends/backend.ts';
+import { supportsCompareAndSwap } from '../backends/backend.ts';
 
 export interface ConformanceClock {
   now(): number;
@@ -39,6 +40,8 @@ export interface ConformanceOptions {
   locks?: boolean;
   /** Size of the value in the large-value test. @default 10 MiB */
   largeValueBytes?: number;
+  /** Run the `compareAndSwap` tests. @default backend.capabilities.compareAndSwap (or the method's presence) */
+  compareAndSwap?: boolean;
 }
 
 /** Where the fake clock starts: a fixed instant, so failures reproduce. */
@@ -69,7 +72,7 @@ export function runBackendConformance(
       return instance;
     };
     const feature = (flag: boolean | undefined, capability: keyof CacheBackend['capabilities']): boolean =>
-      flag ?? backend.capabilities[capability];
+      flag ?? backend.capabilities[capability] ?? false;
 
     beforeEach(async () => {
       let now = START;
@@ -449,6 +452,82 @@ export function runBackendConformance(
       expect(await reopened.get('ns:p:2')).toBeUndefined();
       expect(await reopened.deleteByTag('t')).toBe(1);
       expect((await collect(reopened.keys())).sort()).toEqual(['ns:p:3']);
+    });
+
+    const swaps = (): boolean => options.compareAndSwap ?? supportsCompareAndSwap(backend);
+
+    it('compareAndSwap creates only when absent, expired entries included (capability compareAndSwap)', async (test) => {
+      if (!swaps()) return test.skip();
+      const swap = backend.compareAndSwap!.bind(backend);
+      const now = ctx.clock.now();
+      expect(await swap('ns:cas:1', null, { value: bytes('first'), expiresAt: now + 100 })).toBe(true);
+      expect(await swap('ns:cas:1', null, entry('second'))).toBe(false);
+      expectEntry(await backend.get('ns:cas:1'), 'first');
+      ctx.clock.advance(100);
+      // An expired entry is absent: its old bytes no longer match, and "absent" does.
+      expect(await swap('ns:cas:1', bytes('first'), entry('stale match'))).toBe(false);
+      expect(await swap('ns:cas:1', null, entry('third'))).toBe(true);
+      expectEntry(await backend.get('ns:cas:1'), 'third');
+    });
+
+    it('compareAndSwap replaces or deletes only on the exact bytes (capability compareAndSwap)', async (test) => {
+      if (!swaps()) return test.skip();
+      const swap = backend.compareAndSwap!.bind(backend);
+      await backend.set('ns:cas:2', entry('v1'));
+      expect(await swap('ns:cas:2', bytes('v0'), entry('v2'))).toBe(false);
+      expect(await swap('ns:cas:2', bytes('v1 '), entry('v2'))).toBe(false);
+      expect(await swap('ns:cas:2', bytes('v'), entry('v2'))).toBe(false);
+      expectEntry(await backend.get('ns:cas:2'), 'v1');
+      expect(await swap('ns:cas:2', bytes('v1'), entry('v2'))).toBe(true);
+      expectEntry(await backend.get('ns:cas:2'), 'v2');
+      // Compared as bytes, not text: every byte value, empty values too.
+      const binary = Uint8Array.from({ length: 300 }, (_, i) => (i * 7) % 256);
+      expect(await swap('ns:cas:2', bytes('v2'), { value: binary })).toBe(true);
+      const flipped = binary.slice();
+      flipped[299] = (flipped[299]! + 1) % 256;
+      expect(await swap('ns:cas:2', flipped, entry('nope'))).toBe(false);
+      expect(await swap('ns:cas:2', binary, { value: new Uint8Array(0) })).toBe(true);
+      expect(await swap('ns:cas:2', new Uint8Array(0), null)).toBe(true);
+      expect(await backend.has('ns:cas:2')).toBe(false);
+      expect(await swap('ns:cas:2', bytes('v2'), null)).toBe(false);
+      expect((await backend.stats()).entries).toBe(0);
+    });
+
+    it('compareAndSwap keeps expiry and tags like set (capability compareAndSwap)', async (test) => {
+      if (!swaps()) return test.skip();
+      const swap = backend.compareAndSwap!.bind(backend);
+      const now = ctx.clock.now();
+      expect(await swap('ns:cas:3', null, { value: bytes('a'), tags: ['old'] })).toBe(true);
+      expect(
+        await swap('ns:cas:3', bytes('a'), { value: bytes('b'), tags: ['new'], expiresAt: now + 50 }),
+      ).toBe(true);
+      expect(await backend.deleteByTag('old')).toBe(0);
+      expect((await backend.get('ns:cas:3'))?.expiresAt).toBe(now + 50);
+      expect(await swap('ns:cas:3', bytes('b'), { value: bytes('c'), tags: ['new'] })).toBe(true);
+      expect(await backend.deleteByTag('new')).toBe(1);
+      // A write that is already expired leaves nothing behind.
+      await backend.set('ns:cas:4', entry('x'));
+      expect(await swap('ns:cas:4', bytes('x'), { value: bytes('y'), expiresAt: now - 1 })).toBe(true);
+      expect(await backend.get('ns:cas:4')).toBeUndefined();
+    });
+
+    it('compareAndSwap is atomic: concurrent read-modify-write loses no update (capability compareAndSwap)', async (test) => {
+      if (!swaps()) return test.skip();
+      const swap = backend.compareAndSwap!.bind(backend);
+      const racers = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => swap('ns:cas:race', null, entry(`writer ${i}`))),
+      );
+      expect(racers.filter(Boolean)).toHaveLength(1);
+      const increment = async (): Promise<number> => {
+        for (let attempts = 1; ; attempts++) {
+          const current = await backend.get('ns:cas:counter');
+          const value = current ? Number(new TextDecoder().decode(current.value)) : 0;
+          if (await swap('ns:cas:counter', current?.value ?? null, entry(String(value + 1)))) return attempts;
+        }
+      };
+      const attempts = await Promise.all(Array.from({ length: 25 }, () => increment()));
+      expectEntry(await backend.get('ns:cas:counter'), '25');
+      expect(attempts.every((n) => n >= 1)).toBe(true);
     });
   });
 }

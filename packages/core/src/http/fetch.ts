@@ -1,0 +1,293 @@
+import { createHash } from 'node:crypto';
+import type { Clock } from '../backends/backend.ts';
+import type { CacheView } from '../cache.ts';
+import { getDefaultCache } from '../config/env.ts';
+import { cacheError } from '../errors.ts';
+import { resolveClock } from '../ledger/internal.ts';
+import type { Duration } from '../ttl.ts';
+import { parseDuration } from '../ttl.ts';
+
+export interface CachedFetchOptions {
+  /** The cache; responses are kept in its `http` tier. @default getDefaultCache() */
+  cache?: CacheView | undefined;
+  /**
+   * How long a response is fresh when it says nothing itself (no Cache-Control max-age, no
+   * Expires). @default the http tier's TTL (`tiers.http.ttl`, 1 hour unless configured)
+   */
+  ttl?: Duration | undefined;
+  /**
+   * How long a stale response that has a validator (ETag / Last-Modified) is kept to be
+   * revalidated with a conditional request. @default '7d'
+   */
+  keepStale?: Duration | undefined;
+  /**
+   * Request headers that select a different response, so they are part of the key (hashed,
+   * never stored in clear). @default ['accept', 'accept-language', 'authorization', 'cookie']
+   */
+  keyHeaders?: readonly string[] | undefined;
+  /** When revalidation fails with a network error, serve the stale copy (unless it says must-revalidate). @default false */
+  staleIfError?: boolean | undefined;
+  /** Bodies larger than this are passed through, not stored. @default 8 MiB */
+  maxBodyBytes?: number | undefined;
+  /** Header set on returned responses: HIT, MISS, REVALIDATED, STALE, BYPASS; `false` for none. @default 'x-cache' */
+  statusHeader?: string | false | undefined;
+  /** The fetch that reaches the network. @default globalThis.fetch */
+  fetch?: typeof fetch | undefined;
+  /** Time source for freshness. @default the cache's clock */
+  clock?: Clock | undefined;
+}
+
+/** What the http tier stores per URL (and key-header values). */
+interface StoredResponse {
+  url: string;
+  status: number;
+  statusText: string;
+  headers: [string, string][];
+  body: Uint8Array;
+  /** When the response (or its last 304) was received, epoch ms. */
+  receivedAt: number;
+  freshUntil: number;
+  etag?: string | undefined;
+  lastModified?: string | undefined;
+  mustRevalidate?: boolean | undefined;
+}
+
+type Served = 'HIT' | 'MISS' | 'REVALIDATED' | 'STALE' | 'BYPASS';
+
+const DEFAULT_KEY_HEADERS = ['accept', 'accept-language', 'authorization', 'cookie'];
+const DEFAULT_KEEP_STALE: Duration = '7d';
+const DEFAULT_MAX_BODY = 8 * 1024 * 1024;
+/** Statuses a cache may store without explicit freshness (RFC 9110 §15.1); only 200 and 203 get the default ttl. */
+const CACHEABLE_STATUSES = new Set([200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501]);
+const UNSAFE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+/** Not stored: they describe the transfer (the body is kept decoded) or a session. */
+const UNSTORED_HEADERS = new Set([
+  'connection',
+  'content-encoding',
+  'content-length',
+  'keep-alive',
+  'set-cookie',
+  'transfer-encoding',
+]);
+
+/**
+ * `fetch` through the cache's `http` tier, for tools that call APIs: a GET answered while fresh
+ * (Cache-Control max-age, Expires, else `ttl`), revalidated with If-None-Match /
+ * If-Modified-Since once stale (a 304 serves the stored body and refreshes it). Other methods,
+ * `no-store` requests and `no-store` responses go straight to the network; a successful unsafe
+ * request (POST, PUT, PATCH, DELETE) drops the stored responses of its URL.
+ */
+export async function cachedFetch(
+  input: string | URL | Request,
+  init?: RequestInit,
+  options: CachedFetchOptions = {},
+): Promise<Response> {
+  return createCachedFetch(options)(input, init);
+}
+
+/** A `fetch`-compatible function with the options bound (what a tool keeps and calls). */
+export function createCachedFetch(
+  options: CachedFetchOptions = {},
+): (input: string | URL | Request, init?: RequestInit) => Promise<Response> {
+  const explicitTtlMs =
+    options.ttl === undefined ? undefined : (parseDuration(options.ttl, 'ttl') ?? Infinity);
+  const keepStaleMs = parseDuration(options.keepStale ?? DEFAULT_KEEP_STALE, 'keepStale') ?? Infinity;
+  const keyHeaders = (options.keyHeaders ?? DEFAULT_KEY_HEADERS).map((name) => name.toLowerCase());
+  const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY;
+  const statusHeader = options.statusHeader ?? 'x-cache';
+  if (!Number.isInteger(maxBody) || maxBody < 0) {
+    throw cacheError(
+      'E_INVALID_OPTION',
+      'http',
+      `maxBodyBytes must be a non-negative integer, got ${maxBody}`,
+    );
+  }
+  let view: CacheView | undefined;
+  let clock: Clock | undefined;
+  const http = (): CacheView => {
+    view ??= (options.cache ?? getDefaultCache()).tier('http');
+    return view;
+  };
+  const ttlOf = (tier: CacheView): number => explicitTtlMs ?? tier.ttlMs ?? Infinity;
+  const now = (): number => {
+    clock ??= resolveClock({ clock: options.clock, cache: options.cache ?? http() });
+    return clock.now();
+  };
+
+  return async (input, init) => {
+    const network = options.fetch ?? globalThis.fetch;
+    const request = new Request(input, init);
+    const url = withoutFragment(request.url);
+    if (request.method !== 'GET') {
+      const response = await network(request);
+      if (UNSAFE_METHODS.has(request.method) && response.status < 400) {
+        await http().invalidateTags([urlTag(url)]);
+      }
+      return response;
+    }
+    const requestControl = parseCacheControl(request.headers.get('cache-control'));
+    if (requestControl.has('no-store') || request.cache === 'no-store') return network(request);
+
+    const variant: Record<string, string> = {};
+    for (const name of keyHeaders) {
+      const value = request.headers.get(name);
+      if (value !== null) variant[name] = value;
+    }
+    const key = { name: 'fetch', request: { url, variant } };
+    const reload = request.cache === 'reload';
+    const stored = reload ? undefined : await http().get<StoredResponse>(key);
+    const mustCheck = requestControl.has('no-cache') || request.cache === 'no-cache';
+    if (stored && !mustCheck && now() < stored.freshUntil) return build(stored, 'HIT', statusHeader);
+
+    let outgoing = request;
+    if (stored && (stored.etag || stored.lastModified)) {
+      const headers = new Headers(request.headers);
+      if (stored.etag) headers.set('if-none-match', stored.etag);
+      if (stored.lastModified) headers.set('if-modified-since', stored.lastModified);
+      outgoing = new Request(request, { headers });
+    }
+    let response: Response;
+    try {
+      response = await network(outgoing);
+    } catch (error) {
+      if (stored && options.staleIfError && !stored.mustRevalidate)
+        return build(stored, 'STALE', statusHeader);
+      throw error;
+    }
+
+    const receivedAt = now();
+    if (response.status === 304 && stored) {
+      const headers = mergeHeaders(stored.headers, response.headers);
+      const refreshed: StoredResponse = {
+        ...stored,
+        headers,
+        receivedAt,
+        ...validators(headers),
+        ...freshness(headers, stored.status, receivedAt, ttlOf(http())),
+      };
+      await write(refreshed);
+      return build(refreshed, 'REVALIDATED', statusHeader);
+    }
+
+    const responseControl = parseCacheControl(response.headers.get('cache-control'));
+    const declared = Number(response.headers.get('content-length') ?? 0);
+    const storable =
+      CACHEABLE_STATUSES.has(response.status) &&
+      !responseControl.has('no-store') &&
+      response.headers.get('vary')?.trim() !== '*' &&
+      !(declared > maxBody);
+    if (!storable) return response;
+    const headers = storedHeaders(response.headers);
+    const timing = freshness(headers, response.status, receivedAt, ttlOf(http()));
+    const checks = validators(headers);
+    if (timing.freshUntil <= receivedAt && !checks.etag && !checks.lastModified) return response;
+    const body = new Uint8Array(await response.arrayBuffer());
+    const entry: StoredResponse = {
+      url,
+      status: response.status,
+      statusText: response.statusText,
+      headers,
+      body,
+      receivedAt,
+      ...checks,
+      ...timing,
+    };
+    if (body.byteLength <= maxBody) await write(entry);
+    return build(entry, 'MISS', statusHeader);
+
+    async function write(entry: StoredResponse): Promise<void> {
+      const fresh = Math.max(0, entry.freshUntil - entry.receivedAt);
+      const keep = entry.etag || entry.lastModified ? fresh + keepStaleMs : fresh;
+      if (keep <= 0) return;
+      await http().set(key, entry, {
+        ttl: Number.isFinite(keep) ? keep : undefined,
+        tags: [urlTag(url)],
+      });
+    }
+  };
+}
+
+function build(entry: StoredResponse, served: Served, statusHeader: string | false): Response {
+  const headers = new Headers(entry.headers);
+  if (statusHeader) headers.set(statusHeader, served);
+  const nullBody = entry.status === 204 || entry.status === 205 || entry.status === 304;
+  const response = new Response(nullBody ? null : entry.body, {
+    status: entry.status,
+    statusText: entry.statusText,
+    headers,
+  });
+  // A constructed Response has an empty url; tools may log or resolve against it.
+  Object.defineProperty(response, 'url', { value: entry.url });
+  return response;
+}
+
+function freshness(
+  headers: readonly [string, string][],
+  status: number,
+  receivedAt: number,
+  defaultMs: number,
+): { freshUntil: number; mustRevalidate: boolean } {
+  const get = (name: string) => headers.find(([header]) => header === name)?.[1];
+  const control = parseCacheControl(get('cache-control') ?? null);
+  const mustRevalidate = control.has('must-revalidate') || control.has('no-cache');
+  if (control.has('no-cache')) return { freshUntil: receivedAt, mustRevalidate };
+  const maxAge = control.get('max-age');
+  if (maxAge !== undefined && /^\d+$/.test(maxAge)) {
+    const age = Number(get('age') ?? 0);
+    const lifetime = Number(maxAge) * 1000 - (Number.isFinite(age) ? age * 1000 : 0);
+    return { freshUntil: receivedAt + Math.max(0, lifetime), mustRevalidate };
+  }
+  const expires = get('expires');
+  if (expires !== undefined) {
+    const expiresAt = Date.parse(expires);
+    const date = Date.parse(get('date') ?? '');
+    // Expires is relative to the server's clock: keep its distance to the server's Date.
+    const lifetime = Number.isNaN(expiresAt) ? 0 : expiresAt - (Number.isNaN(date) ? receivedAt : date);
+    return { freshUntil: receivedAt + Math.max(0, lifetime), mustRevalidate };
+  }
+  const fallback = status === 200 || status === 203 ? defaultMs : 0;
+  return { freshUntil: receivedAt + fallback, mustRevalidate };
+}
+
+function validators(headers: readonly [string, string][]): { etag?: string; lastModified?: string } {
+  const etag = headers.find(([name]) => name === 'etag')?.[1];
+  const lastModified = headers.find(([name]) => name === 'last-modified')?.[1];
+  return { ...(etag ? { etag } : {}), ...(lastModified ? { lastModified } : {}) };
+}
+
+function storedHeaders(headers: Headers): [string, string][] {
+  const out: [string, string][] = [];
+  headers.forEach((value, name) => {
+    if (!UNSTORED_HEADERS.has(name)) out.push([name, value]);
+  });
+  return out;
+}
+
+/** A 304's headers update the stored ones (RFC 9111 §4.3.4). */
+function mergeHeaders(stored: readonly [string, string][], fresh: Headers): [string, string][] {
+  const merged = new Map(stored);
+  fresh.forEach((value, name) => {
+    if (!UNSTORED_HEADERS.has(name)) merged.set(name, value);
+  });
+  return [...merged];
+}
+
+function parseCacheControl(header: string | null): Map<string, string | undefined> {
+  const directives = new Map<string, string | undefined>();
+  if (!header) return directives;
+  for (const part of header.split(',')) {
+    const [name, ...value] = part.trim().split('=');
+    if (!name) continue;
+    directives.set(name.toLowerCase(), value.length > 0 ? value.join('=').replace(/^"|"$/g, '') : undefined);
+  }
+  return directives;
+}
+
+function withoutFragment(url: string): string {
+  const hash = url.indexOf('#');
+  return hash < 0 ? url : url.slice(0, hash);
+}
+
+function urlTag(url: string): string {
+  return `url:${createHash('sha256').update(url).digest('base64url')}`;
+}

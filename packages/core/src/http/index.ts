@@ -1,0 +1,1 @@
+export { type CachedFetchOptions, cachedFetch, createCachedFetch } from './fetch.ts';

@@ -1,0 +1,41 @@
+export {
+  IdempotencyConflictError,
+  type LedgerErrorCode,
+  type RecordedError,
+  RecordedToolError,
+  ToolInProgressError,
+  ToolOutcomeUnknownError,
+} from './errors.ts';
+export {
+  type CheckOrCreateResult,
+  type ClaimOptions,
+  createIdempotencyStore,
+  type IdempotencyRecord,
+  type IdempotencyStats,
+  type IdempotencyStatus,
+  type IdempotencyStore,
+  type IdempotencyStoreOptions,
+  type MarkOptions,
+  type RecordFilter,
+  type WaitOptions,
+} from './idempotency.ts';
+export { LEDGER_KEY_PREFIX } from './internal.ts';
+export {
+  createToolLedger,
+  defaultIsFailure,
+  type ExecuteOrReplayCall,
+  type HistoryFilter,
+  type LedgerHistoryEntry,
+  type LedgerOutcome,
+  type LedgerStats,
+  type OutcomeSource,
+  type ToolCallContext,
+  type ToolKind,
+  type ToolLedger,
+  type ToolLedgerOptions,
+  type ToolPolicy,
+  type ToolScope,
+  type ToolStats,
+  toolCallContext,
+  type WrapOptions,
+} from './ledger.ts';

@@ -1,0 +1,882 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { randomBytes } from 'node:crypto';
+import type { CacheBackend, Clock } from '../backends/backend.ts';
+import type { CacheResult, CacheView } from '../cache.ts';
+import { CacheError, cacheError } from '../errors.ts';
+import { hashRequest, validateName } from '../keys/index.ts';
+import type { Duration } from '../ttl.ts';
+import { parseDuration } from '../ttl.ts';
+import type { RecordedError } from './errors.ts';
+import {
+  IdempotencyConflictError,
+  RecordedToolError,
+  ToolInProgressError,
+  ToolOutcomeUnknownError,
+} from './errors.ts';
+import type { IdempotencyRecord, IdempotencyStats, IdempotencyStore } from './idempotency.ts';
+import { createIdempotencyStore } from './idempotency.ts';
+import {
+  copyValue,
+  decodeRecord,
+  encodeRecord,
+  ledgerPrefix,
+  resolveClock,
+  resolveStore,
+} from './internal.ts';
+
+/**
+ * - `write`: side-effecting. Runs once per idempotency key; the outcome is recorded and replayed
+ *   to every later call with that key, and never served to another key.
+ * - `read`: read-only. Cached by its input in the `tools` tier for `ttl`, shared across keys and tasks.
+ * - `none`: not cached: runs on every call (the history still records it).
+ */
+export type ToolKind = 'write' | 'read' | 'none';
+
+export interface ToolPolicy<T = any> {
+  kind: ToolKind;
+  /**
+   * `read`: how long a result is served from the cache. `write`: how long the outcome is kept
+   * and replayed. @default read: the tools tier's TTL (1h); write: the ledger's ttl ('7d')
+   */
+  ttl?: Duration | undefined;
+  /**
+   * Read tools whose cached results this tool makes stale, dropped after each of its executions
+   * (in addition to the cache's `dependencies` map). @default []
+   */
+  invalidates?: readonly string[] | undefined;
+  /** A write's claim lasts this long unless renewed (the holder renews it while running). @default the ledger's leaseTtl */
+  leaseTtl?: Duration | undefined;
+  /** A second call while the first runs: wait for its outcome, or throw `ToolInProgressError`. @default the ledger's */
+  onConcurrent?: 'wait' | 'throw' | undefined;
+  /** A recorded failure: replay it (throw it again / return the failed value), or run again. @default 'replay' */
+  onFailed?: 'replay' | 'retry' | undefined;
+  /**
+   * A write whose holder stopped (crashed) before recording an outcome: run it again once the
+   * lease ran out, or throw `ToolOutcomeUnknownError` so a human (or `force`) decides. @default 'reexecute'
+   */
+  onAbandoned?: 'reexecute' | 'throw' | undefined;
+  /** Longest wait for another caller's outcome. @default the ledger's maxWait */
+  maxWait?: Duration | undefined;
+  /**
+   * Whether a returned value is a failure (recorded as `failed`, never cached for read tools).
+   * @default a value with a numeric `exitCode` other than 0
+   */
+  isFailure?: ((value: T) => boolean) | undefined;
+}
+
+export interface ToolScope {
+  taskId?: string | undefined;
+  workItemId?: string | undefined;
+}
+
+/** Handed to `execute`, and available inside it as `toolCallContext()`. */
+export interface ToolCallContext {
+  tool: string;
+  /**
+   * The idempotency key of this call (write tools) or its cache key (read tools). Pass it on to
+   * the outside world (an `Idempotency-Key` header, a client token) so that a run after a crash
+   * cannot apply the side effect twice.
+   */
+  idempotencyKey: string;
+  /** 1 for the first execution under this key; higher after takeovers, retries or force. */
+  attempt: number;
+  /** This execution took over from a holder that stopped before recording an outcome. */
+  recovered: boolean;
+  /** Aborted when this caller lost its claim (its lease ran out and another caller took over). */
+  signal: AbortSignal;
+  scope: ToolScope;
+}
+
+export interface ExecuteOrReplayCall<I, O> {
+  tool: string;
+  input: I;
+  scope?: ToolScope | undefined;
+  execute: (context: ToolCallContext) => O | Promise<O>;
+  /** Run again and record the new outcome, even if one was recorded (or cached). Never runs in parallel with a holder. @default false */
+  force?: boolean | undefined;
+  /**
+   * The write's idempotency key. A tool not listed in the policies but given a key is treated as
+   * a write. @default derived from tool, input, taskId and workItemId
+   */
+  idempotencyKey?: string | undefined;
+  /** Overrides the policy's onConcurrent for this call. @default the policy's */
+  onConcurrent?: 'wait' | 'throw' | undefined;
+}
+
+export type OutcomeSource = 'executed' | 'replayed' | 'cached' | 'joined';
+
+export interface LedgerOutcome<O> {
+  value: O;
+  /**
+   * `executed` by this call; `replayed` from a recorded outcome; `cached` from a read tool's
+   * cache; `joined` another concurrent call's execution.
+   */
+  source: OutcomeSource;
+  /** Anything but `executed`: the tool did not run for this call. */
+  replayed: boolean;
+  /** `failed` for a recorded failure value (a non-zero exit code); thrown errors are thrown. */
+  status: 'succeeded' | 'failed';
+  tool: string;
+  kind: ToolKind;
+  /** The idempotency key (write) or cache key (read) of this call. */
+  key: string;
+  attempt: number;
+  recovered: boolean;
+  /** The execution's duration, for calls that executed. */
+  durationMs?: number | undefined;
+}
+
+export interface ToolLedgerOptions {
+  /** The cache: read tools are cached in its `tools` tier; records go to its store. */
+  cache: CacheView;
+  /** The backend for records, history and blobs. @default the cache's store (memory for a memory-only cache) */
+  store?: CacheBackend | undefined;
+  /** @default cache.namespace */
+  namespace?: string | undefined;
+  /** Policy per tool name. @default {} */
+  tools?: Readonly<Record<string, ToolPolicy>> | undefined;
+  /** Policy of tools not in `tools` (and given no idempotencyKey). @default { kind: 'none' } */
+  unlisted?: ToolPolicy | undefined;
+  /** Write records are kept (and replayed) this long after their outcome. @default '7d' */
+  ttl?: Duration | undefined;
+  /** A write's claim lasts this long unless renewed; renewed every third of it while running. @default '30s' */
+  leaseTtl?: Duration | undefined;
+  /** @default 'wait' */
+  onConcurrent?: 'wait' | 'throw' | undefined;
+  /** Longest wait for another caller's outcome; then `ToolInProgressError`. @default unlimited (while the holder renews) */
+  maxWait?: Duration | undefined;
+  /** Longest pause between two reads of a record another process holds. @default 100 */
+  pollInterval?: Duration | undefined;
+  /** Execution history per task and work item; `false` records none. @default true */
+  history?: boolean | undefined;
+  /** How long history entries are kept. @default '30d' */
+  historyTtl?: Duration | undefined;
+  /** Recorded outputs over this many bytes are stored once by content hash. @default 10240 */
+  blobThreshold?: number | undefined;
+  /** @default the cache's clock */
+  clock?: Clock | undefined;
+  /**
+   * Called when bookkeeping fails after a tool ran (recording its outcome, history, stats); the
+   * caller still gets the tool's value. @default none
+   */
+  onError?:
+    | ((error: unknown, context: { operation: string; tool: string; key?: string }) => void)
+    | undefined;
+}
+
+export interface LedgerHistoryEntry {
+  id: string;
+  tool: string;
+  kind: ToolKind;
+  taskId?: string | undefined;
+  workItemId?: string | undefined;
+  key: string;
+  source: OutcomeSource;
+  status: 'succeeded' | 'failed';
+  startedAt: number;
+  finishedAt: number;
+  durationMs: number;
+  attempt: number;
+  forced: boolean;
+  recovered: boolean;
+  exitCode?: number | undefined;
+  error?: Pick<RecordedError, 'name' | 'message'> | undefined;
+}
+
+export interface HistoryFilter {
+  taskId?: string | undefined;
+  workItemId?: string | undefined;
+  tool?: string | undefined;
+  /** Only the most recent `limit` entries. @default all */
+  limit?: number | undefined;
+}
+
+export interface ToolStats {
+  /** executions + replays */
+  calls: number;
+  executions: number;
+  /** Calls answered without running the tool: replayed, cached or joined. */
+  replays: number;
+  replayed: number;
+  cached: number;
+  joined: number;
+  /** Executions that failed (threw, or returned a failure value). */
+  failures: number;
+  forced: number;
+  /** Executions that took over from a holder that stopped. */
+  recovered: number;
+}
+
+export interface LedgerStats extends ToolStats {
+  /** Executions the ledger saved: same as replays. */
+  executionsAvoided: number;
+  /** replays / calls, 0 without calls. */
+  replayRate: number;
+  tools: Record<string, ToolStats>;
+  /** Write records by state (filtered by task / work item when asked). */
+  records: IdempotencyStats;
+}
+
+export interface WrapOptions<I, Rest extends unknown[]> {
+  scope?: ToolScope | ((input: I, ...rest: Rest) => ToolScope | undefined) | undefined;
+  idempotencyKey?: ((input: I, ...rest: Rest) => string | undefined) | undefined;
+  force?: boolean | undefined;
+}
+
+export interface ToolLedger {
+  readonly namespace: string;
+  /** The idempotency store that keeps the write records. */
+  readonly idempotency: IdempotencyStore;
+  /** Runs the tool, or replays its recorded (or cached) outcome, per its policy. */
+  executeOrReplay<I, O>(call: ExecuteOrReplayCall<I, O>): Promise<LedgerOutcome<O>>;
+  /**
+   * `execute` with the ledger in front, same signature: what adapters wrap a framework's tool
+   * `execute` with. Extra arguments are passed through; `toolCallContext()` inside gives the key.
+   */
+  wrap<I, O, Rest extends unknown[] = []>(
+    tool: string,
+    execute: (input: I, ...rest: Rest) => O | Promise<O>,
+    options?: WrapOptions<I, Rest>,
+  ): (input: I, ...rest: Rest) => Promise<O>;
+  /** The policy that applies to a tool (and, for an unlisted one, to a call with a key). */
+  policyOf(tool: string, withKey?: boolean): ToolPolicy;
+  /** Executions and replays, oldest first. O(history entries under the filter's prefix). */
+  history(filter?: HistoryFilter): Promise<LedgerHistoryEntry[]>;
+  /** Replay rate and executions avoided; per task / work item when filtered (from the history). */
+  stats(filter?: Omit<HistoryFilter, 'limit'>): Promise<LedgerStats>;
+}
+
+const toolCallStorage = new AsyncLocalStorage<ToolCallContext>();
+
+/** The ledger context of the tool call running now (inside `execute` or a wrapped function), if any. */
+export function toolCallContext(): ToolCallContext | undefined {
+  return toolCallStorage.getStore();
+}
+
+/** A numeric exitCode other than 0 (shell-like results) is a failure. */
+export function defaultIsFailure(value: unknown): boolean {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { exitCode?: unknown }).exitCode === 'number' &&
+    (value as { exitCode: number }).exitCode !== 0
+  );
+}
+
+interface Flight {
+  requestHash: string;
+  /** Resolves true once the leader knows it executes (false: it replays or waits elsewhere). */
+  claimed: Promise<boolean>;
+  promise: Promise<LedgerOutcome<unknown>>;
+}
+
+type Counter = keyof ToolStats;
+const COUNTERS: readonly Counter[] = [
+  'calls',
+  'executions',
+  'replays',
+  'replayed',
+  'cached',
+  'joined',
+  'failures',
+  'forced',
+  'recovered',
+];
+const NEVER_ABORTED = new AbortController().signal;
+const DEFAULT_HISTORY_TTL = '30d';
+
+/**
+ * The tool ledger: every tool call goes through `executeOrReplay`, which, per the tool's policy,
+ * runs it once per idempotency key and replays the recorded outcome (write tools), serves it from
+ * the `tools` tier while fresh (read tools), or just runs it (unlisted tools).
+ */
+export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
+  const cache = options.cache;
+  if (!cache || typeof cache.tier !== 'function') {
+    throw cacheError('E_INVALID_OPTION', 'ledger', 'createToolLedger needs `cache`: pass createCache(...)');
+  }
+  const clock = resolveClock(options);
+  const store = resolveStore(options, 'createToolLedger');
+  const namespace = options.namespace ?? cache.namespace;
+  const prefix = ledgerPrefix(namespace);
+  const tools = cache.tier('tools').withNamespace(namespace);
+  const idempotency = createIdempotencyStore({
+    store,
+    namespace,
+    clock,
+    ttl: options.ttl,
+    leaseTtl: options.leaseTtl,
+    blobThreshold: options.blobThreshold,
+  });
+  const policies = new Map<string, ToolPolicy>();
+  for (const [tool, policy] of Object.entries(options.tools ?? {}))
+    policies.set(tool, checkPolicy(tool, policy));
+  const unlisted = options.unlisted ?? { kind: 'none' };
+  const historyOn = options.history ?? true;
+  const historyTtl = parseDuration(options.historyTtl ?? DEFAULT_HISTORY_TTL, 'historyTtl');
+  const maxWait = options.maxWait;
+  const pollInterval = options.pollInterval;
+  const flights = new Map<string, Flight>();
+  /** Counters for stores without persistent ones (memory). */
+  const local = new Map<string, ToolStats>();
+  let historySeq = 0;
+
+  const report = (error: unknown, operation: string, tool: string, key?: string) => {
+    try {
+      options.onError?.(error, { operation, tool, key });
+    } catch {
+      // a reporting hook must not fail the call
+    }
+  };
+
+  function policyOf(tool: string, withKey = false): ToolPolicy {
+    return policies.get(tool) ?? (withKey ? { ...unlisted, kind: 'write' } : unlisted);
+  }
+
+  async function count(tool: string, deltas: Partial<ToolStats>): Promise<void> {
+    if (store.incrementCounters) {
+      try {
+        await store.incrementCounters(`${prefix}${tool}`, deltas as Record<string, number>);
+        return;
+      } catch (error) {
+        report(error, 'stats', tool);
+      }
+    }
+    const into = local.get(tool) ?? emptyStats();
+    for (const name of COUNTERS) into[name] += deltas[name] ?? 0;
+    local.set(tool, into);
+  }
+
+  async function remember(entry: Omit<LedgerHistoryEntry, 'id'>): Promise<void> {
+    const counts: Partial<ToolStats> = { calls: 1 };
+    if (entry.source === 'executed') {
+      counts.executions = 1;
+      if (entry.status === 'failed') counts.failures = 1;
+      if (entry.forced) counts.forced = 1;
+      if (entry.recovered) counts.recovered = 1;
+    } else {
+      counts.replays = 1;
+      counts[entry.source] = 1;
+    }
+    await count(entry.tool, counts);
+    if (!historyOn) return;
+    const id = `${entry.startedAt.toString(36).padStart(9, '0')}-${(++historySeq).toString(36)}-${randomBytes(4).toString('hex')}`;
+    const key = `${historyPrefix(entry.taskId, entry.workItemId ?? '')}${id}`;
+    const now = clock.now();
+    try {
+      await store.set(key, {
+        value: encodeRecord({ ...entry, id }, now),
+        expiresAt: historyTtl === undefined ? undefined : now + historyTtl,
+      });
+    } catch (error) {
+      report(error, 'history', entry.tool, entry.key);
+    }
+  }
+
+  function historyPrefix(taskId?: string, workItemId?: string): string {
+    const task = `${prefix}hist:${encodeURIComponent(taskId ?? '')}:`;
+    return workItemId === undefined ? task : `${task}${encodeURIComponent(workItemId)}:`;
+  }
+
+  async function invalidateAfter(tool: string, policy: ToolPolicy): Promise<void> {
+    try {
+      // The cache's dependency map (`git_commit: ['git_status', 'git_log']`) expands this name.
+      await tools.invalidate(tool);
+      for (const dependent of policy.invalidates ?? []) await tools.invalidate(dependent);
+    } catch (error) {
+      report(error, 'invalidate', tool);
+    }
+  }
+
+  function entryOf(
+    call: ExecuteOrReplayCall<unknown, unknown>,
+    kind: ToolKind,
+    key: string,
+    source: OutcomeSource,
+    startedAt: number,
+    extra: Partial<LedgerHistoryEntry>,
+  ): Omit<LedgerHistoryEntry, 'id'> {
+    const finishedAt = clock.now();
+    return {
+      tool: call.tool,
+      kind,
+      taskId: call.scope?.taskId,
+      workItemId: call.scope?.workItemId,
+      key,
+      source,
+      status: 'succeeded',
+      startedAt,
+      finishedAt,
+      durationMs: finishedAt - startedAt,
+      attempt: 1,
+      forced: call.force === true,
+      recovered: false,
+      ...extra,
+    };
+  }
+
+  async function runUncached<O>(
+    call: ExecuteOrReplayCall<unknown, O>,
+    policy: ToolPolicy,
+  ): Promise<LedgerOutcome<O>> {
+    const startedAt = clock.now();
+    const key = `${call.tool}:${hashRequest(call.input)}`;
+    const context: ToolCallContext = {
+      tool: call.tool,
+      idempotencyKey: key,
+      attempt: 1,
+      recovered: false,
+      signal: NEVER_ABORTED,
+      scope: call.scope ?? {},
+    };
+    let value: O;
+    try {
+      value = await toolCallStorage.run(context, () => call.execute(context));
+    } catch (error) {
+      await invalidateAfter(call.tool, policy);
+      await remember(
+        entryOf(call, 'none', key, 'executed', startedAt, { status: 'failed', error: brief(error) }),
+      );
+      throw error;
+    }
+    await invalidateAfter(call.tool, policy);
+    const failed = (policy.isFailure ?? defaultIsFailure)(value);
+    const entry = entryOf(call, 'none', key, 'executed', startedAt, {
+      status: failed ? 'failed' : 'succeeded',
+      exitCode: exitCodeOf(value),
+    });
+    await remember(entry);
+    return outcome(value, 'executed', entry, 'none');
+  }
+
+  async function runRead<O>(
+    call: ExecuteOrReplayCall<unknown, O>,
+    policy: ToolPolicy,
+  ): Promise<LedgerOutcome<O>> {
+    const startedAt = clock.now();
+    const cacheKey = { name: call.tool, request: call.input };
+    const storageKey = tools.key(cacheKey);
+    const isFailure = policy.isFailure ?? defaultIsFailure;
+    const context: ToolCallContext = {
+      tool: call.tool,
+      idempotencyKey: storageKey,
+      attempt: 1,
+      recovered: false,
+      signal: NEVER_ABORTED,
+      scope: call.scope ?? {},
+    };
+    let result: CacheResult<O>;
+    try {
+      result = await tools.getOrComputeResult<O>(
+        cacheKey,
+        () => toolCallStorage.run(context, () => call.execute(context)),
+        {
+          ttl: policy.ttl,
+          forceRefresh: call.force === true,
+          shouldCache: (value) => value !== undefined && !isFailure(value),
+        },
+      );
+    } catch (error) {
+      await remember(
+        entryOf(call, 'read', storageKey, 'executed', startedAt, { status: 'failed', error: brief(error) }),
+      );
+      throw error;
+    }
+    const source: OutcomeSource = result.hit ? 'cached' : result.coalesced ? 'joined' : 'executed';
+    const failed = isFailure(result.value);
+    const entry = entryOf(call, 'read', storageKey, source, startedAt, {
+      status: failed ? 'failed' : 'succeeded',
+      exitCode: exitCodeOf(result.value),
+    });
+    await remember(entry);
+    return outcome(result.value, source, entry, 'read');
+  }
+
+  async function runWrite<O>(
+    call: ExecuteOrReplayCall<unknown, O>,
+    policy: ToolPolicy,
+  ): Promise<LedgerOutcome<O>> {
+    const key =
+      call.idempotencyKey ??
+      `auto:${call.tool}:${hashRequest({ input: call.input, taskId: call.scope?.taskId, workItemId: call.scope?.workItemId })}`;
+    const request = { tool: call.tool, input: call.input };
+    const requestHash = hashRequest(request);
+    const onConcurrent = call.onConcurrent ?? policy.onConcurrent ?? options.onConcurrent ?? 'wait';
+    for (;;) {
+      const flight = flights.get(key);
+      if (!flight) break;
+      if (flight.requestHash !== requestHash)
+        throw new IdempotencyConflictError(key, flight.requestHash, requestHash);
+      if (onConcurrent === 'throw' && (await flight.claimed)) {
+        throw new ToolInProgressError(key, call.tool, undefined, 'running');
+      }
+      const startedAt = clock.now();
+      let joined: LedgerOutcome<unknown>;
+      try {
+        joined = await flight.promise;
+      } catch (error) {
+        if (call.force) continue;
+        throw error;
+      }
+      // A forced call does not take another call's result: it waits its turn, then runs.
+      if (call.force) continue;
+      // Sharing a replay is a replay; sharing an execution is a join.
+      const source: OutcomeSource = joined.source === 'executed' ? 'joined' : joined.source;
+      const entry = entryOf(call, 'write', key, source, startedAt, {
+        status: joined.status,
+        attempt: joined.attempt,
+        exitCode: exitCodeOf(joined.value),
+      });
+      await remember(entry);
+      return outcome(copyValue(joined.value as O), source, entry, 'write');
+    }
+    let claimed!: (executes: boolean) => void;
+    const flight: Flight = {
+      requestHash,
+      claimed: new Promise<boolean>((resolve) => {
+        claimed = resolve;
+      }),
+      promise: undefined as never,
+    };
+    flight.promise = lead(call, policy, key, request, onConcurrent, claimed).finally(() => {
+      claimed(false);
+      if (flights.get(key) === flight) flights.delete(key);
+    });
+    flights.set(key, flight);
+    return flight.promise as Promise<LedgerOutcome<O>>;
+  }
+
+  async function lead<O>(
+    call: ExecuteOrReplayCall<unknown, O>,
+    policy: ToolPolicy,
+    key: string,
+    request: unknown,
+    onConcurrent: 'wait' | 'throw',
+    claimed: (executes: boolean) => void,
+  ): Promise<LedgerOutcome<O>> {
+    const startedAt = clock.now();
+    const waitMs = parseDuration(policy.maxWait ?? maxWait, 'maxWait');
+    // Real time, not the injected clock: a fake clock must not make a wait endless or instant.
+    const deadline = waitMs === undefined ? undefined : Date.now() + waitMs;
+    for (;;) {
+      const claim = await idempotency.checkOrCreate<O>(key, request, {
+        leaseTtl: policy.leaseTtl,
+        ttl: policy.ttl,
+        force: call.force,
+        retryFailed: policy.onFailed === 'retry',
+        takeOver: call.force === true || policy.onAbandoned !== 'throw',
+        metadata: { tool: call.tool, taskId: call.scope?.taskId, workItemId: call.scope?.workItemId },
+      });
+      if (claim.status === 'created') {
+        claimed(true);
+        return execute(call, policy, key, claim.owner, claim.record, claim.recovered);
+      }
+      if (claim.status === 'pending') {
+        if (claim.abandoned) throw new ToolOutcomeUnknownError(key, call.tool, claim.record.attempts);
+        if (onConcurrent === 'throw') {
+          throw new ToolInProgressError(key, call.tool, claim.record.leaseExpiresAt, 'running');
+        }
+        // Someone runs it: same-process callers with onConcurrent 'throw' get the error too.
+        claimed(true);
+        const record = await idempotency.waitFor(key, {
+          timeout: deadline === undefined ? undefined : Math.max(0, deadline - Date.now()),
+          pollInterval,
+        });
+        if (record?.status === 'pending' && (record.leaseExpiresAt ?? 0) > clock.now()) {
+          throw new ToolInProgressError(key, call.tool, record.leaseExpiresAt, 'timeout');
+        }
+        continue;
+      }
+      claimed(false);
+      return replay(call, key, claim.record, startedAt);
+    }
+  }
+
+  async function replay<O>(
+    call: ExecuteOrReplayCall<unknown, O>,
+    key: string,
+    record: IdempotencyRecord<O>,
+    startedAt: number,
+  ): Promise<LedgerOutcome<O>> {
+    const base = { attempt: record.attempts, status: record.status as 'succeeded' | 'failed' };
+    if (record.status === 'failed' && record.error !== undefined) {
+      await remember(
+        entryOf(call, 'write', key, 'replayed', startedAt, { ...base, error: brief(record.error) }),
+      );
+      throw new RecordedToolError(record.error, call.tool, record.completedAt);
+    }
+    if (record.resultNotStored !== undefined) {
+      throw cacheError(
+        'E_UNSERIALIZABLE',
+        'ledger',
+        `tool "${call.tool}" ran under key "${key}" but its result could not be recorded ` +
+          `(${record.resultNotStored}); return serialisable data from the tool, or call with force: true to run it again`,
+      );
+    }
+    const entry = entryOf(call, 'write', key, 'replayed', startedAt, {
+      ...base,
+      exitCode: exitCodeOf(record.result),
+    });
+    await remember(entry);
+    return outcome(record.result as O, 'replayed', entry, 'write');
+  }
+
+  async function execute<O>(
+    call: ExecuteOrReplayCall<unknown, O>,
+    policy: ToolPolicy,
+    key: string,
+    owner: string,
+    record: IdempotencyRecord<O>,
+    recovered: boolean,
+  ): Promise<LedgerOutcome<O>> {
+    const startedAt = clock.now();
+    const leaseMs = parseDuration(policy.leaseTtl ?? options.leaseTtl ?? '30s', 'leaseTtl') ?? 30_000;
+    const lost = new AbortController();
+    // Renewed well before it runs out, so that a live holder is never taken over.
+    const renew = setInterval(
+      () => {
+        idempotency.renew(key, owner, leaseMs).then(
+          (held) => {
+            if (!held && !lost.signal.aborted)
+              lost.abort(new ToolInProgressError(key, call.tool, undefined, 'running'));
+          },
+          (error) => report(error, 'renew', call.tool, key),
+        );
+      },
+      Math.max(10, Math.floor(leaseMs / 3)),
+    );
+    renew.unref();
+    const context: ToolCallContext = {
+      tool: call.tool,
+      idempotencyKey: key,
+      attempt: record.attempts,
+      recovered,
+      signal: lost.signal,
+      scope: call.scope ?? {},
+    };
+    const extra = { attempt: record.attempts, recovered };
+    let value: O;
+    try {
+      value = await toolCallStorage.run(context, () => call.execute(context));
+    } catch (error) {
+      clearInterval(renew);
+      try {
+        await idempotency.markFailed(key, error, owner, { ttl: policy.ttl });
+      } catch (recordFailure) {
+        report(recordFailure, 'record', call.tool, key);
+      }
+      // A failed write may still have changed something: what depends on it is stale either way.
+      await invalidateAfter(call.tool, policy);
+      await remember(
+        entryOf(call, 'write', key, 'executed', startedAt, {
+          ...extra,
+          status: 'failed',
+          error: brief(error),
+        }),
+      );
+      throw error;
+    }
+    clearInterval(renew);
+    const failed = (policy.isFailure ?? defaultIsFailure)(value);
+    try {
+      if (failed) await idempotency.markFailed(key, undefined, owner, { ttl: policy.ttl, result: value });
+      else await idempotency.markSucceeded(key, value, owner, { ttl: policy.ttl });
+    } catch (error) {
+      if (CacheError.isInstance(error) && error.code === 'E_UNSERIALIZABLE') {
+        // Recorded as done without its value: a replay must not run the side effect again.
+        await idempotency
+          .markSucceeded(key, undefined, owner, { ttl: policy.ttl, resultNotStored: error.message })
+          .catch((again) => report(again, 'record', call.tool, key));
+      }
+      report(error, 'record', call.tool, key);
+    }
+    await invalidateAfter(call.tool, policy);
+    const entry = entryOf(call, 'write', key, 'executed', startedAt, {
+      ...extra,
+      status: failed ? 'failed' : 'succeeded',
+      exitCode: exitCodeOf(value),
+    });
+    await remember(entry);
+    return outcome(value, 'executed', entry, 'write');
+  }
+
+  function outcome<O>(
+    value: O,
+    source: OutcomeSource,
+    entry: Omit<LedgerHistoryEntry, 'id'>,
+    kind: ToolKind,
+  ): LedgerOutcome<O> {
+    return {
+      value,
+      source,
+      replayed: source !== 'executed',
+      status: entry.status,
+      tool: entry.tool,
+      kind,
+      key: entry.key,
+      attempt: entry.attempt,
+      recovered: entry.recovered,
+      durationMs: source === 'executed' ? entry.durationMs : undefined,
+    };
+  }
+
+  async function history(filter: HistoryFilter = {}): Promise<LedgerHistoryEntry[]> {
+    const scanPrefix =
+      filter.taskId !== undefined ? historyPrefix(filter.taskId, filter.workItemId) : `${prefix}hist:`;
+    const keys: string[] = [];
+    for await (const key of store.keys({ prefix: scanPrefix })) keys.push(key);
+    const entries: LedgerHistoryEntry[] = [];
+    for (let i = 0; i < keys.length; i += 200) {
+      for (const stored of await store.getMany(keys.slice(i, i + 200))) {
+        if (!stored) continue;
+        const entry = decodeRecord<LedgerHistoryEntry>(stored.value);
+        if (filter.workItemId !== undefined && entry.workItemId !== filter.workItemId) continue;
+        if (filter.tool !== undefined && entry.tool !== filter.tool) continue;
+        entries.push(entry);
+      }
+    }
+    entries.sort((a, b) => a.startedAt - b.startedAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    return filter.limit === undefined ? entries : entries.slice(Math.max(0, entries.length - filter.limit));
+  }
+
+  async function stats(filter: Omit<HistoryFilter, 'limit'> = {}): Promise<LedgerStats> {
+    const perTool: Record<string, ToolStats> = {};
+    if (filter.taskId !== undefined || filter.workItemId !== undefined) {
+      for (const entry of await history(filter)) {
+        const into = (perTool[entry.tool] ??= emptyStats());
+        into.calls++;
+        if (entry.source === 'executed') {
+          into.executions++;
+          if (entry.status === 'failed') into.failures++;
+          if (entry.forced) into.forced++;
+          if (entry.recovered) into.recovered++;
+        } else {
+          into.replays++;
+          into[entry.source]++;
+        }
+      }
+    } else {
+      const persisted = store.readCounters ? await store.readCounters() : {};
+      for (const [scope, values] of Object.entries(persisted)) {
+        if (!scope.startsWith(prefix)) continue;
+        const into = (perTool[scope.slice(prefix.length)] ??= emptyStats());
+        for (const name of COUNTERS) into[name] += values[name] ?? 0;
+      }
+      for (const [tool, values] of local) {
+        const into = (perTool[tool] ??= emptyStats());
+        for (const name of COUNTERS) into[name] += values[name];
+      }
+      if (filter.tool !== undefined)
+        for (const tool of Object.keys(perTool)) if (tool !== filter.tool) delete perTool[tool];
+    }
+    const totals = emptyStats();
+    for (const each of Object.values(perTool)) for (const name of COUNTERS) totals[name] += each[name];
+    const records = await idempotency.stats({
+      metadata: { taskId: filter.taskId, workItemId: filter.workItemId, tool: filter.tool },
+    });
+    return {
+      ...totals,
+      executionsAvoided: totals.replays,
+      replayRate: totals.calls === 0 ? 0 : totals.replays / totals.calls,
+      tools: perTool,
+      records,
+    };
+  }
+
+  const ledger: ToolLedger = {
+    namespace,
+    idempotency,
+    policyOf,
+    history,
+    stats,
+
+    async executeOrReplay<I, O>(call: ExecuteOrReplayCall<I, O>): Promise<LedgerOutcome<O>> {
+      validateName(call.tool, 'name');
+      if (typeof call.execute !== 'function') {
+        throw cacheError(
+          'E_INVALID_OPTION',
+          'ledger',
+          `executeOrReplay for "${call.tool}" needs an execute function`,
+        );
+      }
+      const policy = policyOf(call.tool, call.idempotencyKey !== undefined);
+      const generic = call as ExecuteOrReplayCall<unknown, O>;
+      if (policy.kind === 'write') return runWrite(generic, policy);
+      if (call.idempotencyKey !== undefined) {
+        throw cacheError(
+          'E_INVALID_OPTION',
+          'ledger',
+          `tool "${call.tool}" is a ${policy.kind} tool, so an idempotencyKey would be ignored; ` +
+            'declare it { kind: "write" } to run it once per key',
+        );
+      }
+      return policy.kind === 'read' ? runRead(generic, policy) : runUncached(generic, policy);
+    },
+
+    wrap<I, O, Rest extends unknown[] = []>(
+      tool: string,
+      fn: (input: I, ...rest: Rest) => O | Promise<O>,
+      wrapOptions: WrapOptions<I, Rest> = {},
+    ): (input: I, ...rest: Rest) => Promise<O> {
+      validateName(tool, 'name');
+      return async (input: I, ...rest: Rest): Promise<O> => {
+        const scope =
+          typeof wrapOptions.scope === 'function' ? wrapOptions.scope(input, ...rest) : wrapOptions.scope;
+        const result = await ledger.executeOrReplay<I, O>({
+          tool,
+          input,
+          scope,
+          idempotencyKey: wrapOptions.idempotencyKey?.(input, ...rest),
+          force: wrapOptions.force,
+          execute: () => fn(input, ...rest),
+        });
+        return result.value;
+      };
+    },
+  };
+  return ledger;
+}
+
+function checkPolicy(tool: string, policy: ToolPolicy): ToolPolicy {
+  validateName(tool, 'name');
+  if (!policy || !['write', 'read', 'none'].includes(policy.kind)) {
+    throw cacheError(
+      'E_INVALID_OPTION',
+      'ledger',
+      `tool "${tool}" needs kind 'write' (side effects), 'read' (cacheable) or 'none', got ${JSON.stringify(policy?.kind)}`,
+    );
+  }
+  for (const dependent of policy.invalidates ?? []) validateName(dependent, 'name');
+  if (policy.ttl !== undefined) parseDuration(policy.ttl, `tools.${tool}.ttl`);
+  if (policy.leaseTtl !== undefined) parseDuration(policy.leaseTtl, `tools.${tool}.leaseTtl`);
+  if (policy.maxWait !== undefined) parseDuration(policy.maxWait, `tools.${tool}.maxWait`);
+  return policy;
+}
+
+function emptyStats(): ToolStats {
+  return {
+    calls: 0,
+    executions: 0,
+    replays: 0,
+    replayed: 0,
+    cached: 0,
+    joined: 0,
+    failures: 0,
+    forced: 0,
+    recovered: 0,
+  };
+}
+
+function exitCodeOf(value: unknown): number | undefined {
+  const code =
+    typeof value === 'object' && value !== null ? (value as { exitCode?: unknown }).exitCode : undefined;
+  return typeof code === 'number' ? code : undefined;
+}
+
+function brief(error: unknown): Pick<RecordedError, 'name' | 'message'> {
+  if (error instanceof Error) return { name: error.name, message: error.message };
+  if (typeof error === 'object' && error !== null && 'message' in error) {
+    return { name: String((error as { name?: unknown }).name ?? 'Error'), message: String(error.message) };
+  }
+  return { name: 'Error', message: String(error) };
+}

@@ -1,0 +1,354 @@
+/**
+ * cachedFetch against a real node:http server on 127.0.0.1 that counts requests and answers
+ * conditional requests with 304. Freshness runs on a fake clock shared with the cache.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { Clock } from '../src/backends/backend.ts';
+import { sqliteBackend } from '../src/backends/sqlite.ts';
+import type { Cache } from '../src/cache.ts';
+import { createCache } from '../src/cache.ts';
+import type { CachedFetchOptions } from '../src/http/index.ts';
+import { cachedFetch, createCachedFetch } from '../src/http/index.ts';
+
+interface Seen {
+  method: string;
+  path: string;
+  ifNoneMatch?: string | undefined;
+  ifModifiedSince?: string | undefined;
+  authorization?: string | undefined;
+}
+
+let server: Server;
+let base: string;
+let seen: Seen[] = [];
+let version = 1;
+const LAST_MODIFIED = 'Tue, 01 Jan 2030 00:00:00 GMT';
+const BINARY = Uint8Array.from({ length: 2048 }, (_, i) => (i * 31) % 256);
+
+function handle(req: IncomingMessage, res: ServerResponse): void {
+  const path = req.url ?? '/';
+  seen.push({
+    method: req.method ?? 'GET',
+    path,
+    ifNoneMatch: req.headers['if-none-match'],
+    ifModifiedSince: req.headers['if-modified-since'],
+    authorization: req.headers.authorization,
+  });
+  const etag = `"v${version}"`;
+  if (req.method === 'POST') {
+    version++;
+    res.writeHead(201, { 'content-type': 'text/plain' }).end('updated');
+    return;
+  }
+  switch (path.split('?')[0]) {
+    case '/etag':
+      if (req.headers['if-none-match'] === etag) {
+        res.writeHead(304, { etag, 'cache-control': 'max-age=60', 'x-refreshed': 'yes' }).end();
+        return;
+      }
+      res
+        .writeHead(200, {
+          etag,
+          'cache-control': 'max-age=60',
+          'content-type': 'application/json',
+          'x-version': String(version),
+        })
+        .end(JSON.stringify({ version }));
+      return;
+    case '/last-modified':
+      if (req.headers['if-modified-since'] === LAST_MODIFIED) {
+        res.writeHead(304, { 'cache-control': 'max-age=10' }).end();
+        return;
+      }
+      res
+        .writeHead(200, { 'last-modified': LAST_MODIFIED, 'cache-control': 'max-age=10' })
+        .end('modified body');
+      return;
+    case '/plain':
+      res.writeHead(200, { 'content-type': 'text/plain' }).end(`plain ${seen.length}`);
+      return;
+    case '/expires':
+      res
+        .writeHead(200, { date: 'Tue, 01 Jan 2030 00:00:00 GMT', expires: 'Tue, 01 Jan 2030 00:02:00 GMT' })
+        .end('expires');
+      return;
+    case '/no-store':
+      res.writeHead(200, { 'cache-control': 'no-store' }).end(`secret ${seen.length}`);
+      return;
+    case '/no-cache':
+      if (req.headers['if-none-match'] === etag) {
+        res.writeHead(304, { etag, 'cache-control': 'no-cache' }).end();
+        return;
+      }
+      res.writeHead(200, { etag, 'cache-control': 'no-cache' }).end(`no-cache v${version}`);
+      return;
+    case '/whoami':
+      res
+        .writeHead(200, { 'cache-control': 'max-age=60' })
+        .end(`user ${req.headers.authorization ?? 'anonymous'}`);
+      return;
+    case '/binary':
+      res
+        .writeHead(200, { 'content-type': 'application/octet-stream', 'cache-control': 'max-age=60' })
+        .end(BINARY);
+      return;
+    case '/gzip':
+      res
+        .writeHead(200, {
+          'content-encoding': 'gzip',
+          'content-type': 'text/plain',
+          'cache-control': 'max-age=60',
+        })
+        .end(gzipSync('unzipped text '.repeat(100)));
+      return;
+    case '/missing':
+      res.writeHead(404, { 'cache-control': 'max-age=60' }).end('not here');
+      return;
+    case '/error':
+      res.writeHead(500).end('boom');
+      return;
+    default:
+      res.writeHead(400).end();
+  }
+}
+
+beforeAll(async () => {
+  server = createServer(handle);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+afterAll(async () => {
+  await new Promise((resolve) => server.close(resolve));
+});
+
+interface FakeClock extends Clock {
+  advance(ms: number): void;
+}
+
+let clock: FakeClock;
+let cache: Cache;
+beforeEach(() => {
+  seen = [];
+  version = 1;
+  let now = Date.UTC(2030, 0, 1);
+  clock = { now: () => now, advance: (ms) => void (now += ms) };
+  cache = createCache({ clock });
+});
+afterEach(async () => {
+  await cache.close();
+});
+
+function get(path: string, init?: RequestInit, options: CachedFetchOptions = {}): Promise<Response> {
+  return cachedFetch(`${base}${path}`, init, { cache, ...options });
+}
+
+describe('cachedFetch', () => {
+  it('answers a fresh GET from the http tier: status, headers and body, and no request', async () => {
+    const first = await get('/etag');
+    expect(first).toBeInstanceOf(Response);
+    expect(first.headers.get('x-cache')).toBe('MISS');
+    expect(await first.json()).toEqual({ version: 1 });
+    clock.advance(59_999);
+    const second = await get('/etag#fragment-ignored');
+    expect(second.status).toBe(200);
+    expect(second.headers.get('x-cache')).toBe('HIT');
+    expect(second.headers.get('content-type')).toBe('application/json');
+    expect(second.headers.get('etag')).toBe('"v1"');
+    expect(second.url).toBe(`${base}/etag`);
+    expect(await second.json()).toEqual({ version: 1 });
+    expect(seen).toHaveLength(1);
+    expect((await cache.tier('http').stats()).sets).toBe(1);
+  });
+
+  it('revalidates a stale response with If-None-Match and serves the stored body on 304, fresh again', async () => {
+    await (await get('/etag')).text();
+    clock.advance(60_000);
+    const revalidated = await get('/etag');
+    expect(revalidated.headers.get('x-cache')).toBe('REVALIDATED');
+    expect(revalidated.status).toBe(200);
+    expect(await revalidated.json()).toEqual({ version: 1 });
+    expect(revalidated.headers.get('x-refreshed')).toBe('yes');
+    expect(revalidated.headers.get('x-version')).toBe('1');
+    expect(seen.map((s) => s.ifNoneMatch)).toEqual([undefined, '"v1"']);
+    // The 304 restarted the freshness lifetime.
+    clock.advance(59_000);
+    expect((await get('/etag')).headers.get('x-cache')).toBe('HIT');
+    expect(seen).toHaveLength(2);
+  });
+
+  it('revalidates with If-Modified-Since when the response had only Last-Modified', async () => {
+    expect(await (await get('/last-modified')).text()).toBe('modified body');
+    clock.advance(10_000);
+    const again = await get('/last-modified');
+    expect(again.headers.get('x-cache')).toBe('REVALIDATED');
+    expect(await again.text()).toBe('modified body');
+    expect(seen.map((s) => s.ifModifiedSince)).toEqual([undefined, LAST_MODIFIED]);
+  });
+
+  it('a changed resource (200 to the conditional request) replaces the stored one', async () => {
+    await (await get('/etag')).text();
+    version = 2;
+    clock.advance(60_000);
+    const changed = await get('/etag');
+    expect(changed.headers.get('x-cache')).toBe('MISS');
+    expect(await changed.json()).toEqual({ version: 2 });
+    expect(await (await get('/etag')).json()).toEqual({ version: 2 });
+    expect(seen).toHaveLength(2);
+  });
+
+  it('uses the ttl (default: the http tier TTL) when the response gives no freshness', async () => {
+    const body = await (await get('/plain', undefined, { ttl: '5m' })).text();
+    clock.advance(5 * 60_000 - 1);
+    expect(await (await get('/plain', undefined, { ttl: '5m' })).text()).toBe(body);
+    clock.advance(1);
+    const expired = await get('/plain', undefined, { ttl: '5m' });
+    // No validator: nothing to revalidate, a plain new request.
+    expect(expired.headers.get('x-cache')).toBe('MISS');
+    expect(seen.map((s) => s.ifNoneMatch ?? s.ifModifiedSince)).toEqual([undefined, undefined]);
+
+    await (await get('/plain?default')).text();
+    clock.advance(60 * 60_000 - 1);
+    expect((await get('/plain?default')).headers.get('x-cache')).toBe('HIT');
+    clock.advance(1);
+    expect((await get('/plain?default')).headers.get('x-cache')).toBe('MISS');
+  });
+
+  it('defaults to the http tier TTL configured on the cache', async () => {
+    const tuned = createCache({ clock, tiers: { http: { ttl: '2m' } } });
+    try {
+      await (await get('/plain?tuned', undefined, { cache: tuned })).text();
+      clock.advance(2 * 60_000 - 1);
+      expect((await get('/plain?tuned', undefined, { cache: tuned })).headers.get('x-cache')).toBe('HIT');
+      clock.advance(1);
+      expect((await get('/plain?tuned', undefined, { cache: tuned })).headers.get('x-cache')).toBe('MISS');
+    } finally {
+      await tuned.close();
+    }
+  });
+
+  it('honours Expires relative to the server Date', async () => {
+    await (await get('/expires')).text();
+    clock.advance(119_999);
+    expect((await get('/expires')).headers.get('x-cache')).toBe('HIT');
+    clock.advance(1);
+    expect((await get('/expires')).headers.get('x-cache')).toBe('MISS');
+  });
+
+  it('never caches non-GET requests, no-store responses or no-store requests', async () => {
+    for (let i = 0; i < 2; i++) {
+      const posted = await get('/etag', { method: 'POST', body: 'x' });
+      expect(posted.status).toBe(201);
+      expect(posted.headers.get('x-cache')).toBeNull();
+    }
+    for (let i = 0; i < 2; i++) expect(await (await get('/no-store')).text()).toBe(`secret ${seen.length}`);
+    await (await get('/etag')).text();
+    await (await get('/etag', { headers: { 'cache-control': 'no-store' } })).text();
+    await (await get('/etag', { cache: 'no-store' })).text();
+    expect(seen.map((s) => `${s.method} ${s.path}`)).toEqual([
+      'POST /etag',
+      'POST /etag',
+      'GET /no-store',
+      'GET /no-store',
+      'GET /etag',
+      'GET /etag',
+      'GET /etag',
+    ]);
+    expect((await cache.tier('http').stats()).sets).toBe(1);
+  });
+
+  it('a successful POST to a URL drops its stored GET responses', async () => {
+    expect(await (await get('/etag')).json()).toEqual({ version: 1 });
+    expect(await (await get('/etag', { headers: { accept: 'application/json' } })).json()).toEqual({
+      version: 1,
+    });
+    await get('/etag', { method: 'POST', body: 'bump' });
+    expect(await (await get('/etag')).json()).toEqual({ version: 2 });
+    expect(await (await get('/etag', { headers: { accept: 'application/json' } })).json()).toEqual({
+      version: 2,
+    });
+  });
+
+  it("keys by Authorization: one user's response is never served to another", async () => {
+    const as = (user: string) => get('/whoami', { headers: { authorization: `Bearer ${user}` } });
+    expect(await (await as('alice')).text()).toBe('user Bearer alice');
+    expect(await (await as('bob')).text()).toBe('user Bearer bob');
+    expect(await (await as('alice')).text()).toBe('user Bearer alice');
+    expect(await (await get('/whoami')).text()).toBe('user anonymous');
+    expect(seen).toHaveLength(3);
+  });
+
+  it('stores no-cache responses but revalidates them on every use', async () => {
+    await (await get('/no-cache')).text();
+    const second = await get('/no-cache');
+    expect(second.headers.get('x-cache')).toBe('REVALIDATED');
+    expect(await second.text()).toBe('no-cache v1');
+    expect(seen.map((s) => s.ifNoneMatch)).toEqual([undefined, '"v1"']);
+    // A request that asks for revalidation gets one even for a fresh entry.
+    await (await get('/etag')).text();
+    expect((await get('/etag', { headers: { 'cache-control': 'no-cache' } })).headers.get('x-cache')).toBe(
+      'REVALIDATED',
+    );
+  });
+
+  it('round-trips binary bodies, and keeps compressed responses decoded', async () => {
+    const first = new Uint8Array(await (await get('/binary')).arrayBuffer());
+    const hit = await get('/binary');
+    expect(hit.headers.get('x-cache')).toBe('HIT');
+    expect(new Uint8Array(await hit.arrayBuffer())).toEqual(BINARY);
+    expect(first).toEqual(BINARY);
+    expect(await (await get('/gzip')).text()).toBe('unzipped text '.repeat(100));
+    const gzipHit = await get('/gzip');
+    expect(gzipHit.headers.get('content-encoding')).toBeNull();
+    expect(await gzipHit.text()).toBe('unzipped text '.repeat(100));
+  });
+
+  it('stores 404s only with explicit freshness, and never server errors', async () => {
+    await get('/missing');
+    expect((await get('/missing')).headers.get('x-cache')).toBe('HIT');
+    expect((await get('/missing')).status).toBe(404);
+    await get('/error');
+    const again = await get('/error');
+    expect(again.status).toBe(500);
+    expect(seen.filter((s) => s.path === '/error')).toHaveLength(2);
+  });
+
+  it('serves the stale copy on a network error only with staleIfError', async () => {
+    let down = false;
+    const flaky: typeof fetch = (input, init) =>
+      down ? Promise.reject(new TypeError('fetch failed')) : fetch(input, init);
+    const strict = createCachedFetch({ cache, fetch: flaky });
+    const lenient = createCachedFetch({ cache, fetch: flaky, staleIfError: true });
+    await (await strict(`${base}/etag`)).text();
+    clock.advance(60_000);
+    down = true;
+    await expect(strict(`${base}/etag`)).rejects.toThrow('fetch failed');
+    const stale = await lenient(`${base}/etag`);
+    expect(stale.headers.get('x-cache')).toBe('STALE');
+    expect(await stale.json()).toEqual({ version: 1 });
+  });
+
+  it('persists in a SQLite store across a restart', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'x-http-'));
+    try {
+      const path = join(dir, 'http.db');
+      const first = createCache({ clock, store: sqliteBackend({ path, clock }) });
+      await (await cachedFetch(`${base}/etag`, undefined, { cache: first })).text();
+      await first.close();
+      const second = createCache({ clock, store: sqliteBackend({ path, clock }), memory: false });
+      const hit = await cachedFetch(`${base}/etag`, undefined, { cache: second, statusHeader: 'x-served' });
+      expect(hit.headers.get('x-served')).toBe('HIT');
+      expect(hit.headers.get('x-cache')).toBeNull();
+      expect(await hit.json()).toEqual({ version: 1 });
+      await second.close();
+      expect(seen).toHaveLength(1);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -424,8 +424,7 @@ class Engine {
     fallback: T,
     run: () => Promise<T>,
   ): Promise<T> {
-    const now = this.clock.now();
-    if (!level.admit(now)) {
+    if (!level.admit(this.clock)) {
       this.levelBucket(level).skipped++;
       return fallback;
     }

@@ -71,9 +71,9 @@ export class Level {
   }
 
   /** Whether a call may go to this level now; false while the breaker is open. */
-  admit(now: number): boolean {
+  admit(clock: { now(): number }): boolean {
     if (this.breakerFailures === 0 || this.failures < this.breakerFailures) return true;
-    if (now < this.openUntil || this.probing) return false;
+    if (clock.now() < this.openUntil || this.probing) return false;
     this.probing = true;
     return true;
   }
@@ -122,9 +122,18 @@ export class LevelTimeoutError extends Error {
 export function withTimeout<T>(level: Level, operation: string, run: () => Promise<T>): Promise<T> {
   const ms = level.timeoutMs;
   if (ms === undefined) return run();
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new LevelTimeoutError(level.name, operation, ms)), ms);
+  // One promise and one timer per call: this wraps every network read on the hit path.
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new LevelTimeoutError(level.name, operation, ms)), ms);
+    run().then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
   });
-  return Promise.race([run(), timeout]).finally(() => clearTimeout(timer));
 }

@@ -92,7 +92,7 @@ describe('sqliteBackend', () => {
   describe('LRU eviction', () => {
     it('evicts the least recently used entries beyond maxEntries, counting buffered reads', async () => {
       const clock = fakeClock();
-      const cache = backend({ clock, maxEntries: 3 });
+      const cache = backend({ clock, maxEntries: 3, touchGranularityMs: 0 });
       for (const key of ['n:a', 'n:b', 'n:c']) {
         await cache.set(key, { value: text(key) });
         clock.advance(10);
@@ -107,7 +107,7 @@ describe('sqliteBackend', () => {
 
     it('evicts by value bytes beyond maxBytes and refuses a single value larger than it', async () => {
       const clock = fakeClock();
-      const cache = backend({ clock, maxBytes: 100 });
+      const cache = backend({ clock, maxBytes: 100, touchGranularityMs: 0 });
       await cache.set('n:a', { value: bytes(40) });
       clock.advance(1);
       await cache.set('n:b', { value: bytes(40) });
@@ -147,8 +147,8 @@ describe('sqliteBackend', () => {
 
     it('shares recency across instances on the same file', async () => {
       const clock = fakeClock();
-      const writer = backend({ clock, maxEntries: 2 });
-      const reader = backend({ clock });
+      const writer = backend({ clock, maxEntries: 2, touchGranularityMs: 0 });
+      const reader = backend({ clock, touchGranularityMs: 0 });
       await writer.set('n:a', { value: text('a') });
       clock.advance(1);
       await writer.set('n:b', { value: text('b') });
@@ -173,7 +173,12 @@ describe('sqliteBackend', () => {
   describe('reads', () => {
     it('do not write: touches stay in memory until a flush', async () => {
       const clock = fakeClock();
-      const cache = backend({ clock, touchFlushIntervalMs: 60_000, touchFlushSize: 10_000 });
+      const cache = backend({
+        clock,
+        touchFlushIntervalMs: 60_000,
+        touchFlushSize: 10_000,
+        touchGranularityMs: 0,
+      });
       await cache.set('n:a', { value: text('a') });
       const observer = inspect();
       const version = () => observer.pragma('data_version', { simple: true });
@@ -193,7 +198,12 @@ describe('sqliteBackend', () => {
 
     it('flush touches after touchFlushSize distinct keys, on a timer, and on close', async () => {
       const clock = fakeClock();
-      const sized = backend({ clock, touchFlushSize: 3, touchFlushIntervalMs: 60_000 });
+      const sized = backend({
+        clock,
+        touchFlushSize: 3,
+        touchFlushIntervalMs: 60_000,
+        touchGranularityMs: 0,
+      });
       await sized.setMany(['n:1', 'n:2', 'n:3'].map((key) => [key, { value: text(key) }] as const));
       const observer = inspect();
       const accessedAt = (key: string) =>
@@ -203,12 +213,17 @@ describe('sqliteBackend', () => {
       for (const key of ['n:1', 'n:2', 'n:3']) await sized.get(key);
       await vi.waitFor(() => expect(accessedAt('n:3')).toBe(clock.now()));
 
-      const timed = backend({ clock, touchFlushSize: 10_000, touchFlushIntervalMs: 5 });
+      const timed = backend({
+        clock,
+        touchFlushSize: 10_000,
+        touchFlushIntervalMs: 5,
+        touchGranularityMs: 0,
+      });
       clock.advance(100);
       await timed.get('n:1');
       await vi.waitFor(() => expect(accessedAt('n:1')).toBe(clock.now()));
 
-      const closing = sqliteBackend({ path, clock, touchFlushIntervalMs: 60_000 });
+      const closing = sqliteBackend({ path, clock, touchFlushIntervalMs: 60_000, touchGranularityMs: 0 });
       clock.advance(100);
       await closing.get('n:2');
       await closing.close();
@@ -218,7 +233,7 @@ describe('sqliteBackend', () => {
     it('a background flush that meets a locked file retries instead of blocking', async () => {
       const clock = fakeClock();
       // If the background flush waited for the lock, this timeout would stall the test for a minute.
-      const cache = backend({ clock, touchFlushIntervalMs: 5, busyTimeoutMs: 60_000 });
+      const cache = backend({ clock, touchFlushIntervalMs: 5, busyTimeoutMs: 60_000, touchGranularityMs: 0 });
       await cache.set('n:a', { value: text('a') });
       const other = inspect();
       other.exec('BEGIN IMMEDIATE');
@@ -476,7 +491,7 @@ describe('sqliteBackend', () => {
 
     it('trim evicts least recently used entries under the prefix only', async () => {
       const clock = fakeClock();
-      const cache = backend({ clock });
+      const cache = backend({ clock, touchGranularityMs: 0 });
       for (const key of ['q:1', 'other:1', 'q:2', 'q:3', 'other:2', 'q:4']) {
         await cache.set(key, { value: bytes(10) });
         clock.advance(1);
@@ -489,6 +504,24 @@ describe('sqliteBackend', () => {
       expect(await cache.trim('q:', { maxEntries: 5 })).toBe(0);
       expect((await cache.stats()).evictions).toBe(3);
     });
+  });
+
+  it('a read rewrites the last-use time at most once per granularity', async () => {
+    const clock = fakeClock();
+    const cache = backend({ clock, touchFlushSize: 1, touchGranularityMs: 60_000 });
+    await cache.set('n:a', { value: text('a') });
+    const observer = inspect();
+    const accessedAt = () =>
+      observer.prepare("SELECT accessed_at FROM cache_entries WHERE key = 'n:a'").pluck().get() as number;
+    const writtenAt = accessedAt();
+    clock.advance(59_000);
+    await cache.get('n:a');
+    await cache.flush();
+    expect(accessedAt()).toBe(writtenAt);
+    clock.advance(1_000);
+    await cache.get('n:a');
+    await cache.flush();
+    expect(accessedAt()).toBe(writtenAt + 60_000);
   });
 
   describe('counters', () => {

@@ -51,6 +51,13 @@ export interface SqliteBackendOptions {
   touchFlushIntervalMs?: number | undefined;
   /** ...or as soon as this many distinct keys were read, whichever comes first. @default 1000 */
   touchFlushSize?: number | undefined;
+  /**
+   * A read updates an entry's last-use time only when the stored one is at least this old. Each
+   * update rewrites the row's page (the value sits in it), so a hot entry read many times a
+   * second is written once a second instead; LRU order is exact to this granularity.
+   * @default 1000
+   */
+  touchGranularityMs?: number | undefined;
 }
 
 export interface SqliteBackend extends CacheBackend {
@@ -122,6 +129,10 @@ export function sqliteBackend(options: SqliteBackendOptions = {}): SqliteBackend
       options.touchFlushSize ?? DEFAULT_TOUCH_FLUSH_SIZE,
       false,
     ),
+    touchGranularityMs:
+      options.touchGranularityMs === undefined
+        ? undefined
+        : checkLimit('sqlite', 'touchGranularityMs', options.touchGranularityMs, false),
   };
   const { busyTimeoutMs } = settings;
   let db: BetterSqlite3.Database;
@@ -178,8 +189,9 @@ interface Settings {
   busyTimeoutMs: number;
   touchFlushIntervalMs: number;
   touchFlushSize: number;
+  touchGranularityMs: number | undefined;
 }
-type EntryRow = [value: Uint8Array, expiresAt: number | null, tags: string | null];
+type EntryRow = [value: Uint8Array, expiresAt: number | null, tags: string | null, accessedAt: number];
 interface Totals {
   entries: number;
   bytes: number;
@@ -214,7 +226,9 @@ function prepareStatements(db: BetterSqlite3.Database) {
       size = excluded.size, tags = excluded.tags, value = excluded.value`;
   return {
     get: db
-      .prepare<[string], EntryRow>('SELECT value, expires_at, tags FROM cache_entries WHERE key = ?')
+      .prepare<[string], EntryRow>(
+        'SELECT value, expires_at, tags, accessed_at FROM cache_entries WHERE key = ?',
+      )
       .raw(),
     expiresAt: db
       .prepare<[string], number | null>('SELECT expires_at FROM cache_entries WHERE key = ?')
@@ -317,6 +331,7 @@ class SqliteStore implements SqliteBackend {
   private readonly bounded: boolean;
   private readonly touchFlushIntervalMs: number;
   private readonly touchFlushSize: number;
+  private readonly touchGranularityMs: number;
   private readonly s: Statements;
   private readonly readMany: BetterSqlite3.Transaction<(keys: readonly string[]) => (EntryRow | undefined)[]>;
   private readonly storeBounded: BetterSqlite3.Transaction<(key: string, entry: StoredEntry) => void>;
@@ -341,6 +356,7 @@ class SqliteStore implements SqliteBackend {
     this.bounded = this.maxEntries !== Infinity || this.maxBytes !== Infinity;
     this.touchFlushIntervalMs = settings.touchFlushIntervalMs;
     this.touchFlushSize = settings.touchFlushSize;
+    this.touchGranularityMs = settings.touchGranularityMs ?? 1000;
     this.s = prepareStatements(db);
     this.readMany = db.transaction((keys: readonly string[]) => keys.map((key) => this.s.get.get(key)));
     // IMMEDIATE: the bound check reads before it writes, and a deferred transaction that must
@@ -603,9 +619,9 @@ class SqliteStore implements SqliteBackend {
   }
 
   private hit(key: string, row: EntryRow, now: number): StoredEntry | undefined {
-    const [value, expiresAt, tags] = row;
+    const [value, expiresAt, tags, accessedAt] = row;
     if (expiresAt !== null && expiresAt <= now) return undefined;
-    this.touch(key, now);
+    if (now - accessedAt >= this.touchGranularityMs) this.touch(key, now);
     return {
       // better-sqlite3 hands out Buffers; a plain view keeps the contract's type without a copy.
       value: new Uint8Array(value.buffer, value.byteOffset, value.byteLength),

@@ -477,6 +477,33 @@ describe('createCache > stats', () => {
     expect(stats.costSavedUsd).toBeCloseTo((stats.inputTokensSaved * 1 + 10 * 2) / 1e6, 12);
   });
 
+  it('estimates no output tokens for a vector (an embedding)', async () => {
+    const cache = make();
+    await cache.getOrCompute(
+      { name: 'embed', request: 'hello world' },
+      async () => new Float32Array([0.1, 0.2]),
+      {
+        usage: 'estimate',
+      },
+    );
+    await cache.getOrCompute(
+      { name: 'embed', request: 'hello world' },
+      async () => new Float32Array([0.1, 0.2]),
+      {
+        usage: 'estimate',
+      },
+    );
+    await cache.getOrCompute({ name: 'embed2', request: 'hello world' }, async () => [0.1, 0.2], {
+      usage: 'estimate',
+    });
+    await cache.getOrCompute({ name: 'embed2', request: 'hello world' }, async () => [0.1, 0.2], {
+      usage: 'estimate',
+    });
+    const stats = await cache.stats();
+    expect(stats.outputTokensSaved).toBe(0);
+    expect(stats.inputTokensSaved).toBe(4);
+  });
+
   it('persists counters in the store so they survive a restart and add up across instances', async () => {
     const path = join(dir, 'stats.db');
     const first = make({ store: sqliteBackend({ path }) });

@@ -20,10 +20,15 @@ export async function countTokens(text: string): Promise<number> {
   return enc.encode(text).length;
 }
 
-/** Text a value or request contributes to a prompt: strings as-is, everything else as JSON. */
+/**
+ * Text a value or request contributes to a prompt: strings as-is, everything else as JSON.
+ * Vectors (typed arrays, arrays of numbers) are not text: an embedding costs no output tokens.
+ */
 export function textOf(value: unknown): string {
   if (typeof value === 'string') return value;
   if (value === undefined || value === null) return '';
+  if (ArrayBuffer.isView(value)) return '';
+  if (Array.isArray(value) && value.length > 0 && value.every((item) => typeof item === 'number')) return '';
   try {
     return JSON.stringify(value) ?? '';
   } catch {

@@ -1,0 +1,15 @@
+export { COMMANDS, commandHelp, mainHelp, run, version } from './cli.ts';
+export type { CommandSpec, Context, OptionSpec } from './command.ts';
+export type { LevelRow, StatsReport, StatsRow } from './commands/stats.ts';
+export { gatherStats } from './commands/stats.ts';
+export type { ExportHeader, ExportRecord } from './commands/transfer.ts';
+export { EXPORT_FORMAT, EXPORT_VERSION } from './commands/transfer.ts';
+export type { WarmRecord } from './commands/warm.ts';
+export type { EntryInfo } from './entries.ts';
+export type { CliIo, OutputStream } from './io.ts';
+export { CliError, EXIT_ERROR, EXIT_OK, EXIT_USAGE } from './io.ts';
+export type { CacheKey } from './keys.ts';
+export { parseCacheKey } from './keys.ts';
+export type { LedgerNamespaceStats, RecordCounts, ToolCounts } from './ledger.ts';
+export type { Connection, StoreTarget } from './store.ts';
+export { connect, parseTarget, resolveTarget } from './store.ts';

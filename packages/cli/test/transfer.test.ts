@@ -1,0 +1,143 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createCache, decodeEntry } from '@x/cache-core';
+import { sqliteBackend } from '@x/cache-core/sqlite';
+import { beforeEach, describe, expect, it } from 'vitest';
+import {
+  BINARY,
+  cli,
+  DAY,
+  exportedRecords,
+  INTRO,
+  INTRO_USAGE,
+  json,
+  RICH,
+  type Seeded,
+  useSeededStore,
+  VECTOR,
+} from './helpers.ts';
+
+const fixture = useSeededStore();
+let dir: string;
+let url: string;
+let seeded: Seeded;
+beforeEach(() => {
+  ({ dir, url, seeded } = fixture);
+});
+
+describe('llm-cache export / import', () => {
+  it('round-trips exactly: bytes, binary values, typed arrays, TTLs, grace and tags', async () => {
+    const file = join(dir, 'backup.jsonl');
+    const exported = await cli(['export', file, '--url', url]);
+    expect(exported).toMatchObject({ code: 0, stdout: `Exported 8 entries to ${file}.\n`, stderr: '' });
+    const text = readFileSync(file, 'utf8');
+    expect(json(text.split('\n')[0]!)).toMatchObject({ format: 'llm-cache-export', version: 1, source: url });
+    const records = exportedRecords(text);
+    expect(records.map((record) => record.key)).toEqual(
+      [
+        seeded.embedding,
+        seeded.other,
+        seeded.stale,
+        seeded.intro,
+        seeded.wordProblem,
+        seeded.template,
+        seeded.toolA,
+        seeded.toolB,
+      ].sort((a, b) => a.localeCompare(b)),
+    );
+    const intro = records.find((record) => record.key === seeded.intro)!;
+    expect(intro).toMatchObject({ expiresAt: seeded.t0 + 7 * DAY, tags: ['responses/default#math'] });
+
+    const target = join(dir, 'restored', 'cache.db');
+    const imported = await cli(['import', file, '--url', `sqlite://${target}`]);
+    expect(imported).toMatchObject({ code: 0, stdout: 'Imported 8 entries.\n' });
+    const again = await cli(['export', '--url', `sqlite://${target}`]);
+    expect(exportedRecords(again.stdout)).toEqual(records);
+
+    // And the application reading the restored store gets the same values back.
+    const restored = createCache({
+      store: sqliteBackend({ path: target }),
+      memory: false,
+      statsFlushInterval: 0,
+    });
+    expect(
+      await restored.tier('tools').withNamespace('tenant-a').get({ name: 'git_status', request: {} }),
+    ).toEqual(BINARY);
+    const vector = await restored.tier('embeddings').get<Float32Array>({ name: 'embed', request: 'hello' });
+    expect(vector).toBeInstanceOf(Float32Array);
+    expect(vector).toEqual(VECTOR);
+    expect(await restored.tier('templates').get({ name: 'lesson', request: { v: 2 } })).toEqual(RICH);
+    const hit = await restored.getResult(INTRO);
+    expect(hit).toMatchObject({ value: { text: 'Fractions are parts of a whole.' }, usage: INTRO_USAGE });
+    expect(await restored.invalidateTags(['math'])).toBe(2);
+    await restored.close();
+  });
+
+  it('pipes through stdout and stdin, with tier / namespace filters', async () => {
+    const out = await cli(['export', '--url', url, '--tier', 'tools', '--namespace', 'tenant-b']);
+    expect(out.code).toBe(0);
+    expect(out.stderr).toBe('Exported 1 entry.\n');
+    expect(exportedRecords(out.stdout).map((record) => record.key)).toEqual([seeded.toolB]);
+    const target = join(dir, 'piped.db');
+    const imported = await cli(['import', '-', '--url', `sqlite://${target}`, '--format', 'json'], {
+      input: out.stdout,
+    });
+    expect(json(imported.stdout)).toEqual({ imported: 1, expired: 0 });
+    const record = exportedRecords(out.stdout)[0]!;
+    const store = sqliteBackend({ path: target });
+    const stored = await store.get(seeded.toolB);
+    await store.close();
+    expect(Buffer.from(stored!.value).toString('base64')).toBe(record.value);
+    expect(decodeEntry<{ v: Uint8Array }>(stored!.value).value.v).toEqual(new Uint8Array([9, 9, 9]));
+  });
+
+  it('skips entries that expired since the export', async () => {
+    const out = await cli(['export', '--url', url, '--quiet']);
+    expect(out.stderr).toBe('');
+    const lines = out.stdout.split('\n');
+    const record = json(lines[1]!);
+    lines[1] = JSON.stringify({ ...record, expiresAt: Date.now() - 1000 });
+    const result = await cli(['import', '--url', `sqlite://${join(dir, 'late.db')}`], {
+      input: lines.join('\n'),
+    });
+    expect(result.stdout).toBe('Imported 7 entries (1 had expired since the export and were skipped).\n');
+  });
+
+  it('names the bad line and exits 1, keeping the lines before it', async () => {
+    const file = join(dir, 'broken.jsonl');
+    const good = (await cli(['export', '--url', url, '--tier', 'embeddings'])).stdout;
+    writeFileSync(file, `${good}{"key":"x","value":"not base64!"}\n`);
+    const target = join(dir, 'partial.db');
+    const result = await cli(['import', file, '--url', `sqlite://${target}`]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe(
+      `llm-cache: ${file}:3: "value" must be the base64 of the stored entry, as export writes it (imported 1 entry before it)\n`,
+    );
+    const store = sqliteBackend({ path: target });
+    expect(await store.has(seeded.embedding)).toBe(true);
+    await store.close();
+    const notJson = await cli(['import', '--url', `sqlite://${target}`], {
+      input: '{"format":"llm-cache-export","version":1}\nnope\n',
+    });
+    expect(notJson.code).toBe(1);
+    expect(notJson.stderr).toMatch(/^llm-cache: stdin:2: not valid JSON/);
+    const future = await cli(['import', '--url', `sqlite://${target}`], {
+      input: '{"format":"llm-cache-export","version":9}\n',
+    });
+    expect(future.code).toBe(1);
+    expect(future.stderr).toMatch(/stdin:1: not an llm-cache export this version reads/);
+    const missing = await cli(['import', join(dir, 'nope.jsonl'), '--url', `sqlite://${target}`]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/^llm-cache: cannot read .*nope\.jsonl: ENOENT/);
+  });
+
+  it('shows progress on stderr with --progress', async () => {
+    const file = join(dir, 'progress.jsonl');
+    const exported = await cli(['export', file, '--url', url, '--progress']);
+    expect(exported.stderr).toMatch(/^export: 8 entries, \d+\.\ds\n$/);
+    const imported = await cli(['import', file, '--url', `sqlite://${join(dir, 'p.db')}`, '--progress']);
+    expect(imported.stderr).toMatch(/import: 8 entries \(100%\), \d+\.\ds\n$/);
+    const silent = await cli(['import', file, '--url', `sqlite://${join(dir, 'q.db')}`]);
+    expect(silent.stderr).toBe('');
+  });
+});

@@ -1,0 +1,187 @@
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { sqliteBackend } from '@x/cache-core/sqlite';
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { cli, json, seedApp, tempDirs, useSeededStore } from './helpers.ts';
+
+const dirs = tempDirs();
+afterAll(() => dirs.cleanup());
+
+const fixture = useSeededStore();
+let dir: string;
+let url: string;
+beforeEach(() => {
+  ({ dir, url } = fixture);
+});
+
+describe('llm-cache: help, version and usage errors', () => {
+  it('prints its version and the command list', async () => {
+    const pkg = json<{ version: string }>(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+    const version = await cli(['--version']);
+    expect(version).toMatchObject({ code: 0, stdout: `${pkg.version}\n` });
+    const help = await cli(['--help']);
+    expect(help.code).toBe(0);
+    for (const command of [
+      'stats',
+      'ls',
+      'inspect',
+      'clear',
+      'prune',
+      'invalidate',
+      'export',
+      'import',
+      'warm',
+    ]) {
+      expect(help.stdout).toMatch(new RegExp(`^  ${command} `, 'm'));
+    }
+    expect(help.stdout).toContain('Exit codes: 0 ok, 1 failed');
+  });
+
+  it('has --help for every command, with usage, options and examples', async () => {
+    for (const command of [
+      'stats',
+      'ls',
+      'inspect',
+      'clear',
+      'prune',
+      'invalidate',
+      'export',
+      'import',
+      'warm',
+    ]) {
+      const result = await cli([command, '--help']);
+      expect(result.code, command).toBe(0);
+      expect(result.stdout, command).toMatch(new RegExp(`^Usage: llm-cache ${command}`));
+      expect(result.stdout, command).toContain('Examples:');
+      expect(result.stdout, command).toContain('--url <url>');
+    }
+    expect((await cli(['stats', '--help'])).stdout).toContain('--task-id <id>');
+    expect((await cli(['help', 'invalidate'])).stdout).toContain('--tag <tag>');
+  });
+
+  it('exits 2 with one line for usage errors', async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['frobnicate'], /unknown command "frobnicate"/],
+      [['stat'], /did you mean "stats"\?/],
+      [['ls', '--colour'], /unknown option --colour for ls — see llm-cache ls --help/],
+      [['stats', '--url', url, '--format', 'yaml'], /--format must be table or json, got "yaml"/],
+      [['inspect', '--url', url], /inspect needs an argument/],
+      [['ls', 'a', 'b', '--url', url], /unexpected argument "b"/],
+      [['ls', '--url', url, '--limit', 'lots'], /--limit must be a whole number/],
+      [['invalidate', '--url', url], /say what to invalidate/],
+      [['ls', '--url', url, '--tier', 'no spaces'], /invalid name "no spaces"/],
+      [['ls', '--url'], /--url/],
+    ];
+    for (const [args, message] of cases) {
+      const result = await cli(args);
+      expect(result.code, args.join(' ')).toBe(2);
+      expect(result.stderr, args.join(' ')).toMatch(message);
+      expect(result.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
+      expect(result.stderr).toMatch(/^llm-cache: /);
+    }
+  });
+
+  it('shows the help on stderr and exits 2 without a command', async () => {
+    const result = await cli([]);
+    expect(result.code).toBe(2);
+    expect(result.stdout).toBe('');
+    expect(result.stderr).toContain('Usage: llm-cache <command>');
+  });
+});
+
+describe('llm-cache: connecting', () => {
+  it('refuses memory:// and unknown schemes in one line with exit 2', async () => {
+    const memory = await cli(['stats', '--url', 'memory://']);
+    expect(memory.code).toBe(2);
+    expect(memory.stderr).toMatch(
+      /^llm-cache: memory:\/\/ cannot be inspected: .*sqlite:\/\/.*redis:\/\/.*\n$/,
+    );
+    const scheme = await cli(['stats', '--url', 'postgres://db/cache']);
+    expect(scheme.code).toBe(2);
+    expect(scheme.stderr).toMatch(/^llm-cache: unsupported URL scheme "postgres:".*\n$/);
+    const garbage = await cli(['ls', '--url', 'not a url']);
+    expect(garbage.code).toBe(2);
+    expect(garbage.stderr).toMatch(/^llm-cache: invalid URL "not a url".*\n$/);
+  });
+
+  it('says so when the SQLite file is missing, and does not create it', async () => {
+    const missing = join(dir, 'nope', 'cache.db');
+    const result = await cli(['stats', '--url', `sqlite://${missing}`]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe(
+      `llm-cache: no cache database at ${missing} — check --url / LLM_CACHE_URL (the path is relative to the current directory)\n`,
+    );
+    expect(existsSync(missing)).toBe(false);
+  });
+
+  it('refuses a file that is not a cache store, without touching it', async () => {
+    const text = join(dir, 'notes.db');
+    writeFileSync(text, 'just some text, long enough to not be an empty database file\n'.repeat(20));
+    const notDb = await cli(['ls', '--url', `sqlite://${text}`]);
+    expect(notDb.code).toBe(1);
+    expect(notDb.stderr).toBe(
+      `llm-cache: ${text} is not an SQLite database — point --url at an llm-cache SQLite file\n`,
+    );
+
+    const appDb = join(dir, 'app.db');
+    const db = new DatabaseSync(appDb);
+    db.exec('CREATE TABLE users (id INTEGER)');
+    db.close();
+    const foreign = await cli(['stats', '--url', `sqlite://${appDb}`]);
+    expect(foreign.code).toBe(1);
+    expect(foreign.stderr).toMatch(/is an SQLite database but not an llm-cache store/);
+    const check = new DatabaseSync(appDb);
+    const tables = check.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").all();
+    check.close();
+    expect(tables).toEqual([{ name: 'users' }]);
+  });
+
+  it('reads LLM_CACHE_URL, else LLM_CACHE_DIR, else .cache/llm-cache.db, else says what to pass', async () => {
+    const fromEnv = await cli(['ls', '--format', 'json'], { env: { LLM_CACHE_URL: url } });
+    expect(fromEnv.code).toBe(0);
+    expect(json(fromEnv.stdout).total).toBe(7);
+    const fromDir = await cli(['ls', '--format', 'json'], { env: { LLM_CACHE_DIR: dir } });
+    expect(json(fromDir.stdout).total).toBe(7);
+    const empty = dirs.make();
+    const none = await cli(['ls'], { cwd: empty });
+    expect(none.code).toBe(2);
+    expect(none.stderr).toMatch(
+      /^llm-cache: no store given — pass --url sqlite:\/\/.* or set LLM_CACHE_URL\n$/,
+    );
+    // An application's default location, relative to where the command runs.
+    const appDir = dirs.make();
+    await seedApp(sqliteBackend({ path: join(appDir, '.cache', 'llm-cache.db') }), Date.now());
+    const defaulted = await cli(['ls', '--format', 'json'], { cwd: appDir });
+    expect(json(defaulted.stdout).total).toBe(8);
+  });
+
+  it('says in one line that Redis is unreachable, and exits 1', async () => {
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    const refused = await cli(['stats', '--url', `redis://127.0.0.1:${port}`]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(
+      new RegExp(`^llm-cache: cannot reach Redis at redis://127.0.0.1:${port}: connect ECONNREFUSED .*\\n$`),
+    );
+  });
+
+  it('gives up on a Redis that never answers after --timeout', async () => {
+    // Accepts connections and says nothing, like a firewall that swallows packets.
+    const silent: Server = createServer(() => undefined);
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const port = (silent.address() as { port: number }).port;
+    try {
+      const result = await cli(['ls', '--url', `redis://:secret@127.0.0.1:${port}`, '--timeout', '300']);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toBe(
+        `llm-cache: cannot reach Redis at redis://***@127.0.0.1:${port}: no answer within 300 ms — check that the server is up and --url / LLM_CACHE_URL\n`,
+      );
+    } finally {
+      silent.close();
+    }
+  });
+});

@@ -211,11 +211,15 @@ function build(entry: StoredResponse, served: Served, statusHeader: string | fal
   const headers = new Headers(entry.headers);
   if (statusHeader) headers.set(statusHeader, served);
   const nullBody = entry.status === 204 || entry.status === 205 || entry.status === 304;
-  const response = new Response(nullBody ? null : entry.body, {
-    status: entry.status,
-    statusText: entry.statusText,
-    headers,
-  });
+  // The decoded body is a plain Uint8Array; typed as the constructor's body so the DOM lib accepts it too.
+  const response = new Response(
+    nullBody ? null : (entry.body as unknown as ConstructorParameters<typeof Response>[0]),
+    {
+      status: entry.status,
+      statusText: entry.statusText,
+      headers,
+    },
+  );
   // A constructed Response has an empty url; tools may log or resolve against it.
   Object.defineProperty(response, 'url', { value: entry.url });
   return response;

@@ -9,3 +9,5 @@ export type { CacheCallOptions, CommonCacheOptions } from './options.ts';
 export { DEFAULT_OPTIONS_KEY, EMBED_KEY_NAME, GENERATE_KEY_NAME, STREAM_KEY_NAME } from './options.ts';
 export type { StreamRecording } from './stream-flight.ts';
 export type { ReplayPacing } from './streams.ts';
+export type { CachedToolsOptions, ToolCallInfo } from './tools.ts';
+export { cachedTools } from './tools.ts';

@@ -6,3 +6,5 @@ export type { CachedEmbeddingsOptions } from './embeddings.ts';
 export { CachedEmbeddings } from './embeddings.ts';
 export type { CachedChatRecord, CachedGeneration, CachedMessage } from './messages.ts';
 export type { SharedCacheOptions } from './options.ts';
+export type { CachedToolOptions } from './tools.ts';
+export { cachedTool } from './tools.ts';

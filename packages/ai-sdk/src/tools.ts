@@ -1,0 +1,179 @@
+import type { CacheView, ToolLedger, ToolPolicy, ToolScope } from '@x/cache-core';
+import { createToolLedger, getDefaultCache, validateName } from '@x/cache-core';
+import type { ToolExecutionOptions, ToolSet } from 'ai';
+import { invalidOption } from './options.ts';
+
+/** What a `scope` or `idempotencyKey` function is told about the tool call it is asked about. */
+export interface ToolCallInfo extends ToolExecutionOptions<any> {
+  /** The tool's name: its key in the tool set, and the name its policy is listed under in the ledger. */
+  toolName: string;
+}
+
+/**
+ * Options of `cachedTools`. Pass a `ledger`, or a `cache` and `policies` to build one; a shared
+ * ledger is what lets several tool sets (and other adapters) see one history and statistics.
+ */
+export interface CachedToolsOptions {
+  /**
+   * The ledger every call goes through: `createToolLedger({ cache, tools: { … } })`. Its per-tool
+   * policies decide which tools run once per key (`write`), are cached (`read`) or just run.
+   * @default a ledger over `cache` with `policies`
+   */
+  ledger?: ToolLedger | undefined;
+  /**
+   * The cache of the ledger built when no `ledger` is given: read tools are cached in its `tools`
+   * tier, records go to its store. Not allowed together with `ledger`.
+   * @default getDefaultCache()
+   */
+  cache?: CacheView | undefined;
+  /**
+   * Per-tool policies of the ledger built when no `ledger` is given (the ledger's `tools` option),
+   * keyed by tool name: `{ send_email: { kind: 'write' }, git_status: { kind: 'read', ttl: '30s' } }`.
+   * Tools not listed run on every call. Not allowed together with `ledger`.
+   * @default none: a `ledger` or `policies` is required
+   */
+  policies?: Readonly<Record<string, ToolPolicy>> | undefined;
+  /**
+   * The task and work item the calls belong to: part of a write's derived idempotency key (a retry
+   * of the same step replays, the same call in another task runs) and of the history. A function
+   * can read it from the call, e.g. from the tool's `context`.
+   * @default {} (every call of a write tool with the same input shares one key)
+   */
+  scope?: ToolScope | ((input: any, call: ToolCallInfo) => ToolScope | undefined) | undefined;
+  /**
+   * A write's idempotency key, instead of the one the ledger derives from tool, input and scope.
+   * Never use `call.toolCallId`: a retried generation produces new ids, so nothing would replay.
+   * @default derived by the ledger from tool name, input, taskId and workItemId
+   */
+  idempotencyKey?: ((input: any, call: ToolCallInfo) => string | undefined) | undefined;
+  /** Run every call again and record the new outcome, even when one was recorded or cached. @default false */
+  force?: boolean | undefined;
+}
+
+const KNOWN_OPTIONS = new Set(['ledger', 'cache', 'policies', 'scope', 'idempotencyKey', 'force']);
+
+/**
+ * The same tool set with every `execute` going through the tool ledger: per the ledger's policy
+ * for the tool's name, a side-effecting tool runs once per idempotency key and a retry replays
+ * its recorded outcome, a read-only tool is answered from the cache while fresh, and any other
+ * tool runs as before. Everything else of each tool (description, schemas, `toModelOutput`,
+ * approval settings) and the tool set's type are unchanged, so the result goes wherever the tool
+ * set went: `generateText({ tools: cachedTools(tools, { ledger }) })`.
+ */
+export function cachedTools<TOOLS extends ToolSet>(tools: TOOLS, options: CachedToolsOptions): TOOLS {
+  if (typeof tools !== 'object' || tools === null || Array.isArray(tools)) {
+    throw invalidOption(
+      'cachedTools needs a tool set — pass an object of tools: cachedTools({ weather: tool({ … }) }, options)',
+    );
+  }
+  const ledger = resolveLedger(options);
+  const scope = options.scope;
+  const idempotencyKey = options.idempotencyKey;
+  const wrapped: Record<string, unknown> = {};
+  for (const [name, original] of Object.entries(tools)) {
+    const execute = (original as { execute?: unknown }).execute;
+    // Tools without `execute` (client-side, provider-executed) never run here: nothing to record.
+    if (typeof execute !== 'function') {
+      wrapped[name] = original;
+      continue;
+    }
+    checkToolName(name);
+    const run = execute as (input: unknown, callOptions: ToolExecutionOptions<any>) => unknown;
+    wrapped[name] = {
+      ...original,
+      execute: async (input: unknown, callOptions: ToolExecutionOptions<any>) => {
+        const call: ToolCallInfo = { ...callOptions, toolName: name };
+        const outcome = await ledger.executeOrReplay({
+          tool: name,
+          input,
+          scope: typeof scope === 'function' ? scope(input, call) : scope,
+          idempotencyKey: idempotencyKey?.(input, call),
+          force: options.force,
+          execute: () => finalOutput(run.call(original, input, callOptions)),
+        });
+        return outcome.value;
+      },
+    };
+  }
+  return wrapped as TOOLS;
+}
+
+function resolveLedger(options: CachedToolsOptions): ToolLedger {
+  if (typeof options !== 'object' || options === null) {
+    throw invalidOption(
+      'cachedTools needs options — pass { ledger } or { cache, policies: { send_email: { kind: "write" } } }',
+    );
+  }
+  for (const name of Object.keys(options)) {
+    if (!KNOWN_OPTIONS.has(name)) {
+      throw invalidOption(
+        `cachedTools: unknown option "${name}" — use one of ${[...KNOWN_OPTIONS].join(', ')}`,
+      );
+    }
+  }
+  if (
+    options.scope !== undefined &&
+    typeof options.scope !== 'function' &&
+    typeof options.scope !== 'object'
+  ) {
+    throw invalidOption(
+      'cachedTools: scope must be { taskId, workItemId } or a function returning it — pass scope: { taskId: run.id }',
+    );
+  }
+  if (options.idempotencyKey !== undefined && typeof options.idempotencyKey !== 'function') {
+    throw invalidOption(
+      "cachedTools: idempotencyKey must be a function of (input, call) — pass idempotencyKey: (input) => 'order:' + input.id",
+    );
+  }
+  if (options.ledger !== undefined) {
+    if (options.cache !== undefined || options.policies !== undefined) {
+      throw invalidOption(
+        'cachedTools takes a ledger, or a cache and policies to build one, not both — put the policies in createToolLedger({ cache, tools })',
+      );
+    }
+    if (typeof options.ledger?.executeOrReplay !== 'function') {
+      throw invalidOption(
+        'cachedTools: ledger is not a tool ledger — pass createToolLedger({ cache, tools })',
+      );
+    }
+    return options.ledger;
+  }
+  if (options.policies === undefined) {
+    throw invalidOption(
+      'cachedTools needs a ledger or policies: without them every tool would just run — ' +
+        "pass { ledger } or { policies: { send_email: { kind: 'write' }, git_status: { kind: 'read', ttl: '30s' } } }",
+    );
+  }
+  return createToolLedger({ cache: options.cache ?? getDefaultCache(), tools: options.policies });
+}
+
+function checkToolName(name: string): void {
+  try {
+    validateName(name, 'name');
+  } catch (error) {
+    throw invalidOption(
+      `cachedTools: tool name ${JSON.stringify(name)} cannot name a ledger entry (${(error as Error).message}) — ` +
+        'name tools with 1-128 of A-Z a-z 0-9 _ . - / @',
+    );
+  }
+}
+
+/**
+ * A streaming `execute` (an async iterable of preliminary outputs) is recorded by its last
+ * output, which is the tool's result for the SDK too; it is then returned as a plain value.
+ */
+async function finalOutput(value: unknown): Promise<unknown> {
+  const resolved = await value;
+  if (!isAsyncIterable(resolved)) return resolved;
+  let last: unknown;
+  for await (const output of resolved) last = output;
+  return last;
+}
+
+function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { [Symbol.asyncIterator]?: unknown })[Symbol.asyncIterator] === 'function'
+  );
+}

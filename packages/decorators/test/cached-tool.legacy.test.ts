@@ -1,0 +1,3 @@
+import { cachedToolSuite } from './cached-tool-suite.ts';
+
+cachedToolSuite('legacy');

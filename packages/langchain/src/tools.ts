@@ -1,0 +1,255 @@
+import type { CallbackManagerForToolRun } from '@langchain/core/callbacks/manager';
+import { ToolMessage } from '@langchain/core/messages';
+import type { StructuredToolInterface, ToolRunnableConfig } from '@langchain/core/tools';
+import type { CacheView, ToolLedger, ToolPolicy, ToolScope } from '@x/cache-core';
+import { createToolLedger, getDefaultCache, validateName } from '@x/cache-core';
+import { langchainCacheError } from './errors.ts';
+
+/**
+ * Options of `cachedTool`. Pass the `ledger` your tools share (one history, one set of policies),
+ * or a `policy` for this tool and, optionally, the `cache` to build a ledger on.
+ */
+export interface CachedToolOptions {
+  /**
+   * The ledger every call goes through: `createToolLedger({ cache, tools: { … } })`. Its policy for
+   * the tool's name decides whether it runs once per key (`write`), is cached (`read`) or just runs.
+   * @default a ledger over `cache` with `policy` for this tool
+   */
+  ledger?: ToolLedger | undefined;
+  /**
+   * This tool's policy when no `ledger` is given: `{ kind: 'write' }`, `{ kind: 'read', ttl: '30s' }`.
+   * Not allowed together with `ledger` (list it in the ledger's `tools` instead).
+   * @default none: a `ledger` or a `policy` is required
+   */
+  policy?: ToolPolicy | undefined;
+  /**
+   * The cache of the ledger built from `policy`: read results go to its `tools` tier, records to
+   * its store. Not allowed together with `ledger`.
+   * @default getDefaultCache()
+   */
+  cache?: CacheView | undefined;
+  /**
+   * The name the ledger knows the tool by (its policy, history and keys).
+   * @default the tool's `name`
+   */
+  name?: string | undefined;
+  /**
+   * The task and work item a call belongs to: part of a write's derived idempotency key (a retry of
+   * the same step replays, the same call in another task runs) and of the history. A function gets
+   * the parsed input and the run config, e.g. `(input, config) => ({ taskId: config.configurable?.thread_id })`.
+   * @default {} (every call of a write tool with the same input shares one key)
+   */
+  scope?: ToolScope | ((input: any, config: ToolRunnableConfig) => ToolScope | undefined) | undefined;
+  /**
+   * A write's idempotency key, instead of the one the ledger derives from tool, input and scope.
+   * Never use the tool call's `id`: a retried model call produces new ids, so nothing would replay.
+   * @default derived by the ledger from the tool name, input, taskId and workItemId
+   */
+  idempotencyKey?: ((input: any, config: ToolRunnableConfig) => string | undefined) | undefined;
+  /** Run every call again and record the new outcome, even when one was recorded or cached. @default false */
+  force?: boolean | undefined;
+}
+
+const KNOWN_OPTIONS = new Set(['ledger', 'policy', 'cache', 'name', 'scope', 'idempotencyKey', 'force']);
+
+/** The body of a StructuredTool, after LangChain parsed the input and before it formats the output. */
+type ToolBody = (
+  input: unknown,
+  runManager?: CallbackManagerForToolRun,
+  config?: ToolRunnableConfig,
+) => Promise<unknown> | AsyncGenerator<unknown, unknown>;
+
+/** How a ToolMessage returned by a tool is recorded: its fields, rebuilt for the call that replays it. */
+interface RecordedToolMessage {
+  '~toolMessage': {
+    content: ToolMessage['content'];
+    artifact?: unknown;
+    status?: 'success' | 'error' | undefined;
+    name?: string | undefined;
+    tool_call_id: string;
+    additional_kwargs?: Record<string, unknown>;
+    response_metadata?: Record<string, unknown>;
+    metadata?: Record<string, unknown> | undefined;
+  };
+}
+
+/**
+ * The same tool, with its body going through the tool ledger: per the ledger's policy for the
+ * tool's name, a side-effecting tool runs once per idempotency key and a retry replays its
+ * recorded output, a read-only tool is answered from the cache while fresh, and any other tool runs
+ * as before. Works for `StructuredTool` subclasses, `DynamicStructuredTool`, `DynamicTool` and what
+ * `tool()` returns. The result is an instance of the same class with the same name, description,
+ * schema and settings, so it goes wherever the tool went: `invoke`, `model.bindTools([...])`, a
+ * tool-calling loop, an agent. Input parsing, callbacks and the `ToolMessage` for the current
+ * tool call are LangChain's, on every call; only the tool's own body is skipped on a replay.
+ */
+export function cachedTool<T extends StructuredToolInterface>(tool: T, options: CachedToolOptions): T {
+  const body = (tool as unknown as { _call?: unknown })._call;
+  if (typeof tool !== 'object' || tool === null || typeof body !== 'function') {
+    throw langchainCacheError(
+      'E_INVALID_OPTION',
+      'cachedTool needs a LangChain tool (a StructuredTool, DynamicStructuredTool, DynamicTool or what tool() returns)',
+      'pass the tool object; for a runnable.asTool(), build it with tool(fn, { name, schema }) instead',
+    );
+  }
+  const ledger = resolveLedger(tool, options);
+  const name = checkName(options.name ?? tool.name);
+  const run = body as ToolBody;
+  const { scope, idempotencyKey, force } = options;
+
+  const wrapped = Object.create(tool) as T;
+  // Instance field, not a subclass: the tool keeps its class, prototype chain and every setting.
+  Object.defineProperty(wrapped, '_call', {
+    configurable: true,
+    writable: true,
+    value: async (
+      input: unknown,
+      runManager?: CallbackManagerForToolRun,
+      config: ToolRunnableConfig = {},
+    ) => {
+      let produced: { value: unknown } | undefined;
+      const outcome = await ledger.executeOrReplay({
+        tool: name,
+        input,
+        scope: typeof scope === 'function' ? scope(input, config) : scope,
+        idempotencyKey: idempotencyKey?.(input, config),
+        force,
+        execute: async () => {
+          const value = await finalOutput(run.call(tool, input, runManager, config), runManager);
+          produced = { value };
+          return encode(value);
+        },
+      });
+      // The caller that ran the tool gets exactly what it returned; the others get the record.
+      if (outcome.source === 'executed' && produced) return produced.value;
+      return decode(outcome.value, config);
+    },
+  });
+  return wrapped;
+}
+
+function resolveLedger(tool: StructuredToolInterface, options: CachedToolOptions): ToolLedger {
+  const where = `cachedTool(${JSON.stringify(tool.name)})`;
+  if (typeof options !== 'object' || options === null) {
+    throw langchainCacheError(
+      'E_INVALID_OPTION',
+      `${where} needs options`,
+      "pass { ledger } or { policy: { kind: 'write' } }",
+    );
+  }
+  for (const key of Object.keys(options)) {
+    if (!KNOWN_OPTIONS.has(key)) {
+      throw langchainCacheError(
+        'E_INVALID_OPTION',
+        `${where}: unknown option "${key}"`,
+        `use one of ${[...KNOWN_OPTIONS].join(', ')}`,
+      );
+    }
+  }
+  if (
+    options.scope !== undefined &&
+    typeof options.scope !== 'function' &&
+    typeof options.scope !== 'object'
+  ) {
+    throw langchainCacheError(
+      'E_INVALID_OPTION',
+      `${where}: scope must be { taskId, workItemId } or a function returning it`,
+      'pass scope: { taskId: run.id } or scope: (input, config) => ({ taskId: config.configurable?.thread_id })',
+    );
+  }
+  if (options.idempotencyKey !== undefined && typeof options.idempotencyKey !== 'function') {
+    throw langchainCacheError(
+      'E_INVALID_OPTION',
+      `${where}: idempotencyKey must be a function of (input, config)`,
+      "pass idempotencyKey: (input) => 'order:' + input.id",
+    );
+  }
+  if (options.ledger !== undefined) {
+    if (options.policy !== undefined || options.cache !== undefined) {
+      throw langchainCacheError(
+        'E_INVALID_OPTION',
+        `${where} takes a ledger, or a policy and a cache to build one, not both`,
+        'list the policy in createToolLedger({ cache, tools: { [name]: policy } })',
+      );
+    }
+    if (typeof options.ledger?.executeOrReplay !== 'function') {
+      throw langchainCacheError(
+        'E_INVALID_OPTION',
+        `${where}: ledger is not a tool ledger`,
+        'pass createToolLedger({ cache, tools })',
+      );
+    }
+    return options.ledger;
+  }
+  if (options.policy === undefined) {
+    throw langchainCacheError(
+      'E_INVALID_OPTION',
+      `${where} needs a ledger or a policy: without one the tool would just run`,
+      "pass { ledger } (shared by your tools) or { policy: { kind: 'read', ttl: '30s' } }",
+    );
+  }
+  const name = checkName(options.name ?? tool.name);
+  return createToolLedger({ cache: options.cache ?? getDefaultCache(), tools: { [name]: options.policy } });
+}
+
+function checkName(name: string): string {
+  try {
+    return validateName(name, 'name');
+  } catch (error) {
+    throw langchainCacheError(
+      'E_INVALID_NAME',
+      `tool name ${JSON.stringify(name)} cannot name a ledger entry (${(error as Error).message})`,
+      "pass a name option of 1-128 characters of A-Z a-z 0-9 _ . - / @, e.g. name: 'get_weather'",
+    );
+  }
+}
+
+/**
+ * A streaming tool body (an async generator) sends its events to the callbacks as LangChain
+ * would, and is recorded by its return value, which is the tool's output.
+ */
+async function finalOutput(
+  value: Promise<unknown> | AsyncGenerator<unknown, unknown>,
+  runManager: CallbackManagerForToolRun | undefined,
+): Promise<unknown> {
+  const resolved = await value;
+  if (!isAsyncGenerator(resolved)) return resolved;
+  for (;;) {
+    const step = await resolved.next();
+    if (step.done) return step.value;
+    await runManager?.handleToolEvent(step.value);
+  }
+}
+
+function isAsyncGenerator(value: unknown): value is AsyncGenerator<unknown, unknown> {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as AsyncGenerator).next === 'function' &&
+    typeof (value as { [Symbol.asyncIterator]?: unknown })[Symbol.asyncIterator] === 'function'
+  );
+}
+
+function encode(value: unknown): unknown {
+  if (!ToolMessage.isInstance(value)) return value;
+  const recorded: RecordedToolMessage = {
+    '~toolMessage': {
+      content: value.content,
+      artifact: value.artifact,
+      status: value.status,
+      name: value.name,
+      tool_call_id: value.tool_call_id,
+      additional_kwargs: value.additional_kwargs,
+      response_metadata: value.response_metadata,
+      metadata: value.metadata,
+    },
+  };
+  return recorded;
+}
+
+/** A recorded ToolMessage answers the tool call being made now, not the one it first answered. */
+function decode(value: unknown, config: ToolRunnableConfig): unknown {
+  if (typeof value !== 'object' || value === null || !('~toolMessage' in value)) return value;
+  const fields = (value as RecordedToolMessage)['~toolMessage'];
+  return new ToolMessage({ ...fields, tool_call_id: config.toolCall?.id ?? fields.tool_call_id });
+}

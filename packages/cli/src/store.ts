@@ -203,9 +203,9 @@ export async function connect(target: StoreTarget, options: ConnectOptions = {})
           // No timeout or breaker: a prefix delete over a large Redis may take a while, and the
           // CLI reports failures instead of skipping the store.
           store: { backend: store, timeout: '1d', breaker: false },
-          // A memory level makes the engine publish deletions to other processes' memory
-          // levels; entries written through it expire at once, so it holds nothing.
-          memory: { maxTtl: 1 },
+          // No memory level of its own, but deletions must reach running apps' memory levels.
+          memory: false,
+          bus: true,
           singleFlight: 'process',
           statsFlushInterval: 0,
         });

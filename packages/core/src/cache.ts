@@ -105,6 +105,13 @@ export interface CacheOptions {
   lockTtl?: Duration;
   /** Longest a caller waits for another process's compute before computing itself. @default '2m' */
   lockWait?: Duration;
+  /**
+   * Publish writes and invalidations on the store's pub/sub (Redis) so that other processes drop
+   * them from their memory levels. A process without a memory level of its own but sharing the
+   * store with processes that have one (a CLI, a worker that only writes) should pass `true`.
+   * @default true when a memory level sits in front of a pub/sub store, else false
+   */
+  bus?: boolean;
   /** Time source, for tests. @default Date.now */
   clock?: Clock;
 }
@@ -297,7 +304,8 @@ class Engine {
     );
     for (const tier of BUILTIN_TIERS) this.tier(tier);
     for (const tier of Object.keys(options.tiers ?? {})) this.tier(tier);
-    if (this.busLevel && this.enabled) this.#listen(this.busLevel);
+    // Only a process with a memory level has anything to drop when others write.
+    if (this.busLevel && this.enabled && this.memoryFront) this.#listen(this.busLevel);
   }
 
   #listen(level: Level): void {
@@ -317,8 +325,7 @@ class Engine {
   /** Tells other instances sharing the store to drop what their memory levels hold. */
   publish(message: BusMessage): void {
     const level = this.busLevel;
-    // Only memory levels in front of the store can go stale; without one there is nothing to tell.
-    if (!level || this.closed || !this.memoryFront) return;
+    if (!level || this.closed || !(this.options.bus ?? this.memoryFront)) return;
     const text = JSON.stringify({ ...message, o: this.owner });
     void this.guard('*', level, 'publish', undefined, undefined, () =>
       level.backend.publish!(BUS_CHANNEL, text),

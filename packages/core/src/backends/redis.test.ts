@@ -111,6 +111,26 @@ d('redisBackend', () => {
     client.disconnect();
   });
 
+  it('publishes writes for other processes only with a memory level or bus: true', async () => {
+    const { client, sent } = countingClient(server!.url);
+    const quiet = createCache({
+      store: redisBackend({ client, keyPrefix: freshPrefix('bus') }),
+      memory: false,
+    });
+    await quiet.set('k', 1);
+    expect(sent).not.toContain('publish');
+    const loud = createCache({
+      store: redisBackend({ client, keyPrefix: freshPrefix('bus') }),
+      memory: false,
+      bus: true,
+    });
+    await loud.set('k', 1);
+    expect(sent).toContain('publish');
+    await quiet.close();
+    await loud.close();
+    client.disconnect();
+  });
+
   it('sends no Redis command for a hit served by the memory level in front', async () => {
     const { client, sent } = countingClient(server!.url);
     const cache = createCache({ store: redisBackend({ client, keyPrefix: freshPrefix('l1') }) });

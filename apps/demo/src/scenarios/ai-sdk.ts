@@ -2,7 +2,7 @@
  * The Vercel AI SDK through @x/ai-sdk-cache: one wrapped language model and one wrapped embedding
  * model serve generateText, streamText, structured output, a multi-step tool loop and embedMany.
  */
-import { cacheMiddleware, embeddingCacheMiddleware } from '@x/ai-sdk-cache';
+import { cachedTools, cacheMiddleware, embeddingCacheMiddleware } from '@x/ai-sdk-cache';
 import { createToolLedger } from '@x/cache-core';
 import {
   embedMany,
@@ -16,7 +16,7 @@ import {
 } from 'ai';
 import { z } from 'zod';
 import { cosine } from '../local/vectors.ts';
-import { ledgerTool } from './tools.ts';
+import { countCalls, counted } from './tools.ts';
 import type { Scenario, ScenarioContext } from './types.ts';
 
 export const AI_SDK_NAMESPACE = 'demo/ai-sdk';
@@ -42,50 +42,33 @@ function lessonTools({ cache, taskId, tools: counter }: ScenarioContext) {
       save_lesson_plan: { kind: 'write' },
     },
   });
-  const scope = { taskId };
-  return {
+  const tools = {
     lookup_curriculum: tool({
       description: 'The curriculum standard for a topic and grade.',
       inputSchema: z.object({ topic: z.string(), grade: z.number().int().min(1).max(12) }),
-      execute: ledgerTool(
-        ledger,
-        'lookup_curriculum',
-        async ({ topic, grade }: { topic: string; grade: number }) => ({
-          standard: `${grade}.NF.${(topic.length % 7) + 1}`,
-          summary: `Grade ${grade} students understand ${topic} through models and examples.`,
-        }),
-        counter,
-        scope,
-      ),
+      execute: counted(counter, async ({ topic, grade }: { topic: string; grade: number }) => ({
+        standard: `${grade}.NF.${(topic.length % 7) + 1}`,
+        summary: `Grade ${grade} students understand ${topic} through models and examples.`,
+      })),
     }),
     find_worksheet: tool({
       description: 'A printable worksheet for a topic.',
       inputSchema: z.object({ topic: z.string() }),
-      execute: ledgerTool(
-        ledger,
-        'find_worksheet',
-        async ({ topic }: { topic: string }) => ({
-          url: `https://worksheets.example/${encodeURIComponent(topic)}.pdf`,
-        }),
-        counter,
-        scope,
-      ),
+      execute: counted(counter, async ({ topic }: { topic: string }) => ({
+        url: `https://worksheets.example/${encodeURIComponent(topic)}.pdf`,
+      })),
     }),
     save_lesson_plan: tool({
       description: "Saves the lesson plan to the teacher's planner (a side effect: once per task).",
       inputSchema: z.object({ topic: z.string(), title: z.string() }),
-      execute: ledgerTool(
-        ledger,
-        'save_lesson_plan',
-        async ({ topic }: { topic: string; title: string }) => ({
-          saved: true,
-          planId: `plan-${topic.length}`,
-        }),
-        counter,
-        scope,
-      ),
+      execute: counted(counter, async ({ topic }: { topic: string; title: string }) => ({
+        saved: true,
+        planId: `plan-${topic.length}`,
+      })),
     }),
   };
+  // The whole integration for tools: the ledger in front of every `execute`.
+  return countCalls(cachedTools(tools, { ledger, scope: { taskId } }), counter);
 }
 
 export function aiSdkScenario(context: ScenarioContext): Scenario {

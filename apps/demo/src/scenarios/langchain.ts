@@ -6,10 +6,10 @@ import type { BaseMessage } from '@langchain/core/messages';
 import { HumanMessage } from '@langchain/core/messages';
 import { tool } from '@langchain/core/tools';
 import { createToolLedger } from '@x/cache-core';
-import { CachedEmbeddings, LangChainCache, withCache } from '@x/langchain-cache';
+import { CachedEmbeddings, cachedTool, LangChainCache, withCache } from '@x/langchain-cache';
 import { z } from 'zod';
 import { cosine } from '../local/vectors.ts';
-import { ledgerTool } from './tools.ts';
+import { counted } from './tools.ts';
 import type { Scenario, ScenarioContext } from './types.ts';
 
 export const LANGCHAIN_NAMESPACE = 'demo/langchain';
@@ -29,22 +29,20 @@ export function langchainScenario({ cache, providers, taskId, tools }: ScenarioC
   // The full-fidelity wrapper: complete keys, cached streams, concurrent identical calls run once.
   const wrapped = withCache(providers.chatModel(), { cache: view, ttl: '7d' });
   const embeddings = new CachedEmbeddings(providers.embeddings, { cache: view });
-  // A LangChain tool whose function goes through the tool ledger: read-only, so cached by input.
+  // A LangChain tool behind the tool ledger (cachedTool): read-only, so cached by input.
   const ledger = createToolLedger({ cache: view, tools: { lookup_capital: { kind: 'read', ttl: '1h' } } });
-  const lookupCapital = tool(
-    ledgerTool(
-      ledger,
-      'lookup_capital',
-      async ({ country }: { country: string }) =>
-        `The capital of ${country} is ${CAPITALS[country] ?? 'unknown'}.`,
-      tools,
-      { taskId },
+  const lookupCapital = cachedTool(
+    tool(
+      counted(tools, async ({ country }: { country: string }) => {
+        return `The capital of ${country} is ${CAPITALS[country] ?? 'unknown'}.`;
+      }),
+      {
+        name: 'lookup_capital',
+        description: 'The capital city of a country.',
+        schema: z.object({ country: z.string() }),
+      },
     ),
-    {
-      name: 'lookup_capital',
-      description: 'The capital city of a country.',
-      schema: z.object({ country: z.string() }),
-    },
+    { ledger, scope: { taskId } },
   );
 
   return {
@@ -79,7 +77,10 @@ export function langchainScenario({ cache, providers, taskId, tools }: ScenarioC
             const reply = await agent.invoke(messages);
             messages.push(reply);
             if (!reply.tool_calls?.length) return reply.text;
-            for (const call of reply.tool_calls) messages.push(await lookupCapital.invoke(call));
+            for (const call of reply.tool_calls) {
+              tools.calls++;
+              messages.push(await lookupCapital.invoke(call));
+            }
           }
           return 'no final answer after 4 steps';
         },

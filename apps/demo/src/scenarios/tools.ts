@@ -1,9 +1,8 @@
 /**
- * Tools behind the tool ledger (@x/cache-core `createToolLedger`): read-only tools are served from
- * the cache's `tools` tier, side-effecting ones run once per idempotency key and are replayed
- * after that. The counter shows how often a tool was called and how often it really ran.
+ * Counting around the tools of the tool loops: how often the framework called a tool, and how
+ * often its body really ran (the rest were served by the tool ledger behind `cachedTools` /
+ * `cachedTool`).
  */
-import type { ToolLedger, ToolScope } from '@x/cache-core';
 
 export interface ToolCounter {
   /** Calls of a tool by the framework (the model asked for it). */
@@ -12,24 +11,31 @@ export interface ToolCounter {
   executions: number;
 }
 
-/** `execute` with the ledger in front, counted; the framework calls the result as its tool function. */
-export function ledgerTool<I, O>(
-  ledger: ToolLedger,
-  name: string,
-  execute: (input: I) => Promise<O>,
-  counter: ToolCounter,
-  scope: ToolScope,
-): (input: I) => Promise<O> {
-  const wrapped = ledger.wrap(
-    name,
-    async (input: I) => {
-      counter.executions++;
-      return execute(input);
-    },
-    { scope },
-  );
-  return (input: I) => {
-    counter.calls++;
-    return wrapped(input);
+/** A tool body that counts its runs. */
+export function counted<A extends unknown[], O>(counter: ToolCounter, body: (...args: A) => Promise<O>) {
+  return (...args: A): Promise<O> => {
+    counter.executions++;
+    return body(...args);
   };
+}
+
+/** The same AI SDK tool set with each `execute` counting its calls (outside the ledger). */
+export function countCalls<T extends Record<string, { execute?: unknown }>>(
+  tools: T,
+  counter: ToolCounter,
+): T {
+  const out: Record<string, unknown> = {};
+  for (const [name, entry] of Object.entries(tools)) {
+    const execute = entry.execute as ((...args: unknown[]) => unknown) | undefined;
+    out[name] = execute
+      ? {
+          ...entry,
+          execute: (...args: unknown[]) => {
+            counter.calls++;
+            return execute(...args);
+          },
+        }
+      : entry;
+  }
+  return out as T;
 }

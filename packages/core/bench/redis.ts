@@ -46,8 +46,10 @@ function counting(client: Redis): { sent: string[]; stop(): void } {
   };
 }
 
-// Floor: sha256 of the prompt + raw GET + JSON.parse (auto-pipelined client, as ours uses).
+// Floors: sha256 of the prompt + raw GET + JSON.parse, with an auto-pipelined client (as ours
+// uses by default) and with a plain sequential one.
 const raw = new Redis(server.url, { enableAutoPipelining: true });
+const rawSequential = new Redis(server.url);
 for (let i = 0; i < DISTINCT_PROMPTS; i++) {
   await raw.set(`floor:${sha(JSON.stringify(requests[i]))}`, JSON.stringify(responses[i]));
 }
@@ -66,6 +68,12 @@ const oursDistributed = createCache({
   memory: false,
 });
 const withMemory = createCache({ store: redisBackend({ client: oursClient, keyPrefix: 'bench:' }) });
+const sequentialClient = new Redis(server.url);
+const oursSequential = createCache({
+  store: redisBackend({ client: sequentialClient, keyPrefix: 'bench:' }),
+  memory: false,
+  singleFlight: 'process',
+});
 for (let i = 0; i < DISTINCT_PROMPTS; i++) {
   await ours.set({ name: KEY_NAME, request: requests[i] }, responses[i]);
 }
@@ -113,6 +121,18 @@ const subjects: Subject[] = [
     id: 'floor',
     label: 'floor: sha256 + ioredis GET + JSON.parse',
     op: async (i) => JSON.parse((await raw.get(`floor:${sha(JSON.stringify(requests[pick(i)]))}`))!),
+  },
+  {
+    id: 'floor-seq',
+    label: 'floor, sequential client (no auto-pipelining)',
+    op: async (i) =>
+      JSON.parse((await rawSequential.get(`floor:${sha(JSON.stringify(requests[pick(i)]))}`))!),
+  },
+  {
+    id: 'ours-seq',
+    label: 'ours, sequential client',
+    op: (i) =>
+      oursSequential.getOrCompute({ name: KEY_NAME, request: requests[pick(i)] }, () => responses[pick(i)]),
   },
   {
     id: 'ours',
@@ -166,9 +186,16 @@ console.log(
   ),
 );
 
+const floorSeq = byId.get('floor-seq')!;
+const mineSeq = byId.get('ours-seq')!;
 const targets: [string, boolean, string][] = [
   [
-    'redis hit p50 <= 1.15x floor',
+    'redis hit p50 <= 1.15x floor (sequential clients)',
+    mineSeq.latency.p50 <= 1.15 * floorSeq.latency.p50,
+    ratio(mineSeq.latency.p50 / floorSeq.latency.p50),
+  ],
+  [
+    'redis hit p50 <= 1.15x floor (auto-pipelined clients)',
     mine.latency.p50 <= 1.15 * floor.latency.p50,
     ratio(mine.latency.p50 / floor.latency.p50),
   ],
@@ -211,6 +238,9 @@ console.log(
 console.log(`\nmiss with the default singleFlight: 'distributed': ${distributedMissCommands.join(', ')}`);
 
 await ours.close();
+await oursSequential.close();
+rawSequential.disconnect();
+sequentialClient.disconnect();
 await oursDistributed.close();
 await withMemory.close();
 await bento.disconnectAll();

@@ -46,16 +46,16 @@ function counting(client: Redis): { sent: string[]; stop(): void } {
   };
 }
 
-// Floors: sha256 of the prompt + raw GET + JSON.parse, with an auto-pipelined client (as ours
-// uses by default) and with a plain sequential one.
-const raw = new Redis(server.url, { enableAutoPipelining: true });
-const rawSequential = new Redis(server.url);
+// Floors: sha256 of the prompt + raw GET + JSON.parse, with a plain client (what
+// redisBackend({ url }) creates) and with an auto-pipelined one.
+const raw = new Redis(server.url);
+const rawAuto = new Redis(server.url, { enableAutoPipelining: true });
 for (let i = 0; i < DISTINCT_PROMPTS; i++) {
   await raw.set(`floor:${sha(JSON.stringify(requests[i]))}`, JSON.stringify(responses[i]));
 }
 
 // Ours: Redis as the only level (memory: false), so every hit goes to Redis.
-const oursClient = new Redis(server.url, { enableAutoPipelining: true });
+const oursClient = new Redis(server.url);
 const counter = counting(oursClient);
 const oursSent = counter.sent;
 const ours = createCache({
@@ -68,9 +68,9 @@ const oursDistributed = createCache({
   memory: false,
 });
 const withMemory = createCache({ store: redisBackend({ client: oursClient, keyPrefix: 'bench:' }) });
-const sequentialClient = new Redis(server.url);
-const oursSequential = createCache({
-  store: redisBackend({ client: sequentialClient, keyPrefix: 'bench:' }),
+const autoClient = new Redis(server.url, { enableAutoPipelining: true });
+const oursAuto = createCache({
+  store: redisBackend({ client: autoClient, keyPrefix: 'bench:' }),
   memory: false,
   singleFlight: 'process',
 });
@@ -123,16 +123,15 @@ const subjects: Subject[] = [
     op: async (i) => JSON.parse((await raw.get(`floor:${sha(JSON.stringify(requests[pick(i)]))}`))!),
   },
   {
-    id: 'floor-seq',
-    label: 'floor, sequential client (no auto-pipelining)',
-    op: async (i) =>
-      JSON.parse((await rawSequential.get(`floor:${sha(JSON.stringify(requests[pick(i)]))}`))!),
+    id: 'floor-auto',
+    label: 'floor, auto-pipelined client',
+    op: async (i) => JSON.parse((await rawAuto.get(`floor:${sha(JSON.stringify(requests[pick(i)]))}`))!),
   },
   {
-    id: 'ours-seq',
-    label: 'ours, sequential client',
+    id: 'ours-auto',
+    label: 'ours, auto-pipelined client',
     op: (i) =>
-      oursSequential.getOrCompute({ name: KEY_NAME, request: requests[pick(i)] }, () => responses[pick(i)]),
+      oursAuto.getOrCompute({ name: KEY_NAME, request: requests[pick(i)] }, () => responses[pick(i)]),
   },
   {
     id: 'ours',
@@ -186,16 +185,16 @@ console.log(
   ),
 );
 
-const floorSeq = byId.get('floor-seq')!;
-const mineSeq = byId.get('ours-seq')!;
+const floorAuto = byId.get('floor-auto')!;
+const mineAuto = byId.get('ours-auto')!;
 const targets: [string, boolean, string][] = [
   [
-    'redis hit p50 <= 1.15x floor (sequential clients)',
-    mineSeq.latency.p50 <= 1.15 * floorSeq.latency.p50,
-    ratio(mineSeq.latency.p50 / floorSeq.latency.p50),
+    'redis hit p50 <= 1.15x floor (auto-pipelined clients, info)',
+    mineAuto.latency.p50 <= 1.15 * floorAuto.latency.p50,
+    ratio(mineAuto.latency.p50 / floorAuto.latency.p50),
   ],
   [
-    'redis hit p50 <= 1.15x floor (auto-pipelined clients)',
+    'redis hit p50 <= 1.15x floor',
     mine.latency.p50 <= 1.15 * floor.latency.p50,
     ratio(mine.latency.p50 / floor.latency.p50),
   ],
@@ -238,9 +237,9 @@ console.log(
 console.log(`\nmiss with the default singleFlight: 'distributed': ${distributedMissCommands.join(', ')}`);
 
 await ours.close();
-await oursSequential.close();
-rawSequential.disconnect();
-sequentialClient.disconnect();
+await oursAuto.close();
+rawAuto.disconnect();
+autoClient.disconnect();
 await oursDistributed.close();
 await withMemory.close();
 await bento.disconnectAll();

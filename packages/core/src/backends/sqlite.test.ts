@@ -631,9 +631,10 @@ const check = (value) => {
   if (head === undefined || filler === undefined || head !== tail || rest.length > 0) return undefined;
   return filler === head.repeat(Math.ceil(filler.length / head.length)).slice(0, filler.length) ? head : undefined;
 };
+// Opened before the barrier, so that opening (and migrating) does not stagger the writers.
+const cache = sqliteBackend({ path, touchFlushSize: 20, touchFlushIntervalMs: 5 });
 process.stdout.write('ready\\n');
 await new Promise((resolve) => process.stdin.once('data', resolve));
-const cache = sqliteBackend({ path, touchFlushSize: 20, touchFlushIntervalMs: 5 });
 let foreign = 0;
 for (let i = 0; i < Number(count); i++) {
   const key = 'w' + id + ':k:' + i;

@@ -443,6 +443,9 @@ describe('createCache > namespaces and quotas', () => {
     const compute = counter(4);
     expect(await capped.getOrCompute('d', compute)).toBe(4);
     expect((await capped.stats()).droppedWrites).toBe(1);
+    // A full namespace can still refresh what it holds: an overwrite adds no entry.
+    await capped.set('a', 10);
+    expect(await capped.get('a')).toBe(10);
   });
 });
 

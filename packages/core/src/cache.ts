@@ -688,9 +688,17 @@ export class CacheView {
       const value = encoded ? (decodeEntry<StoredRecord>(encoded).value.v as T) : (result.value as T);
       return { ...result, value, coalesced: true };
     }
-    this.#counters.misses++;
     if (engine.emitter.has('miss')) engine.emitter.emit('miss', { key: storageKey, tier: this.tierName });
-    const { result } = await this.#flight(storageKey, key, compute, policy, timing, stale).promise;
+    let result: CacheResult<unknown>;
+    try {
+      ({ result } = await this.#flight(storageKey, key, compute, policy, timing, stale).promise);
+    } catch (error) {
+      this.#counters.misses++;
+      throw error;
+    }
+    // A value another process stored while we waited for its lock, or a stale fallback, was
+    // counted as a hit when it was served.
+    if (!result.hit) this.#counters.misses++;
     return result as CacheResult<T>;
   }
 
@@ -765,6 +773,7 @@ export class CacheView {
 
   /** Removes an entry by its full storage key (as returned in `CacheResult.key`). */
   async deleteStorageKey(storageKey: string): Promise<boolean> {
+    // Published before and after: a process that re-read the store in between drops it again.
     this.engine.publish({ k: [storageKey] });
     let removed = false;
     for (const level of this.#tier.levels) {
@@ -773,6 +782,7 @@ export class CacheView {
           level.backend.delete(storageKey),
         )) || removed;
     }
+    this.engine.publish({ k: [storageKey] });
     return removed;
   }
 
@@ -806,6 +816,7 @@ export class CacheView {
           level.backend.deleteByTag(scoped),
         );
       }
+      this.engine.publish({ t: scoped });
       total += last;
     }
     return total;
@@ -831,6 +842,7 @@ export class CacheView {
         level.backend.deleteByPrefix(prefix),
       );
     }
+    this.engine.publish({ p: prefix });
     return last;
   }
 
@@ -884,10 +896,11 @@ export class CacheView {
   }
 
   /** Walks the levels; a hit in a lower level is promoted to the levels above it. */
-  async #read(storageKey: string): Promise<Found | undefined> {
+  async #read(storageKey: string, from = 0): Promise<Found | undefined> {
     const levels = this.#tier.levels;
     const now = this.engine.clock.now();
-    for (let depth = 0; depth < levels.length; depth++) {
+    let stale: Found | undefined;
+    for (let depth = from; depth < levels.length; depth++) {
       const level = levels[depth]!;
       const stored = level.sync
         ? level.sync.getSync(storageKey)
@@ -897,10 +910,15 @@ export class CacheView {
       if (!stored) continue;
       const found = this.#decode(storageKey, stored, level, now);
       if (!found) continue;
+      // A stale copy above must not hide a fresh one below (another process may have refreshed it).
+      if (found.stale) {
+        stale ??= found;
+        continue;
+      }
       if (depth > 0) this.#promote(storageKey, stored, depth, now);
       return found;
     }
-    return undefined;
+    return stale;
   }
 
   #decode(storageKey: string, stored: StoredEntry, level: Level, now: number): Found | undefined {
@@ -981,9 +999,10 @@ export class CacheView {
     let value: T;
     let release: (() => Promise<void>) | undefined;
     try {
-      const exclusive = await this.#exclusive(storageKey, compute, policy.forceRefresh === true);
+      // A call that will store nothing has nothing for other processes to wait for.
+      const skipLock = policy.noStore === true || timing.ttlMs === 0;
+      const exclusive = await this.#exclusive(storageKey, compute, policy.forceRefresh === true, skipLock);
       if ('found' in exclusive) {
-        this.#counters.coalesced++;
         const served = this.#served<T>(exclusive.found, storageKey, false);
         return { result: { ...served, coalesced: true }, encoded: undefined };
       }
@@ -1010,10 +1029,12 @@ export class CacheView {
     storageKey: string,
     compute: () => T | Promise<T>,
     forceRefresh: boolean,
+    skipLock: boolean,
   ): Promise<{ value: T; release?: () => Promise<void> } | { found: Found }> {
     const engine = this.engine;
     const level = engine.lockLevel;
-    if (!level || !this.#tier.levels.includes(level)) return { value: await compute() };
+    const lockDepth = level ? this.#tier.levels.indexOf(level) : -1;
+    if (!level || lockDepth < 0 || skipLock) return { value: await compute() };
     const backend = level.backend;
     const name = `sf:${storageKey}`;
     const owner = `${engine.owner}:${++engine.flightSeq}`;
@@ -1039,7 +1060,7 @@ export class CacheView {
           );
         };
         // The value may have landed between our miss and the lock.
-        const found = forceRefresh ? undefined : await this.#read(storageKey);
+        const found = forceRefresh ? undefined : await this.#read(storageKey, lockDepth);
         if (usable(found)) {
           await release();
           return { found };
@@ -1058,7 +1079,8 @@ export class CacheView {
       if (Date.now() >= deadline) return { value: await compute() };
       await sleep(delay);
       delay = Math.min(delay * 2, 100);
-      const found = await this.#read(storageKey);
+      // Read the shared level itself: a memory level above may still hold the entry being replaced.
+      const found = await this.#read(storageKey, lockDepth);
       if (usable(found)) return { found };
     }
   }
@@ -1147,7 +1169,7 @@ export class CacheView {
       tags: userTags.map((tag) => this.#scopedTag(tag)),
     };
     const quota = engine.quotas[this.namespace];
-    if (quota?.onExceed === 'reject') await this.#checkQuota(quota, bytes.byteLength);
+    if (quota?.onExceed === 'reject') await this.#checkQuota(storageKey, quota, bytes.byteLength);
     const writes: Promise<void>[] = [];
     for (const level of this.#tier.levels) {
       const fitted = level.fit(stored, now);
@@ -1173,20 +1195,37 @@ export class CacheView {
     return bytes;
   }
 
-  async #checkQuota(quota: QuotaOptions, incomingBytes: number): Promise<void> {
+  /**
+   * Refuses a write that would take the namespace over its quota, judged on the slowest level
+   * (the one that keeps everything). An overwrite replaces its old entry rather than adding one.
+   * A level that cannot answer in time lets the write through: quotas must not stall a call.
+   */
+  async #checkQuota(storageKey: string, quota: QuotaOptions, incomingBytes: number): Promise<void> {
+    const levels = this.#tier.levels;
+    const level = levels[levels.length - 1]!;
+    const backend = level.backend;
+    if (!backend.statsFor) return;
     const prefix = this.prefix();
-    for (const level of this.#tier.levels) {
-      if (!level.backend.statsFor) continue;
-      const usage = await level.backend.statsFor(prefix);
-      if (quota.maxEntries !== undefined && usage.entries + 1 > quota.maxEntries) {
-        throw new QuotaExceededError(this.namespace, `${usage.entries} of ${quota.maxEntries} entries`);
-      }
-      if (quota.maxBytes !== undefined && usage.bytes + incomingBytes > quota.maxBytes) {
-        throw new QuotaExceededError(
-          this.namespace,
-          `${usage.bytes} + ${incomingBytes} of ${quota.maxBytes} bytes`,
-        );
-      }
+    const checked = await this.engine.guard(
+      this.tierName,
+      level,
+      'quota',
+      storageKey,
+      undefined,
+      async () => {
+        const [usage, previous] = await Promise.all([backend.statsFor!(prefix), backend.get(storageKey)]);
+        return { usage, previousBytes: previous?.value.byteLength };
+      },
+    );
+    if (!checked) return;
+    const { usage, previousBytes } = checked;
+    const entries = usage.entries + (previousBytes === undefined ? 1 : 0);
+    const bytes = usage.bytes - (previousBytes ?? 0) + incomingBytes;
+    if (quota.maxEntries !== undefined && entries > quota.maxEntries) {
+      throw new QuotaExceededError(this.namespace, `${usage.entries} of ${quota.maxEntries} entries`);
+    }
+    if (quota.maxBytes !== undefined && bytes > quota.maxBytes) {
+      throw new QuotaExceededError(this.namespace, `${bytes} of ${quota.maxBytes} bytes`);
     }
   }
 

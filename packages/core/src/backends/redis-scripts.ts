@@ -66,13 +66,17 @@ return 0
  */
 export const DELETE_TAG_SCRIPT = `${LIVE}
 local now = tonumber(ARGV[4])
+local tag = string.sub(KEYS[1], #ARGV[3] + 1)
 local members = redis.call('SMEMBERS', KEYS[1])
 local n = 0
 for _, ek in ipairs(members) do
   local v = redis.call('GET', ek)
+  -- A member whose tag list no longer names this tag is a leftover: the entry was rewritten
+  -- after its old tag list expired. It does not carry the tag, so it stays.
+  local kl = ARGV[2] .. string.sub(ek, #ARGV[1] + 1)
+  if v and redis.call('SISMEMBER', kl, tag) == 0 then v = nil end
   if v then
     if live(v, now) then n = n + 1 end
-    local kl = ARGV[2] .. string.sub(ek, #ARGV[1] + 1)
     local tags = redis.call('SMEMBERS', kl)
     for _, t in ipairs(tags) do
       if ARGV[3] .. t ~= KEYS[1] then redis.call('SREM', ARGV[3] .. t, ek) end

@@ -156,6 +156,23 @@ d('redisBackend', () => {
     await backend.close();
   });
 
+  it('keeps an entry rewritten with other tags after its old tag list expired', async () => {
+    const keyPrefix = freshPrefix('retag');
+    const client = new Redis(server!.url);
+    const backend = redisBackend({ client, keyPrefix });
+    await backend.set('ns:k', { value: new Uint8Array([1]), tags: ['user-1'] });
+    // What PX does to the entry's tag list when the entry expires; the bucket's tag set remains.
+    const [, lists] = await client.scan('0', 'MATCH', `${keyPrefix}k{*}ns:k`, 'COUNT', 1000);
+    expect(lists).toHaveLength(1);
+    await client.del(lists[0]!);
+    await backend.set('ns:k', { value: new Uint8Array([2]), tags: ['user-2'] });
+    expect(await backend.deleteByTag('user-1')).toBe(0);
+    expect((await backend.get('ns:k'))?.value).toEqual(new Uint8Array([2]));
+    expect(await backend.deleteByTag('user-2')).toBe(1);
+    await backend.close();
+    client.disconnect();
+  });
+
   it('accepts an existing ioredis client and leaves it open on close', async () => {
     const client = new Redis(server!.url);
     const backend = redisBackend({ client, keyPrefix: freshPrefix('own') });

@@ -286,7 +286,9 @@ class Engine {
     this.dependencies = deps;
     const persistent = [...this.storeLevels].reverse().find((level) => level.backend.incrementCounters);
     const flushMs = parseDuration(options.statsFlushInterval ?? 5000, 'statsFlushInterval') ?? 0;
-    this.stats = new StatsCollector(persistent?.backend, flushMs);
+    this.stats = new StatsCollector(persistent?.backend, flushMs, (operation, run) =>
+      persistent ? withTimeout(persistent, operation, run) : run(),
+    );
     this.lockTtlMs = parseDuration(options.lockTtl ?? '30s', 'lockTtl') ?? 30_000;
     this.lockWaitMs = parseDuration(options.lockWait ?? '2m', 'lockWait') ?? 120_000;
     const slowestFirst = [...this.storeLevels].reverse();
@@ -319,7 +321,9 @@ class Engine {
 
   /** Resolves once the invalidation bus (if any) is subscribed. */
   async ready(): Promise<void> {
-    await this.#unsubscribe;
+    const level = this.busLevel;
+    if (!level || !this.#unsubscribe) return;
+    await withTimeout(level, 'subscribe', async () => void (await this.#unsubscribe)).catch(() => undefined);
   }
 
   /** Tells other instances sharing the store to drop what their memory levels hold. */
@@ -484,8 +488,14 @@ class Engine {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const unsubscribe = await this.#unsubscribe;
-    await unsubscribe?.().catch(() => undefined);
+    // Bounded by the bus level's timeout: a frozen store must not hang close().
+    const bus = this.busLevel;
+    if (bus && this.#unsubscribe) {
+      await withTimeout(bus, 'unsubscribe', async () => {
+        const unsubscribe = await this.#unsubscribe;
+        await unsubscribe?.();
+      }).catch(() => undefined);
+    }
     await this.stats.close();
     for (const { level } of [...this.distinctLevels()]) {
       try {
@@ -955,8 +965,10 @@ export class CacheView {
     return { decoded, level, stale };
   }
 
-  #promote(storageKey: string, stored: StoredEntry, depth: number, now: number): void {
+  #promote(storageKey: string, source: StoredEntry, depth: number, now: number): void {
     const levels = this.#tier.levels;
+    // A network reply's bytes may be a view into a larger shared buffer; keep a copy of our own.
+    const stored: StoredEntry = { ...source, value: source.value.slice() };
     for (let upper = 0; upper < depth; upper++) {
       const level = levels[upper]!;
       const fitted = level.fit(stored, now);
@@ -1170,23 +1182,31 @@ export class CacheView {
     };
     const quota = engine.quotas[this.namespace];
     if (quota?.onExceed === 'reject') await this.#checkQuota(storageKey, quota, bytes.byteLength);
+    const levels = this.#tier.levels;
+    const slowest = levels[levels.length - 1]!;
+    let slowestStored = true;
     const writes: Promise<void>[] = [];
-    for (const level of this.#tier.levels) {
+    for (const level of levels) {
       const fitted = level.fit(stored, now);
       if (level.sync) {
         level.sync.setSync(storageKey, fitted);
       } else {
         writes.push(
           engine
-            .guard(this.tierName, level, 'set', storageKey, undefined, async () => {
+            .guard(this.tierName, level, 'set', storageKey, false, async () => {
               await level.backend.set(storageKey, fitted);
+              return true;
             })
-            .then(() => undefined),
+            .then((ok) => {
+              if (!ok && level === slowest) slowestStored = false;
+            }),
         );
       }
     }
     if (writes.length > 0) await Promise.all(writes);
-    this.#counters.sets++;
+    // A write the store did not take is dropped (the memory level may still hold it).
+    if (slowestStored) this.#counters.sets++;
+    else this.#counters.droppedWrites++;
     engine.publish({ k: [storageKey] });
     if (quota && quota.onExceed !== 'reject') await this.#trimQuota(quota);
     if (engine.emitter.has('set')) {

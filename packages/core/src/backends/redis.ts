@@ -548,13 +548,15 @@ class RedisStore implements RedisBackend {
   async incrementCounters(scope: string, deltas: Readonly<Record<string, number>>): Promise<void> {
     this.assertOpen();
     const key = `${this.prefix}c:${scope}`;
-    await Promise.all(
-      Object.entries(deltas).map(([name, delta]) =>
-        Number.isInteger(delta)
-          ? this.client.hincrby(key, name, delta)
-          : this.client.hincrbyfloat(key, name, delta),
-      ),
-    );
+    // One transaction: a flush that fails is retried whole, so no field is counted twice.
+    const multi = this.client.multi();
+    for (const [name, delta] of Object.entries(deltas)) {
+      if (Number.isInteger(delta)) multi.hincrby(key, name, delta);
+      else multi.hincrbyfloat(key, name, delta);
+    }
+    const results = await multi.exec();
+    const failed = results?.find(([error]) => error);
+    if (!results || failed) throw failed?.[0] ?? new Error('counter transaction was aborted');
   }
 
   async readCounters(): Promise<Record<string, Record<string, number>>> {

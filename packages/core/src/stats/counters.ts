@@ -72,7 +72,15 @@ export class StatsCollector {
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> | undefined;
 
-  constructor(store: CacheBackend | undefined, flushIntervalMs: number) {
+  readonly #run: <T>(operation: string, run: () => Promise<T>) => Promise<T>;
+
+  /** `run` wraps every store call (the engine passes the level's timeout). */
+  constructor(
+    store: CacheBackend | undefined,
+    flushIntervalMs: number,
+    run: <T>(operation: string, run: () => Promise<T>) => Promise<T> = (_, fn) => fn(),
+  ) {
+    this.#run = run;
     this.#store = store?.incrementCounters && store.readCounters ? store : undefined;
     if (this.#store && flushIntervalMs > 0) {
       this.#timer = setInterval(() => void this.flush(), flushIntervalMs);
@@ -109,7 +117,7 @@ export class StatsCollector {
         }
         if (!any) continue;
         try {
-          await store.incrementCounters!(scope, deltas);
+          await this.#run('incrementCounters', () => store.incrementCounters!(scope, deltas));
         } catch {
           // the store is failing: keep the deltas for the next flush rather than lose them
           addCounters(set, deltas);
@@ -125,7 +133,8 @@ export class StatsCollector {
     const out = new Map<string, CounterSet>();
     if (this.#store) {
       try {
-        const persisted = await this.#store.readCounters!();
+        const store = this.#store;
+        const persisted = await this.#run('readCounters', () => store.readCounters!());
         for (const [scope, values] of Object.entries(persisted)) {
           out.set(scope, addCounters(emptyCounters(), values));
         }
@@ -144,7 +153,10 @@ export class StatsCollector {
     for (const [scope, set] of this.#pending) {
       if (scopePrefix === undefined || scope.startsWith(scopePrefix)) Object.assign(set, emptyCounters());
     }
-    await this.#store?.clearCounters?.(scopePrefix);
+    const store = this.#store;
+    if (store?.clearCounters) {
+      await this.#run('clearCounters', () => store.clearCounters!(scopePrefix)).catch(() => undefined);
+    }
   }
 
   async close(): Promise<void> {

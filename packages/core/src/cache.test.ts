@@ -178,6 +178,20 @@ describe('createCache > getOrCompute', () => {
     expect(stats.coalesced).toBe(49);
   });
 
+  it('gives concurrent callers their own copies even when the value is not stored', async () => {
+    const cache = make();
+    const compute = async () => {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      return { list: [1] };
+    };
+    const [a, b] = await Promise.all([
+      cache.getOrCompute('n', compute, { noStore: true }),
+      cache.getOrCompute('n', compute, { noStore: true }),
+    ]);
+    expect(a).toEqual(b);
+    expect(a).not.toBe(b);
+  });
+
   it('serves a stale value within grace when the recompute fails', async () => {
     const clock = manualClock();
     const cache = make({ clock });

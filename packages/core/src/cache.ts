@@ -513,6 +513,16 @@ function namespaceOfKey(key: string, tier: string): string | undefined {
   return key.startsWith(`${tier}/`) && end > start ? key.slice(start, end) : undefined;
 }
 
+/** A copy for a joiner when there are no stored bytes to decode; values that cannot be cloned are shared. */
+function ownCopy<T>(value: T): T {
+  if (value === null || typeof value !== 'object') return value;
+  try {
+    return structuredClone(value);
+  } catch {
+    return value;
+  }
+}
+
 function hitRate(set: CounterSet): number {
   const lookups = set.hits + set.misses;
   return lookups === 0 ? 0 : set.hits / lookups;
@@ -695,7 +705,7 @@ export class CacheView {
       this.#counters.coalesced++;
       if (result.usage) this.#saved(result.usage);
       // Joiners get their own copy so no two callers share one mutable object.
-      const value = encoded ? (decodeEntry<StoredRecord>(encoded).value.v as T) : (result.value as T);
+      const value = encoded ? (decodeEntry<StoredRecord>(encoded).value.v as T) : ownCopy(result.value as T);
       return { ...result, value, coalesced: true };
     }
     if (engine.emitter.has('miss')) engine.emitter.emit('miss', { key: storageKey, tier: this.tierName });

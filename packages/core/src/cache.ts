@@ -435,13 +435,14 @@ class Engine {
     fallback: T,
     run: () => Promise<T>,
   ): Promise<T> {
-    if (!level.admit(this.clock)) {
+    const admitted = level.admit(this.clock);
+    if (admitted === 0) {
       this.levelBucket(level).skipped++;
       return fallback;
     }
     try {
       const result = await withTimeout(level, operation, run);
-      if (level.failures > 0) level.succeeded();
+      if (level.failures > 0) level.succeeded(admitted);
       return result;
     } catch (error) {
       if (level.failed(this.clock.now()) && this.emitter.has('error')) {

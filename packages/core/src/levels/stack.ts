@@ -70,15 +70,17 @@ export class Level {
       breaker === false ? 0 : (parseDuration(breaker.openFor ?? '5s', 'breaker.openFor') ?? 0);
   }
 
-  /** Whether a call may go to this level now; false while the breaker is open. */
-  admit(clock: { now(): number }): boolean {
-    if (this.breakerFailures === 0 || this.failures < this.breakerFailures) return true;
-    if (clock.now() < this.openUntil || this.probing) return false;
+  /** Whether a call may go to this level now: 0 no (breaker open), 1 yes, 2 yes as the probe. */
+  admit(clock: { now(): number }): 0 | 1 | 2 {
+    if (this.breakerFailures === 0 || this.failures < this.breakerFailures) return 1;
+    if (clock.now() < this.openUntil || this.probing) return 0;
     this.probing = true;
-    return true;
+    return 2;
   }
 
-  succeeded(): void {
+  /** Records a success; while the breaker is open only the probe's success closes it. */
+  succeeded(admitted: 1 | 2 = 1): void {
+    if (admitted !== 2 && this.breakerFailures > 0 && this.failures >= this.breakerFailures) return;
     this.failures = 0;
     this.probing = false;
   }

@@ -395,6 +395,20 @@ describe('createCache > invalidation', () => {
     expect(await tools.get({ name: 'read_file', request: { file: 'a' } })).toBe('text');
   });
 
+  it('clearAll also empties tiers that only another process uses', async () => {
+    const path = join(dir, 'tiers.db');
+    const other = make({ store: sqliteBackend({ path }), tiers: { summaries: { ttl: '1d' } } });
+    await other.tier('summaries').set('s', 'summary');
+    const cache = make({ store: sqliteBackend({ path }) });
+    await cache.clearAll();
+    const fresh = make({
+      store: sqliteBackend({ path }),
+      tiers: { summaries: { ttl: '1d' } },
+      memory: false,
+    });
+    expect(await fresh.tier('summaries').get('s')).toBeUndefined();
+  });
+
   it('clearAll empties every tier and level and resets the counters', async () => {
     const cache = make({ store: sqliteBackend({ path: join(dir, 'all.db') }) });
     await cache.getOrCompute('a', async () => 1);

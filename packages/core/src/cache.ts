@@ -1385,9 +1385,18 @@ export class Cache extends CacheView {
         await engine.guard(tier, level, 'clear', undefined, undefined, () => level.backend.clear());
         continue;
       }
-      for (const known of engine.tiers.keys()) {
+      // Every tier, including ones only other processes use: one pass over the keys finds their
+      // names (cache keys are `<tier>/<namespace>:…`; ledger records start with `~`).
+      const tiers = new Set(engine.tiers.keys());
+      await engine.guard(tier, level, 'keys', undefined, undefined, async () => {
+        for await (const key of level.backend.keys()) {
+          const slash = key.indexOf('/');
+          if (slash > 0 && !key.startsWith('~')) tiers.add(key.slice(0, slash));
+        }
+      });
+      for (const name of tiers) {
         await engine.guard(tier, level, 'deleteByPrefix', undefined, 0, () =>
-          level.backend.deleteByPrefix(`${known}/`),
+          level.backend.deleteByPrefix(`${name}/`),
         );
       }
     }

@@ -11,6 +11,7 @@ export * from './keys/index.ts';
 export * from './ledger/index.ts';
 export type { LevelInput, LevelOptions } from './levels/stack.ts';
 export type { CounterSet } from './stats/counters.ts';
+export { COUNTER_NAMES, emptyCounters } from './stats/counters.ts';
 export * from './stats/pricing.ts';
 export { countTokens } from './stats/tokens.ts';
 export * from './ttl.ts';

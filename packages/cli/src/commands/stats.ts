@@ -1,4 +1,5 @@
-import type { Cache, CacheBackend } from '@x/cache-core';
+import type { Cache, CacheBackend, CounterSet } from '@x/cache-core';
+import { COUNTER_NAMES, emptyCounters } from '@x/cache-core';
 import type { CommandSpec, Context } from '../command.ts';
 import type { Column } from '../format.ts';
 import {
@@ -15,23 +16,9 @@ import type { LedgerNamespaceStats } from '../ledger.ts';
 import { LEDGER_PREFIX, readLedger } from '../ledger.ts';
 import { filterOf, NAMESPACE_OPTION, TIER_OPTION } from '../options.ts';
 
-/** The counters the cache keeps per tier and namespace (see @x/cache-core `CounterSet`). */
-const COUNTERS = [
-  'hits',
-  'misses',
-  'staleHits',
-  'coalesced',
-  'sets',
-  'errors',
-  'evictions',
-  'corrupt',
-  'droppedWrites',
-  'inputTokensSaved',
-  'outputTokensSaved',
-  'costSavedUsd',
-] as const;
-type CounterName = (typeof COUNTERS)[number];
-type Counters = Record<CounterName, number>;
+/** The counters the cache keeps per tier and namespace, as @x/cache-core defines them. */
+const COUNTERS = COUNTER_NAMES;
+type Counters = CounterSet;
 
 export interface StatsRow extends Counters {
   /** Live entries; `null` with --no-sizes. */
@@ -72,13 +59,9 @@ export interface StatsReport {
   notes: string[];
 }
 
-function emptyCounters(): Counters {
-  return Object.fromEntries(COUNTERS.map((name) => [name, 0])) as Counters;
-}
-
-function add(into: Counters, from: Readonly<Record<string, number>>): void {
+function add(into: Counters, from: Readonly<Partial<Record<string, number>>> | Counters): void {
   for (const name of COUNTERS) {
-    const value = from[name];
+    const value = (from as Readonly<Partial<Record<string, number>>>)[name];
     if (typeof value === 'number' && Number.isFinite(value)) into[name] += value;
   }
 }

@@ -16,28 +16,38 @@ local function live(v, now)
 end
 `;
 
+/** Helpers inlined in the writing scripts: the one place an entry's tag memberships change. */
+const TAGS = `
+local function untag(entry, list, tagPrefix)
+  local old = redis.call('SMEMBERS', list)
+  for _, t in ipairs(old) do redis.call('SREM', tagPrefix .. t, entry) end
+  if #old > 0 then redis.call('DEL', list) end
+end
+local function store(entry, list, tagPrefix, value, px, firstTag)
+  if px == '' then
+    redis.call('SET', entry, value)
+  else
+    redis.call('SET', entry, value, 'PX', px)
+  end
+  for i = firstTag, #ARGV do
+    redis.call('SADD', tagPrefix .. ARGV[i], entry)
+    redis.call('SADD', list, ARGV[i])
+  end
+  if #ARGV >= firstTag and px ~= '' then redis.call('PEXPIRE', list, px) end
+end
+`;
+
 /**
  * KEYS[1] entry, KEYS[2] the entry's tag list.
  * ARGV[1] value, ARGV[2] PX ms or '', ARGV[3] tag-set key prefix of the bucket,
  * ARGV[4] 'set' | 'add', ARGV[5] now, ARGV[6..] tags.
  * Returns 1 when stored, 0 when `add` found a live entry.
  */
-export const SET_SCRIPT = `${LIVE}
+export const SET_SCRIPT = `${LIVE}${TAGS}
 local now = tonumber(ARGV[5])
 if ARGV[4] == 'add' and live(redis.call('GET', KEYS[1]), now) then return 0 end
-local old = redis.call('SMEMBERS', KEYS[2])
-for _, t in ipairs(old) do redis.call('SREM', ARGV[3] .. t, KEYS[1]) end
-if #old > 0 then redis.call('DEL', KEYS[2]) end
-if ARGV[2] == '' then
-  redis.call('SET', KEYS[1], ARGV[1])
-else
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-end
-for i = 6, #ARGV do
-  redis.call('SADD', ARGV[3] .. ARGV[i], KEYS[1])
-  redis.call('SADD', KEYS[2], ARGV[i])
-end
-if #ARGV >= 6 and ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+untag(KEYS[1], KEYS[2], ARGV[3])
+store(KEYS[1], KEYS[2], ARGV[3], ARGV[1], ARGV[2], 6)
 return 1
 `;
 
@@ -46,14 +56,13 @@ return 1
  * delete only when expired (prune). Returns 1 when a live entry was removed (or, for prune, when
  * an expired one was).
  */
-export const DELETE_SCRIPT = `${LIVE}
+export const DELETE_SCRIPT = `${LIVE}${TAGS}
 local now = tonumber(ARGV[2])
 local v = redis.call('GET', KEYS[1])
 local alive = live(v, now)
 if ARGV[3] == '1' and (alive or not v) then return 0 end
-local old = redis.call('SMEMBERS', KEYS[2])
-for _, t in ipairs(old) do redis.call('SREM', ARGV[1] .. t, KEYS[1]) end
-redis.call('DEL', KEYS[1], KEYS[2])
+untag(KEYS[1], KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1])
 if ARGV[3] == '1' then return 1 end
 if alive then return 1 end
 return 0
@@ -123,7 +132,7 @@ return 1
  * ARGV[7] now, ARGV[8..] tags. Compares the bytes after the value's header line, which are the
  * entry bytes the backend hands out. Returns 1 when the condition held and the write was applied.
  */
-export const COMPARE_AND_SWAP_SCRIPT = `${LIVE}
+export const COMPARE_AND_SWAP_SCRIPT = `${LIVE}${TAGS}
 local now = tonumber(ARGV[7])
 local v = redis.call('GET', KEYS[1])
 local alive = live(v, now)
@@ -134,22 +143,11 @@ else
   local nl = string.find(v, string.char(10), 1, true)
   if not nl or string.sub(v, nl + 1) ~= ARGV[1] then return 0 end
 end
-local old = redis.call('SMEMBERS', KEYS[2])
-for _, t in ipairs(old) do redis.call('SREM', ARGV[6] .. t, KEYS[1]) end
-if #old > 0 then redis.call('DEL', KEYS[2]) end
+untag(KEYS[1], KEYS[2], ARGV[6])
 if ARGV[3] == 'del' then
   redis.call('DEL', KEYS[1])
   return 1
 end
-if ARGV[5] == '' then
-  redis.call('SET', KEYS[1], ARGV[4])
-else
-  redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
-end
-for i = 8, #ARGV do
-  redis.call('SADD', ARGV[6] .. ARGV[i], KEYS[1])
-  redis.call('SADD', KEYS[2], ARGV[i])
-end
-if #ARGV >= 8 and ARGV[5] ~= '' then redis.call('PEXPIRE', KEYS[2], ARGV[5]) end
+store(KEYS[1], KEYS[2], ARGV[6], ARGV[4], ARGV[5], 8)
 return 1
 `;

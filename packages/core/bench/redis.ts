@@ -68,12 +68,6 @@ const oursDistributed = createCache({
   memory: false,
 });
 const withMemory = createCache({ store: redisBackend({ client: oursClient, keyPrefix: 'bench:' }) });
-const autoClient = new Redis(server.url, { enableAutoPipelining: true });
-const oursAuto = createCache({
-  store: redisBackend({ client: autoClient, keyPrefix: 'bench:' }),
-  memory: false,
-  singleFlight: 'process',
-});
 for (let i = 0; i < DISTINCT_PROMPTS; i++) {
   await ours.set({ name: KEY_NAME, request: requests[i] }, responses[i]);
 }
@@ -92,6 +86,13 @@ await withMemory.getOrCompute({ name: KEY_NAME, request: requests[1] }, () => re
 oursSent.length = 0;
 await withMemory.getOrCompute({ name: KEY_NAME, request: requests[1] }, () => responses[1]);
 const memoryHitCommands = [...oursSent];
+oursSent.length = 0;
+await Promise.all(
+  requests
+    .slice(0, 64)
+    .map((request, i) => ours.getOrCompute({ name: KEY_NAME, request }, () => responses[i])),
+);
+const concurrentHitCommands = [...oursSent];
 counter.stop();
 
 // LangChain's ioredis RedisCache: lookup(prompt, llmString) as BaseChatModel calls it.
@@ -126,12 +127,6 @@ const subjects: Subject[] = [
     id: 'floor-auto',
     label: 'floor, auto-pipelined client',
     op: async (i) => JSON.parse((await rawAuto.get(`floor:${sha(JSON.stringify(requests[pick(i)]))}`))!),
-  },
-  {
-    id: 'ours-auto',
-    label: 'ours, auto-pipelined client',
-    op: (i) =>
-      oursAuto.getOrCompute({ name: KEY_NAME, request: requests[pick(i)] }, () => responses[pick(i)]),
   },
   {
     id: 'ours',
@@ -185,23 +180,19 @@ console.log(
   ),
 );
 
-const floorAuto = byId.get('floor-auto')!;
-const mineAuto = byId.get('ours-auto')!;
+// Throughput is held to the better of the two floors: our backend batches concurrent reads
+// itself, so the auto-pipelined client is the floor it must be compared with.
+const bestFloor64 = Math.max(floor.opsPerSec64, byId.get('floor-auto')!.opsPerSec64);
 const targets: [string, boolean, string][] = [
-  [
-    'redis hit p50 <= 1.15x floor (auto-pipelined clients, info)',
-    mineAuto.latency.p50 <= 1.15 * floorAuto.latency.p50,
-    ratio(mineAuto.latency.p50 / floorAuto.latency.p50),
-  ],
   [
     'redis hit p50 <= 1.15x floor',
     mine.latency.p50 <= 1.15 * floor.latency.p50,
     ratio(mine.latency.p50 / floor.latency.p50),
   ],
   [
-    '64-concurrent throughput >= 0.8x floor',
-    mine.opsPerSec64 >= 0.8 * floor.opsPerSec64,
-    ratio(mine.opsPerSec64 / floor.opsPerSec64),
+    '64-concurrent throughput >= 0.8x floor (the better of plain and auto-pipelined)',
+    mine.opsPerSec64 >= 0.8 * bestFloor64,
+    ratio(mine.opsPerSec64 / bestFloor64),
   ],
   ['a hit is one round trip', hitCommands.length === 1, hitCommands.join(', ')],
   [
@@ -235,11 +226,14 @@ console.log(
   ),
 );
 console.log(`\nmiss with the default singleFlight: 'distributed': ${distributedMissCommands.join(', ')}`);
+const tally = new Map<string, number>();
+for (const name of concurrentHitCommands) tally.set(name, (tally.get(name) ?? 0) + 1);
+console.log(
+  `64 concurrent hits sent ${concurrentHitCommands.length} commands (${[...tally].map(([name, n]) => `${n} ${name}`).join(', ')}): reads issued together share one MGET`,
+);
 
 await ours.close();
-await oursAuto.close();
 rawAuto.disconnect();
-autoClient.disconnect();
 await oursDistributed.close();
 await withMemory.close();
 await bento.disconnectAll();

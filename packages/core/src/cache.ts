@@ -10,7 +10,7 @@ import type { CacheEventName, CacheEvents } from './events.ts';
 import { CacheEmitter } from './events.ts';
 import { buildKey, validateName } from './keys/index.ts';
 import type { LevelInput } from './levels/stack.ts';
-import { Level, LevelUnavailableError, withTimeout } from './levels/stack.ts';
+import { Level, LevelUnavailableError, runWithDeadline, withTimeout } from './levels/stack.ts';
 import type { CounterSet } from './stats/counters.ts';
 import { addCounters, emptyCounters, StatsCollector } from './stats/counters.ts';
 import type { PriceTable, Usage } from './stats/pricing.ts';
@@ -232,6 +232,8 @@ interface BusMessage {
 
 const BUS_CHANNEL = 'bus';
 const SKIP_PAYLOAD_CHECK = { verifyChecksum: false } as const;
+/** The policy of a call that passes none (one shared object, not one per call). */
+const NO_POLICY: CachePolicy<never> = Object.freeze({});
 const COUNTER_SCOPE = 't';
 const LEVEL_SCOPE = 'l';
 
@@ -427,7 +429,7 @@ class Engine {
   }
 
   /** Runs a backend call under the level's timeout; a failure is counted and yields `fallback`. */
-  async guard<T>(
+  guard<T>(
     tier: string,
     level: Level,
     operation: string,
@@ -438,25 +440,33 @@ class Engine {
     const admitted = level.admit(this.clock);
     if (admitted === 0) {
       this.levelBucket(level).skipped++;
-      return fallback;
+      return Promise.resolve(fallback);
     }
-    try {
-      const result = await withTimeout(level, operation, run);
-      if (level.failures > 0) level.succeeded(admitted);
-      return result;
-    } catch (error) {
-      if (level.failed(this.clock.now()) && this.emitter.has('error')) {
-        this.emitter.emit('error', {
-          operation: 'breaker-open',
-          tier,
-          level: level.name,
-          key,
-          error: new LevelUnavailableError(level.name),
-        });
-      }
-      this.levelError(tier, level, operation, key, error);
-      return fallback;
-    }
+    // One promise per call, settled from the deadline's callbacks: this is every network read.
+    return new Promise<T>((resolve) =>
+      runWithDeadline(
+        level,
+        operation,
+        run,
+        (result) => {
+          if (level.failures > 0) level.succeeded(admitted);
+          resolve(result);
+        },
+        (error) => {
+          if (level.failed(this.clock.now()) && this.emitter.has('error')) {
+            this.emitter.emit('error', {
+              operation: 'breaker-open',
+              tier,
+              level: level.name,
+              key,
+              error: new LevelUnavailableError(level.name),
+            });
+          }
+          this.levelError(tier, level, operation, key, error);
+          resolve(fallback);
+        },
+      ),
+    );
   }
 
   expand(name: string): string[] {
@@ -636,19 +646,27 @@ export class CacheView {
   async getOrCompute<T>(
     key: KeyInput,
     compute: () => T | Promise<T>,
-    policy: CachePolicy<T> = {},
+    policy: CachePolicy<T> = NO_POLICY as CachePolicy<T>,
   ): Promise<T> {
     const storageKey = this.key(key);
-    // Fast path for a fresh hit in the memory level: no result object, no level walk.
-    const memory = this.#tier.levels[0]!;
-    if (memory.sync && this.engine.enabled && !policy.forceRefresh) {
-      const stored = memory.sync.getSync(storageKey);
-      if (stored) {
-        const found = this.#decode(storageKey, stored, memory, this.engine.clock.now());
+    const levels = this.#tier.levels;
+    const first = levels[0]!;
+    if (this.engine.enabled && !policy.forceRefresh) {
+      if (first.sync) {
+        // Fast path for a fresh hit in the memory level: no result object, no level walk.
+        const stored = first.sync.getSync(storageKey);
+        if (stored) {
+          const found = this.#decode(storageKey, stored, first, this.engine.clock.now());
+          if (found && !found.stale) return this.#served<T>(found, storageKey, false, true).value;
+        }
+      } else if (levels.length === 1) {
+        // A shared store alone (Redis without a memory level): one read here, no level walk.
+        const found = await this.#readOne(storageKey, first);
         if (found && !found.stale) return this.#served<T>(found, storageKey, false, true).value;
+        return (await this.#lookup(storageKey, key, compute, policy, true, found ?? null)).value;
       }
     }
-    return (await this.#lookup(storageKey, key, compute, policy)).value;
+    return (await this.#lookup(storageKey, key, compute, policy, true)).value;
   }
 
   /** `getOrCompute` that also says whether and where the value was found. */
@@ -665,6 +683,9 @@ export class CacheView {
     key: KeyInput,
     compute: () => T | Promise<T>,
     policy: CachePolicy<T>,
+    valueOnly?: true,
+    /** What the caller already read: null for nothing, undefined to read here. */
+    read?: Found | null,
   ): Promise<CacheResult<T>> {
     const engine = this.engine;
     if (!engine.enabled) {
@@ -679,9 +700,9 @@ export class CacheView {
     }
     let stale: Found | undefined;
     if (!policy.forceRefresh) {
-      const found = await this.#read(storageKey);
+      const found = read === undefined ? await this.#read(storageKey) : read;
       if (found) {
-        if (!found.stale) return this.#served(found, storageKey, false);
+        if (!found.stale) return this.#served(found, storageKey, false, valueOnly);
         stale = found;
       }
     }
@@ -940,6 +961,15 @@ export class CacheView {
       return found;
     }
     return stale;
+  }
+
+  /** The copy in one store level (not memory), decoded. */
+  #readOne(storageKey: string, level: Level): Promise<Found | undefined> {
+    return this.engine
+      .guard(this.tierName, level, 'get', storageKey, undefined, () => level.backend.get(storageKey))
+      .then((stored) =>
+        stored ? this.#decode(storageKey, stored, level, this.engine.clock.now()) : undefined,
+      );
   }
 
   #decode(storageKey: string, stored: StoredEntry, level: Level, now: number): Found | undefined {

@@ -94,6 +94,86 @@ d('redisBackend', () => {
     client.disconnect();
   });
 
+  it('sends reads issued together as one MGET and hands each caller its own entry', async () => {
+    const { client, sent } = countingClient(server!.url);
+    const backend = redisBackend({ client, keyPrefix: freshPrefix('batch') });
+    const keys = Array.from({ length: 40 }, (_, i) => `ns:doc:${i}`);
+    for (const [i, key] of keys.entries()) await backend.set(key, { value: new Uint8Array([i]) });
+    sent.length = 0;
+    // The first read goes out at once (nothing in flight); the 39 issued meanwhile share one MGET.
+    const entries = await Promise.all([...keys, 'ns:missing'].map((key) => backend.get(key)));
+    expect(sent).toEqual(['get', 'mget']);
+    expect(entries.map((entry) => entry?.value[0])).toEqual([...keys.map((_, i) => i), undefined]);
+    // A lone read stays a plain GET.
+    sent.length = 0;
+    expect((await backend.get(keys[7]!))?.value).toEqual(new Uint8Array([7]));
+    expect(sent).toEqual(['get']);
+    await backend.close();
+    client.disconnect();
+  });
+
+  it('serves concurrent cache hits from batched reads, each caller with its own value', async () => {
+    const { client, sent } = countingClient(server!.url);
+    const cache = createCache({
+      store: redisBackend({ client, keyPrefix: freshPrefix('batch-cache') }),
+      memory: false,
+      singleFlight: 'process',
+    });
+    for (let i = 0; i < 64; i++) await cache.set({ name: 'chat', request: { i } }, { answer: i });
+    sent.length = 0;
+    const values = await Promise.all(
+      Array.from({ length: 64 }, (_, i) =>
+        cache.getOrCompute({ name: 'chat', request: { i } }, () => ({ answer: -1 })),
+      ),
+    );
+    expect(values).toEqual(Array.from({ length: 64 }, (_, i) => ({ answer: i })));
+    expect(sent.length).toBeLessThan(8);
+    expect(sent.every((name) => name === 'get' || name === 'mget')).toBe(true);
+    expect((await cache.stats()).hits).toBe(64);
+    await cache.close();
+    client.disconnect();
+  });
+
+  it('sends every read on its own with batchReads: false', async () => {
+    const { client, sent } = countingClient(server!.url);
+    const backend = redisBackend({ client, keyPrefix: freshPrefix('nobatch'), batchReads: false });
+    await backend.set('ns:a', { value: new Uint8Array([1]) });
+    sent.length = 0;
+    await Promise.all(['ns:a', 'ns:a', 'ns:b'].map((key) => backend.get(key)));
+    expect(sent).toEqual(['get', 'get', 'get']);
+    await backend.close();
+    client.disconnect();
+  });
+
+  it('fails every caller of a batch whose read fails, and the next reads recover', async () => {
+    const client = new Redis(server!.url, {
+      maxRetriesPerRequest: 0,
+      enableOfflineQueue: false,
+      lazyConnect: true,
+    });
+    await client.connect();
+    const backend = redisBackend({ client, keyPrefix: freshPrefix('batch-fail') });
+    await backend.set('ns:a', { value: new Uint8Array([1]) });
+    client.disconnect();
+    const outcomes = await Promise.allSettled(['ns:a', 'ns:b', 'ns:c'].map((key) => backend.get(key)));
+    expect(outcomes.map((outcome) => outcome.status)).toEqual(['rejected', 'rejected', 'rejected']);
+    while (client.status !== 'end') await new Promise((resolve) => setTimeout(resolve, 5));
+    await client.connect();
+    const again = await Promise.all(['ns:a', 'ns:b'].map((key) => backend.get(key)));
+    expect(again.map((entry) => entry?.value[0])).toEqual([1, undefined]);
+    await backend.close();
+    client.disconnect();
+  });
+
+  it('batches concurrent reads on a cluster by slot and returns every entry', async () => {
+    const backend = redisBackend({ cluster: cluster!.nodes, keyPrefix: freshPrefix('cbatch') });
+    const keys = Array.from({ length: 64 }, (_, i) => `ns:doc:${i}`);
+    for (const [i, key] of keys.entries()) await backend.set(key, { value: new Uint8Array([i]) });
+    const entries = await Promise.all(keys.map((key) => backend.get(key)));
+    expect(entries.map((entry) => entry?.value[0])).toEqual(keys.map((_, i) => i));
+    await backend.close();
+  });
+
   it('adds the cross-process lock to a miss only: lock, re-check, store, unlock', async () => {
     const { client, sent } = countingClient(server!.url);
     const cache = createCache({

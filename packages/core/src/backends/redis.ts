@@ -47,6 +47,22 @@ export interface RedisBackendOptions {
   buckets?: number;
   /** Time source for logical expiry and lock leases. @default Date.now */
   clock?: Clock;
+  /**
+   * Reads issued in the same tick (concurrent requests) go out as one MGET per hash-tag bucket
+   * instead of one GET each: one socket write and one reply for the lot. A lone read is still a
+   * plain GET. Set to false to send every read on its own.
+   * @default true
+   */
+  batchReads?: boolean;
+}
+
+/** Most keys one batched MGET carries; a larger burst is split. */
+const MAX_BATCH = 128;
+
+interface ReadBatch {
+  keys: string[];
+  resolves: ((entry: StoredEntry | undefined) => void)[];
+  rejects: ((error: unknown) => void)[];
 }
 
 export interface RedisBackend extends CacheBackend {
@@ -132,17 +148,21 @@ function encodeValue(entry: StoredEntry, tags: readonly string[]): Buffer {
   return Buffer.concat([head, Buffer.from(body.buffer, body.byteOffset, body.byteLength)]);
 }
 
-/** Splits a stored value; undefined when it is malformed or expired at `now`. */
-function decodeValue(raw: Buffer | null | undefined, now: number): StoredEntry | undefined {
+/** Splits a stored value; undefined when it is malformed or expired (the clock is read only then). */
+function decodeValue(raw: Buffer | null | undefined, clock: Clock): StoredEntry | undefined {
   if (!raw) return undefined;
   const nl = raw.indexOf(NEWLINE);
   if (nl < 0) return undefined;
+  // The expiry is ASCII digits (epoch ms) before the first space or the newline.
   let end = 0;
-  while (end < nl && raw[end]! >= 0x30 && raw[end]! <= 0x39) end++;
+  let expiry = 0;
+  for (let byte = raw[0]!; end < nl && byte >= 0x30 && byte <= 0x39; byte = raw[++end]!) {
+    expiry = expiry * 10 + (byte - 0x30);
+  }
   let expiresAt: number | undefined;
   if (end > 0) {
-    expiresAt = Number(raw.toString('latin1', 0, end));
-    if (!(expiresAt > now)) return undefined;
+    expiresAt = expiry;
+    if (!(expiresAt > clock.now())) return undefined;
   }
   const value = new Uint8Array(raw.buffer, raw.byteOffset + nl + 1, raw.length - nl - 1);
   if (end === nl) return { value, expiresAt };
@@ -180,8 +200,13 @@ class RedisStore implements RedisBackend {
   private subscriber: Client | undefined;
   private readonly listeners = new Map<string, Set<(message: string) => void>>();
   private closed = false;
+  private readonly batchReads: boolean;
+  private batch: ReadBatch | undefined;
+  /** Reads sent and not yet answered. */
+  private reading = 0;
 
   constructor(options: RedisBackendOptions) {
+    this.batchReads = options.batchReads ?? true;
     this.prefix = options.keyPrefix ?? 'llmc:';
     if (this.prefix.includes('{') || this.prefix.includes('}')) {
       throw cacheError(
@@ -211,7 +236,7 @@ class RedisStore implements RedisBackend {
           redisOptions: { maxRetriesPerRequest: 1, ...options.clusterOptions?.redisOptions },
         });
       } else {
-        // No auto-pipelining: it measured slower for one caller and no faster for 64 (docs/benchmarks.md).
+        // No auto-pipelining: concurrent reads are batched into MGETs by get() (docs/redis.md).
         this.client = new io.Redis(options.url ?? 'redis://127.0.0.1:6379', {
           maxRetriesPerRequest: 1,
           ...options.redisOptions,
@@ -256,18 +281,65 @@ class RedisStore implements RedisBackend {
     if (this.closed) throw cacheError('E_CLOSED', 'redis', 'the backend is closed; create a new one');
   }
 
-  async get(key: string): Promise<StoredEntry | undefined> {
+  get(key: string): Promise<StoredEntry | undefined> {
+    // A read with none in flight goes out at once (a lone caller pays nothing for batching);
+    // reads issued while others are in flight, as concurrent callers do, wait for the end of the
+    // tick and go out together.
+    if (this.closed || !this.batchReads || this.reading === 0) return this.getOne(key);
+    let batch = this.batch;
+    if (!batch) {
+      const opened: ReadBatch = { keys: [], resolves: [], rejects: [] };
+      this.batch = batch = opened;
+      process.nextTick(() => this.flush(opened));
+    }
+    const joined = batch;
+    joined.keys.push(key);
+    if (joined.keys.length >= MAX_BATCH) this.batch = undefined;
+    return new Promise((resolve, reject) => {
+      joined.resolves.push(resolve);
+      joined.rejects.push(reject);
+    });
+  }
+
+  private async getOne(key: string): Promise<StoredEntry | undefined> {
     this.assertOpen();
-    return decodeValue(await this.client.getBuffer(this.entryKey(key)), this.clock.now());
+    this.reading++;
+    try {
+      return decodeValue(await this.client.getBuffer(this.entryKey(key)), this.clock);
+    } finally {
+      this.reading--;
+    }
+  }
+
+  private flush(batch: ReadBatch): void {
+    if (this.batch === batch) this.batch = undefined;
+    const { keys, resolves, rejects } = batch;
+    if (keys.length === 1) {
+      this.getOne(keys[0]!).then(resolves[0], rejects[0]);
+      return;
+    }
+    this.reading++;
+    this.getMany(keys)
+      .finally(() => this.reading--)
+      .then(
+        (entries) => {
+          for (let i = 0; i < resolves.length; i++) resolves[i]!(entries[i]);
+        },
+        (error: unknown) => {
+          for (const reject of rejects) reject(error);
+        },
+      );
   }
 
   async getMany(keys: readonly string[]): Promise<(StoredEntry | undefined)[]> {
     this.assertOpen();
     if (keys.length === 0) return [];
-    const now = this.clock.now();
+    // One clock read for the batch, and none when no entry carries an expiry.
+    let now: number | undefined;
+    const clock: Clock = { now: () => (now ??= this.clock.now()) };
     if (!this.isCluster) {
       const raw = await this.client.mgetBuffer(...keys.map((key) => this.entryKey(key)));
-      return raw.map((value) => decodeValue(value, now));
+      return raw.map((value) => decodeValue(value, clock));
     }
     // MGET must stay within one slot on a cluster: one MGET per bucket, in parallel.
     const groups = new Map<string, number[]>();
@@ -282,7 +354,7 @@ class RedisStore implements RedisBackend {
       [...groups].map(async ([tag, indexes]) => {
         const raw = await this.client.mgetBuffer(...indexes.map((i) => this.entryKey(keys[i]!, tag)));
         indexes.forEach((index, position) => {
-          out[index] = decodeValue(raw[position], now);
+          out[index] = decodeValue(raw[position], clock);
         });
       }),
     );

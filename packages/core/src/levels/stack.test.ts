@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { memoryBackend } from '../backends/memory.ts';
-import { Level } from './stack.ts';
+import { Level, LevelTimeoutError, withTimeout } from './stack.ts';
 
 function clock(start = 0) {
   let now = start;
@@ -35,5 +35,58 @@ describe('Level circuit breaker', () => {
     expect(level.admit(time)).toBe(0);
     time.advance(50);
     expect(level.admit(time)).toBe(2);
+  });
+});
+
+describe('withTimeout', () => {
+  const never = () => new Promise<never>(() => undefined);
+  const resolveAfter = <T>(ms: number, value: T) =>
+    new Promise<T>((resolve) => setTimeout(() => resolve(value), ms));
+
+  it('fails a call that outlives the timeout, never early and at most about a quarter late', async () => {
+    const level = new Level({ backend: memoryBackend(), timeout: 80 });
+    const started = performance.now();
+    await expect(withTimeout(level, 'get', never)).rejects.toThrow(LevelTimeoutError);
+    const waited = performance.now() - started;
+    expect(waited).toBeGreaterThanOrEqual(79);
+    // A quarter of the timeout, plus room for a loaded machine's timer lateness.
+    expect(waited).toBeLessThan(80 + 20 + 60);
+  });
+
+  it('settles each call once: results in time pass through, a late result after the timeout is dropped', async () => {
+    const level = new Level({ backend: memoryBackend(), timeout: 40 });
+    const outcomes: string[] = [];
+    const calls = [
+      withTimeout(level, 'get', () => resolveAfter(5, 'fast')).then((v) => outcomes.push(`ok ${v}`)),
+      withTimeout(level, 'get', () => resolveAfter(150, 'slow')).then(
+        (v) => outcomes.push(`ok ${v}`),
+        (error: Error) => outcomes.push(error.name),
+      ),
+      withTimeout(level, 'get', () => Promise.reject(new Error('boom'))).catch((error: Error) =>
+        outcomes.push(error.message),
+      ),
+      withTimeout(level, 'get', () => {
+        throw new Error('thrown');
+      }).catch((error: Error) => outcomes.push(error.message)),
+    ];
+    await Promise.all(calls);
+    await resolveAfter(150, undefined);
+    expect(outcomes.sort()).toEqual(['LevelTimeoutError', 'boom', 'ok fast', 'thrown']);
+  });
+
+  it('keeps timing out calls among many that finish (the queue of deadlines stays in order)', async () => {
+    const level = new Level({ backend: memoryBackend(), timeout: 30 });
+    const quick = Array.from({ length: 2000 }, (_, i) =>
+      withTimeout(level, 'get', () => resolveAfter(i % 5, i)),
+    );
+    const stuck = withTimeout(level, 'get', never).then(
+      () => 'resolved',
+      (error: Error) => error.name,
+    );
+    const more = Array.from({ length: 2000 }, (_, i) =>
+      withTimeout(level, 'get', () => resolveAfter(i % 5, i)),
+    );
+    expect(await Promise.all([...quick, ...more])).toHaveLength(4000);
+    expect(await stuck).toBe('LevelTimeoutError');
   });
 });

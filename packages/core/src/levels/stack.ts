@@ -120,24 +120,42 @@ export class LevelTimeoutError extends Error {
   }
 }
 
+interface Deadline {
+  /** The sweep count when the call started. */
+  readonly tick: number;
+  settled: boolean;
+  readonly fail: () => void;
+}
+
 /**
  * Deadlines of a level's calls in flight, checked by one repeating timer instead of a timer per
  * call: arming and clearing a timer on every network read cost more than the read's own
- * bookkeeping. A call is failed at most a quarter of the timeout late.
+ * bookkeeping. Calls are stamped with the sweep count instead of a clock read and kept in start
+ * order (one timeout per level), so starting and finishing a call is a push and a flag, and a
+ * sweep only looks at the oldest calls. A call fails once `timeout` has passed, at most a
+ * quarter of it late.
  */
 class Deadlines {
-  readonly #pending = new Set<{ at: number; fail: () => void }>();
+  readonly #queue: Deadline[] = [];
+  #head = 0;
+  #live = 0;
+  #tick = 0;
   readonly #every: number;
+  /** Sweeps after its start at which a call is past its deadline. */
+  readonly #ticks: number;
   #timer: NodeJS.Timeout | undefined;
   #idle = 0;
 
   constructor(timeoutMs: number) {
     this.#every = Math.max(1, Math.floor(timeoutMs / 4));
+    // A call started just before a sweep has waited (ticks - 1) * every >= timeoutMs when it fails.
+    this.#ticks = Math.ceil(timeoutMs / this.#every) + 1;
   }
 
-  track(at: number, fail: () => void): { at: number; fail: () => void } {
-    const entry = { at, fail };
-    this.#pending.add(entry);
+  track(fail: () => void): Deadline {
+    const entry: Deadline = { tick: this.#tick, settled: false, fail };
+    this.#queue.push(entry);
+    this.#live++;
     if (!this.#timer) {
       this.#timer = setInterval(() => this.#sweep(), this.#every);
       this.#timer.unref();
@@ -145,20 +163,38 @@ class Deadlines {
     return entry;
   }
 
-  done(entry: { at: number; fail: () => void }): void {
-    this.#pending.delete(entry);
+  /** Marks a call finished; false when its deadline already failed it. */
+  done(entry: Deadline): boolean {
+    if (entry.settled) return false;
+    entry.settled = true;
+    this.#live--;
+    return true;
   }
 
   #sweep(): void {
-    const now = performance.now();
-    for (const entry of this.#pending) {
-      if (entry.at <= now) {
-        this.#pending.delete(entry);
+    const tick = ++this.#tick;
+    const queue = this.#queue;
+    let head = this.#head;
+    while (head < queue.length) {
+      const entry = queue[head]!;
+      if (!entry.settled) {
+        if (tick - entry.tick < this.#ticks) break;
+        entry.settled = true;
+        this.#live--;
         entry.fail();
       }
+      head++;
     }
+    if (head === queue.length) {
+      queue.length = 0;
+      head = 0;
+    } else if (head > 1024 && head * 2 > queue.length) {
+      queue.splice(0, head);
+      head = 0;
+    }
+    this.#head = head;
     // Stop ticking after a few empty sweeps; the next call starts it again.
-    if (this.#pending.size > 0) this.#idle = 0;
+    if (this.#live > 0) this.#idle = 0;
     else if (++this.#idle > 8 && this.#timer) {
       clearInterval(this.#timer);
       this.#timer = undefined;
@@ -169,29 +205,54 @@ class Deadlines {
 
 const deadlines = new WeakMap<Level, Deadlines>();
 
-/** Runs a backend call with the level's timeout; the caller decides what a failure means. */
-export function withTimeout<T>(level: Level, operation: string, run: () => Promise<T>): Promise<T> {
+/**
+ * Runs a backend call with the level's timeout and reports the outcome once, through `ok` or
+ * `fail` (a `LevelTimeoutError` when the deadline passes first). Callback-style so that a caller
+ * can settle its own promise without wrapping another one: this runs on every network read.
+ */
+export function runWithDeadline<T>(
+  level: Level,
+  operation: string,
+  run: () => Promise<T>,
+  ok: (value: T) => void,
+  fail: (error: unknown) => void,
+): void {
   const ms = level.timeoutMs;
-  if (ms === undefined || ms === Number.POSITIVE_INFINITY) return run();
+  let pending: Promise<T>;
+  if (ms === undefined || ms === Number.POSITIVE_INFINITY) {
+    try {
+      pending = run();
+    } catch (error) {
+      fail(error);
+      return;
+    }
+    pending.then(ok, fail);
+    return;
+  }
   let tracker = deadlines.get(level);
   if (!tracker) {
     tracker = new Deadlines(ms);
     deadlines.set(level, tracker);
   }
   const clock = tracker;
-  return new Promise<T>((resolve, reject) => {
-    const entry = clock.track(performance.now() + ms, () =>
-      reject(new LevelTimeoutError(level.name, operation, ms)),
-    );
-    run().then(
-      (value) => {
-        clock.done(entry);
-        resolve(value);
-      },
-      (error: unknown) => {
-        clock.done(entry);
-        reject(error);
-      },
-    );
-  });
+  const entry = clock.track(() => fail(new LevelTimeoutError(level.name, operation, ms)));
+  try {
+    pending = run();
+  } catch (error) {
+    if (clock.done(entry)) fail(error);
+    return;
+  }
+  pending.then(
+    (value) => {
+      if (clock.done(entry)) ok(value);
+    },
+    (error: unknown) => {
+      if (clock.done(entry)) fail(error);
+    },
+  );
+}
+
+/** Runs a backend call with the level's timeout; the caller decides what a failure means. */
+export function withTimeout<T>(level: Level, operation: string, run: () => Promise<T>): Promise<T> {
+  return new Promise<T>((resolve, reject) => runWithDeadline(level, operation, run, resolve, reject));
 }

@@ -113,6 +113,17 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
     case '/error':
       res.writeHead(500).end('boom');
       return;
+    case '/slow': {
+      // Slow enough that concurrent callers overlap; the body names the request that made it.
+      const made = seen.length;
+      setTimeout(() => res.writeHead(200, { 'cache-control': 'max-age=60' }).end(`slow ${made}`), 60);
+      return;
+    }
+    case '/slow-no-store': {
+      const made = seen.length;
+      setTimeout(() => res.writeHead(200, { 'cache-control': 'no-store' }).end(`private ${made}`), 60);
+      return;
+    }
     default:
       res.writeHead(400).end();
   }
@@ -281,6 +292,62 @@ describe('cachedFetch', () => {
     expect(await (await as('alice')).text()).toBe('user Bearer alice');
     expect(await (await get('/whoami')).text()).toBe('user anonymous');
     expect(seen).toHaveLength(3);
+  });
+
+  it('sends one request for identical GETs that miss together; each caller gets its own body', async () => {
+    const responses = await Promise.all(Array.from({ length: 5 }, () => get('/slow')));
+    expect(seen.map((s) => s.path)).toEqual(['/slow']);
+    expect(responses.map((r) => r.headers.get('x-cache')).sort()).toEqual([
+      'COALESCED',
+      'COALESCED',
+      'COALESCED',
+      'COALESCED',
+      'MISS',
+    ]);
+    // Every caller can read its own body; reading one does not consume another's.
+    expect(await Promise.all(responses.map((r) => r.text()))).toEqual(Array(5).fill('slow 1'));
+    expect(responses.every((r) => r.url === `${base}/slow` && r.status === 200)).toBe(true);
+    const stats = await cache.tier('http').stats();
+    expect(stats.coalesced).toBe(4);
+    expect(stats.sets).toBe(1);
+    expect((await get('/slow')).headers.get('x-cache')).toBe('HIT');
+  });
+
+  it('does not share what cannot be stored, another variant, or a reload', async () => {
+    // A no-store response is not shared: callers waiting for it send their own request.
+    const privates = await Promise.all(Array.from({ length: 3 }, () => get('/slow-no-store')));
+    expect(await Promise.all(privates.map((r) => r.text()))).toHaveLength(3);
+    expect(seen.filter((s) => s.path === '/slow-no-store')).toHaveLength(3);
+    expect(privates.every((r) => r.headers.get('x-cache') !== 'COALESCED')).toBe(true);
+    // Other key headers are another key; reload always goes to the server.
+    seen = [];
+    await Promise.all([
+      get('/slow', { headers: { authorization: 'Bearer alice' } }),
+      get('/slow', { headers: { authorization: 'Bearer bob' } }),
+    ]);
+    expect(seen.map((s) => s.authorization)).toEqual(['Bearer alice', 'Bearer bob']);
+    seen = [];
+    const [plain, reload] = await Promise.all([get('/slow'), get('/slow', { cache: 'reload' })]);
+    expect(seen).toHaveLength(2);
+    expect(reload.headers.get('x-cache')).toBe('MISS');
+    await plain.text();
+  });
+
+  it('lets callers waiting on a failed fetch make their own request', async () => {
+    let calls = 0;
+    const flaky: typeof fetch = async (input, init) => {
+      calls++;
+      if (calls === 1) {
+        await new Promise((resolve) => setTimeout(resolve, 30));
+        throw new TypeError('fetch failed');
+      }
+      return fetch(input, init);
+    };
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 3 }, () => get('/slow', undefined, { fetch: flaky })),
+    );
+    expect(outcomes.map((o) => o.status).sort()).toEqual(['fulfilled', 'fulfilled', 'rejected']);
+    expect(calls).toBeGreaterThanOrEqual(2);
   });
 
   it('stores no-cache responses but revalidates them on every use', async () => {

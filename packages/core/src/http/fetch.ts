@@ -29,7 +29,7 @@ export interface CachedFetchOptions {
   staleIfError?: boolean | undefined;
   /** Bodies larger than this are passed through, not stored. @default 8 MiB */
   maxBodyBytes?: number | undefined;
-  /** Header set on returned responses: HIT, MISS, REVALIDATED, STALE, BYPASS; `false` for none. @default 'x-cache' */
+  /** Header set on returned responses: HIT, MISS, COALESCED, REVALIDATED, STALE; `false` for none. @default 'x-cache' */
   statusHeader?: string | false | undefined;
   /** The fetch that reaches the network. @default globalThis.fetch */
   fetch?: typeof fetch | undefined;
@@ -52,7 +52,14 @@ interface StoredResponse {
   mustRevalidate?: boolean | undefined;
 }
 
-type Served = 'HIT' | 'MISS' | 'REVALIDATED' | 'STALE' | 'BYPASS';
+type Served = 'HIT' | 'MISS' | 'COALESCED' | 'REVALIDATED' | 'STALE';
+
+/**
+ * Requests in flight per cache and storage key. A GET that misses while another identical one
+ * (same URL and key headers) is on the network waits for it instead of sending its own; the
+ * promise yields the response as stored, or undefined when it could not be shared.
+ */
+const flightsByCache = new WeakMap<object, Map<string, Promise<StoredResponse | undefined>>>();
 
 const DEFAULT_KEY_HEADERS = ['accept', 'accept-language', 'authorization', 'cookie'];
 const DEFAULT_KEEP_STALE: Duration = '7d';
@@ -103,10 +110,21 @@ export function createCachedFetch(
     );
   }
   let view: CacheView | undefined;
+  let flights: Map<string, Promise<StoredResponse | undefined>> | undefined;
   let clock: Clock | undefined;
   const http = (): CacheView => {
     view ??= (options.cache ?? getDefaultCache()).tier('http');
     return view;
+  };
+  const inFlight = (): Map<string, Promise<StoredResponse | undefined>> => {
+    if (flights) return flights;
+    const owner = options.cache ?? getDefaultCache();
+    flights = flightsByCache.get(owner);
+    if (!flights) {
+      flights = new Map();
+      flightsByCache.set(owner, flights);
+    }
+    return flights;
   };
   const ttlOf = (tier: CacheView): number => explicitTtlMs ?? tier.ttlMs ?? Infinity;
   const now = (): number => {
@@ -114,7 +132,7 @@ export function createCachedFetch(
     return clock.now();
   };
 
-  return async (input, init) => {
+  return async (input, init): Promise<Response> => {
     const network = options.fetch ?? globalThis.fetch;
     const request = new Request(input, init);
     const url = withoutFragment(request.url);
@@ -135,65 +153,112 @@ export function createCachedFetch(
     }
     const key = { name: 'fetch', request: { url, variant } };
     const reload = request.cache === 'reload';
-    const stored = reload ? undefined : await http().get<StoredResponse>(key);
     const mustCheck = requestControl.has('no-cache') || request.cache === 'no-cache';
+    // Plain lookups share a fetch already on the network for the same key; reload and
+    // no-cache requests ask for their own trip to the server.
+    const shareable = !reload && !mustCheck;
+    const flightKey = shareable ? http().key(key) : '';
+    // Checked before and after the store read: the other request may start during the read.
+    // No await between the second check and registering our own flight.
+    const early = shareable ? inFlight().get(flightKey) : undefined;
+    if (early) return join(early);
+    const stored = reload ? undefined : await http().get<StoredResponse>(key);
     if (stored && !mustCheck && now() < stored.freshUntil) return build(stored, 'HIT', statusHeader);
-
-    let outgoing = request;
-    if (stored && (stored.etag || stored.lastModified)) {
-      const headers = new Headers(request.headers);
-      if (stored.etag) headers.set('if-none-match', stored.etag);
-      if (stored.lastModified) headers.set('if-modified-since', stored.lastModified);
-      outgoing = new Request(request, { headers });
-    }
-    let response: Response;
+    if (!shareable) return miss(stored);
+    const late = inFlight().get(flightKey);
+    if (late) return join(late);
+    let settle!: (entry: StoredResponse | undefined) => void;
+    const flight = new Promise<StoredResponse | undefined>((resolve) => {
+      settle = resolve;
+    });
+    inFlight().set(flightKey, flight);
+    let shared: StoredResponse | undefined;
     try {
-      response = await network(outgoing);
-    } catch (error) {
-      if (stored && options.staleIfError && !stored.mustRevalidate)
-        return build(stored, 'STALE', statusHeader);
-      throw error;
+      const response = await miss(stored, (entry) => {
+        shared = entry;
+      });
+      return response;
+    } finally {
+      inFlight().delete(flightKey);
+      settle(shared);
     }
 
-    const receivedAt = now();
-    if (response.status === 304 && stored) {
-      const headers = mergeHeaders(stored.headers, response.headers);
-      const refreshed: StoredResponse = {
-        ...stored,
+    /** Waits for another caller's fetch of this key; its response, or our own when it had none to share. */
+    async function join(pending: Promise<StoredResponse | undefined>): Promise<Response> {
+      const shared = await pending;
+      if (shared) {
+        http().recordCoalesced();
+        return build(shared, 'COALESCED', statusHeader);
+      }
+      // The other response could not be shared (not storable, or its fetch failed): go alone.
+      return miss(await http().get<StoredResponse>(key));
+    }
+
+    /** The network part: conditional request when there is a validator, then store. */
+    async function miss(
+      stored: StoredResponse | undefined,
+      share?: (entry: StoredResponse) => void,
+    ): Promise<Response> {
+      let outgoing = request;
+      if (stored && (stored.etag || stored.lastModified)) {
+        const headers = new Headers(request.headers);
+        if (stored.etag) headers.set('if-none-match', stored.etag);
+        if (stored.lastModified) headers.set('if-modified-since', stored.lastModified);
+        outgoing = new Request(request, { headers });
+      }
+      let response: Response;
+      try {
+        response = await network(outgoing);
+      } catch (error) {
+        if (stored && options.staleIfError && !stored.mustRevalidate)
+          return build(stored, 'STALE', statusHeader);
+        throw error;
+      }
+
+      const receivedAt = now();
+      if (response.status === 304 && stored) {
+        const headers = mergeHeaders(stored.headers, response.headers);
+        const refreshed: StoredResponse = {
+          ...stored,
+          headers,
+          receivedAt,
+          ...validators(headers),
+          ...freshness(headers, stored.status, receivedAt, ttlOf(http())),
+        };
+        await write(refreshed);
+        share?.(refreshed);
+        return build(refreshed, 'REVALIDATED', statusHeader);
+      }
+
+      const responseControl = parseCacheControl(response.headers.get('cache-control'));
+      const declared = Number(response.headers.get('content-length') ?? 0);
+      const storable =
+        CACHEABLE_STATUSES.has(response.status) &&
+        !responseControl.has('no-store') &&
+        response.headers.get('vary')?.trim() !== '*' &&
+        !(declared > maxBody);
+      if (!storable) return response;
+      const headers = storedHeaders(response.headers);
+      const timing = freshness(headers, response.status, receivedAt, ttlOf(http()));
+      const checks = validators(headers);
+      if (timing.freshUntil <= receivedAt && !checks.etag && !checks.lastModified) return response;
+      const body = new Uint8Array(await response.arrayBuffer());
+      const entry: StoredResponse = {
+        url,
+        status: response.status,
+        statusText: response.statusText,
         headers,
+        body,
         receivedAt,
-        ...validators(headers),
-        ...freshness(headers, stored.status, receivedAt, ttlOf(http())),
+        ...checks,
+        ...timing,
       };
-      await write(refreshed);
-      return build(refreshed, 'REVALIDATED', statusHeader);
+      if (body.byteLength <= maxBody) {
+        await write(entry);
+        share?.(entry);
+      }
+      return build(entry, 'MISS', statusHeader);
     }
-
-    const responseControl = parseCacheControl(response.headers.get('cache-control'));
-    const declared = Number(response.headers.get('content-length') ?? 0);
-    const storable =
-      CACHEABLE_STATUSES.has(response.status) &&
-      !responseControl.has('no-store') &&
-      response.headers.get('vary')?.trim() !== '*' &&
-      !(declared > maxBody);
-    if (!storable) return response;
-    const headers = storedHeaders(response.headers);
-    const timing = freshness(headers, response.status, receivedAt, ttlOf(http()));
-    const checks = validators(headers);
-    if (timing.freshUntil <= receivedAt && !checks.etag && !checks.lastModified) return response;
-    const body = new Uint8Array(await response.arrayBuffer());
-    const entry: StoredResponse = {
-      url,
-      status: response.status,
-      statusText: response.statusText,
-      headers,
-      body,
-      receivedAt,
-      ...checks,
-      ...timing,
-    };
-    if (body.byteLength <= maxBody) await write(entry);
-    return build(entry, 'MISS', statusHeader);
 
     async function write(entry: StoredResponse): Promise<void> {
       const fresh = Math.max(0, entry.freshUntil - entry.receivedAt);

@@ -232,6 +232,12 @@ interface BusMessage {
 
 const BUS_CHANNEL = 'bus';
 const SKIP_PAYLOAD_CHECK = { verifyChecksum: false } as const;
+/**
+ * Key (in the lock's level) of the marker a lock holder leaves when its value was not stored,
+ * so that processes waiting on its lock compute at once. `~` never starts a tier name.
+ */
+const NOTHING_STORED_PREFIX = '~sf/';
+
 /** The policy of a call that passes none (one shared object, not one per call). */
 const NO_POLICY: CachePolicy<never> = Object.freeze({});
 const COUNTER_SCOPE = 't';
@@ -1066,11 +1072,37 @@ export class CacheView {
       throw error;
     }
     try {
-      return await this.#store(storageKey, key, value, policy, timing);
+      const stored = await this.#store(storageKey, key, value, policy, timing);
+      // Refused by shouldCache, or the write failed: tell the processes waiting on our lock to
+      // compute now instead of queueing for the lock one after another.
+      if (release && stored.encoded === undefined) await this.#markNothingStored(storageKey);
+      return stored;
     } finally {
       // Released only after the write, so a waiting process finds the value, not a free lock.
       await release?.();
     }
+  }
+
+  /** Records in the lock's level that a computation of this key finished without storing. */
+  async #markNothingStored(storageKey: string): Promise<void> {
+    const level = this.engine.lockLevel!;
+    const now = this.engine.clock.now();
+    const value = new Uint8Array(8);
+    new DataView(value.buffer).setFloat64(0, now, true);
+    // Waiters poll every 100 ms at most: a short life is enough, and it never outlives lockWait.
+    const expiresAt = now + Math.min(this.engine.lockWaitMs, 10_000);
+    await this.engine.guard(this.tierName, level, 'set', storageKey, undefined, () =>
+      level.backend.set(NOTHING_STORED_PREFIX + storageKey, { value, expiresAt }),
+    );
+  }
+
+  /** When a computation of this key last finished without storing, per the lock's level. */
+  async #nothingStoredAt(storageKey: string, level: Level): Promise<number | undefined> {
+    const marker = await this.engine.guard(this.tierName, level, 'get', storageKey, undefined, () =>
+      level.backend.get(NOTHING_STORED_PREFIX + storageKey),
+    );
+    if (marker?.value.byteLength !== 8) return undefined;
+    return new DataView(marker.value.buffer, marker.value.byteOffset, 8).getFloat64(0, true);
   }
 
   /**
@@ -1133,8 +1165,13 @@ export class CacheView {
       await sleep(delay);
       delay = Math.min(delay * 2, 100);
       // Read the shared level itself: a memory level above may still hold the entry being replaced.
-      const found = await this.#read(storageKey, lockDepth);
+      const [found, nothingStoredAt] = await Promise.all([
+        this.#read(storageKey, lockDepth),
+        this.#nothingStoredAt(storageKey, level),
+      ]);
       if (usable(found)) return { found };
+      // The holder finished while we waited and stored nothing: there is nothing to wait for.
+      if (nothingStoredAt !== undefined && nothingStoredAt >= since) return { value: await compute() };
     }
   }
 

@@ -46,6 +46,7 @@ function flightWorker(
     lockTtlMs: number;
     countFile: string;
     barrier?: [string, number];
+    refuseFile?: string;
   },
 ): Worker {
   const child = spawn(
@@ -62,7 +63,10 @@ function flightWorker(
       opts.countFile,
       ...(opts.barrier ? [opts.barrier[0], String(opts.barrier[1])] : []),
     ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: opts.refuseFile ? { ...process.env, REFUSE_FILE: opts.refuseFile } : process.env,
+    },
   );
   let out = '';
   child.stdout!.on('data', (chunk) => {
@@ -104,6 +108,40 @@ describe.skipIf(skip)('cross-process single-flight', () => {
       const all = results.flatMap((r) => r.values);
       expect(all).toHaveLength(100);
       expect(new Set(all).size).toBe(1);
+    }, 60_000);
+
+    it(`${label}: when the holder stores nothing, the waiting processes compute at once, not one by one`, async () => {
+      const { store } = stores().find((s) => s.label === label)!;
+      const countFile = join(dir, 'computes.txt');
+      const refuseFile = join(dir, 'refused.txt');
+      const keyPrefix = prefix();
+      const computeMs = 800;
+      const workers = Array.from({ length: 3 }, () =>
+        flightWorker(store, keyPrefix, {
+          callers: 5,
+          computeMs,
+          lockTtlMs: 5000,
+          countFile,
+          barrier: [join(dir, 'barrier.txt'), 3],
+          refuseFile,
+        }),
+      );
+      const results = await Promise.all(workers.map((w) => w.done));
+      expect(results.map((r) => r.code)).toEqual([0, 0, 0]);
+      // Nothing was stored, so every process computed once for its own callers.
+      const runs = readFileSync(refuseFile, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => line.split(' ').map(Number) as [number, number, number])
+        .sort((a, b) => a[1] - b[1]);
+      expect(runs).toHaveLength(3);
+      expect(new Set(runs.map(([pid]) => pid)).size).toBe(3);
+      for (const r of results) expect(new Set(r.values).size).toBe(1);
+      // The two waiters started together once the holder was done; queued on the lock one after
+      // the other, the last would have started a whole compute (800 ms) after the holder ended.
+      const holderEnd = runs[0]![2];
+      expect(runs[2]![1] - holderEnd).toBeLessThan(computeMs / 2);
+      expect(runs[2]![1]).toBeLessThan(runs[1]![2]);
     }, 60_000);
 
     it(`${label}: a holder killed mid-compute is taken over exactly once, and nobody hangs`, async () => {

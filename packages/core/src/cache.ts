@@ -1073,7 +1073,7 @@ export class CacheView {
     }
     try {
       const stored = await this.#store(storageKey, key, value, policy, timing);
-      // Refused by shouldCache, or the write failed: tell the processes waiting on our lock to
+      // Refused (shouldCache, undefined) or unstorable: tell the processes waiting on our lock to
       // compute now instead of queueing for the lock one after another.
       if (release && stored.encoded === undefined) await this.#markNothingStored(storageKey);
       return stored;
@@ -1085,24 +1085,24 @@ export class CacheView {
 
   /** Records in the lock's level that a computation of this key finished without storing. */
   async #markNothingStored(storageKey: string): Promise<void> {
-    const level = this.engine.lockLevel!;
-    const now = this.engine.clock.now();
-    const value = new Uint8Array(8);
-    new DataView(value.buffer).setFloat64(0, now, true);
+    const engine = this.engine;
+    const level = engine.lockLevel!;
+    // A token, not a time: waiters only ask whether the marker changed while they waited, so
+    // clocks of different machines are never compared.
+    const value = new TextEncoder().encode(`${engine.owner}:${++engine.flightSeq}`);
     // Waiters poll every 100 ms at most: a short life is enough, and it never outlives lockWait.
-    const expiresAt = now + Math.min(this.engine.lockWaitMs, 10_000);
-    await this.engine.guard(this.tierName, level, 'set', storageKey, undefined, () =>
+    const expiresAt = engine.clock.now() + Math.min(engine.lockWaitMs, 10_000);
+    await engine.guard(this.tierName, level, 'set', storageKey, undefined, () =>
       level.backend.set(NOTHING_STORED_PREFIX + storageKey, { value, expiresAt }),
     );
   }
 
-  /** When a computation of this key last finished without storing, per the lock's level. */
-  async #nothingStoredAt(storageKey: string, level: Level): Promise<number | undefined> {
+  /** The token of the last computation of this key that stored nothing, per the lock's level. */
+  async #nothingStoredToken(storageKey: string, level: Level): Promise<string | undefined> {
     const marker = await this.engine.guard(this.tierName, level, 'get', storageKey, undefined, () =>
       level.backend.get(NOTHING_STORED_PREFIX + storageKey),
     );
-    if (marker?.value.byteLength !== 8) return undefined;
-    return new DataView(marker.value.buffer, marker.value.byteOffset, 8).getFloat64(0, true);
+    return marker ? new TextDecoder().decode(marker.value) : undefined;
   }
 
   /**
@@ -1135,6 +1135,8 @@ export class CacheView {
     const usable = (found: Found | undefined): found is Found =>
       found !== undefined && !found.stale && (!forceRefresh || found.decoded.createdAt > since);
     let delay = 5;
+    // The nothing-stored marker as it was when we started waiting (read on the first wait).
+    let seenMarker: string | undefined | null = null;
     for (;;) {
       const acquired = await tryLock();
       if (acquired === undefined) return { value: await compute() };
@@ -1162,16 +1164,17 @@ export class CacheView {
         }
       }
       if (Date.now() >= deadline) return { value: await compute() };
+      if (seenMarker === null) seenMarker = await this.#nothingStoredToken(storageKey, level);
       await sleep(delay);
       delay = Math.min(delay * 2, 100);
       // Read the shared level itself: a memory level above may still hold the entry being replaced.
-      const [found, nothingStoredAt] = await Promise.all([
+      const [found, marker] = await Promise.all([
         this.#read(storageKey, lockDepth),
-        this.#nothingStoredAt(storageKey, level),
+        this.#nothingStoredToken(storageKey, level),
       ]);
       if (usable(found)) return { found };
-      // The holder finished while we waited and stored nothing: there is nothing to wait for.
-      if (nothingStoredAt !== undefined && nothingStoredAt >= since) return { value: await compute() };
+      // A holder finished while we waited and stored nothing: there is nothing to wait for.
+      if (marker !== undefined && marker !== seenMarker) return { value: await compute() };
     }
   }
 

@@ -333,6 +333,24 @@ describe('cachedFetch', () => {
     await plain.text();
   });
 
+  it("stops waiting on another caller's fetch when its own signal aborts", async () => {
+    let leaderDone = false;
+    const leader = get('/slow').then((response) => {
+      leaderDone = true;
+      return response;
+    });
+    await expect(get('/slow', { signal: AbortSignal.timeout(10) })).rejects.toMatchObject({
+      name: 'TimeoutError',
+    });
+    // It gave up while the shared fetch (60 ms) was still on the network.
+    expect(leaderDone).toBe(false);
+    const aborted = new AbortController();
+    aborted.abort(new Error('gave up'));
+    await expect(get('/slow', { signal: aborted.signal })).rejects.toThrow('gave up');
+    expect(await (await leader).text()).toBe('slow 1');
+    expect(seen).toHaveLength(1);
+  });
+
   it('lets callers waiting on a failed fetch make their own request', async () => {
     let calls = 0;
     const flaky: typeof fetch = async (input, init) => {

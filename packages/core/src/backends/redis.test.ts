@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClusterHandle, RedisHandle } from '../../test/redis-server.ts';
@@ -164,6 +165,61 @@ d('redisBackend', () => {
     await backend.close();
     client.disconnect();
   });
+
+  it('still answers reads issued just before close()', async () => {
+    const backend = redisBackend({ url: server!.url, keyPrefix: freshPrefix('close-batch') });
+    await backend.set('ns:a', { value: new Uint8Array([1]) });
+    await backend.set('ns:b', { value: new Uint8Array([2]) });
+    const reads = [backend.get('ns:a'), backend.get('ns:b')];
+    const closing = backend.close();
+    expect((await Promise.all(reads)).map((entry) => entry?.value[0])).toEqual([1, 2]);
+    await closing;
+    await expect(backend.get('ns:a')).rejects.toMatchObject({ code: 'E_CLOSED' });
+  });
+
+  it('keeps every read of a batch working while a cluster slot migrates', async () => {
+    // A cluster of its own: the test moves a slot half-way and leaves it so.
+    const own = await startCluster();
+    const cli = (port: number, ...args: string[]) =>
+      execFileSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8' }).trim();
+    const bucketOf = (key: string) => {
+      let hash = 0x811c9dc5;
+      for (let i = 0; i < key.length; i++) hash = Math.imul(hash ^ key.charCodeAt(i), 0x01000193);
+      return (hash >>> 0) % 16;
+    };
+    try {
+      const backend = redisBackend({ cluster: own.nodes, keyPrefix: 'mig:' });
+      const all = Array.from({ length: 200 }, (_, i) => `ns:${i}`);
+      const moving = all.filter((key) => bucketOf(key) === 0).slice(0, 2);
+      const steady = all.filter((key) => bucketOf(key) !== 0).slice(0, 6);
+      const keys = [steady[0]!, ...moving, ...steady.slice(1)];
+      for (const [i, key] of keys.entries()) await backend.set(key, { value: new Uint8Array([i]) });
+      // Slot of bucket {0} half-migrated: one of its keys already on the new node. A multi-key
+      // command on it gets TRYAGAIN; single reads are redirected (ASK).
+      const slot = cli(own.nodes[0]!.port, 'cluster', 'keyslot', '{0}');
+      const ids = own.nodes.map((node) => cli(node.port, 'cluster', 'myid'));
+      const from = own.nodes.findIndex((node) => cli(node.port, 'cluster', 'countkeysinslot', slot) !== '0');
+      const to = (from + 1) % own.nodes.length;
+      cli(own.nodes[to]!.port, 'cluster', 'setslot', slot, 'importing', ids[from]!);
+      cli(own.nodes[from]!.port, 'cluster', 'setslot', slot, 'migrating', ids[to]!);
+      cli(
+        own.nodes[from]!.port,
+        'migrate',
+        '127.0.0.1',
+        String(own.nodes[to]!.port),
+        '',
+        '0',
+        '5000',
+        'keys',
+        `mig:e{0}${moving[0]}`,
+      );
+      const entries = await Promise.all(keys.map((key) => backend.get(key)));
+      expect(entries.map((entry) => entry?.value[0])).toEqual(keys.map((_, i) => i));
+      await backend.close();
+    } finally {
+      await own.stop();
+    }
+  }, 60_000);
 
   it('batches concurrent reads on a cluster by slot and returns every entry', async () => {
     const backend = redisBackend({ cluster: cluster!.nodes, keyPrefix: freshPrefix('cbatch') });

@@ -60,6 +60,8 @@ export interface RedisBackendOptions {
 const MAX_BATCH = 128;
 
 interface ReadBatch {
+  /** Sent already (at the end of the tick, or early by close()). */
+  sent: boolean;
   keys: string[];
   resolves: ((entry: StoredEntry | undefined) => void)[];
   rejects: ((error: unknown) => void)[];
@@ -288,7 +290,7 @@ class RedisStore implements RedisBackend {
     if (this.closed || !this.batchReads || this.reading === 0) return this.getOne(key);
     let batch = this.batch;
     if (!batch) {
-      const opened: ReadBatch = { keys: [], resolves: [], rejects: [] };
+      const opened: ReadBatch = { sent: false, keys: [], resolves: [], rejects: [] };
       this.batch = batch = opened;
       process.nextTick(() => this.flush(opened));
     }
@@ -313,7 +315,41 @@ class RedisStore implements RedisBackend {
 
   private flush(batch: ReadBatch): void {
     if (this.batch === batch) this.batch = undefined;
+    if (batch.sent) return;
+    batch.sent = true;
     const { keys, resolves, rejects } = batch;
+    if (keys.length === 1) {
+      this.getOne(keys[0]!).then(resolves[0], rejects[0]);
+      return;
+    }
+    if (!this.isCluster) {
+      this.readGroup(keys, resolves, rejects);
+      return;
+    }
+    // On a cluster each bucket's MGET settles its own callers: a slot that is moving or a node
+    // that is down must not fail reads served by healthy nodes.
+    const groups = new Map<string, number[]>();
+    keys.forEach((key, index) => {
+      const tag = this.bucketTag(key);
+      const group = groups.get(tag);
+      if (group) group.push(index);
+      else groups.set(tag, [index]);
+    });
+    for (const indexes of groups.values()) {
+      this.readGroup(
+        indexes.map((i) => keys[i]!),
+        indexes.map((i) => resolves[i]!),
+        indexes.map((i) => rejects[i]!),
+      );
+    }
+  }
+
+  /** One MGET for keys of one bucket (or any keys on a single server), settling each caller. */
+  private readGroup(
+    keys: string[],
+    resolves: ((entry: StoredEntry | undefined) => void)[],
+    rejects: ((error: unknown) => void)[],
+  ): void {
     if (keys.length === 1) {
       this.getOne(keys[0]!).then(resolves[0], rejects[0]);
       return;
@@ -326,6 +362,12 @@ class RedisStore implements RedisBackend {
           for (let i = 0; i < resolves.length; i++) resolves[i]!(entries[i]);
         },
         (error: unknown) => {
+          // A cluster refuses a multi-key command on a slot being migrated (TRYAGAIN) where
+          // single GETs are redirected and succeed: retry each read on its own there.
+          if (this.isCluster && !this.closed) {
+            keys.forEach((key, i) => void this.getOne(key).then(resolves[i], rejects[i]));
+            return;
+          }
           for (const reject of rejects) reject(error);
         },
       );
@@ -685,6 +727,8 @@ class RedisStore implements RedisBackend {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    // Reads issued before close() still go out, as they would have without batching.
+    if (this.batch) this.flush(this.batch);
     this.closed = true;
     const subscriber = this.subscriber;
     this.subscriber = undefined;

@@ -185,7 +185,8 @@ export function createCachedFetch(
 
     /** Waits for another caller's fetch of this key; its response, or our own when it had none to share. */
     async function join(pending: Promise<StoredResponse | undefined>): Promise<Response> {
-      const shared = await pending;
+      // The caller's own AbortSignal still applies while it waits on another caller's fetch.
+      const shared = await untilAborted(pending, request.signal);
       if (shared) {
         http().recordCoalesced();
         return build(shared, 'COALESCED', statusHeader);
@@ -270,6 +271,25 @@ export function createCachedFetch(
       });
     }
   };
+}
+
+/** `pending`, or a rejection with the signal's reason as soon as it aborts. */
+function untilAborted<T>(pending: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    pending.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
 }
 
 function build(entry: StoredResponse, served: Served, statusHeader: string | false): Response {

@@ -53,6 +53,32 @@ describe('withTimeout', () => {
     expect(waited).toBeLessThan(80 + 20 + 60);
   });
 
+  it('fails a call on time even when a busy event loop delays the sweeps', async () => {
+    const level = new Level({ backend: memoryBackend(), timeout: 80 });
+    const started = performance.now();
+    let failedAt = 0;
+    const call = withTimeout(level, 'get', never).catch(() => {
+      failedAt = performance.now() - started;
+    });
+    // Each turn of the loop blocks for 100 ms, as a CPU-heavy request handler would.
+    while (failedAt === 0 && performance.now() - started < 2000) {
+      const until = performance.now() + 100;
+      while (performance.now() < until) {
+        // busy
+      }
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await call;
+    expect(failedAt).toBeGreaterThanOrEqual(79);
+    // Counting sweeps alone (5 of them, one per blocked turn) would take about 500 ms.
+    expect(failedAt).toBeLessThan(400);
+  });
+
+  it('works with a backend call that returns a plain value', async () => {
+    const level = new Level({ backend: memoryBackend(), timeout: 50 });
+    await expect(withTimeout(level, 'get', () => 42 as unknown as Promise<number>)).resolves.toBe(42);
+  });
+
   it('settles each call once: results in time pass through, a late result after the timeout is dropped', async () => {
     const level = new Level({ backend: memoryBackend(), timeout: 40 });
     const outcomes: string[] = [];

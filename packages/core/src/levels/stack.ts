@@ -132,8 +132,8 @@ interface Deadline {
  * call: arming and clearing a timer on every network read cost more than the read's own
  * bookkeeping. Calls are stamped with the sweep count instead of a clock read and kept in start
  * order (one timeout per level), so starting and finishing a call is a push and a flag, and a
- * sweep only looks at the oldest calls. A call fails once `timeout` has passed, at most a
- * quarter of it late.
+ * sweep only looks at the oldest calls. A call fails once `timeout` has passed: at most a
+ * quarter of it late, or one sweep late when a busy event loop delays the sweeps.
  */
 class Deadlines {
   readonly #queue: Deadline[] = [];
@@ -141,15 +141,20 @@ class Deadlines {
   #live = 0;
   #tick = 0;
   readonly #every: number;
+  readonly #timeoutMs: number;
   /** Sweeps after its start at which a call is past its deadline. */
   readonly #ticks: number;
+  /** When each recent sweep ran (performance.now), by tick modulo the ring's length. */
+  readonly #sweptAt: Float64Array;
   #timer: NodeJS.Timeout | undefined;
   #idle = 0;
 
   constructor(timeoutMs: number) {
+    this.#timeoutMs = timeoutMs;
     this.#every = Math.max(1, Math.floor(timeoutMs / 4));
     // A call started just before a sweep has waited (ticks - 1) * every >= timeoutMs when it fails.
     this.#ticks = Math.ceil(timeoutMs / this.#every) + 1;
+    this.#sweptAt = new Float64Array(this.#ticks + 1);
   }
 
   track(fail: () => void): Deadline {
@@ -171,14 +176,26 @@ class Deadlines {
     return true;
   }
 
+  /**
+   * Whether a call stamped `tick` is past its deadline at sweep `now`. It started before sweep
+   * tick + 1 ran, so once that sweep is timeout old the call is too: this catches calls whose
+   * sweeps a busy event loop spaced out, without ever failing a call early.
+   */
+  #expired(tick: number, current: number, now: number): boolean {
+    if (current - tick >= this.#ticks) return true;
+    return current > tick && now - this.#sweptAt[(tick + 1) % this.#sweptAt.length]! >= this.#timeoutMs;
+  }
+
   #sweep(): void {
     const tick = ++this.#tick;
+    const now = performance.now();
+    this.#sweptAt[tick % this.#sweptAt.length] = now;
     const queue = this.#queue;
     let head = this.#head;
     while (head < queue.length) {
       const entry = queue[head]!;
       if (!entry.settled) {
-        if (tick - entry.tick < this.#ticks) break;
+        if (!this.#expired(entry.tick, tick, now)) break;
         entry.settled = true;
         this.#live--;
         entry.fail();
@@ -221,7 +238,8 @@ export function runWithDeadline<T>(
   let pending: Promise<T>;
   if (ms === undefined || ms === Number.POSITIVE_INFINITY) {
     try {
-      pending = run();
+      // Promise.resolve: a backend that returns a plain value instead of a promise still works.
+      pending = Promise.resolve(run());
     } catch (error) {
       fail(error);
       return;
@@ -237,7 +255,7 @@ export function runWithDeadline<T>(
   const clock = tracker;
   const entry = clock.track(() => fail(new LevelTimeoutError(level.name, operation, ms)));
   try {
-    pending = run();
+    pending = Promise.resolve(run());
   } catch (error) {
     if (clock.done(entry)) fail(error);
     return;

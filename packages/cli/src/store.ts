@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import type { Cache, CacheBackend } from '@x/cache-core';
+import type { Cache, CacheBackend, StoredEntry } from '@x/cache-core';
 import { createCache, storeFromUrl } from '@x/cache-core';
 import type { RedisBackend } from '@x/cache-core/redis';
 import { CliError, messageOf, usageError } from './io.ts';
@@ -48,6 +48,17 @@ function redact(url: string): string {
  * The store to open: `--url`, else `LLM_CACHE_URL`, else the SQLite file an application using
  * `getDefaultCache()` writes (`$LLM_CACHE_DIR/llm-cache.db` or `.cache/llm-cache.db`) when it exists.
  */
+/**
+ * Reads entries for display or export without counting them as uses: no LRU touch where the
+ * backend keeps one (SQLite), so listing a store never changes what it evicts next.
+ */
+export function readEntries(
+  store: CacheBackend,
+  keys: readonly string[],
+): Promise<(StoredEntry | undefined)[]> {
+  return store.peekMany ? store.peekMany(keys) : store.getMany(keys);
+}
+
 export function resolveTarget(
   urlOption: string | undefined,
   env: Readonly<Record<string, string | undefined>>,

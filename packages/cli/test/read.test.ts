@@ -1,3 +1,4 @@
+import { DatabaseSync } from 'node:sqlite';
 import * as core from '@x/cache-core';
 import { costOf, createCache, DEFAULT_PRICES } from '@x/cache-core';
 import { sqliteBackend } from '@x/cache-core/sqlite';
@@ -249,6 +250,26 @@ describe('llm-cache ls', () => {
     expect(limitedJson).toMatchObject({ total: 7, truncated: true });
     expect(limitedJson.entries).toHaveLength(2);
     expect((await cli(['ls', 'nothing-here', '--url', url])).stdout).toBe('No entries.\n');
+  });
+});
+
+describe('reading commands and the LRU order', () => {
+  it('ls, inspect and export leave the last-access times (and so the eviction order) alone', async () => {
+    const accessed = () => {
+      const db = new DatabaseSync(path, { readOnly: true });
+      try {
+        return db.prepare('SELECT key, accessed_at FROM cache_entries ORDER BY key').all();
+      } finally {
+        db.close();
+      }
+    };
+    const before = accessed();
+    expect(before.length).toBeGreaterThan(5);
+    expect((await cli(['ls', '--url', url, '--all'])).code).toBe(0);
+    expect((await cli(['inspect', seeded.intro, '--url', url])).code).toBe(0);
+    expect((await cli(['export', `${path}.jsonl`, '--url', url])).code).toBe(0);
+    // The seeding app wrote everything two hours ago; a read counted as a use would be "now".
+    expect(accessed()).toEqual(before);
   });
 });
 

@@ -6,6 +6,7 @@ import { describeEntry } from '../entries.ts';
 import { formatBytes, formatDuration, formatInt, formatUsd, renderFields } from '../format.ts';
 import { CliError, messageOf, usageError } from '../io.ts';
 import { resolveKey } from '../keys.ts';
+import { readEntries } from '../store.ts';
 
 const DEFAULT_MAX_CHARS = 2000;
 
@@ -71,7 +72,7 @@ export const inspectCommand: CommandSpec = {
     const connection = await context.connect();
     try {
       const key = await resolveKey(connection.store, context.positionals[0]!);
-      const stored = await connection.store.get(key);
+      const [stored] = await readEntries(connection.store, [key]);
       if (!stored) throw new CliError(`"${key}" expired or was removed just now`);
       const info = describeEntry(key, stored, context.now());
       let value: unknown;

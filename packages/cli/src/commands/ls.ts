@@ -5,6 +5,7 @@ import { formatBytes, formatDuration, formatInt, renderTable } from '../format.t
 import { usageError } from '../io.ts';
 import { parseCacheKey, scanKeys } from '../keys.ts';
 import { filterOf, NAMESPACE_OPTION, TIER_OPTION } from '../options.ts';
+import { readEntries } from '../store.ts';
 
 /** Shown in the HASH column; `inspect` and `invalidate --key` accept it. */
 const SHORT_HASH = 12;
@@ -64,7 +65,7 @@ export const lsCommand: CommandSpec = {
       const entries: EntryInfo[] = [];
       for (let i = 0; i < shown.length; i += 500) {
         const batch = shown.slice(i, i + 500);
-        const stored = await store.getMany(batch);
+        const stored = await readEntries(store, batch);
         batch.forEach((key, index) => {
           const entry = stored[index];
           // Gone (expired or deleted) between the scan and the read.

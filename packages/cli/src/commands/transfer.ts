@@ -8,6 +8,7 @@ import { parseJsonLine, readLines, where } from '../jsonl.ts';
 import { scanKeys } from '../keys.ts';
 import { filterOf, NAMESPACE_OPTION, TIER_OPTION } from '../options.ts';
 import { createProgress } from '../progress.ts';
+import { readEntries } from '../store.ts';
 
 export const EXPORT_FORMAT = 'llm-cache-export';
 export const EXPORT_VERSION = 1;
@@ -121,7 +122,7 @@ export const exportCommand: CommandSpec = {
       await writeOut(out, `${JSON.stringify(header)}\n`);
       const progress = createProgress(context.stderr, context.progress, 'export', ['entry', 'entries']);
       const write = async (keys: string[]) => {
-        const stored = await connection.store.getMany(keys);
+        const stored = await readEntries(connection.store, keys);
         let chunk = '';
         keys.forEach((key, index) => {
           const entry = stored[index];

@@ -61,6 +61,12 @@ export interface CacheBackend {
   get(key: string): Promise<StoredEntry | undefined>;
   /** Same order as `keys`; `undefined` for a miss. */
   getMany(keys: readonly string[]): Promise<(StoredEntry | undefined)[]>;
+  /**
+   * Like `getMany`, but the read is not a use: no LRU touch, so tools that list or export a
+   * store (`llm-cache ls`, `export`) leave its eviction order alone. Optional: backends without
+   * an LRU of their own need not implement it, and callers fall back to `getMany`.
+   */
+  peekMany?(keys: readonly string[]): Promise<(StoredEntry | undefined)[]>;
   set(key: string, entry: StoredEntry): Promise<void>;
   setMany(entries: ReadonlyArray<readonly [key: string, entry: StoredEntry]>): Promise<void>;
   /** Returns true when a live entry existed and was removed. */

@@ -160,6 +160,15 @@ class MemoryStore implements MemoryBackend {
     return keys.map((key) => this.getSync(key));
   }
 
+  async peekMany(keys: readonly string[]): Promise<(StoredEntry | undefined)[]> {
+    this.assertOpen();
+    const now = this.clock.now();
+    return keys.map((key) => {
+      const slot = this.slots.get(key);
+      return slot === undefined || (slot.expiresAt !== undefined && slot.expiresAt <= now) ? undefined : slot;
+    });
+  }
+
   async set(key: string, entry: StoredEntry): Promise<void> {
     this.setSync(key, entry);
   }

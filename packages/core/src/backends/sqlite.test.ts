@@ -105,6 +105,23 @@ describe('sqliteBackend', () => {
       expect(await cache.stats()).toMatchObject({ entries: 3, evictions: 1 });
     });
 
+    it('leaves the eviction order alone for reads made with peekMany (listing, export)', async () => {
+      const clock = fakeClock();
+      const cache = backend({ clock, maxEntries: 3, touchGranularityMs: 0 });
+      for (const key of ['n:a', 'n:b', 'n:c']) {
+        await cache.set(key, { value: text(key) });
+        clock.advance(10);
+      }
+      expect((await cache.peekMany(['n:a', 'n:b'])).map((entry) => decode(entry?.value))).toEqual([
+        'n:a',
+        'n:b',
+      ]);
+      clock.advance(10);
+      await cache.set('n:d', { value: text('n:d') });
+      // a was read, but only peeked: it is still the least recently used and goes first.
+      expect(await keysOf(cache)).toEqual(['n:b', 'n:c', 'n:d']);
+    });
+
     it('evicts by value bytes beyond maxBytes and refuses a single value larger than it', async () => {
       const clock = fakeClock();
       const cache = backend({ clock, maxBytes: 100, touchGranularityMs: 0 });

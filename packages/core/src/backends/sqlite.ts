@@ -80,6 +80,8 @@ export interface SqliteBackend extends CacheBackend {
   clearCounters(scopePrefix?: string): Promise<void>;
   /** Writes the buffered LRU touches now (also done on a timer, after `touchFlushSize` reads and on close). */
   flush(): Promise<void>;
+  /** getMany without an LRU touch (see CacheBackend.peekMany). */
+  peekMany(keys: readonly string[]): Promise<(StoredEntry | undefined)[]>;
   compareAndSwap(key: string, expected: Uint8Array | null, next: StoredEntry | null): Promise<boolean>;
 }
 
@@ -376,11 +378,21 @@ class SqliteStore implements SqliteBackend {
   }
 
   async getMany(keys: readonly string[]): Promise<(StoredEntry | undefined)[]> {
-    return this.run('getMany', () => {
+    return this.readRows('getMany', keys, true);
+  }
+
+  async peekMany(keys: readonly string[]): Promise<(StoredEntry | undefined)[]> {
+    return this.readRows('peekMany', keys, false);
+  }
+
+  private readRows(operation: string, keys: readonly string[], touch: boolean): (StoredEntry | undefined)[] {
+    return this.run(operation, () => {
       const now = this.clock.now();
       // One read transaction: a consistent snapshot, and one lock instead of one per key.
       const rows = keys.length > 1 ? this.readMany.deferred(keys) : keys.map((key) => this.s.get.get(key));
-      return rows.map((row, index) => (row === undefined ? undefined : this.hit(keys[index]!, row, now)));
+      return rows.map((row, index) =>
+        row === undefined ? undefined : this.hit(keys[index]!, row, now, touch),
+      );
     });
   }
 
@@ -618,10 +630,10 @@ class SqliteStore implements SqliteBackend {
     if (this.owned) this.db.close();
   }
 
-  private hit(key: string, row: EntryRow, now: number): StoredEntry | undefined {
+  private hit(key: string, row: EntryRow, now: number, touch = true): StoredEntry | undefined {
     const [value, expiresAt, tags, accessedAt] = row;
     if (expiresAt !== null && expiresAt <= now) return undefined;
-    if (now - accessedAt >= this.touchGranularityMs) this.touch(key, now);
+    if (touch && now - accessedAt >= this.touchGranularityMs) this.touch(key, now);
     return {
       // better-sqlite3 hands out Buffers; a plain view keeps the contract's type without a copy.
       value: new Uint8Array(value.buffer, value.byteOffset, value.byteLength),

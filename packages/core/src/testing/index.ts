@@ -165,6 +165,21 @@ export function runBackendConformance(
       expect(await backend.getMany([])).toEqual([]);
     });
 
+    it('peekMany, when offered, reads like getMany: order, misses and expiry', async (test) => {
+      if (!backend.peekMany) return test.skip();
+      const now = ctx.clock.now();
+      await backend.set('ns:p:1', entry('one'));
+      await backend.set('ns:p:short', { value: bytes('s'), expiresAt: now + 100, tags: ['t'] });
+      const got = await backend.peekMany(['ns:p:short', 'ns:p:none', 'ns:p:1']);
+      expectEntry(got[0], 's');
+      expect(got[0]?.tags).toEqual(['t']);
+      expect(got[1]).toBeUndefined();
+      expectEntry(got[2], 'one');
+      ctx.clock.advance(100);
+      expect((await backend.peekMany(['ns:p:short', 'ns:p:1']))[0]).toBeUndefined();
+      expect(await backend.peekMany([])).toEqual([]);
+    });
+
     it('setMany stores every entry with its expiry and tags', async () => {
       const now = ctx.clock.now();
       await backend.setMany([

@@ -9,6 +9,7 @@ import { RedisCache as LangChainRedisCache } from '@langchain/community/caches/i
 import { AIMessage } from '@langchain/core/messages';
 import type { ChatGeneration } from '@langchain/core/outputs';
 import { BentoCache, bentostore } from 'bentocache';
+import { memoryDriver } from 'bentocache/drivers/memory';
 import { redisDriver } from 'bentocache/drivers/redis';
 import { Redis } from 'ioredis';
 import { redisBackend } from '../src/backends/redis.ts';
@@ -117,6 +118,20 @@ for (let i = 0; i < DISTINCT_PROMPTS; i++) {
   await bento.set({ key: sha(JSON.stringify(requests[i])), value: responses[i] });
 }
 
+// bentocache's recommended two-level setup (memory in front of Redis), against ours with a memory
+// level: what most deployments run. Information only; the targets are about Redis hits.
+const bentoTiered = new BentoCache({
+  default: 'tiered',
+  stores: {
+    tiered: bentostore()
+      .useL1Layer(memoryDriver({ maxItems: 10_000, maxSize: '64mb' }))
+      .useL2Layer(redisDriver({ connection: { host: '127.0.0.1', port: server.port } })),
+  },
+});
+for (let i = 0; i < DISTINCT_PROMPTS; i++) {
+  await bentoTiered.set({ key: sha(JSON.stringify(requests[i])), value: responses[i] });
+}
+
 const subjects: Subject[] = [
   {
     id: 'floor',
@@ -143,6 +158,15 @@ const subjects: Subject[] = [
     label: 'bentocache redis driver',
     op: (i) =>
       bento.getOrSet({ key: sha(JSON.stringify(requests[pick(i)])), factory: () => responses[pick(i)] }),
+  },
+  {
+    id: 'bento-l1',
+    label: 'bentocache memory + redis (info)',
+    op: (i) =>
+      bentoTiered.getOrSet({
+        key: sha(JSON.stringify(requests[pick(i)])),
+        factory: () => responses[pick(i)],
+      }),
   },
   {
     id: 'ours-l1',
@@ -237,6 +261,7 @@ rawAuto.disconnect();
 await oursDistributed.close();
 await withMemory.close();
 await bento.disconnectAll();
+await bentoTiered.disconnectAll();
 raw.disconnect();
 lcClient.disconnect();
 oursClient.disconnect();

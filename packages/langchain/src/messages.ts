@@ -8,6 +8,7 @@ import {
   FunctionMessageChunk,
   HumanMessage,
   HumanMessageChunk,
+  RemoveMessage,
   SystemMessage,
   SystemMessageChunk,
   ToolMessage,
@@ -69,6 +70,8 @@ const CLASSES: Record<string, [MessageClass, MessageClass]> = {
   generic: [ChatMessage, ChatMessageChunk],
   function: [FunctionMessage, FunctionMessageChunk],
   tool: [ToolMessage, ToolMessageChunk],
+  // LangGraph updates delete messages with these.
+  remove: [RemoveMessage, RemoveMessage],
 };
 
 function isChunk(message: BaseMessage): boolean {

@@ -1,9 +1,11 @@
 import type { CallbackManagerForToolRun } from '@langchain/core/callbacks/manager';
-import { ToolMessage } from '@langchain/core/messages';
+import { isBaseMessage, ToolMessage } from '@langchain/core/messages';
 import type { StructuredToolInterface, ToolRunnableConfig } from '@langchain/core/tools';
 import type { CacheView, ToolLedger, ToolPolicy, ToolScope } from '@x/cache-core';
 import { createToolLedger, getDefaultCache, validateName } from '@x/cache-core';
 import { langchainCacheError } from './errors.ts';
+import type { CachedMessage } from './messages.ts';
+import { restoreMessage, storeMessage } from './messages.ts';
 
 /**
  * Options of `cachedTool`. Pass the `ledger` your tools share (one history, one set of policies),
@@ -117,7 +119,7 @@ export function cachedTool<T extends StructuredToolInterface>(tool: T, options: 
         execute: async () => {
           const value = await finalOutput(run.call(tool, input, runManager, config), runManager);
           produced = { value };
-          return encode(value);
+          return encode(value, config);
         },
       });
       // The caller that ran the tool gets exactly what it returned; the others get the record.
@@ -230,7 +232,20 @@ function isAsyncGenerator(value: unknown): value is AsyncGenerator<unknown, unkn
   );
 }
 
-function encode(value: unknown): unknown {
+function encode(value: unknown, config: ToolRunnableConfig): unknown {
+  if (isCommand(value)) {
+    commandClass ??= value.constructor as CommandClass;
+    const recorded: RecordedCommand = {
+      '~command': {
+        update: encodeData(value.update),
+        resume: encodeData(value.resume),
+        goto: encodeGoto(value.goto),
+        graph: value.graph,
+        toolCallId: config.toolCall?.id,
+      },
+    };
+    return recorded;
+  }
   if (!ToolMessage.isInstance(value)) return value;
   const recorded: RecordedToolMessage = {
     '~toolMessage': {
@@ -248,8 +263,106 @@ function encode(value: unknown): unknown {
 }
 
 /** A recorded ToolMessage answers the tool call being made now, not the one it first answered. */
-function decode(value: unknown, config: ToolRunnableConfig): unknown {
-  if (typeof value !== 'object' || value === null || !('~toolMessage' in value)) return value;
+async function decode(value: unknown, config: ToolRunnableConfig): Promise<unknown> {
+  if (typeof value !== 'object' || value === null) return value;
+  if ('~command' in value) return replayCommand((value as RecordedCommand)['~command'], config);
+  if (!('~toolMessage' in value)) return value;
   const fields = (value as RecordedToolMessage)['~toolMessage'];
   return new ToolMessage({ ...fields, tool_call_id: config.toolCall?.id ?? fields.tool_call_id });
+}
+
+/** What a LangGraph `Command` carries (duck-typed: `@langchain/langgraph` is an optional peer). */
+interface CommandLike {
+  lg_name: 'Command';
+  update?: unknown;
+  resume?: unknown;
+  goto?: unknown;
+  graph?: string | undefined;
+}
+
+type CommandClass = new (fields: Record<string, unknown>) => unknown;
+
+/** A `Command` a tool returned, recorded as data; messages inside stay faithful (class, fields). */
+interface RecordedCommand {
+  '~command': {
+    update: unknown;
+    resume: unknown;
+    goto: unknown;
+    graph: string | undefined;
+    /** The tool call it answered; its ToolMessages are re-addressed to the call that replays it. */
+    toolCallId: string | undefined;
+  };
+}
+
+/** The class that rebuilds a Command: taken from the first one seen, else loaded on replay. */
+let commandClass: CommandClass | undefined;
+
+function isCommand(value: unknown): value is CommandLike {
+  return (
+    typeof value === 'object' && value !== null && (value as { lg_name?: unknown }).lg_name === 'Command'
+  );
+}
+
+function isPlainRecord(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null) return false;
+  const proto: unknown = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+/** Messages (and LangGraph's `Send`) inside a Command become data the cache stores exactly. */
+function encodeData(value: unknown): unknown {
+  if (isBaseMessage(value)) return { '~message': storeMessage(value) };
+  if (Array.isArray(value)) return value.map(encodeData);
+  if (typeof value === 'object' && value !== null && (value as { lg_name?: unknown }).lg_name === 'Send') {
+    const send = value as { node: string; args: unknown };
+    return { lg_name: 'Send', node: send.node, args: encodeData(send.args) };
+  }
+  if (isPlainRecord(value)) {
+    return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, encodeData(item)]));
+  }
+  return value;
+}
+
+function encodeGoto(goto: unknown): unknown {
+  // A Command keeps goto as a list; an empty one means "no goto".
+  if (Array.isArray(goto) && goto.length === 0) return undefined;
+  return encodeData(goto);
+}
+
+function decodeData(value: unknown, from: string | undefined, to: string | undefined): unknown {
+  if (Array.isArray(value)) return value.map((item) => decodeData(item, from, to));
+  if (!isPlainRecord(value)) return value;
+  if ('~message' in value) {
+    const message = restoreMessage(value['~message'] as CachedMessage);
+    if (to !== undefined && ToolMessage.isInstance(message) && message.tool_call_id === from) {
+      message.tool_call_id = to;
+    }
+    return message;
+  }
+  return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, decodeData(item, from, to)]));
+}
+
+async function replayCommand(
+  recorded: RecordedCommand['~command'],
+  config: ToolRunnableConfig,
+): Promise<unknown> {
+  if (!commandClass) {
+    try {
+      commandClass = (await import('@langchain/langgraph')).Command as unknown as CommandClass;
+    } catch (error) {
+      throw langchainCacheError(
+        'E_MISSING_DEPENDENCY',
+        `replaying a recorded LangGraph Command needs @langchain/langgraph (${(error as Error).message})`,
+        'install @langchain/langgraph next to @langchain/core',
+      );
+    }
+  }
+  const from = recorded.toolCallId;
+  const to = config.toolCall?.id ?? from;
+  const fields: Record<string, unknown> = {};
+  if (recorded.update !== undefined) fields.update = decodeData(recorded.update, from, to);
+  if (recorded.resume !== undefined) fields.resume = decodeData(recorded.resume, from, to);
+  if (recorded.goto !== undefined) fields.goto = decodeData(recorded.goto, from, to);
+  if (recorded.graph !== undefined) fields.graph = recorded.graph;
+  return new commandClass(fields);
 }

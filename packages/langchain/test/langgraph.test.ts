@@ -1,0 +1,128 @@
+/**
+ * A tool that returns a LangGraph `Command`, run by LangGraph's own ToolNode inside a real
+ * StateGraph: the replay must update the graph state exactly as the first run did (messages with
+ * their classes, other channels, goto), answering the tool call being made now.
+ */
+import { AIMessage, HumanMessage, RemoveMessage, ToolMessage } from '@langchain/core/messages';
+import { tool } from '@langchain/core/tools';
+import { Annotation, Command, END, MessagesAnnotation, START, StateGraph } from '@langchain/langgraph';
+import { ToolNode } from '@langchain/langgraph/prebuilt';
+import { createCache, createToolLedger } from '@x/cache-core';
+import { describe, expect, it, vi } from 'vitest';
+import { z } from 'zod';
+import { cachedTool } from '../src/index.ts';
+
+const State = Annotation.Root({
+  ...MessagesAnnotation.spec,
+  bookings: Annotation<string[]>({ reducer: (a, b) => [...a, ...b], default: () => [] }),
+  followed: Annotation<string>({ reducer: (_, b) => b, default: () => '' }),
+});
+
+function graphWith(bookTool: ReturnType<typeof cachedTool>) {
+  return new StateGraph(State)
+    .addNode('tools', new ToolNode([bookTool]), { ends: ['confirm', END] })
+    .addNode('confirm', () => ({ followed: 'confirm' }))
+    .addEdge(START, 'tools')
+    .addEdge('confirm', END)
+    .compile();
+}
+
+const askToBook = (callId: string) => ({
+  messages: [
+    new HumanMessage({ content: 'Book room 7', id: 'h1' }),
+    new AIMessage({
+      content: '',
+      id: 'a1',
+      tool_calls: [{ id: callId, name: 'book_room', args: { room: 7 }, type: 'tool_call' as const }],
+    }),
+  ],
+});
+
+describe('cachedTool with LangGraph Command results', () => {
+  it('replays a Command into the graph state as the first run applied it, for the new tool call', async () => {
+    let bookings = 0;
+    const book = tool(
+      async ({ room }, config) => {
+        bookings++;
+        return new Command({
+          update: {
+            messages: [
+              new ToolMessage({
+                content: `booked room ${room}`,
+                tool_call_id: config.toolCall!.id!,
+                artifact: { room },
+              }),
+              new RemoveMessage({ id: 'h1' }),
+            ],
+            bookings: [`room-${room}`],
+          },
+          goto: 'confirm',
+        });
+      },
+      { name: 'book_room', description: 'Books a room', schema: z.object({ room: z.number() }) },
+    );
+    const ledger = createToolLedger({ cache: createCache(), tools: { book_room: { kind: 'write' } } });
+    const cached = cachedTool(book, {
+      ledger,
+      scope: { taskId: 'trip-1' },
+      idempotencyKey: ({ room }) => `room:${room}`,
+    });
+
+    const first = await graphWith(cached).invoke(askToBook('call_1'));
+    // A retry of the same step (a new model call, so a new tool call id) replays the booking.
+    const second = await graphWith(cached).invoke(askToBook('call_2'));
+    expect(bookings).toBe(1);
+
+    for (const [state, callId] of [
+      [first, 'call_1'],
+      [second, 'call_2'],
+    ] as const) {
+      expect(state.bookings).toEqual(['room-7']);
+      expect(state.followed).toBe('confirm');
+      // The human message was removed by the Command's RemoveMessage; the ToolMessage answers this call.
+      expect(state.messages.map((message) => message.getType())).toEqual(['ai', 'tool']);
+      const answer = state.messages[1] as ToolMessage;
+      expect(ToolMessage.isInstance(answer)).toBe(true);
+      expect(answer.tool_call_id).toBe(callId);
+      expect(answer.content).toBe('booked room 7');
+      expect(answer.artifact).toEqual({ room: 7 });
+    }
+    const history = await ledger.history({ taskId: 'trip-1' });
+    expect(history.map((entry) => entry.source)).toEqual(['executed', 'replayed']);
+  });
+
+  it('replays a Command after a restart (a fresh module that never saw one), Send targets included', async () => {
+    const cache = createCache();
+    const tools = { fan_out: { kind: 'write' as const } };
+    let runs = 0;
+    const fanOut = tool(
+      async () => {
+        runs++;
+        return new Command({
+          goto: [{ lg_name: 'Send', node: 'confirm', args: { followed: 'sent' } }] as never,
+        });
+      },
+      { name: 'fan_out', description: 'Fans out', schema: z.object({}) },
+    );
+    const options = { scope: { taskId: 't' }, idempotencyKey: () => 'once' };
+    const call = (id: string) => ({ id, name: 'fan_out', args: {}, type: 'tool_call' as const });
+    const made = (await cachedTool(fanOut, { ...options, ledger: createToolLedger({ cache, tools }) }).invoke(
+      call('c1'),
+    )) as unknown as Command;
+    // A new instance of the package, as in a process that restarted: it must load Command itself.
+    vi.resetModules();
+    const fresh = (await import('../src/index.ts')) as typeof import('../src/index.ts');
+    const replayed = (await fresh
+      .cachedTool(fanOut, { ...options, ledger: createToolLedger({ cache, tools }) })
+      .invoke(call('c2'))) as unknown as Command;
+    expect(runs).toBe(1);
+    expect(replayed.lg_name).toBe('Command');
+    expect(replayed.toJSON()).toEqual(made.toJSON());
+    expect(replayed.goto).toHaveLength(1);
+    expect((replayed.goto as unknown[])[0]).toMatchObject({
+      lg_name: 'Send',
+      node: 'confirm',
+      args: { followed: 'sent' },
+    });
+  });
+});

@@ -45,10 +45,6 @@ function redact(url: string): string {
 }
 
 /**
- * The store to open: `--url`, else `LLM_CACHE_URL`, else the SQLite file an application using
- * `getDefaultCache()` writes (`$LLM_CACHE_DIR/llm-cache.db` or `.cache/llm-cache.db`) when it exists.
- */
-/**
  * Reads entries for display or export without counting them as uses: no LRU touch where the
  * backend keeps one (SQLite), so listing a store never changes what it evicts next.
  */
@@ -59,6 +55,10 @@ export function readEntries(
   return store.peekMany ? store.peekMany(keys) : store.getMany(keys);
 }
 
+/**
+ * The store to open: `--url`, else `LLM_CACHE_URL`, else the SQLite file an application using
+ * `getDefaultCache()` writes (`$LLM_CACHE_DIR/llm-cache.db` or `.cache/llm-cache.db`) when it exists.
+ */
 export function resolveTarget(
   urlOption: string | undefined,
   env: Readonly<Record<string, string | undefined>>,

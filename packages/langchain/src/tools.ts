@@ -297,9 +297,17 @@ interface RecordedCommand {
 /** The class that rebuilds a Command: taken from the first one seen, else loaded on replay. */
 let commandClass: CommandClass | undefined;
 
+/**
+ * A Command instance, as LangGraph's own isCommand sees it: a plain object that merely has
+ * `lg_name: 'Command'` (JSON from elsewhere) is data, not a Command.
+ */
 function isCommand(value: unknown): value is CommandLike {
   return (
-    typeof value === 'object' && value !== null && (value as { lg_name?: unknown }).lg_name === 'Command'
+    typeof value === 'object' &&
+    value !== null &&
+    (value as { lg_name?: unknown }).lg_name === 'Command' &&
+    !isPlainRecord(value) &&
+    value.constructor !== Object
   );
 }
 
@@ -309,13 +317,29 @@ function isPlainRecord(value: unknown): value is Record<string, unknown> {
   return proto === Object.prototype || proto === null;
 }
 
-/** Messages (and LangGraph's `Send`) inside a Command become data the cache stores exactly. */
+/** The key LangGraph's `Overwrite` keeps its value under, in its class and in its wire form. */
+const OVERWRITE = '__overwrite__';
+
+/**
+ * Messages, LangGraph's `Send` and `Overwrite` inside a Command become data the cache stores
+ * exactly (messages keep their class and fields).
+ */
 function encodeData(value: unknown): unknown {
   if (isBaseMessage(value)) return { '~message': storeMessage(value) };
   if (Array.isArray(value)) return value.map(encodeData);
-  if (typeof value === 'object' && value !== null && (value as { lg_name?: unknown }).lg_name === 'Send') {
-    const send = value as { node: string; args: unknown };
-    return { lg_name: 'Send', node: send.node, args: encodeData(send.args) };
+  if (typeof value !== 'object' || value === null) return value;
+  const lgName = (value as { lg_name?: unknown }).lg_name;
+  if (lgName === 'Send') {
+    const send = value as { node: string; args: unknown; timeout?: unknown };
+    return {
+      lg_name: 'Send',
+      node: send.node,
+      args: encodeData(send.args),
+      ...(send.timeout !== undefined ? { timeout: send.timeout } : {}),
+    };
+  }
+  if (lgName === 'Overwrite' || (isPlainRecord(value) && OVERWRITE in value)) {
+    return { '~overwrite': encodeData((value as Record<string, unknown>)[OVERWRITE]) };
   }
   if (isPlainRecord(value)) {
     return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, encodeData(item)]));
@@ -329,17 +353,32 @@ function encodeGoto(goto: unknown): unknown {
   return encodeData(goto);
 }
 
+/**
+ * Rebuilds what `encodeData` stored. A tool message that answered the recorded call (a
+ * ToolMessage, or a plain `{ tool_call_id }` message) answers the current one instead, without
+ * its old id, which would make the messages reducer replace the earlier answer in place.
+ */
 function decodeData(value: unknown, from: string | undefined, to: string | undefined): unknown {
   if (Array.isArray(value)) return value.map((item) => decodeData(item, from, to));
   if (!isPlainRecord(value)) return value;
+  const readdress = to !== undefined && to !== from;
   if ('~message' in value) {
-    const message = restoreMessage(value['~message'] as CachedMessage);
-    if (to !== undefined && ToolMessage.isInstance(message) && message.tool_call_id === from) {
-      message.tool_call_id = to;
+    const stored = value['~message'] as CachedMessage;
+    if (readdress && stored.type === 'tool' && stored.fields.tool_call_id === from) {
+      const { id: _oldId, ...fields } = stored.fields;
+      return restoreMessage({ ...stored, fields: { ...fields, tool_call_id: to } });
     }
-    return message;
+    return restoreMessage(stored);
   }
-  return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, decodeData(item, from, to)]));
+  if ('~overwrite' in value) return { [OVERWRITE]: decodeData(value['~overwrite'], from, to) };
+  const out = Object.fromEntries(
+    Object.entries(value).map(([key, item]) => [key, decodeData(item, from, to)]),
+  );
+  if (readdress && out.tool_call_id === from && from !== undefined) {
+    out.tool_call_id = to;
+    delete out.id;
+  }
+  return out;
 }
 
 async function replayCommand(

@@ -5,7 +5,16 @@
  */
 import { AIMessage, HumanMessage, RemoveMessage, ToolMessage } from '@langchain/core/messages';
 import { tool } from '@langchain/core/tools';
-import { Annotation, Command, END, MessagesAnnotation, START, StateGraph } from '@langchain/langgraph';
+import {
+  Annotation,
+  Command,
+  END,
+  MessagesAnnotation,
+  Overwrite,
+  Send,
+  START,
+  StateGraph,
+} from '@langchain/langgraph';
 import { ToolNode } from '@langchain/langgraph/prebuilt';
 import { createCache, createToolLedger } from '@x/cache-core';
 import { describe, expect, it, vi } from 'vitest';
@@ -89,6 +98,105 @@ describe('cachedTool with LangGraph Command results', () => {
     }
     const history = await ledger.history({ taskId: 'trip-1' });
     expect(history.map((entry) => entry.source)).toEqual(['executed', 'replayed']);
+  });
+
+  it('replays Overwrite, plain tool messages and message ids so that each call keeps its own answer', async () => {
+    let runs = 0;
+    const look = tool(
+      async (_input, config) => {
+        runs++;
+        const id = config.toolCall!.id!;
+        return new Command({
+          update: {
+            // A message id chosen by the tool, and a plain (not class) tool message in a second update key.
+            messages: [new ToolMessage({ content: 'looked', tool_call_id: id, id: `answer-${id}` })],
+            bookings: new Overwrite(['only-this']),
+          },
+        });
+      },
+      { name: 'book_room', description: 'Looks', schema: z.object({ room: z.number() }) },
+    );
+    const ledger = createToolLedger({
+      cache: createCache(),
+      tools: { book_room: { kind: 'read', ttl: '1m' } },
+    });
+    const cached = cachedTool(look, { ledger, scope: { taskId: 'same-thread' } });
+    const graph = graphWith(cached);
+    const first = await graph.invoke(askToBook('c1'));
+    // The same read again in the same thread (a later turn): the replay answers c2, and c1's
+    // answer stays where it was instead of being replaced through a shared message id.
+    const second = await graph.invoke({
+      messages: [
+        ...first.messages,
+        new AIMessage({
+          content: '',
+          id: 'a2',
+          tool_calls: [{ id: 'c2', name: 'book_room', args: { room: 7 }, type: 'tool_call' as const }],
+        }),
+      ],
+    });
+    expect(runs).toBe(1);
+    expect(second.messages.map((m) => `${m.getType()}:${(m as ToolMessage).tool_call_id ?? m.id}`)).toEqual([
+      'human:h1',
+      'ai:a1',
+      'tool:c1',
+      'ai:a2',
+      'tool:c2',
+    ]);
+    expect(second.bookings).toEqual(['only-this']);
+
+    // Plain tool messages (what the messages reducer also accepts) are re-addressed too.
+    const plain = tool(
+      async (_input, config) => {
+        runs++;
+        return new Command({
+          update: { messages: [{ role: 'tool', content: 'plain', tool_call_id: config.toolCall!.id! }] },
+        });
+      },
+      { name: 'plain_tool', description: 'Plain', schema: z.object({}) },
+    );
+    const plainLedger = createToolLedger({ cache: createCache(), tools: { plain_tool: { kind: 'write' } } });
+    const plainCached = cachedTool(plain, { ledger: plainLedger, idempotencyKey: () => 'k' });
+    const replayed = (await plainCached
+      .invoke({ id: 'p1', name: 'plain_tool', args: {}, type: 'tool_call' })
+      .then(() =>
+        plainCached.invoke({ id: 'p2', name: 'plain_tool', args: {}, type: 'tool_call' }),
+      )) as unknown as Command;
+    expect((replayed.update as { messages: { tool_call_id: string }[] }).messages[0]!.tool_call_id).toBe(
+      'p2',
+    );
+  });
+
+  it('keeps Send timeouts, and treats a plain { lg_name: "Command" } object as data', async () => {
+    const cache = createCache();
+    const ledger = createToolLedger({
+      cache,
+      tools: { timed: { kind: 'write' }, json_out: { kind: 'write' } },
+    });
+    const timed = tool(
+      async () => new Command({ goto: new Send('confirm', { followed: 'x' }, { timeout: 5000 }) }),
+      {
+        name: 'timed',
+        description: 'Timed',
+        schema: z.object({}),
+      },
+    );
+    const jsonOut = tool(async () => ({ lg_name: 'Command', note: 'just data' }), {
+      name: 'json_out',
+      description: 'JSON',
+      schema: z.object({}),
+    });
+    const timedCached = cachedTool(timed, { ledger, idempotencyKey: () => 't' });
+    const jsonCached = cachedTool(jsonOut, { ledger, idempotencyKey: () => 'j' });
+    const call = (name: string, id: string) => ({ id, name, args: {}, type: 'tool_call' as const });
+    await jsonCached.invoke(call('json_out', 'j1'));
+    const data = (await jsonCached.invoke(call('json_out', 'j2'))) as ToolMessage;
+    expect(ToolMessage.isInstance(data)).toBe(true);
+    await timedCached.invoke(call('timed', 't1'));
+    const replayed = (await timedCached.invoke(call('timed', 't2'))) as unknown as Command;
+    expect(replayed).toBeInstanceOf(Command);
+    expect((replayed.goto as Send[])[0]).toBeInstanceOf(Send);
+    expect((replayed.goto as Send[])[0]!.timeout).toEqual(new Send('n', {}, { timeout: 5000 }).timeout);
   });
 
   it('replays a Command after a restart (a fresh module that never saw one), Send targets included', async () => {

@@ -170,9 +170,13 @@ d('redisBackend', () => {
     const backend = redisBackend({ url: server!.url, keyPrefix: freshPrefix('close-batch') });
     await backend.set('ns:a', { value: new Uint8Array([1]) });
     await backend.set('ns:b', { value: new Uint8Array([2]) });
-    const reads = [backend.get('ns:a'), backend.get('ns:b')];
+    // 300 reads: a lone GET, then full batches of 128 and a partial one, all unsent at close().
+    const keys = Array.from({ length: 300 }, (_, i) => (i % 2 === 0 ? 'ns:a' : 'ns:b'));
+    const reads = keys.map((key) => backend.get(key));
     const closing = backend.close();
-    expect((await Promise.all(reads)).map((entry) => entry?.value[0])).toEqual([1, 2]);
+    expect((await Promise.all(reads)).map((entry) => entry?.value[0])).toEqual(
+      keys.map((key) => (key === 'ns:a' ? 1 : 2)),
+    );
     await closing;
     await expect(backend.get('ns:a')).rejects.toMatchObject({ code: 'E_CLOSED' });
   });

@@ -56,6 +56,13 @@ export interface RedisBackendOptions {
   batchReads?: boolean;
 }
 
+/** Errors of a multi-key command on a slot in migration, which single-key commands survive. */
+const MIGRATING = /TRYAGAIN|ASK|MOVED|redirection/i;
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
 /** Most keys one batched MGET carries; a larger burst is split. */
 const MAX_BATCH = 128;
 
@@ -204,6 +211,8 @@ class RedisStore implements RedisBackend {
   private closed = false;
   private readonly batchReads: boolean;
   private batch: ReadBatch | undefined;
+  /** Batches waiting for the end of the tick (a full one is no longer `batch`). */
+  private readonly unsent = new Set<ReadBatch>();
   /** Reads sent and not yet answered. */
   private reading = 0;
 
@@ -292,6 +301,7 @@ class RedisStore implements RedisBackend {
     if (!batch) {
       const opened: ReadBatch = { sent: false, keys: [], resolves: [], rejects: [] };
       this.batch = batch = opened;
+      this.unsent.add(opened);
       process.nextTick(() => this.flush(opened));
     }
     const joined = batch;
@@ -317,6 +327,7 @@ class RedisStore implements RedisBackend {
     if (this.batch === batch) this.batch = undefined;
     if (batch.sent) return;
     batch.sent = true;
+    this.unsent.delete(batch);
     const { keys, resolves, rejects } = batch;
     if (keys.length === 1) {
       this.getOne(keys[0]!).then(resolves[0], rejects[0]);
@@ -362,9 +373,10 @@ class RedisStore implements RedisBackend {
           for (let i = 0; i < resolves.length; i++) resolves[i]!(entries[i]);
         },
         (error: unknown) => {
-          // A cluster refuses a multi-key command on a slot being migrated (TRYAGAIN) where
-          // single GETs are redirected and succeed: retry each read on its own there.
-          if (this.isCluster && !this.closed) {
+          // A cluster refuses a multi-key command on a slot being migrated (TRYAGAIN, or too many
+          // redirections) where single GETs are redirected and succeed: retry each read on its
+          // own then. Other failures (a node down) fail the reads at once.
+          if (this.isCluster && !this.closed && MIGRATING.test(messageOf(error))) {
             keys.forEach((key, i) => void this.getOne(key).then(resolves[i], rejects[i]));
             return;
           }
@@ -728,7 +740,7 @@ class RedisStore implements RedisBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     // Reads issued before close() still go out, as they would have without batching.
-    if (this.batch) this.flush(this.batch);
+    for (const batch of [...this.unsent]) this.flush(batch);
     this.closed = true;
     const subscriber = this.subscriber;
     this.subscriber = undefined;

@@ -9,7 +9,7 @@ import type {
   SharedV4ProviderMetadata,
 } from '@ai-sdk/provider';
 import type { CachePolicy, CacheResult, CacheView, Duration, Usage } from '@x/cache-core';
-import { CacheError, parseDuration } from '@x/cache-core';
+import { CacheError, parseDuration, raceAbort } from '@x/cache-core';
 import type { CacheCandidate } from './admission.ts';
 import { defaultShouldCache, generateCandidate, streamCandidate } from './admission.ts';
 import { languageModelRequest } from './key.ts';
@@ -100,26 +100,6 @@ function isUnserializable(error: unknown): boolean {
 
 function isAbortError(error: unknown): boolean {
   return error instanceof Error && (error.name === 'AbortError' || error.name === 'TimeoutError');
-}
-
-/** Rejects as soon as the caller's own signal aborts, even while waiting on another caller's call. */
-function raceAbort<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return promise;
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
 }
 
 const TIMED_OUT = Symbol('timed out');

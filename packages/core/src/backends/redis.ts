@@ -339,6 +339,17 @@ class RedisStore implements RedisBackend {
     }
     // On a cluster each bucket's MGET settles its own callers: a slot that is moving or a node
     // that is down must not fail reads served by healthy nodes.
+    for (const indexes of this.byBucket(keys).values()) {
+      this.readGroup(
+        indexes.map((i) => keys[i]!),
+        indexes.map((i) => resolves[i]!),
+        indexes.map((i) => rejects[i]!),
+      );
+    }
+  }
+
+  /** Positions of `keys` grouped by hash-tag bucket (one slot each on a cluster). */
+  private byBucket(keys: readonly string[]): Map<string, number[]> {
     const groups = new Map<string, number[]>();
     keys.forEach((key, index) => {
       const tag = this.bucketTag(key);
@@ -346,13 +357,7 @@ class RedisStore implements RedisBackend {
       if (group) group.push(index);
       else groups.set(tag, [index]);
     });
-    for (const indexes of groups.values()) {
-      this.readGroup(
-        indexes.map((i) => keys[i]!),
-        indexes.map((i) => resolves[i]!),
-        indexes.map((i) => rejects[i]!),
-      );
-    }
+    return groups;
   }
 
   /** One MGET for keys of one bucket (or any keys on a single server), settling each caller. */
@@ -396,13 +401,7 @@ class RedisStore implements RedisBackend {
       return raw.map((value) => decodeValue(value, clock));
     }
     // MGET must stay within one slot on a cluster: one MGET per bucket, in parallel.
-    const groups = new Map<string, number[]>();
-    keys.forEach((key, index) => {
-      const tag = this.bucketTag(key);
-      const group = groups.get(tag);
-      if (group) group.push(index);
-      else groups.set(tag, [index]);
-    });
+    const groups = this.byBucket(keys);
     const out: (StoredEntry | undefined)[] = new Array(keys.length).fill(undefined);
     await Promise.all(
       [...groups].map(async ([tag, indexes]) => {

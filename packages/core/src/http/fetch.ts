@@ -6,6 +6,7 @@ import { cacheError } from '../errors.ts';
 import { resolveClock } from '../ledger/internal.ts';
 import type { Duration } from '../ttl.ts';
 import { parseDuration } from '../ttl.ts';
+import { raceAbort } from '../util/abort.ts';
 
 export interface CachedFetchOptions {
   /** The cache; responses are kept in its `http` tier. @default getDefaultCache() */
@@ -186,7 +187,7 @@ export function createCachedFetch(
     /** Waits for another caller's fetch of this key; its response, or our own when it had none to share. */
     async function join(pending: Promise<StoredResponse | undefined>): Promise<Response> {
       // The caller's own AbortSignal still applies while it waits on another caller's fetch.
-      const shared = await untilAborted(pending, request.signal);
+      const shared = await raceAbort(pending, request.signal);
       if (shared) {
         http().recordCoalesced();
         return build(shared, 'COALESCED', statusHeader);
@@ -271,25 +272,6 @@ export function createCachedFetch(
       });
     }
   };
-}
-
-/** `pending`, or a rejection with the signal's reason as soon as it aborts. */
-function untilAborted<T>(pending: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    pending.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
 }
 
 function build(entry: StoredResponse, served: Served, statusHeader: string | false): Response {

@@ -98,8 +98,15 @@ function isUnserializable(error: unknown): boolean {
   return CacheError.isInstance(error) && error.code === 'E_UNSERIALIZABLE';
 }
 
-function isAbortError(error: unknown): boolean {
-  return error instanceof Error && (error.name === 'AbortError' || error.name === 'TimeoutError');
+/**
+ * What the callers that joined a request see when its first caller aborted it: the abort was
+ * that caller's (its signal, whatever reason it gave), so they ask again with their own.
+ */
+class LeaderAborted extends Error {
+  constructor(readonly reason: unknown) {
+    super('the call this one joined was aborted by its own caller');
+    this.name = 'LeaderAborted';
+  }
 }
 
 const TIMED_OUT = Symbol('timed out');
@@ -244,25 +251,33 @@ export function cacheMiddleware(options: CacheMiddlewareOptions = {}): LanguageM
         keyInput,
         async () => {
           led = true;
-          fresh = await model.doGenerate(params);
+          try {
+            fresh = await model.doGenerate(params);
+          } catch (error) {
+            throw params.abortSignal?.aborted ? new LeaderAborted(error) : error;
+          }
           return toStoredGenerate(fresh);
         },
         policy,
       );
     let result: CacheResult<StoredGenerate>;
-    try {
-      result = await raceAbort(run(), params.abortSignal);
-    } catch (error) {
-      if (!led && isUnserializable(error)) {
-        // A request the key cannot express (e.g. a function in a provider tool's args) is not
-        // cacheable, but it is still a valid call: answer it uncached.
-        return model.doGenerate(params);
-      }
-      // This call joined another caller's request, which was aborted by that caller: its own
-      // signal is still live, so it asks again rather than inherit someone else's abort.
-      if (!led && isAbortError(error) && !params.abortSignal?.aborted) {
+    for (;;) {
+      try {
         result = await raceAbort(run(), params.abortSignal);
-      } else {
+        break;
+      } catch (error) {
+        if (error instanceof LeaderAborted) {
+          // Our own request: the caller sees the error its abort caused.
+          if (led || params.abortSignal?.aborted) throw led ? error.reason : params.abortSignal?.reason;
+          // This call joined another caller's request, which that caller aborted: its own signal
+          // is still live, so it asks again (joining or leading) rather than inherit the abort.
+          continue;
+        }
+        if (!led && isUnserializable(error)) {
+          // A request the key cannot express (e.g. a function in a provider tool's args) is not
+          // cacheable, but it is still a valid call: answer it uncached.
+          return model.doGenerate(params);
+        }
         throw error;
       }
     }
@@ -414,15 +429,17 @@ export function cacheMiddleware(options: CacheMiddlewareOptions = {}): LanguageM
     const context: CallContext = { view, keyInput, storageKey, own, params, model };
     // A call that skips the read still shares its fresh stream with identical calls that arrive
     // meanwhile, and stays joinable until its recording is stored, so the next call sees it.
-    if (own.noCache) return lead(context, true);
+    // A noStore call's stream is not shared: a caller joining it would see its answer go unstored.
+    const shared = !own.noStore;
+    if (own.noCache) return lead(context, shared);
     const inFlight = flights.get(storageKey);
-    if (inFlight && inFlight.state !== 'abandoned') return join(context, inFlight);
+    if (inFlight?.joinable) return join(context, inFlight);
     const hit = await raceAbort(view.getResult<StreamRecording>({ storageKey }), params.abortSignal);
     if (hit && Array.isArray(hit.value?.parts)) return replay(context, hit);
     // Another identical call may have started while this one was reading the cache.
     const raced = flights.get(storageKey);
-    if (raced && raced.state !== 'abandoned') return join(context, raced);
-    return lead(context, true);
+    if (raced?.joinable) return join(context, raced);
+    return lead(context, shared);
   }
 
   return { specificationVersion: 'v4', wrapGenerate, wrapStream };

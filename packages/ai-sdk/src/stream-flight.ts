@@ -65,6 +65,17 @@ export class StreamFlight {
     void this.#pump(call);
   }
 
+  /**
+   * Whether an identical call may still join: not once every caller left, and not once the
+   * upstream failed or sent an error part (a retry must reach the model, not replay the error).
+   */
+  get joinable(): boolean {
+    return (
+      (this.state === 'starting' || this.state === 'streaming' || this.state === 'done') &&
+      !this.#sawErrorPart
+    );
+  }
+
   get subscribers(): number {
     return this.#sinks.size;
   }

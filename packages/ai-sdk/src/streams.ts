@@ -44,29 +44,32 @@ export function replayStream(
     if (pacing === 'recorded') return Math.max(0, (times[at] ?? 0) - (at === 0 ? 0 : (times[at - 1] ?? 0)));
     return at === 0 ? 0 : pacing.delayMs;
   };
+  let onAbort: (() => void) | undefined;
   const stop = (): void => {
     if (timer !== undefined) clearTimeout(timer);
     timer = undefined;
     wake?.();
+    // A long-lived signal (a server's shutdown signal) must not collect one listener per hit.
+    if (onAbort) signal?.removeEventListener('abort', onAbort);
+    onAbort = undefined;
   };
   return new ReadableStream<Part>(
     {
       start(controller) {
         if (!signal) return;
-        if (signal.aborted) controller.error(signal.reason);
-        else
-          signal.addEventListener(
-            'abort',
-            () => {
-              stop();
-              try {
-                controller.error(signal.reason);
-              } catch {
-                // already closed
-              }
-            },
-            { once: true },
-          );
+        if (signal.aborted) {
+          controller.error(signal.reason);
+          return;
+        }
+        onAbort = () => {
+          stop();
+          try {
+            controller.error(signal.reason);
+          } catch {
+            // already closed
+          }
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
       },
       async pull(controller) {
         const wait = gap(index);
@@ -80,7 +83,10 @@ export function replayStream(
         }
         const part = parts[index++];
         if (part !== undefined) controller.enqueue(transform(part));
-        if (index >= parts.length) controller.close();
+        if (index >= parts.length) {
+          stop();
+          controller.close();
+        }
       },
       cancel() {
         stop();

@@ -79,19 +79,31 @@ export function cachedTools<TOOLS extends ToolSet>(tools: TOOLS, options: Cached
     }
     checkToolName(name);
     const run = execute as (input: unknown, callOptions: ToolExecutionOptions<any>) => unknown;
+    // `async *execute` is how a tool sends preliminary results.
+    const streaming = Object.prototype.toString.call(execute) === '[object AsyncGeneratorFunction]';
     wrapped[name] = {
       ...original,
-      execute: async (input: unknown, callOptions: ToolExecutionOptions<any>) => {
+      execute: (input: unknown, callOptions: ToolExecutionOptions<any>) => {
         const call: ToolCallInfo = { ...callOptions, toolName: name };
-        const outcome = await ledger.executeOrReplay({
-          tool: name,
-          input,
-          scope: typeof scope === 'function' ? scope(input, call) : scope,
-          idempotencyKey: idempotencyKey?.(input, call),
-          force: options.force,
-          execute: () => finalOutput(run.call(original, input, callOptions)),
-        });
-        return outcome.value;
+        const key = idempotencyKey?.(input, call);
+        const record = (execute: () => unknown): Promise<unknown> =>
+          ledger
+            .executeOrReplay({
+              tool: name,
+              input,
+              scope: typeof scope === 'function' ? scope(input, call) : scope,
+              idempotencyKey: key,
+              force: options.force,
+              execute,
+            })
+            .then((outcome) => outcome.value);
+        if (streaming && ledger.policyOf(name, key !== undefined).kind === 'none') {
+          // Neither recorded nor cached: a streaming tool keeps sending its preliminary results,
+          // and the ledger's history gets the outcome when the last one is out.
+          return passThrough(run.call(original, input, callOptions) as AsyncIterable<unknown>, record);
+        }
+        // Recorded or cached, the tool's final output is what a replay or a hit gives back.
+        return record(() => finalOutput(run.call(original, input, callOptions)));
       },
     };
   }
@@ -162,6 +174,26 @@ function checkToolName(name: string): void {
  * A streaming `execute` (an async iterable of preliminary outputs) is recorded by its last
  * output, which is the tool's result for the SDK too; it is then returned as a plain value.
  */
+/** Yields a streaming tool's outputs as they come, then records its last output (or its error). */
+async function* passThrough(
+  outputs: AsyncIterable<unknown>,
+  record: (execute: () => unknown) => Promise<unknown>,
+): AsyncGenerator<unknown> {
+  let last: unknown;
+  try {
+    for await (const output of outputs) {
+      last = output;
+      yield output;
+    }
+  } catch (error) {
+    await record(() => {
+      throw error;
+    }).catch(() => undefined);
+    throw error;
+  }
+  await record(() => last);
+}
+
 async function finalOutput(value: unknown): Promise<unknown> {
   const resolved = await value;
   if (!isAsyncIterable(resolved)) return resolved;

@@ -1,3 +1,4 @@
+import { getEventListeners } from 'node:events';
 import type {
   LanguageModelV4CallOptions,
   LanguageModelV4StreamPart,
@@ -331,6 +332,18 @@ describe('cacheMiddleware — stream', () => {
     });
   });
 
+  it("leaves no listener on the caller's signal once a replayed hit ends", async () => {
+    const { inner, model } = setup(() => textParts(['a', 'b']));
+    const shutdown = new AbortController();
+    await streamText({ model, prompt: 'same', abortSignal: shutdown.signal }).text;
+    const afterMiss = getEventListeners(shutdown.signal, 'abort').length;
+    for (let i = 0; i < 5; i++) {
+      expect(await streamText({ model, prompt: 'same', abortSignal: shutdown.signal }).text).toBe('ab');
+    }
+    expect(inner.doStreamCalls).toHaveLength(1);
+    expect(getEventListeners(shutdown.signal, 'abort')).toHaveLength(afterMiss);
+  });
+
   describe('per-call providerOptions', () => {
     it('strips its entry and honours noCache and noStore', async () => {
       const { inner, model } = setup((_request, index) => textParts([`answer ${index}`]));
@@ -576,6 +589,69 @@ describe('cacheMiddleware — stream', () => {
       expect(parts.filter((part) => part.type === 'text-delta')).toEqual([
         { type: 'text-delta', id: 't1', delta: 'mine' },
       ]);
+      expect(inner.doStreamCalls).toHaveLength(2);
+    });
+
+    it('does not let a new call join a stream that already sent an error part', async () => {
+      const { inner, model, upstreams } = manualSetup();
+      const first = convertReadableStreamToArray((await model.doStream(call)).stream);
+      await until(() => upstreams.length === 1);
+      upstreams[0]!.push(...textParts(['x']).slice(0, 3), { type: 'error', error: new Error('overloaded') });
+      await ticks();
+      // The upstream connection is still open, but its answer is already a failure.
+      const second = convertReadableStreamToArray((await model.doStream(call)).stream);
+      await until(() => upstreams.length === 2, 'a call of its own');
+      upstreams[1]!.push(...textParts(['fresh']));
+      upstreams[1]!.close();
+      upstreams[0]!.close();
+      expect((await first).some((part) => part.type === 'error')).toBe(true);
+      const parts = await second;
+      expect(parts.some((part) => part.type === 'error')).toBe(false);
+      expect(parts.filter((part) => part.type === 'text-delta').map((part) => part.delta)).toEqual(['fresh']);
+      expect(inner.doStreamCalls).toHaveLength(2);
+    });
+
+    it("streamText's own retry reaches the model instead of replaying the error part", async () => {
+      const { inner, model, upstreams } = manualSetup();
+      const result = streamText({
+        model,
+        prompt: 'same',
+        maxRetries: 0,
+        streamRetries: 1,
+        onError: () => {},
+      });
+      const text = Promise.resolve(result.text).catch((error: unknown) => `ERR ${String(error)}`);
+      await until(() => upstreams.length === 1);
+      // A second caller on the same call keeps it open after the first one's retry leaves it.
+      const other = streamText({ model, prompt: 'same', maxRetries: 0, onError: () => {} }).consumeStream();
+      await ticks();
+      upstreams[0]!.push(
+        { type: 'stream-start', warnings: [] },
+        { type: 'error', error: new Error('overloaded') },
+      );
+      await until(() => upstreams.length === 2, 'the retry calling the model');
+      upstreams[1]!.push(...textParts(['fresh']));
+      upstreams[1]!.close();
+      upstreams[0]!.close();
+      expect(await text).toBe('fresh');
+      await other;
+      expect(inner.doStreamCalls).toHaveLength(2);
+    });
+
+    it('does not share a noStore stream with a call that wants its answer stored', async () => {
+      const { inner, model, upstreams } = manualSetup();
+      const peek = streamText({ model, prompt: 'same', providerOptions: { xCache: { noStore: true } } }).text;
+      await until(() => upstreams.length === 1);
+      const wanted = streamText({ model, prompt: 'same' }).text;
+      await until(() => upstreams.length === 2, 'a call of its own');
+      for (const upstream of upstreams) {
+        upstream.push(...textParts(['hi']));
+        upstream.close();
+      }
+      expect(await peek).toBe('hi');
+      expect(await wanted).toBe('hi');
+      await ticks();
+      expect(await streamText({ model, prompt: 'same' }).text).toBe('hi');
       expect(inner.doStreamCalls).toHaveLength(2);
     });
 

@@ -8,13 +8,22 @@ import type { Cache, ToolLedger, ToolPolicy } from '@x/cache-core';
 import { CacheError, createCache, createToolLedger, toolCallContext } from '@x/cache-core';
 import { sqliteBackend } from '@x/cache-core/sqlite';
 import type { ToolSet } from 'ai';
-import { generateText, stepCountIs, tool } from 'ai';
+import { generateText, stepCountIs, streamText, tool } from 'ai';
 import type { MockLanguageModelV4 } from 'ai/test';
 import { afterEach, describe, expect, expectTypeOf, it, vi } from 'vitest';
 import { z } from 'zod';
 import { main as toolsExample } from '../examples/tools.ts';
 import { cachedTools } from '../src/index.ts';
-import { finish, generateModel, generateResult, tempDir, textResult } from './helpers.ts';
+import {
+  finish,
+  generateModel,
+  generateResult,
+  streamModel,
+  tempDir,
+  textParts,
+  textResult,
+  usage,
+} from './helpers.ts';
 
 const POLICIES: Record<string, ToolPolicy> = {
   send_email: { kind: 'write' },
@@ -333,6 +342,46 @@ describe('cachedTools in a generateText tool loop', () => {
     const outputs = [toolOutputs(await run(model, wrapped)), toolOutputs(await run(model, wrapped))];
     expect(outputs).toEqual([[{ status: 'built', target: 'web' }], [{ status: 'built', target: 'web' }]]);
     expect(runs).toBe(1);
+  });
+
+  it('leaves the preliminary results of a streaming tool it neither records nor caches', async () => {
+    const { ledger } = memoryLedger(manualClock(), { other: { kind: 'read' } });
+    const tools = {
+      build: tool({
+        inputSchema: z.object({ target: z.string() }),
+        async *execute({ target }) {
+          yield { status: 'building' as const, target };
+          yield { status: 'built' as const, target };
+        },
+      }),
+    };
+    const model = () =>
+      streamModel((call) =>
+        call.prompt.some((message) => message.role === 'tool')
+          ? textParts(['Built.'])
+          : [
+              { type: 'stream-start', warnings: [] },
+              { type: 'tool-call', toolCallId: 'c1', toolName: 'build', input: '{"target":"web"}' },
+              { type: 'finish', finishReason: finish('tool-calls'), usage: usage(1, 1) },
+            ],
+      );
+    const results = async (set: ToolSet) => {
+      const seen: Array<{ preliminary: boolean; output: unknown }> = [];
+      const stream = streamText({ model: model(), tools: set, stopWhen: stepCountIs(3), prompt: 'go' });
+      for await (const part of stream.fullStream) {
+        if (part.type === 'tool-result')
+          seen.push({ preliminary: part.preliminary === true, output: part.output });
+      }
+      return seen;
+    };
+    const plain = await results(tools);
+    expect(plain.filter((each) => each.preliminary)).toHaveLength(2);
+    expect(await results(cachedTools(tools, { ledger, scope: { taskId: 'task-1' } }))).toEqual(plain);
+    // The history still has the call, with its final outcome.
+    const history = await ledger.history({ taskId: 'task-1' });
+    expect(history.map((entry) => [entry.tool, entry.kind, entry.status])).toEqual([
+      ['build', 'none', 'succeeded'],
+    ]);
   });
 
   it('builds its own ledger from a cache and policies', async () => {

@@ -143,6 +143,23 @@ describe('createCache > getOrCompute', () => {
     expect(undef.calls).toBe(2);
   });
 
+  it('a shouldCache that throws keeps the value out but still answers the caller', async () => {
+    const cache = make();
+    const compute = counter('plain text');
+    const reported: unknown[] = [];
+    const policy = {
+      shouldCache: (value: string) => (JSON.parse(value) as { ok: boolean }).ok,
+      onStoreError: (error: unknown) => reported.push(error),
+    };
+    expect(await cache.getOrCompute('k', compute, policy)).toBe('plain text');
+    expect(await cache.getOrCompute('k', compute, policy)).toBe('plain text');
+    expect(compute.calls).toBe(2);
+    expect(await cache.has('k')).toBe(false);
+    expect(reported).toHaveLength(2);
+    expect(reported[0]).toBeInstanceOf(SyntaxError);
+    expect((await cache.stats()).droppedWrites).toBe(2);
+  });
+
   it('never caches errors and hands every concurrent caller the same error', async () => {
     const cache = make();
     let calls = 0;
@@ -176,6 +193,31 @@ describe('createCache > getOrCompute', () => {
     const stats = await cache.stats();
     expect(stats.misses).toBe(1);
     expect(stats.coalesced).toBe(49);
+  });
+
+  it('a call that wants its answer stored does not join a noStore call', async () => {
+    const cache = make();
+    let calls = 0;
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const compute = async () => {
+      calls++;
+      await gate;
+      return `answer ${calls}`;
+    };
+    const peek = cache.getOrCompute('k', compute, { noStore: true });
+    const wanted = cache.getOrCompute('k', compute);
+    const peekToo = cache.getOrCompute('k', compute, { noStore: true });
+    release();
+    expect(await peek).toBe('answer 2');
+    expect(await wanted).toBe('answer 2');
+    expect(await peekToo).toBe('answer 2');
+    expect(calls).toBe(2);
+    // The stored answer is the one the plain call asked for.
+    expect(await cache.getOrCompute('k', compute)).toBe('answer 2');
+    expect(calls).toBe(2);
   });
 
   it('gives concurrent callers their own copies even when the value is not stored', async () => {

@@ -135,7 +135,11 @@ export interface CachePolicy<T = unknown> {
   forceRefresh?: boolean;
   /** Compute (or read) but never write. @default false */
   noStore?: boolean;
-  /** Admission: return false to keep a value out of the cache. @default value !== undefined */
+  /**
+   * Admission: return false to keep a value out of the cache. One that throws keeps the value out
+   * too (reported as a dropped write, like `onStoreError`); the caller still gets the value.
+   * @default value !== undefined
+   */
   shouldCache?: (value: T) => boolean;
   /**
    * How long past its TTL an entry is kept to be served if the recompute fails (a provider
@@ -220,6 +224,13 @@ interface Timing {
 
 interface Flight {
   promise: Promise<{ result: CacheResult<unknown>; encoded: Uint8Array | undefined }>;
+  /** Computed by a `noStore` call: callers that want their answer stored do not join it. */
+  noStore: boolean;
+}
+
+/** Whether a call with `policy` may take the answer of `flight` instead of computing its own. */
+function joinable(flight: Flight | undefined, policy: { noStore?: boolean }): flight is Flight {
+  return flight !== undefined && (!flight.noStore || policy.noStore === true);
 }
 
 /** Invalidation bus message: keys, a prefix, a scoped tag, or everything. */
@@ -728,7 +739,7 @@ export class CacheView {
       return this.#served(stale, storageKey, true);
     }
     const existing = engine.inflight.get(storageKey);
-    if (existing) {
+    if (joinable(existing, policy)) {
       const { result, encoded } = await existing.promise;
       this.#counters.coalesced++;
       if (result.usage) this.#saved(result.usage);
@@ -1037,11 +1048,12 @@ export class CacheView {
   ): Flight {
     const engine = this.engine;
     const existing = engine.inflight.get(storageKey);
-    if (existing) return existing;
+    if (joinable(existing, policy)) return existing;
     const flight: Flight = {
       promise: this.#computeAndStore(storageKey, key, compute, policy, timing, stale).finally(() => {
         if (engine.inflight.get(storageKey) === flight) engine.inflight.delete(storageKey);
       }),
+      noStore: policy.noStore === true,
     };
     engine.inflight.set(storageKey, flight);
     return flight;
@@ -1193,11 +1205,12 @@ export class CacheView {
       key: storageKey,
       ...this.#where(),
     };
-    const admitted =
-      !policy.noStore && (policy.shouldCache ? policy.shouldCache(value) : value !== undefined);
-    if (!admitted) return { result, encoded: undefined };
     let encoded: Uint8Array | undefined;
     try {
+      // Inside the try: a shouldCache that throws must not cost the caller the value it paid for.
+      const admitted =
+        !policy.noStore && (policy.shouldCache ? policy.shouldCache(value) : value !== undefined);
+      if (!admitted) return { result, encoded: undefined };
       const usage = await this.#usageOf(key, value, policy);
       result.usage = usage;
       encoded = await this.#write(storageKey, { v: value, u: usage }, policy, timing);

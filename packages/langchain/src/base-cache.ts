@@ -6,7 +6,7 @@ import { modelNameOf, restoreGeneration, storeGeneration, usageOfGenerations } f
 import { keyable } from './normalize.ts';
 import type { SharedCacheOptions } from './options.ts';
 import { basePolicy, reportError, resolveView } from './options.ts';
-import { parseLlmString, redactLlmString, SecretFilter } from './secrets.ts';
+import { isRuntimeOption, parseLlmString, redactLlmString, SecretFilter } from './secrets.ts';
 
 export interface LangChainCacheOptions extends SharedCacheOptions {
   /** Key name of the entries; `cache.invalidate(name)` drops them all. @default 'langchain.generate' */
@@ -57,7 +57,9 @@ export class LangChainCache extends BaseCache<Generation[]> {
         key: { name: this.#name, request: { prompt, llm: redactLlmString(llmString, this.#filter) } },
       };
     }
-    delete parsed.signal;
+    for (const [option, value] of Object.entries(parsed)) {
+      if (isRuntimeOption(option, value)) delete parsed[option];
+    }
     const llm = keyable(parsed, this.#filter);
     return { key: { name: this.#name, request: { prompt, llm } }, model: modelNameOf(llm) };
   }

@@ -26,7 +26,7 @@ import {
 import { keyable, messageForKey } from './normalize.ts';
 import type { SharedCacheOptions } from './options.ts';
 import { basePolicy, reportError, resolveView } from './options.ts';
-import { declaredSecrets, SecretFilter } from './secrets.ts';
+import { declaredSecrets, isRuntimeOption, SecretFilter } from './secrets.ts';
 
 export interface WithCacheOptions extends SharedCacheOptions {
   /** Key name of the entries; `cache.invalidate(name)` drops them all. @default 'langchain.chat' */
@@ -56,22 +56,6 @@ const RUNTIME_FIELDS = new Set([
   'disableStreaming',
 ]);
 
-/** Call options that steer the run, not the request sent to the provider. */
-const RUNTIME_OPTIONS = new Set([
-  'signal',
-  'timeout',
-  'promptIndex',
-  'callbacks',
-  'runManager',
-  'maxConcurrency',
-  'tags',
-  'metadata',
-  'runName',
-  'runId',
-  'configurable',
-  'recursionLimit',
-]);
-
 /** Thrown to the callers waiting on a stream whose first caller stopped reading it. */
 class StreamAbandonedError extends Error {
   constructor() {
@@ -80,14 +64,24 @@ class StreamAbandonedError extends Error {
   }
 }
 
-function isAbortError(error: unknown): boolean {
-  return (
-    typeof error === 'object' &&
-    error !== null &&
-    ((error as { name?: unknown }).name === 'AbortError' ||
-      (error as { name?: unknown }).name === 'ModelAbortError')
-  );
+/**
+ * What the callers that joined a request see when its first caller aborted it (with whatever
+ * reason): the abort was that caller's, so they ask again with their own signal.
+ */
+class LeaderAborted extends Error {
+  constructor(readonly reason: unknown) {
+    super('the call this one joined was aborted by its own caller');
+    this.name = 'LeaderAborted';
+  }
 }
+
+/** Tags an error of the first caller's request that its own abort caused. */
+function leaderError(error: unknown, signal: AbortSignal | undefined): unknown {
+  return signal?.aborted ? new LeaderAborted(error) : error;
+}
+
+/** Joining again is bounded: each retry needs another first caller that left. */
+const MAX_JOIN_ATTEMPTS = 8;
 
 /**
  * The chunks of a live stream, pushed by the call that computes it and read by that call's
@@ -284,7 +278,7 @@ export class CachedChatModel<
   #key(messages: BaseMessage[], options: this['ParsedCallOptions']): { name: string; request: unknown } {
     const callOptions: Record<string, unknown> = {};
     for (const [field, value] of Object.entries(options ?? {})) {
-      if (!RUNTIME_OPTIONS.has(field)) callOptions[field] = value;
+      if (!isRuntimeOption(field, value)) callOptions[field] = value;
     }
     let invocation: unknown;
     try {
@@ -317,7 +311,11 @@ export class CachedChatModel<
           key,
           async () => {
             computed = true;
-            own = await this.inner._generate(messages, options as never, runManager);
+            try {
+              own = await this.inner._generate(messages, options as never, runManager);
+            } catch (error) {
+              throw leaderError(error, options?.signal);
+            }
             return recordOfResult(own);
           },
           this.#policy,
@@ -326,11 +324,31 @@ export class CachedChatModel<
         // gets a copy that reports no usage.
         return own ?? resultOfRecord(result.value);
       } catch (error) {
-        // A joined call whose first caller aborted asks again rather than failing with it.
-        if (!computed && attempt === 0 && isAbortError(error) && !options?.signal?.aborted) continue;
-        throw error;
+        if (computed) throw error instanceof LeaderAborted ? error.reason : error;
+        // A joined call whose first caller aborted, or stopped reading the stream it joined, asks
+        // again rather than failing with it.
+        const gone = error instanceof LeaderAborted || error instanceof StreamAbandonedError;
+        if (gone && !options?.signal?.aborted && attempt < MAX_JOIN_ATTEMPTS) continue;
+        throw error instanceof LeaderAborted ? (options?.signal?.reason ?? error.reason) : error;
       }
     }
+  }
+
+  /**
+   * `.stream()`. With `streams: false` it goes straight to the wrapped model, uncached. (Only
+   * here: LangChain also streams `invoke()` through `_streamResponseChunks` when a streaming
+   * callback handler is attached, as LangGraph's `streamMode: 'messages'` and `streamEvents` do,
+   * and those calls stay cached.)
+   */
+  override async *_streamIterator(
+    input: BaseLanguageModelInput,
+    options?: Partial<CallOptions>,
+  ): AsyncGenerator<OutputMessageType> {
+    if (this.cacheOptions.streams === false) {
+      yield* this.inner._streamIterator(input, options as never) as AsyncGenerator<OutputMessageType>;
+      return;
+    }
+    yield* super._streamIterator(input, options);
   }
 
   override async *_streamResponseChunks(
@@ -338,10 +356,6 @@ export class CachedChatModel<
     options: this['ParsedCallOptions'],
     runManager?: CallbackManagerForLLMRun,
   ): AsyncGenerator<ChatGenerationChunk> {
-    if (this.cacheOptions.streams === false) {
-      yield* this.inner._streamResponseChunks(messages, options as never, runManager);
-      return;
-    }
     const key = this.#key(messages, options);
     for (let attempt = 0; ; attempt++) {
       const live = new LiveStream<ChatGenerationChunk>();
@@ -377,10 +391,9 @@ export class CachedChatModel<
       try {
         record = (await outcome).value;
       } catch (error) {
-        const gone =
-          error instanceof StreamAbandonedError || (isAbortError(error) && !options?.signal?.aborted);
-        if (gone && attempt === 0) continue;
-        throw error;
+        const gone = error instanceof StreamAbandonedError || error instanceof LeaderAborted;
+        if (gone && !options?.signal?.aborted && attempt < MAX_JOIN_ATTEMPTS) continue;
+        throw error instanceof LeaderAborted ? (options?.signal?.reason ?? error.reason) : error;
       }
       yield* this.#replay(record, options, runManager);
       return;
@@ -414,7 +427,7 @@ export class CachedChatModel<
       return { streamed: true, generations: chunks };
     } catch (error) {
       live.fail(error);
-      throw error;
+      throw leaderError(error, options?.signal);
     }
   }
 

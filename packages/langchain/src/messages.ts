@@ -123,7 +123,14 @@ export function restoreMessage(stored: CachedMessage, options: RestoreOptions = 
   }
   if (fields.content === undefined) fields.content = '';
   const Class = chunk ? classes[1] : classes[0];
-  return new Class(fields);
+  const message = new Class(fields);
+  if (chunk && stored.type === 'ai' && !stored.chunk && Array.isArray(fields.invalid_tool_calls)) {
+    // The chunk class derives its calls from tool_call_chunks, which hold only the valid ones: the
+    // invalid calls the provider sent (unparseable arguments, with their error) are kept as stored.
+    (message as AIMessageChunk).invalid_tool_calls =
+      fields.invalid_tool_calls as AIMessageChunk['invalid_tool_calls'];
+  }
+  return message;
 }
 
 export function storeGeneration(generation: Generation | ChatGeneration): CachedGeneration {

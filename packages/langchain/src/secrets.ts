@@ -154,6 +154,50 @@ function scanJson(text: string, start: number): number {
 }
 
 /**
+ * Call options that steer the run, not the request sent to the provider: LangChain's runnable
+ * config, and what LangGraph adds when a node passes its `config` on (`model.invoke(messages,
+ * config)`): per-step ids (`executionInfo`), the runtime's functions and the store. None of them
+ * may enter a key, or every graph step would miss.
+ */
+export const RUNTIME_OPTIONS: ReadonlySet<string> = new Set([
+  'signal',
+  'timeout',
+  'promptIndex',
+  'callbacks',
+  'runManager',
+  'maxConcurrency',
+  'tags',
+  'metadata',
+  'runName',
+  'runId',
+  'configurable',
+  'recursionLimit',
+  // the runnable config itself, which LangChain hands on in the parsed call options
+  'config',
+  // LangGraph's runtime (LangGraphRunnableConfig); `context` and `store` see isRuntimeOption
+  'writer',
+  'interrupt',
+  'heartbeat',
+  'executionInfo',
+  'serverInfo',
+  'control',
+]);
+
+/**
+ * Whether a call option steers the run rather than the request. LangGraph's `store` (a BaseStore)
+ * and `context` (the run's own context object) share their names with provider parameters (OpenAI's
+ * boolean `store`, Ollama's token array `context`), which are kept.
+ */
+export function isRuntimeOption(name: string, value: unknown): boolean {
+  if (RUNTIME_OPTIONS.has(name)) return true;
+  if (name === 'store') return typeof value !== 'boolean';
+  if (name === 'context') return typeof value === 'object' && value !== null && !Array.isArray(value);
+  // streamEvents' `version: 'v2'`, which reaches the call options of the models it runs
+  if (name === 'version') return typeof value === 'string' && /^v\d$/.test(value);
+  return false;
+}
+
+/**
  * Parses LangChain's `llmString` (`key:<JSON>,key:<JSON>,…`, as built by
  * `_getSerializedCacheKeyParametersForCall`) into an object; `undefined` when it has another form.
  */
@@ -165,10 +209,14 @@ export function parseLlmString(llmString: string): Record<string, unknown> | und
     if (colon <= i) return undefined;
     const end = scanJson(llmString, colon + 1);
     if (end < 0) return undefined;
-    try {
-      out[llmString.slice(i, colon)] = JSON.parse(llmString.slice(colon + 1, end));
-    } catch {
-      return undefined;
+    const text = llmString.slice(colon + 1, end);
+    // `JSON.stringify` of a function (a LangGraph runtime option such as `interrupt`) is undefined.
+    if (text !== 'undefined') {
+      try {
+        out[llmString.slice(i, colon)] = JSON.parse(text);
+      } catch {
+        return undefined;
+      }
     }
     if (end === llmString.length) return out;
     if (llmString[end] !== ',') return undefined;

@@ -3,12 +3,14 @@
  * StateGraph: the replay must update the graph state exactly as the first run did (messages with
  * their classes, other channels, goto), answering the tool call being made now.
  */
+import type { BaseChatModel } from '@langchain/core/language_models/chat_models';
 import { AIMessage, HumanMessage, RemoveMessage, ToolMessage } from '@langchain/core/messages';
 import { tool } from '@langchain/core/tools';
 import {
   Annotation,
   Command,
   END,
+  MemorySaver,
   MessagesAnnotation,
   Overwrite,
   Send,
@@ -19,7 +21,8 @@ import { ToolNode } from '@langchain/langgraph/prebuilt';
 import { createCache, createToolLedger } from '@x/cache-core';
 import { describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
-import { cachedTool } from '../src/index.ts';
+import { cachedTool, LangChainCache, withCache } from '../src/index.ts';
+import { ScriptedChatModel } from './helpers.ts';
 
 const State = Annotation.Root({
   ...MessagesAnnotation.spec,
@@ -232,5 +235,49 @@ describe('cachedTool with LangGraph Command results', () => {
       node: 'confirm',
       args: { followed: 'sent' },
     });
+  });
+});
+
+describe('a cached model called inside a LangGraph node with the node config', () => {
+  // The common pattern passes the node's config on: LangGraph adds per-step ids
+  // (executionInfo), its runtime functions (interrupt, writer) and a control object to it.
+  const graphCalling = (model: BaseChatModel) =>
+    new StateGraph(MessagesAnnotation)
+      .addNode('agent', async (state, config) => ({ messages: [await model.invoke(state.messages, config)] }))
+      .addEdge(START, 'agent')
+      .compile({ checkpointer: new MemorySaver() });
+  const ask = () => ({ messages: [new HumanMessage({ content: 'hi', id: 'h1' })] });
+
+  it('hits on the second run through withCache', async () => {
+    const inner = new ScriptedChatModel();
+    const graph = graphCalling(withCache(inner, { cache: createCache() }));
+    const first = await graph.invoke(ask(), { configurable: { thread_id: 't1' } });
+    const second = await graph.invoke(ask(), { configurable: { thread_id: 't2' } });
+    expect(inner.log.generate).toBe(1);
+    expect(second.messages.at(-1)?.content).toBe(first.messages.at(-1)?.content);
+  });
+
+  it('hits on the second run through LangChainCache', async () => {
+    const inner = new ScriptedChatModel({ cache: new LangChainCache({ cache: createCache() }) });
+    const graph = graphCalling(inner);
+    await graph.invoke(ask(), { configurable: { thread_id: 't1' } });
+    await graph.invoke(ask(), { configurable: { thread_id: 't2' } });
+    expect(inner.log.generate).toBe(1);
+  });
+
+  it('still keys on a call option that changes the answer', async () => {
+    const inner = new ScriptedChatModel();
+    const model = withCache(inner, { cache: createCache() });
+    const graph = new StateGraph(MessagesAnnotation)
+      .addNode('agent', async (state, config) => ({
+        messages: [
+          await model.invoke(state.messages, { ...config, stop: [String(config.configurable?.stop)] }),
+        ],
+      }))
+      .addEdge(START, 'agent')
+      .compile();
+    await graph.invoke(ask(), { configurable: { stop: 'a' } });
+    await graph.invoke(ask(), { configurable: { stop: 'b' } });
+    expect(inner.log.generate).toBe(2);
   });
 });

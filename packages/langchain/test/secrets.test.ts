@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { keyable } from '../src/normalize.ts';
-import { parseLlmString, redactLlmString, SecretFilter } from '../src/secrets.ts';
+import { isRuntimeOption, parseLlmString, redactLlmString, SecretFilter } from '../src/secrets.ts';
 
 describe('parseLlmString', () => {
   it('reads the key:JSON pairs LangChain joins with commas, commas inside values included', () => {
@@ -18,9 +18,29 @@ describe('parseLlmString', () => {
     });
   });
 
+  it('skips the pairs of function values, which LangChain writes as undefined', () => {
+    expect(parseLlmString('interrupt:undefined,model:"m",writer:undefined')).toEqual({ model: 'm' });
+  });
+
   it('gives up on strings of another form', () => {
     expect(parseLlmString('not a key string')).toBeUndefined();
     expect(parseLlmString('a:{"open":')).toBeUndefined();
+  });
+});
+
+describe('isRuntimeOption', () => {
+  it("drops LangGraph's runtime and keeps provider parameters of the same names", () => {
+    expect(isRuntimeOption('executionInfo', { taskId: 't' })).toBe(true);
+    expect(isRuntimeOption('store', { mget: 1 })).toBe(true);
+    expect(isRuntimeOption('context', { userId: 'u' })).toBe(true);
+    expect(isRuntimeOption('store', true)).toBe(false);
+    expect(isRuntimeOption('context', [1, 2, 3])).toBe(false);
+    expect(isRuntimeOption('temperature', 0)).toBe(false);
+    expect(isRuntimeOption('config', { callbacks: [] })).toBe(true);
+    expect(isRuntimeOption('version', 'v2')).toBe(true);
+    expect(
+      isRuntimeOption('version', '5c7d5dc6dd8bf75c1acaa8565735e7986bc5b66206b55cca93cb72c9bf15ccaa'),
+    ).toBe(false);
   });
 });
 

@@ -2,6 +2,7 @@ import type { BaseMessage } from '@langchain/core/messages';
 import { AIMessage, AIMessageChunk, HumanMessage, ToolMessage } from '@langchain/core/messages';
 import { StringOutputParser } from '@langchain/core/output_parsers';
 import { ChatPromptTemplate } from '@langchain/core/prompts';
+import { RunnableLambda } from '@langchain/core/runnables';
 import { tool } from '@langchain/core/tools';
 import { FakeChatModel, FakeListChatModel, FakeStreamingChatModel } from '@langchain/core/utils/testing';
 import { createCache } from '@x/cache-core';
@@ -114,6 +115,51 @@ describe('withCache', () => {
 
     expect(inner.log.generate).toBe(1);
     expect(new Set(answers.map((answer) => answer.content)).size).toBe(1);
+  });
+
+  it.each([
+    ['an Error of its own', new Error('user navigated away')],
+    ['a string', 'stop'],
+    ['no reason', undefined],
+  ])('does not fail a joined invoke when the caller it joined aborts (%s)', async (_, reason) => {
+    const inner = new ScriptedChatModel();
+    const controller = new AbortController();
+    // The provider gives up when its caller's signal aborts, with that signal's reason.
+    inner.log.gate = new Promise<void>((_resolve, reject) => {
+      controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true });
+    });
+    inner.log.gate.catch(() => undefined);
+    const model = withCache(inner, { cache: memoryCache() });
+    const leader = model.invoke('same', { signal: controller.signal }).then(
+      () => 'answered',
+      (error: unknown) => error,
+    );
+    const joiner = model.invoke('same');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(inner.log.generate).toBe(1);
+    controller.abort(reason);
+    inner.log.gate = undefined;
+    expect(await leader).not.toBe('answered');
+    expect((await joiner).content).toMatch(/^answer /);
+    expect(inner.log.generate).toBe(2);
+  });
+
+  it('does not fail an invoke that joined a stream whose consumer stopped reading', async () => {
+    const inner = new ScriptedChatModel();
+    const second = deferred();
+    const third = deferred();
+    inner.log.beforeChunk = (index) =>
+      index === 1 ? second.promise : index === 2 ? third.promise : undefined;
+    const model = withCache(inner, { cache: memoryCache() });
+    const iterator = (await model.stream('same request'))[Symbol.asyncIterator]();
+    await iterator.next();
+    const joined = model.invoke('same request');
+    await new Promise((resolve) => setImmediate(resolve));
+    second.resolve();
+    await iterator.return?.();
+    third.resolve();
+    inner.log.beforeChunk = undefined;
+    expect((await joined).content).toMatch(/^answer /);
   });
 
   it('serves batch items from the cache and computes duplicates once', async () => {
@@ -349,6 +395,26 @@ describe('withCache', () => {
     expect(replay.join('')).toMatch(/^answer /);
   });
 
+  it('streams a response cached by invoke with its tool calls, invalid ones included', async () => {
+    const inner = new ScriptedChatModel({
+      respond: () => ({
+        content: 'x',
+        tool_calls: [{ id: 'call_ok', name: 'lookup', args: { q: 'a' }, type: 'tool_call' }],
+        invalid_tool_calls: [
+          { id: 'call_bad', name: 'lookup', args: '{bad', error: 'bad json', type: 'invalid_tool_call' },
+        ],
+      }),
+    });
+    const model = withCache(inner, { cache: memoryCache() });
+    const invoked = await model.invoke('q');
+    const streamed = await collect(await model.stream('q'));
+    expect(inner.log.generate + inner.log.stream).toBe(1);
+    expect(streamed).toHaveLength(1);
+    expect(streamed[0]!.tool_calls).toEqual(invoked.tool_calls);
+    expect(streamed[0]!.invalid_tool_calls).toEqual(invoked.invalid_tool_calls);
+    expect(invoked.invalid_tool_calls).toHaveLength(1);
+  });
+
   it('streams a response cached by invoke as one chunk', async () => {
     const inner = new ScriptedChatModel();
     const model = withCache(inner, { cache: memoryCache() });
@@ -407,6 +473,25 @@ describe('withCache', () => {
     await collect(await model.stream('x'));
     await collect(await model.stream('x'));
     expect(inner.log.stream).toBe(2);
+  });
+
+  it('still caches invoke() under a streaming callback handler when streams: false', async () => {
+    const inner = new ScriptedChatModel();
+    const model = withCache(inner, { cache: memoryCache(), streams: false });
+    // streamEvents attaches a streaming handler: LangChain then runs the invoke() inside the step
+    // as a stream (as LangGraph's streamMode: 'messages' does).
+    const step = RunnableLambda.from(
+      async (input: string, config) => (await model.invoke(input, config)).content,
+    );
+    const contents: unknown[] = [];
+    for (let i = 0; i < 2; i++) {
+      for await (const event of step.streamEvents('x', { version: 'v2' })) {
+        if (event.event === 'on_chain_end' && event.name === step.getName()) contents.push(event.data.output);
+      }
+    }
+    expect(inner.log.generate + inner.log.stream).toBe(1);
+    expect(contents).toHaveLength(2);
+    expect(contents[1]).toBe(contents[0]);
   });
 
   it('works inside a chain', async () => {

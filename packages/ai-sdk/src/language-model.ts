@@ -103,9 +103,11 @@ function isUnserializable(error: unknown): boolean {
  * that caller's (its signal, whatever reason it gave), so they ask again with their own.
  */
 class LeaderAborted extends Error {
-  constructor(readonly reason: unknown) {
+  readonly reason: unknown;
+  constructor(reason: unknown) {
     super('the call this one joined was aborted by its own caller');
     this.name = 'LeaderAborted';
+    this.reason = reason;
   }
 }
 

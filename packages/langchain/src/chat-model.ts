@@ -69,9 +69,11 @@ class StreamAbandonedError extends Error {
  * reason): the abort was that caller's, so they ask again with their own signal.
  */
 class LeaderAborted extends Error {
-  constructor(readonly reason: unknown) {
+  readonly reason: unknown;
+  constructor(reason: unknown) {
     super('the call this one joined was aborted by its own caller');
     this.name = 'LeaderAborted';
+    this.reason = reason;
   }
 }
 

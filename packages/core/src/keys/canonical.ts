@@ -62,14 +62,40 @@ function sortKeys(keys: string[]): string[] {
   return keys;
 }
 
+/** Web platform objects whose data is not in their own properties (or is a one-shot stream). */
+const OPAQUE_CLASSES: ReadonlyArray<readonly [string, unknown]> = [
+  ['a FormData', globalThis.FormData],
+  ['a Blob or File', globalThis.Blob],
+  ['a Request', globalThis.Request],
+  ['a Response', globalThis.Response],
+  ['a ReadableStream', globalThis.ReadableStream],
+  ['an Error', Error],
+];
+
 function objectTypeName(value: object): string {
-  return types.isPromise(value)
-    ? 'a Promise'
-    : types.isWeakMap(value) || types.isWeakSet(value)
-      ? 'a weak collection'
-      : value instanceof WeakRef
-        ? 'a WeakRef'
-        : '';
+  if (types.isPromise(value)) return 'a Promise';
+  if (types.isWeakMap(value) || types.isWeakSet(value)) return 'a weak collection';
+  if (value instanceof WeakRef) return 'a WeakRef';
+  for (const [name, Class] of OPAQUE_CLASSES) {
+    if (
+      typeof Class === 'function' &&
+      value instanceof (Class as abstract new (...args: never[]) => object)
+    ) {
+      return name;
+    }
+  }
+  return '';
+}
+
+/**
+ * An instance of a class whose data is invisible to a key (private `#fields`, accessors, native
+ * internals): it has no own enumerable property, so every instance would key alike.
+ */
+function isOpaqueInstance(value: object): boolean {
+  const proto = Object.getPrototypeOf(value);
+  if (proto === Object.prototype || proto === null) return false;
+  for (const key in value) if (Object.hasOwn(value, key)) return false;
+  return Object.getOwnPropertySymbols(value).length === 0;
 }
 
 /**
@@ -81,6 +107,7 @@ function objectTypeName(value: object): string {
  *   array              [v,v]        object        {<key string><value>,...}  (keys sorted)
  *   Map                M{<k>:<v>,...} (entries sorted)        Set   S[v,...] (members sorted)
  *   URL                U<string>    RegExp        R<string>
+ *   URLSearchParams    P<string>    Headers       H<string of the sorted [name, value] pairs>
  *   binary             x<kind>:<byteLength>:<base64url sha256>
  * Raw strings are length-prefixed rather than escaped so no escaping pass runs over big prompts;
  * strings with lone surrogates are JSON-escaped because UTF-8 encoding would otherwise map them all
@@ -250,9 +277,24 @@ class Canonicalizer {
         this.write(replaced, key);
       }
       this.ancestors.pop();
+    } else if (typeof URLSearchParams !== 'undefined' && value instanceof URLSearchParams) {
+      // Order matters in a query string, so the pairs are kept as given.
+      this.out += 'P';
+      this.string(value.toString());
+    } else if (typeof Headers !== 'undefined' && value instanceof Headers) {
+      // Headers iterate with lower-cased names in sorted order.
+      this.out += 'H';
+      this.string(JSON.stringify([...value]));
     } else {
       const name = objectTypeName(value);
-      if (name !== '') throw new PathError(name + ' has no data to key on');
+      if (name !== '') throw new PathError(`${name} has no data to key on; key on plain data taken from it`);
+      if (isOpaqueInstance(value)) {
+        const className = (value as { constructor?: { name?: string } }).constructor?.name || 'class';
+        throw new PathError(
+          `a ${className} instance has no own enumerable data to key on (private fields or accessors); ` +
+            'key on plain data taken from it, or give it a toJSON()',
+        );
+      }
       // Class instances holding plain data key like objects with the same own enumerable props.
       this.record(value);
     }

@@ -293,6 +293,51 @@ describe('canonicalize errors', () => {
     expect(unserializable(() => canonicalize({ p: Promise.resolve(1) })).path).toBe('p');
     expect(unserializable(() => canonicalize({ w: new WeakMap() })).path).toBe('w');
   });
+
+  it('rejects objects whose data a key cannot see, naming the fix', () => {
+    class Money {
+      readonly #cents: number;
+      constructor(cents: number) {
+        this.#cents = cents;
+      }
+      get cents() {
+        return this.#cents;
+      }
+    }
+    for (const [value, name] of [
+      [new FormData(), 'FormData'],
+      [new Blob(['a']), 'Blob'],
+      [new Request('https://example.com/a'), 'Request'],
+      [new Error('boom'), 'Error'],
+      [new Money(5), 'Money'],
+    ] as const) {
+      const error = unserializable(() => canonicalize({ arg: value }));
+      expect(error.path).toBe('arg');
+      expect(error.message).toContain(name);
+      expect(error.message).toMatch(/plain data/);
+    }
+    // A class holding plain data still keys like an object with the same properties.
+    class Point {
+      readonly x: number;
+      readonly y: number;
+      constructor(x: number, y: number) {
+        this.x = x;
+        this.y = y;
+      }
+    }
+    expect(canonicalize({ p: new Point(1, 2) })).toBe(canonicalize({ p: { x: 1, y: 2 } }));
+  });
+
+  it('keys URLSearchParams and Headers by their content', () => {
+    const params = (text: string) => hashRequest({ q: new URLSearchParams(text) });
+    expect(params('q=cats')).not.toBe(params('q=dogs'));
+    expect(params('a=1&b=2')).toBe(params('a=1&b=2'));
+    expect(params('a=1&b=2')).not.toBe(params('b=2&a=1'));
+    expect(params('q=cats')).not.toBe(hashRequest({ q: 'q=cats' }));
+    const headers = (init: Record<string, string>) => hashRequest({ h: new Headers(init) });
+    expect(headers({ accept: 'a' })).not.toBe(headers({ accept: 'b' }));
+    expect(headers({ Accept: 'a', 'X-Id': '1' })).toBe(headers({ 'x-id': '1', accept: 'a' }));
+  });
 });
 
 describe('hashing', () => {

@@ -235,6 +235,29 @@ describe('tool ledger: write tools', () => {
     expect(runs).toBe(3);
   });
 
+  it('a tool that fails with nothing (throw undefined) is replayed as a failure, not a success', async () => {
+    const { ledger } = open({ tools: { charge: { kind: 'write' } } });
+    let runs = 0;
+    const call = {
+      tool: 'charge',
+      input: { amount: 1 },
+      idempotencyKey: 'k1',
+      execute: async () => {
+        runs++;
+        // biome-ignore lint/complexity/noUselessUndefined: the case under test
+        return Promise.reject(undefined);
+      },
+    };
+    await expect(ledger.executeOrReplay(call)).rejects.toBeUndefined();
+    const replayed = await ledger.executeOrReplay(call).then(
+      (outcome) => ({ resolved: outcome.value }),
+      (error: unknown) => ({ rejected: error }),
+    );
+    expect(replayed).toMatchObject({ rejected: { message: 'tool "charge" threw undefined' } });
+    expect(RecordedToolError.isInstance((replayed as { rejected: unknown }).rejected)).toBe(true);
+    expect(runs).toBe(1);
+  });
+
   it('records exit code, stdout and stderr; a non-zero exit is a failed outcome, replayed as a value', async () => {
     const { ledger } = open();
     const shell = counted((run) => ({ exitCode: 1, stdout: `run ${run}\n`, stderr: 'tests failed\n' }));
@@ -283,6 +306,35 @@ describe('tool ledger: write tools', () => {
       execute: shell.execute,
     });
     expect(replayed.value).toEqual({ exitCode: 0, stdout: bigOutput, stderr: 'warning 2' });
+  });
+
+  it('gives back a large output cut inside an emoji exactly (lone surrogate)', async () => {
+    const { ledger } = open();
+    const cut = `${'x'.repeat(20_000)}${'😀'.slice(0, 1)}`;
+    const other = `${'x'.repeat(20_000)}${'😃'.slice(0, 1)}`;
+    const shell = counted((run) => ({ exitCode: 0, stdout: run === 1 ? cut : other }));
+    for (const workItemId of ['w1', 'w2']) {
+      await ledger.executeOrReplay({
+        tool: 'run_shell',
+        input: { command: 'head -c 20001 log' },
+        scope: { taskId: 't', workItemId },
+        execute: shell.execute,
+      });
+    }
+    for (const [workItemId, expected] of [
+      ['w1', cut],
+      ['w2', other],
+    ] as const) {
+      const replayed = await ledger.executeOrReplay({
+        tool: 'run_shell',
+        input: { command: 'head -c 20001 log' },
+        scope: { taskId: 't', workItemId },
+        execute: shell.execute,
+      });
+      expect(replayed.source).toBe('replayed');
+      expect((replayed.value as { stdout: string }).stdout === expected).toBe(true);
+    }
+    expect(shell.runs).toBe(2);
   });
 
   it('parallel calls with the same key execute once; each caller gets its own copy', async () => {
@@ -618,6 +670,23 @@ describe('tool ledger: read tools and invalidation', () => {
     expect(await read()).toMatchObject({ source: 'cached', value: { stdout: 'log 3' } });
     expect(await read(true)).toMatchObject({ source: 'executed', value: { stdout: 'log 4' } });
     expect(await read()).toMatchObject({ source: 'cached', value: { stdout: 'log 4' } });
+  });
+
+  it('an unlisted tool runs even when its input cannot be keyed (a Blob, a callback)', async () => {
+    const { ledger } = open();
+    let runs = 0;
+    const upload = ledger.wrap('upload', async (input: { file: Blob; onProgress: () => void }) => {
+      runs++;
+      return input.file.size;
+    });
+    expect(await upload({ file: new Blob(['abc']), onProgress: () => undefined })).toBe(3);
+    expect(await upload({ file: new Blob(['abcd']), onProgress: () => undefined })).toBe(4);
+    expect(runs).toBe(2);
+    const history = await ledger.history({ tool: 'upload' });
+    expect(history.map((entry) => [entry.kind, entry.status])).toEqual([
+      ['none', 'succeeded'],
+      ['none', 'succeeded'],
+    ]);
   });
 
   it('an unlisted tool given a key is a write; a read tool given a key is refused', async () => {

@@ -135,6 +135,9 @@ export class BlobStore {
     if (typeof value === 'string') {
       // Cheap bounds first: UTF-8 takes 1 to 3 bytes per UTF-16 unit.
       if (value.length * 3 <= this.#threshold) return undefined;
+      // UTF-8 would turn a lone surrogate (output cut inside an emoji) into U+FFFD; such a string
+      // goes the JSON way, which escapes it and gives it back exactly.
+      if (!value.isWellFormed()) return undefined;
       const bytes = Buffer.from(value);
       return bytes.byteLength > this.#threshold ? { kind: 't', bytes } : undefined;
     }

@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import type { CacheBackend, Clock } from '../backends/backend.ts';
 import type { CacheResult, CacheView } from '../cache.ts';
 import { CacheError, cacheError } from '../errors.ts';
@@ -420,7 +420,7 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
     policy: ToolPolicy,
   ): Promise<LedgerOutcome<O>> {
     const startedAt = clock.now();
-    const key = `${call.tool}:${hashRequest(call.input)}`;
+    const key = `${call.tool}:${uncachedId(call.input)}`;
     const context: ToolCallContext = {
       tool: call.tool,
       idempotencyKey: key,
@@ -661,7 +661,10 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
     } catch (error) {
       clearInterval(renew);
       try {
-        await idempotency.markFailed(key, error, owner, { ttl: policy.ttl });
+        // A failure is recorded as one even when the tool threw nothing (`throw undefined`,
+        // `Promise.reject()`), so that a retry replays the failure instead of an `undefined` success.
+        const failure = error === undefined ? new Error(`tool "${call.tool}" threw undefined`) : error;
+        await idempotency.markFailed(key, failure, owner, { ttl: policy.ttl });
       } catch (recordFailure) {
         report(recordFailure, 'record', call.tool, key);
       }
@@ -835,6 +838,18 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
     },
   };
   return ledger;
+}
+
+/**
+ * The id of an unrecorded call in the history: the input's hash, or a random one for an input a
+ * key cannot express (a Blob, a callback), since a tool that is never recorded must still run.
+ */
+function uncachedId(input: unknown): string {
+  try {
+    return hashRequest(input);
+  } catch {
+    return `call-${randomUUID()}`;
+  }
 }
 
 function checkPolicy(tool: string, policy: ToolPolicy): ToolPolicy {

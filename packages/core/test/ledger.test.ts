@@ -244,7 +244,6 @@ describe('tool ledger: write tools', () => {
       idempotencyKey: 'k1',
       execute: async () => {
         runs++;
-        // biome-ignore lint/complexity/noUselessUndefined: the case under test
         return Promise.reject(undefined);
       },
     };

@@ -117,6 +117,8 @@ export interface CacheBackend {
    * condition held and the write was applied. An expired entry counts as absent, as everywhere.
    * The idempotency store builds its state transitions (create, lease takeover, pending →
    * succeeded) on this one primitive, read → decide → swap, retrying when another writer won.
+   * A `next` the store would not keep (over its own `maxBytes`) is refused with a typed error,
+   * never reported as written.
    */
   compareAndSwap?(key: string, expected: Uint8Array | null, next: StoredEntry | null): Promise<boolean>;
 }

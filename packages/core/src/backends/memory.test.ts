@@ -124,6 +124,17 @@ describe('memoryBackend', () => {
     expect(await backend.stats()).toMatchObject({ entries: 1, bytes: 10 });
   });
 
+  it('compareAndSwap refuses a value over maxBytes instead of reporting a write it did not make', async () => {
+    const backend = memoryBackend({ maxBytes: 1_000 });
+    const big = { value: new Uint8Array(5_000) };
+    const attempt = await backend.compareAndSwap('k', null, big).catch((error) => error);
+    expect(CacheError.isInstance(attempt) && attempt.code).toBe('E_INVALID_OPTION');
+    expect(backend.getSync('k')).toBeUndefined();
+    expect(await backend.compareAndSwap('k', null, { value: text('small') })).toBe(true);
+    await expect(backend.compareAndSwap('k', text('small'), big)).rejects.toThrow(/maxBytes/);
+    expect(backend.getSync('k')?.value).toEqual(text('small'));
+  });
+
   it('removes expired entries lazily on read and reports them as expired', async () => {
     const clock = fakeClock();
     const { evicted, onEvict } = recorder();

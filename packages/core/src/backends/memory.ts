@@ -10,7 +10,7 @@ import type {
 import { BACKEND_SPECIFICATION_VERSION, sameBytes, systemClock } from './backend.ts';
 import { namespaceOf } from './prefix.ts';
 import type { PrefixStats, TrimBounds } from './quota.ts';
-import { checkLimit } from './quota.ts';
+import { checkLimit, tooLarge } from './quota.ts';
 
 export type MemoryEvictionReason = 'size' | 'expired';
 
@@ -317,6 +317,12 @@ class MemoryStore implements MemoryBackend {
 
   async compareAndSwap(key: string, expected: Uint8Array | null, next: StoredEntry | null): Promise<boolean> {
     this.assertOpen();
+    if (next !== null) {
+      let size = next.value.byteLength + 2 * key.length;
+      for (const tag of new Set(next.tags ?? [])) size += 2 * tag.length;
+      // A conditional write must not report success for a value the store would drop.
+      if (size > this.maxBytes) throw tooLarge('memory', size, this.maxBytes);
+    }
     // Synchronous from the read to the write, so no other caller can interleave.
     const slot = this.live(key);
     if (expected === null ? slot !== undefined : slot === undefined || !sameBytes(slot.value, expected)) {

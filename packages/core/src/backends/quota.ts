@@ -1,4 +1,4 @@
-import { cacheError } from '../errors.ts';
+import { type CacheError, cacheError } from '../errors.ts';
 
 /** Size of the entries under a key prefix. */
 export interface PrefixStats {
@@ -28,4 +28,16 @@ export function checkLimit(scope: string, option: string, value: number, allowIn
     );
   }
   return value;
+}
+
+/**
+ * What `compareAndSwap` throws for a value over the store's `maxBytes`: a cache may drop such a
+ * value on `set`, but a conditional write (a ledger record, a lock) must not pretend it was made.
+ */
+export function tooLarge(backend: string, size: number, maxBytes: number): CacheError {
+  return cacheError(
+    'E_INVALID_OPTION',
+    backend,
+    `a value of ${size} bytes is over this store's maxBytes (${maxBytes}) and cannot be written; raise maxBytes`,
+  );
 }

@@ -83,6 +83,18 @@ describe('sqliteBackend', () => {
     });
   });
 
+  it('compareAndSwap refuses a value over maxBytes instead of reporting a write it did not make', async () => {
+    const cache = backend({ maxBytes: 1_000 });
+    const attempt = await cache.compareAndSwap('k', null, { value: bytes(5_000) }).catch((error) => error);
+    expect(CacheError.isInstance(attempt) && attempt.code).toBe('E_INVALID_OPTION');
+    expect((attempt as Error).message).toMatch(/maxBytes/);
+    expect(await cache.get('k')).toBeUndefined();
+    // Within the bound it swaps as usual, and a refused swap leaves the current value alone.
+    expect(await cache.compareAndSwap('k', null, { value: bytes(10) })).toBe(true);
+    await expect(cache.compareAndSwap('k', bytes(10), { value: bytes(5_000) })).rejects.toThrow(/maxBytes/);
+    expect((await cache.get('k'))?.value).toEqual(bytes(10));
+  });
+
   it('creates missing directories and switches the file to WAL mode', () => {
     path = join(dir, 'a', 'b', 'cache.db');
     backend();

@@ -13,7 +13,7 @@ import type {
 import { BACKEND_SPECIFICATION_VERSION, sameBytes, systemClock } from './backend.ts';
 import { prefixUpperBound } from './prefix.ts';
 import type { PrefixStats, TrimBounds } from './quota.ts';
-import { checkLimit } from './quota.ts';
+import { checkLimit, tooLarge } from './quota.ts';
 import { loadSqliteDriver } from './sqlite-driver.ts';
 import { migrate } from './sqlite-schema.ts';
 
@@ -598,6 +598,10 @@ class SqliteStore implements SqliteBackend {
     | undefined;
 
   async compareAndSwap(key: string, expected: Uint8Array | null, next: StoredEntry | null): Promise<boolean> {
+    // A conditional write must not report success for a value the store would drop.
+    if (next !== null && next.value.byteLength > this.maxBytes) {
+      throw tooLarge('sqlite', next.value.byteLength, this.maxBytes);
+    }
     return this.run('compareAndSwap', () => {
       // IMMEDIATE: the comparison must happen under the write lock, or another process could
       // write between our read and our write.

@@ -30,12 +30,13 @@ function versionTag(schemaVersion: number): string {
 
 const CURRENT_TAG = versionTag(KEY_SCHEMA_VERSION);
 
-// `isWellFormed` is ES2024; the project's lib is ES2023, the runtime (Node >= 20) has it.
+// `isWellFormed` is ES2024; the project's lib is ES2023, the runtime (Node >= 20) has it. Shared
+// with the ledger.
 interface WellFormedCheck {
   isWellFormed(): boolean;
 }
 
-function isWellFormed(value: string): boolean {
+export function isWellFormed(value: string): boolean {
   return (value as unknown as WellFormedCheck).isWellFormed();
 }
 

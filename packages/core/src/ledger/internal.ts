@@ -6,6 +6,7 @@ import type { CacheView } from '../cache.ts';
 import { decodeEntry, encodeEntry } from '../codec/index.ts';
 import { deserializeValue, serializeValue } from '../codec/serialize.ts';
 import { cacheError } from '../errors.ts';
+import { isWellFormed } from '../keys/canonical.ts';
 import { validateName } from '../keys/index.ts';
 
 /** A backend the ledger can update atomically. */
@@ -137,7 +138,7 @@ export class BlobStore {
       if (value.length * 3 <= this.#threshold) return undefined;
       // UTF-8 would turn a lone surrogate (output cut inside an emoji) into U+FFFD; such a string
       // goes the JSON way, which escapes it and gives it back exactly.
-      if (!value.isWellFormed()) return undefined;
+      if (!isWellFormed(value)) return undefined;
       const bytes = Buffer.from(value);
       return bytes.byteLength > this.#threshold ? { kind: 't', bytes } : undefined;
     }

@@ -519,6 +519,52 @@ describe('createCache > namespaces and quotas', () => {
   });
 });
 
+describe('createCache > quotas and expired entries', () => {
+  // The store's clock moves with the cache's: expired rows stay in the file until pruned.
+  const setup = (quotas: CacheOptions['quotas'], file: string) => {
+    const clock = manualClock();
+    const cache = make({
+      clock,
+      store: sqliteBackend({ path: join(dir, file), clock, touchGranularityMs: 0 }),
+      memory: false,
+      quotas,
+    });
+    return { clock, cache };
+  };
+
+  it('a rejecting quota does not count entries that have expired', async () => {
+    const { clock, cache } = setup({ capped: { maxEntries: 2, onExceed: 'reject' } }, 'expired-reject.db');
+    const capped = cache.withNamespace('capped');
+    await capped.set('a', 1, { ttl: '1s' });
+    await capped.set('b', 2, { ttl: '1s' });
+    clock.advance(60_000);
+    expect(await capped.get('a')).toBeUndefined();
+    await capped.set('c', 3);
+    await capped.set('d', 4);
+    expect([await capped.get('c'), await capped.get('d')]).toEqual([3, 4]);
+    await expect(capped.set('e', 5)).rejects.toBeInstanceOf(QuotaExceededError);
+  });
+
+  for (const [level, file] of [
+    ['sqlite', 'expired-evict.db'],
+    ['memory', undefined],
+  ] as const) {
+    it(`an evicting quota drops expired entries before live ones (${level})`, async () => {
+      const quotas = { small: { maxEntries: 2 } };
+      const { clock, cache } =
+        file === undefined ? { clock: manualClock(), cache: undefined } : setup(quotas, file);
+      const small = (cache ?? make({ clock, quotas })).withNamespace('small');
+      await small.set('keep', 'long-lived', { ttl: '1d' });
+      clock.advance(10);
+      await small.set('short', 'x', { ttl: '1s' });
+      clock.advance(60_000);
+      await small.set('new', 'y', { ttl: '1d' });
+      expect(await small.get('keep')).toBe('long-lived');
+      expect(await small.get('new')).toBe('y');
+    });
+  }
+});
+
 describe('createCache > stats', () => {
   it('records the usage a hit replaced as tokens and money saved', async () => {
     const cache = make();

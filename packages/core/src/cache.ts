@@ -1320,26 +1320,33 @@ export class CacheView {
     const backend = level.backend;
     if (!backend.statsFor) return;
     const prefix = this.prefix();
-    const checked = await this.engine.guard(
-      this.tierName,
-      level,
-      'quota',
-      storageKey,
-      undefined,
-      async () => {
+    const measure = () =>
+      this.engine.guard(this.tierName, level, 'quota', storageKey, undefined, async () => {
         const [usage, previous] = await Promise.all([backend.statsFor!(prefix), backend.get(storageKey)]);
-        return { usage, previousBytes: previous?.value.byteLength };
-      },
-    );
-    if (!checked) return;
-    const { usage, previousBytes } = checked;
-    const entries = usage.entries + (previousBytes === undefined ? 1 : 0);
-    const bytes = usage.bytes - (previousBytes ?? 0) + incomingBytes;
-    if (quota.maxEntries !== undefined && entries > quota.maxEntries) {
-      throw new QuotaExceededError(this.namespace, `${usage.entries} of ${quota.maxEntries} entries`);
+        const previousBytes = previous?.value.byteLength;
+        return {
+          stored: usage.entries,
+          entries: usage.entries + (previousBytes === undefined ? 1 : 0),
+          bytes: usage.bytes - (previousBytes ?? 0) + incomingBytes,
+        };
+      });
+    const over = (after: { entries: number; bytes: number }) =>
+      (quota.maxEntries !== undefined && after.entries > quota.maxEntries) ||
+      (quota.maxBytes !== undefined && after.bytes > quota.maxBytes);
+    let after = await measure();
+    if (!after) return;
+    if (over(after)) {
+      // The totals count expired entries no read or prune has removed yet: sweep them before
+      // refusing a write that only they stand in the way of.
+      await this.engine.guard(this.tierName, level, 'prune', undefined, 0, () => backend.prune());
+      after = await measure();
+      if (!after) return;
     }
-    if (quota.maxBytes !== undefined && bytes > quota.maxBytes) {
-      throw new QuotaExceededError(this.namespace, `${bytes} of ${quota.maxBytes} bytes`);
+    if (quota.maxEntries !== undefined && after.entries > quota.maxEntries) {
+      throw new QuotaExceededError(this.namespace, `${after.stored} of ${quota.maxEntries} entries`);
+    }
+    if (quota.maxBytes !== undefined && after.bytes > quota.maxBytes) {
+      throw new QuotaExceededError(this.namespace, `${after.bytes} of ${quota.maxBytes} bytes`);
     }
   }
 

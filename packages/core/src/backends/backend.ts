@@ -96,7 +96,10 @@ export interface CacheBackend {
 
   /** Entries and bytes under one key prefix (namespace quotas, per-namespace stats). */
   statsFor?(prefix: string): Promise<{ entries: number; bytes: number }>;
-  /** Evicts least recently used entries under `prefix` until within the limits; returns how many went. */
+  /**
+   * Evicts entries under `prefix` until within the limits, expired ones first, then the least
+   * recently used; returns how many went.
+   */
   trim?(
     prefix: string,
     limits: { maxEntries?: number | undefined; maxBytes?: number | undefined },

@@ -295,16 +295,20 @@ class MemoryStore implements MemoryBackend {
     const now = this.clock.now();
     let removed = 0;
     // Walks the global LRU order: per-prefix lists would cost two pointers per entry, and trim
-    // only runs when a namespace is over its quota.
-    for (const [key, slot] of this.slots) {
-      if (entries <= maxEntries && bytes <= maxBytes) break;
-      if (!key.startsWith(prefix)) continue;
-      const expired = this.isExpired(slot, now);
-      if (!expired) this.evictions++;
-      this.drop(key, slot, expired ? 'expired' : 'size');
-      entries--;
-      bytes -= slot.value.byteLength;
-      removed++;
+    // only runs when a namespace is over its quota. Expired entries go first, whatever their
+    // recency: a live entry must never make room while an expired one stays.
+    for (const expiredPass of [true, false]) {
+      for (const [key, slot] of this.slots) {
+        if (entries <= maxEntries && bytes <= maxBytes) return removed;
+        if (!key.startsWith(prefix)) continue;
+        const expired = this.isExpired(slot, now);
+        if (expiredPass && !expired) continue;
+        if (!expired) this.evictions++;
+        this.drop(key, slot, expired ? 'expired' : 'size');
+        entries--;
+        bytes -= slot.value.byteLength;
+        removed++;
+      }
     }
     return removed;
   }

@@ -290,8 +290,10 @@ function prepareStatements(db: BetterSqlite3.Database) {
     leastRecentlyUsed: db.prepare<[string, number], VictimRow>(
       'SELECT key, size, expires_at FROM cache_entries WHERE key <> ? ORDER BY accessed_at LIMIT ?',
     ),
+    // Expired entries first, whatever their recency: a live entry never makes room for them.
     leastRecentlyUsedIn: range<VictimRow>(
-      'SELECT key, size, expires_at FROM cache_entries WHERE key >= @lower $upper ORDER BY accessed_at',
+      'SELECT key, size, expires_at FROM cache_entries WHERE key >= @lower $upper ' +
+        'ORDER BY coalesce(expires_at <= @now, 0) DESC, accessed_at',
     ),
     acquireLock: db.prepare<[Record<string, unknown>]>(
       'INSERT INTO cache_locks (name, owner, expires_at) VALUES (@name, @owner, @expiresAt) ' +
@@ -518,13 +520,13 @@ class SqliteStore implements SqliteBackend {
           const range = rangeOf(prefix);
           const victims: VictimRow[] = [];
           // Collected first: better-sqlite3 allows no other statement while an iterator is open.
-          for (const row of pick(this.s.leastRecentlyUsedIn, range).iterate(range)) {
+          const now = this.clock.now();
+          for (const row of pick(this.s.leastRecentlyUsedIn, range).iterate({ ...range, now })) {
             if (entries <= maxEntries && bytes <= maxBytes) break;
             victims.push(row);
             entries--;
             bytes -= row.size;
           }
-          const now = this.clock.now();
           for (const victim of victims) {
             this.s.evictKey.run(victim.key);
             if (isLive(victim.expires_at, now)) this.evictions++;

@@ -257,6 +257,28 @@ describe('tool ledger: write tools', () => {
     expect(runs).toBe(1);
   });
 
+  it('passes a control-flow error on without recording it, so the resumed call runs', async () => {
+    const { ledger } = open({ tools: { send: { kind: 'write' } } });
+    class Pause extends Error {}
+    let paused = true;
+    let runs = 0;
+    const call = {
+      tool: 'send',
+      input: { to: 'bob' },
+      isControlFlow: (error: unknown) => error instanceof Pause,
+      execute: async () => {
+        runs++;
+        if (paused) throw new Pause('waiting for approval');
+        return 'sent';
+      },
+    };
+    await expect(ledger.executeOrReplay(call)).rejects.toBeInstanceOf(Pause);
+    paused = false;
+    expect((await ledger.executeOrReplay(call)).value).toBe('sent');
+    expect((await ledger.executeOrReplay(call)).source).toBe('replayed');
+    expect(runs).toBe(2);
+  });
+
   it('records exit code, stdout and stderr; a non-zero exit is a failed outcome, replayed as a value', async () => {
     const { ledger } = open();
     const shell = counted((run) => ({ exitCode: 1, stdout: `run ${run}\n`, stderr: 'tests failed\n' }));

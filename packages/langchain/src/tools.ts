@@ -116,6 +116,9 @@ export function cachedTool<T extends StructuredToolInterface>(tool: T, options: 
         scope: typeof scope === 'function' ? scope(input, config) : scope,
         idempotencyKey: idempotencyKey?.(input, config),
         force,
+        // LangGraph's interrupt() (and its other bubble-up errors) pauses the graph: not an
+        // outcome to record, or the resumed call would replay the pause instead of running.
+        isControlFlow: isGraphBubbleUp,
         execute: async () => {
           const value = await finalOutput(run.call(tool, input, runManager, config), runManager);
           produced = { value };
@@ -404,4 +407,11 @@ async function replayCommand(
   if (recorded.goto !== undefined) fields.goto = decodeData(recorded.goto, from, to);
   if (recorded.graph !== undefined) fields.graph = recorded.graph;
   return new commandClass(fields);
+}
+
+/** LangGraph's control-flow errors (GraphInterrupt, NodeInterrupt, ParentCommand) say so themselves. */
+function isGraphBubbleUp(error: unknown): boolean {
+  return (
+    typeof error === 'object' && error !== null && (error as { is_bubble_up?: unknown }).is_bubble_up === true
+  );
 }

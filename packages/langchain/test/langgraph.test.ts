@@ -10,6 +10,7 @@ import {
   Annotation,
   Command,
   END,
+  interrupt,
   MemorySaver,
   MessagesAnnotation,
   Overwrite,
@@ -235,6 +236,48 @@ describe('cachedTool with LangGraph Command results', () => {
       node: 'confirm',
       args: { followed: 'sent' },
     });
+  });
+});
+
+describe('cachedTool with LangGraph interrupt() (human in the loop)', () => {
+  it('lets a write tool pause for approval and run once when the graph resumes', async () => {
+    let sent = 0;
+    const send = cachedTool(
+      tool(
+        async ({ to }) => {
+          const answer = interrupt({ question: `send to ${to}?` }) as string;
+          if (answer !== 'yes') return 'cancelled';
+          sent++;
+          return `sent to ${to}`;
+        },
+        { name: 'send_email', description: 'Send an email', schema: z.object({ to: z.string() }) },
+      ),
+      { cache: createCache(), policy: { kind: 'write' } },
+    );
+    const graph = new StateGraph(MessagesAnnotation)
+      .addNode('tools', new ToolNode([send]))
+      .addEdge(START, 'tools')
+      .compile({ checkpointer: new MemorySaver() });
+    const config = { configurable: { thread_id: 'approval' } };
+    const paused = await graph.invoke(
+      {
+        messages: [
+          new HumanMessage('email bob'),
+          new AIMessage({
+            content: '',
+            tool_calls: [{ id: 'c1', name: 'send_email', args: { to: 'bob' }, type: 'tool_call' }],
+          }),
+        ],
+      },
+      config,
+    );
+    expect((paused as { __interrupt__?: Array<{ value: unknown }> }).__interrupt__?.[0]?.value).toEqual({
+      question: 'send to bob?',
+    });
+    expect(sent).toBe(0);
+    const resumed = await graph.invoke(new Command({ resume: 'yes' }), config);
+    expect(resumed.messages.at(-1)?.content).toBe('sent to bob');
+    expect(sent).toBe(1);
   });
 });
 

@@ -101,6 +101,13 @@ export interface ExecuteOrReplayCall<I, O> {
   idempotencyKey?: string | undefined;
   /** Overrides the policy's onConcurrent for this call. @default the policy's */
   onConcurrent?: 'wait' | 'throw' | undefined;
+  /**
+   * Errors that are control flow rather than the tool's outcome, such as LangGraph's
+   * `interrupt()` (a human-in-the-loop pause the graph resumes later): such an error is passed
+   * on, nothing is recorded, and a write's claim is released so that the resumed call runs.
+   * @default none: every thrown error is the tool's outcome
+   */
+  isControlFlow?: ((error: unknown) => boolean) | undefined;
 }
 
 export type OutcomeSource = 'executed' | 'replayed' | 'cached' | 'joined';
@@ -433,6 +440,7 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
     try {
       value = await toolCallStorage.run(context, () => call.execute(context));
     } catch (error) {
+      if (isControlFlow(call, error)) throw error;
       await invalidateAfter(call.tool, policy);
       await remember(
         entryOf(call, 'none', key, 'executed', startedAt, { status: 'failed', error: brief(error) }),
@@ -477,6 +485,7 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
         },
       );
     } catch (error) {
+      if (isControlFlow(call, error)) throw error;
       await remember(
         entryOf(call, 'read', storageKey, 'executed', startedAt, { status: 'failed', error: brief(error) }),
       );
@@ -660,6 +669,11 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
       value = await toolCallStorage.run(context, () => call.execute(context));
     } catch (error) {
       clearInterval(renew);
+      if (isControlFlow(call, error)) {
+        // Not an outcome: the tool will run again when the caller resumes.
+        await idempotency.release(key, owner).catch((failure) => report(failure, 'record', call.tool, key));
+        throw error;
+      }
       try {
         // A failure is recorded as one even when the tool threw nothing (`throw undefined`,
         // `Promise.reject()`), so that a retry replays the failure instead of an `undefined` success.
@@ -838,6 +852,14 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
     },
   };
   return ledger;
+}
+
+function isControlFlow(call: ExecuteOrReplayCall<unknown, unknown>, error: unknown): boolean {
+  try {
+    return call.isControlFlow?.(error) === true;
+  } catch {
+    return false;
+  }
 }
 
 /**

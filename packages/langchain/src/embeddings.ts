@@ -1,6 +1,7 @@
 import type { EmbeddingsInterface } from '@langchain/core/embeddings';
 import { Embeddings } from '@langchain/core/embeddings';
-import type { CachePolicy, CacheView, KeyInput } from '@x/cache-core';
+import type { CachePolicy, CacheView, KeyInput, Usage } from '@x/cache-core';
+import { countTokens } from '@x/cache-core';
 import { langchainCacheError } from './errors.ts';
 import type { SharedCacheOptions } from './options.ts';
 import { basePolicy, reportError, resolveView } from './options.ts';
@@ -84,8 +85,25 @@ export class CachedEmbeddings extends Embeddings {
     this.#Vector = options.precision === 'float64' ? Float64Array : Float32Array;
     this.#identity = identityOf(embeddings, options, new SecretFilter(options.secretKeys));
     const policy = basePolicy<Vector>(options);
-    if (options.usage !== undefined) policy.usage = options.usage;
+    if (options.usage !== undefined && options.usage !== 'estimate') policy.usage = options.usage;
     this.#policy = policy;
+  }
+
+  /**
+   * The policy for one text. With `usage: 'estimate'` a hit saves the text's input tokens (an
+   * embedding has no output tokens), priced for the embeddings model.
+   */
+  async #policyFor(text: string): Promise<CachePolicy<Vector>> {
+    if (this.#options.usage !== 'estimate') return this.#policy;
+    const { model } = this.#identity as { model?: unknown };
+    return {
+      ...this.#policy,
+      usage: {
+        inputTokens: await countTokens(text),
+        outputTokens: 0,
+        model: typeof model === 'string' ? model : undefined,
+      },
+    };
   }
 
   #key(kind: 'documents' | 'query', text: string): KeyInput {
@@ -103,9 +121,9 @@ export class CachedEmbeddings extends Embeddings {
     return this.#Vector.from(vector);
   }
 
-  async #store(key: KeyInput, vector: Vector): Promise<void> {
+  async #store(key: KeyInput, text: string, vector: Vector): Promise<void> {
     try {
-      await this.view.set(key, vector, this.#policy);
+      await this.view.set(key, vector, await this.#policyFor(text));
     } catch (error) {
       reportError(this.#options, error);
     }
@@ -148,17 +166,27 @@ export class CachedEmbeddings extends Embeddings {
       const positions = missing.get(text)!;
       // Misses return the stored precision too, so a text embeds to the same numbers hit or miss.
       for (const position of positions) out[position] = Array.from(packed);
-      writes.push(this.#store(keys[positions[0]!]!, packed));
+      writes.push(this.#store(keys[positions[0]!]!, text, packed));
     });
     await Promise.all(writes);
     return out;
   }
 
   async embedQuery(document: string): Promise<number[]> {
+    // The policy (with the text's token count, for 'estimate') is built on a miss only: a hit
+    // does not pay for the tokenizer.
+    let policy = this.#policy;
     const vector = await this.view.getOrCompute(
       this.#key('query', document),
-      async () => this.#pack(await this.embeddings.embedQuery(document)),
-      this.#policy,
+      async () => {
+        const packed = this.#pack(await this.embeddings.embedQuery(document));
+        policy = await this.#policyFor(document);
+        return packed;
+      },
+      {
+        ...this.#policy,
+        usage: this.#options.usage === 'estimate' ? () => policy.usage as Usage : this.#policy.usage,
+      },
     );
     return Array.from(vector);
   }

@@ -1,5 +1,5 @@
 import { SyntheticEmbeddings } from '@langchain/core/utils/testing';
-import { createCache } from '@x/cache-core';
+import { countTokens, createCache } from '@x/cache-core';
 import { sqliteBackend } from '@x/cache-core/sqlite';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CachedEmbeddings } from '../src/index.ts';
@@ -150,5 +150,24 @@ describe('CachedEmbeddings', () => {
     broken.embedDocuments = async () => [[1, 2, 3, 4]];
     const embeddings = new CachedEmbeddings(broken, { cache: memoryCache() });
     await expect(embeddings.embedDocuments(['a', 'b'])).rejects.toThrow(/1 vectors for 2 texts — check/);
+  });
+
+  it("usage: 'estimate' saves the text's tokens, priced for the embeddings model", async () => {
+    const cache = memoryCache();
+    const embeddings = new CachedEmbeddings(new RecordingEmbeddings('text-embedding-3-small'), {
+      cache,
+      usage: 'estimate',
+    });
+    const text = 'the quick brown fox jumps over the lazy dog';
+    await embeddings.embedDocuments([text]);
+    await embeddings.embedDocuments([text]);
+    await embeddings.embedQuery(text);
+    await embeddings.embedQuery(text);
+    const stats = await embeddings.view.stats();
+    const tokens = await countTokens(text);
+    expect(stats.hits).toBe(2);
+    expect(stats.inputTokensSaved).toBe(2 * tokens);
+    expect(stats.outputTokensSaved).toBe(0);
+    expect(stats.costSavedUsd).toBeCloseTo((2 * tokens * 0.02) / 1e6, 12);
   });
 });

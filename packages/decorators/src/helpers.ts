@@ -1,5 +1,5 @@
 import type { CacheView } from '@x/cache-core';
-import { getDefaultCache } from '@x/cache-core';
+import { canonicalize, getDefaultCache } from '@x/cache-core';
 import { decoratorError } from './errors.ts';
 import type { Registration } from './registry.ts';
 import { checkPrefix, registrationOf, registrationsFor } from './registry.ts';
@@ -186,7 +186,9 @@ export async function warm(target: unknown, ...rest: unknown[]): Promise<WarmRep
   }
   type Outcome = 'filled' | 'alreadyCached' | 'skipped' | { error: unknown };
   const outcomes: (Outcome | undefined)[] = new Array(calls.length).fill(undefined);
-  const seen = new Set<string>();
+  const first = new Map<string, number>();
+  /** Argument lists that give the key of an earlier one, by the index of that one. */
+  const duplicates = new Map<number, number>();
   const queue: number[] = [];
   calls.forEach((args, index) => {
     let storageKey: string;
@@ -196,8 +198,13 @@ export async function warm(target: unknown, ...rest: unknown[]): Promise<WarmRep
       outcomes[index] = { error };
       return;
     }
-    if (seen.has(storageKey)) return;
-    seen.add(storageKey);
+    const earlier = first.get(storageKey);
+    if (earlier !== undefined) {
+      // The same list again is one call; a different list with the same key is reported too.
+      if (!sameArgs(calls[earlier]!, args)) duplicates.set(index, earlier);
+      return;
+    }
+    first.set(storageKey, index);
     queue.push(index);
   });
   const storesNothing = registration.options.ttlMs === 0;
@@ -225,6 +232,12 @@ export async function warm(target: unknown, ...rest: unknown[]): Promise<WarmRep
     }
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, queue.length) }, worker));
+  // A list with the key of an earlier one (same key option, trailing undefined) shares its entry:
+  // cached once the earlier one filled it, and failed or skipped with it otherwise.
+  for (const [index, earlier] of duplicates) {
+    const outcome = outcomes[earlier];
+    outcomes[index] = outcome === 'filled' ? 'alreadyCached' : outcome;
+  }
   const report: WarmReport<unknown[]> = { filled: [], alreadyCached: [], skipped: [], failed: [] };
   outcomes.forEach((outcome, index) => {
     const args = calls[index]!;
@@ -233,6 +246,20 @@ export async function warm(target: unknown, ...rest: unknown[]): Promise<WarmRep
     else report[outcome].push(args);
   });
   return report;
+}
+
+/** The same call: equal arguments, where a trailing `undefined` is an argument not passed. */
+function sameArgs(a: readonly unknown[], b: readonly unknown[]): boolean {
+  const passed = (args: readonly unknown[]) => {
+    let end = args.length;
+    while (end > 0 && args[end - 1] === undefined) end--;
+    return args.slice(0, end);
+  };
+  try {
+    return canonicalize(passed(a)) === canonicalize(passed(b));
+  } catch {
+    return false;
+  }
 }
 
 /** `warm('intro_page', …)`: the one function (or static method) registered under the prefix. */

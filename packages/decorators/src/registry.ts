@@ -48,6 +48,29 @@ function checkFunction(options: Record<string, unknown>, name: string, where: st
 }
 
 /** Validates a prefix as a cache name; the prefix is the `name` of every key the call makes. */
+/** Which class each default scope (prefix + `Class.method`) belongs to, weakly. */
+const scopeOwners = new Map<string, WeakRef<object>>();
+
+/**
+ * Two different classes with one name (the same name in two modules, classes made by a factory)
+ * would share their default scope, and so their entries. Not an error: a module reloaded in
+ * development defines its classes again. A warning names the fix instead.
+ */
+function warnOnNameClash(slot: string, owner: object, scope: string): void {
+  const known = scopeOwners.get(slot)?.deref();
+  if (known === undefined) {
+    scopeOwners.set(slot, new WeakRef(owner));
+    return;
+  }
+  if (known === owner) return;
+  scopeOwners.set(slot, new WeakRef(owner));
+  process.emitWarning(
+    `two different classes share the default scope '${scope}', so their cached calls share entries; ` +
+      "give one of them a scope option, e.g. scope: 'math-tutor.explain'",
+    { code: 'X_CACHE_SCOPE_CLASH' },
+  );
+}
+
 export function checkPrefix(prefix: unknown, where: string): string {
   try {
     return validateName(prefix as string, 'name');
@@ -281,6 +304,7 @@ export class Registration {
         );
       }
       scope = `${owner.name}.${this.memberName}`;
+      warnOnNameClash(`${this.prefix}\u0000${scope}`, owner, scope);
     }
     this.#scope = scope;
     this.#scopeResolved = true;

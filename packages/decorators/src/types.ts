@@ -134,7 +134,10 @@ export interface WarmOptions {
   refresh?: boolean;
 }
 
-/** What `warm` did, one list per outcome; every distinct argument list appears in exactly one. */
+/**
+ * What `warm` did, one list per outcome; every distinct argument list appears in exactly one (a
+ * list whose key repeats another one's shares its entry: `alreadyCached` once that one filled it).
+ */
 export interface WarmReport<Args extends unknown[] = unknown[]> {
   /** Computed and stored by this warm-up. */
   filled: Args[];

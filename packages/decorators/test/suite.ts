@@ -229,6 +229,31 @@ export function decoratorSuite(mode: Mode): void {
         expect(llm.calls).toBe(4);
       });
 
+      it('warns when two different classes of one name would share entries', async () => {
+        const warnings: Array<Error & { code?: string }> = [];
+        const listener = (warning: Error) => warnings.push(warning);
+        process.on('warning', listener);
+        try {
+          const llm = new TestLlm();
+          const clashes = async () => {
+            await new Promise((resolve) => setImmediate(resolve));
+            return warnings.filter((warning) => warning.code === 'X_CACHE_SCOPE_CLASH');
+          };
+          const MathTutor = fx.makeTutor('math');
+          await new MathTutor(llm).explain('intro');
+          // A Tutor made by an earlier test counts as another class too.
+          const before = (await clashes()).length;
+          await new MathTutor(llm).explain('again');
+          expect(await clashes()).toHaveLength(before);
+          await new (fx.makeTutor('history'))(llm).explain('intro');
+          const after = await clashes();
+          expect(after).toHaveLength(before + 1);
+          expect(after.at(-1)!.message).toMatch(/'Tutor\.explain'.*scope option/);
+        } finally {
+          process.off('warning', listener);
+        }
+      });
+
       it('files a method under the class that declares it, whichever subclass calls it', async () => {
         const llm = new TestLlm();
         const loud = await new fx.LoudWriter(llm).tagline('tea');
@@ -381,6 +406,24 @@ export function decoratorSuite(mode: Mode): void {
         expect(second.filled.length + second.failed.length).toBe(2);
         expect(second.failed).toHaveLength(1);
         expect(String(second.failed[0]!.error)).toContain('provider unavailable');
+
+        // Different argument lists with one key (the key option ignores the request id) share
+        // the entry, and each is reported.
+        const tutor = new TenantTutor('acme', llm, openCache('warm-tutor.db'));
+        const calls = llm.calls;
+        expect(
+          await warm(tutor, 'answer', [
+            ['What is a ratio?', 'req-1'],
+            ['what is a ratio?', 'req-2'],
+            ['What is a ratio?', 'req-1'],
+          ]),
+        ).toEqual({
+          filled: [['What is a ratio?', 'req-1']],
+          alreadyCached: [['what is a ratio?', 'req-2']],
+          skipped: [],
+          failed: [],
+        });
+        expect(llm.calls).toBe(calls + 1);
 
         const hints = await warm(lessons, 'hint', [['forbidden topic'], ['fine topic']]);
         expect(hints).toMatchObject({ filled: [['fine topic']], skipped: [['forbidden topic']] });

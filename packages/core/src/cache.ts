@@ -18,6 +18,7 @@ import { costOf, DEFAULT_PRICES } from './stats/pricing.ts';
 import { countTokens, textOf } from './stats/tokens.ts';
 import type { Duration } from './ttl.ts';
 import { parseDuration, resolveTtl } from './ttl.ts';
+import { timerMs } from './util/timers.ts';
 
 /** The tiers every cache has; any other validated name creates a tier on first use. */
 export const BUILTIN_TIERS = ['responses', 'tools', 'embeddings', 'templates', 'http'] as const;
@@ -1164,7 +1165,7 @@ export class CacheView {
           await release();
           return { found };
         }
-        const renew = setInterval(() => void tryLock(), Math.max(10, Math.floor(ttl / 3)));
+        const renew = setInterval(() => void tryLock(), timerMs(Math.max(10, Math.floor(ttl / 3))));
         renew.unref();
         try {
           return { value: await compute(), release };

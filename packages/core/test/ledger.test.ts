@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Clock } from '../src/backends/backend.ts';
 import { sqliteBackend } from '../src/backends/sqlite.ts';
@@ -577,6 +578,53 @@ describe('tool ledger: write tools', () => {
     expect(replay.code).toBe('E_UNSERIALIZABLE');
     expect(replay.message).toMatch(/could not be recorded.*force: true/);
     expect(runs).toBe(1);
+  });
+
+  it('a failure value that cannot be stored stays a failure in the record and the stats', async () => {
+    const { ledger } = open({ onError: () => undefined });
+    let runs = 0;
+    const call = {
+      tool: 'run_shell',
+      input: { command: 'deploy' },
+      idempotencyKey: 'failed-weird',
+      execute: async () => {
+        runs++;
+        return { exitCode: 2, retry: () => 'a function is not data' };
+      },
+    };
+    expect(await ledger.executeOrReplay(call)).toMatchObject({ status: 'failed', source: 'executed' });
+    const record = await ledger.idempotency.check('failed-weird');
+    expect(record?.status).toBe('failed');
+    const replay = await ledger.executeOrReplay(call).catch((e) => e);
+    expect(CacheError.isInstance(replay) && replay.code).toBe('E_UNSERIALIZABLE');
+    expect(runs).toBe(1);
+  });
+
+  it('asks a briefly busy SQLite file again before giving up on recording an outcome', async () => {
+    const path = join(dir, 'busy.db');
+    const { ledger } = open({
+      cacheOptions: { store: sqliteBackend({ path, busyTimeoutMs: 20 }), memory: false },
+      tools: { send_email: { kind: 'write' } },
+    });
+    const other = new Database(path);
+    let runs = 0;
+    const call = {
+      tool: 'send_email',
+      input: { to: 'ada' },
+      idempotencyKey: 'busy',
+      execute: async () => {
+        runs++;
+        // Another process holds the write lock for a moment, just when the outcome is recorded.
+        other.exec('BEGIN IMMEDIATE');
+        setTimeout(() => other.exec('ROLLBACK'), 60);
+        return 'sent';
+      },
+    };
+    expect((await ledger.executeOrReplay(call)).value).toBe('sent');
+    expect((await ledger.idempotency.check('busy'))?.status).toBe('succeeded');
+    expect(await ledger.executeOrReplay(call)).toMatchObject({ source: 'replayed', value: 'sent' });
+    expect(runs).toBe(1);
+    other.close();
   });
 
   it('outcomes, history and stats survive a restart on SQLite', async () => {

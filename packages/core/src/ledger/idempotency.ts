@@ -107,8 +107,8 @@ export interface MarkOptions {
   /** Merged into the record's metadata. @default undefined */
   metadata?: Record<string, unknown> | undefined;
   /**
-   * The operation succeeded but its result cannot be stored (why): the record says so instead
-   * of holding a result, so that a replay reports it rather than running the operation again.
+   * The operation ran but its result (or failure value) cannot be stored (why): the record says
+   * so instead of holding it, so that a replay reports it rather than running the operation again.
    * @default undefined
    */
   resultNotStored?: string | undefined;
@@ -468,7 +468,8 @@ export function createIdempotencyStore(options: IdempotencyStoreOptions = {}): I
         'failed',
         async (record, expiresAt) => {
           if (error !== undefined) record.error = recordError(error);
-          if ('result' in options) record.result = await blobs.spill(options.result, expiresAt);
+          if (options.resultNotStored !== undefined) record.resultNotStored = options.resultNotStored;
+          else if ('result' in options) record.result = await blobs.spill(options.result, expiresAt);
         },
         options,
       );

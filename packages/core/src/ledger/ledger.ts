@@ -1,11 +1,13 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes, randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { CacheBackend, Clock } from '../backends/backend.ts';
 import type { CacheResult, CacheView } from '../cache.ts';
 import { CacheError, cacheError } from '../errors.ts';
 import { hashRequest, validateName } from '../keys/index.ts';
 import type { Duration } from '../ttl.ts';
 import { parseDuration } from '../ttl.ts';
+import { timerMs } from '../util/timers.ts';
 import type { RecordedError } from './errors.ts';
 import {
   IdempotencyConflictError,
@@ -652,7 +654,7 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
           (error) => report(error, 'renew', call.tool, key),
         );
       },
-      Math.max(10, Math.floor(leaseMs / 3)),
+      timerMs(Math.max(10, Math.floor(leaseMs / 3))),
     );
     renew.unref();
     const context: ToolCallContext = {
@@ -693,20 +695,34 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
       );
       throw error;
     }
-    clearInterval(renew);
     const failed = (policy.isFailure ?? defaultIsFailure)(value);
-    try {
-      if (failed) await idempotency.markFailed(key, undefined, owner, { ttl: policy.ttl, result: value });
-      else await idempotency.markSucceeded(key, value, owner, { ttl: policy.ttl });
-    } catch (error) {
-      if (CacheError.isInstance(error) && error.code === 'E_UNSERIALIZABLE') {
-        // Recorded as done without its value: a replay must not run the side effect again.
-        await idempotency
-          .markSucceeded(key, undefined, owner, { ttl: policy.ttl, resultNotStored: error.message })
-          .catch((again) => report(again, 'record', call.tool, key));
+    const recordOutcome = (options: { result?: unknown; resultNotStored?: string }) =>
+      failed
+        ? idempotency.markFailed(key, undefined, owner, { ttl: policy.ttl, ...options })
+        : idempotency.markSucceeded(key, options.result, owner, { ttl: policy.ttl, ...options });
+    // The lease is renewed until the outcome is recorded, and a store that is briefly busy is
+    // asked again: a record left pending would let another caller run the side effect again.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await recordOutcome({ result: value });
+        break;
+      } catch (error) {
+        if (CacheError.isInstance(error) && error.code === 'E_UNSERIALIZABLE') {
+          // Recorded as done without its value: a replay must not run the side effect again.
+          await recordOutcome({ resultNotStored: error.message }).catch((again: unknown) =>
+            report(again, 'record', call.tool, key),
+          );
+          report(error, 'record', call.tool, key);
+          break;
+        }
+        if (attempt >= RECORD_ATTEMPTS || lost.signal.aborted) {
+          report(error, 'record', call.tool, key);
+          break;
+        }
+        await sleep(RECORD_RETRY_MS * 4 ** (attempt - 1));
       }
-      report(error, 'record', call.tool, key);
     }
+    clearInterval(renew);
     await invalidateAfter(call.tool, policy);
     const entry = entryOf(call, 'write', key, 'executed', startedAt, {
       ...extra,
@@ -853,6 +869,10 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
   };
   return ledger;
 }
+
+/** Tries at recording an outcome, 25 ms, 100 ms and 400 ms apart, before reporting the failure. */
+const RECORD_ATTEMPTS = 4;
+const RECORD_RETRY_MS = 25;
 
 function isControlFlow(call: ExecuteOrReplayCall<unknown, unknown>, error: unknown): boolean {
   try {

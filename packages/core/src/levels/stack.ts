@@ -3,6 +3,7 @@ import { isSyncBackend } from '../backends/backend.ts';
 import { cacheError } from '../errors.ts';
 import type { Duration } from '../ttl.ts';
 import { parseDuration } from '../ttl.ts';
+import { timerMs } from '../util/timers.ts';
 
 /** One level of a stack: a backend plus how the stack treats it. */
 export interface LevelOptions {
@@ -162,7 +163,7 @@ class Deadlines {
     this.#queue.push(entry);
     this.#live++;
     if (!this.#timer) {
-      this.#timer = setInterval(() => this.#sweep(), this.#every);
+      this.#timer = setInterval(() => this.#sweep(), timerMs(this.#every));
       this.#timer.unref();
     }
     return entry;

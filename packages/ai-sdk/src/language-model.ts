@@ -237,6 +237,7 @@ export function cacheMiddleware(options: CacheMiddlewareOptions = {}): LanguageM
     params: LanguageModelV4CallOptions;
     model: LanguageModelV4;
   }): Promise<LanguageModelV4GenerateResult> {
+    rawParams.abortSignal?.throwIfAborted();
     const { own, params, view, keyInput } = prepare(rawParams, model, 'generate');
     const policy: CachePolicy<StoredGenerate> = {
       ...policyFor<StoredGenerate>(own),
@@ -420,6 +421,8 @@ export function cacheMiddleware(options: CacheMiddlewareOptions = {}): LanguageM
     params: LanguageModelV4CallOptions;
     model: LanguageModelV4;
   }): Promise<LanguageModelV4StreamResult> {
+    // An aborted caller gets its abort, not an upstream call nobody reads.
+    rawParams.abortSignal?.throwIfAborted();
     const { own, params, view, keyInput } = prepare(rawParams, model, 'stream');
     let storageKey: string;
     try {

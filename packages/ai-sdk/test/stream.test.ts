@@ -332,6 +332,22 @@ describe('cacheMiddleware — stream', () => {
     });
   });
 
+  it('makes no upstream call for a caller whose signal is already aborted (noCache too)', async () => {
+    const { inner, model } = setup(() => textParts(['a']));
+    const controller = new AbortController();
+    controller.abort(new Error('gone'));
+    for (const providerOptions of [undefined, { xCache: { noCache: true } }]) {
+      await expect(
+        model.doStream({ ...call, abortSignal: controller.signal, providerOptions }),
+      ).rejects.toThrow('gone');
+      await expect(
+        model.doGenerate({ ...call, abortSignal: controller.signal, providerOptions }),
+      ).rejects.toThrow('gone');
+    }
+    expect(inner.doStreamCalls).toHaveLength(0);
+    expect(inner.doGenerateCalls).toHaveLength(0);
+  });
+
   it("leaves no listener on the caller's signal once a replayed hit ends", async () => {
     const { inner, model } = setup(() => textParts(['a', 'b']));
     const shutdown = new AbortController();

@@ -86,6 +86,10 @@ export function storeMessage(message: BaseMessage): CachedMessage {
     if (value === undefined) continue;
     // Chunks collapse tool_call_chunks into tool_calls; storing the chunks is enough to rebuild both.
     if ((field === 'tool_calls' || field === 'invalid_tool_calls') && hasToolCallChunks(source)) continue;
+    // LangChain stamps `run-<runId>` on a response without a provider id: that run's id, not the
+    // answer's. Replayed, it would give every hit the first run's id (and LangGraph's message
+    // reducer merges messages by id).
+    if (field === 'id' && typeof value === 'string' && value.startsWith('run-')) continue;
     fields[field] = storable(value);
   }
   const type = typeof message.getType === 'function' ? message.getType() : message._getType();

@@ -94,6 +94,20 @@ describe('LangChainCache', () => {
     expect((await model.invoke('hi')).content).toBe('one');
   });
 
+  it("does not replay the first run's id: a hit is not that run's message", async () => {
+    const model = new FakeListChatModel({
+      responses: ['one', 'two'],
+      cache: new LangChainCache({ cache: memoryCache() }),
+    });
+    // With a callback handler LangChain gives each run an id and stamps `run-<id>` on its answer.
+    const callbacks = [BaseCallbackHandler.fromMethods({ handleLLMStart: () => undefined })];
+    const first = await model.invoke('hi', { callbacks });
+    const second = await model.invoke('hi', { callbacks });
+    expect(first.id).toMatch(/^run-/);
+    expect(second.content).toBe('one');
+    expect(second.id).not.toBe(first.id);
+  });
+
   it('caches an LLM', async () => {
     const cache = memoryCache();
     const llm = new CountingLLM({ cache: new LangChainCache({ cache }) });

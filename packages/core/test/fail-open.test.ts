@@ -106,3 +106,34 @@ describe.skipIf(skip)('fail-open against a real Redis', () => {
     expect(level).toBe('redis');
   }, 20_000);
 });
+
+describe.skipIf(skip)('the invalidation bus across a Redis outage', () => {
+  it('joins the bus when Redis comes back, for a process that started while it was down', async () => {
+    const own = await startRedis();
+    const keyPrefix = 'bus-outage:';
+    const open = () =>
+      createCache({ store: { backend: redisBackend({ url: own.url, keyPrefix }), timeout: TIMEOUT_MS } });
+    try {
+      own.process!.kill('SIGKILL');
+      await sleep(50);
+      const early = open();
+      await early.ready();
+      await restartRedis(own);
+      const late = open();
+      await late.ready();
+      // The early process subscribes once its connection is back (ioredis retries on its own).
+      let early_sees = '';
+      for (let i = 0; i < 60 && early_sees !== 'v2'; i++) {
+        await early.set('k', 'v1');
+        await late.set('k', 'v2');
+        await sleep(50);
+        early_sees = String(await early.get('k'));
+      }
+      expect(early_sees).toBe('v2');
+      await early.close();
+      await late.close();
+    } finally {
+      await own.stop();
+    }
+  }, 30_000);
+});

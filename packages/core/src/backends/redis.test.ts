@@ -77,6 +77,47 @@ d('redisBackend', () => {
     await b.close();
   });
 
+  it('clear() leaves a longer prefix and unrelated keys that merely start with the prefix alone', async () => {
+    const base = freshPrefix('nest');
+    const a = redisBackend({ url: server!.url, keyPrefix: base });
+    const b = redisBackend({ url: server!.url, keyPrefix: `${base}eu:` });
+    const raw = new Redis(server!.url);
+    await a.set('ns:k', { value: new Uint8Array([1]), tags: ['t'] });
+    await b.set('ns:k', { value: new Uint8Array([2]) });
+    await raw.set(`${base}token`, 'secret');
+    await raw.set(`${base}e-not-an-entry`, 'kept');
+    await a.clear();
+    expect(await a.get('ns:k')).toBeUndefined();
+    expect(await a.deleteByTag('t')).toBe(0);
+    expect((await b.get('ns:k'))?.value).toEqual(new Uint8Array([2]));
+    expect(await raw.get(`${base}token`)).toBe('secret');
+    expect(await raw.get(`${base}e-not-an-entry`)).toBe('kept');
+    raw.disconnect();
+    await a.close();
+    await b.close();
+  });
+
+  it('invalidates by prefix from a cluster client that has not connected yet', async () => {
+    const keyPrefix = freshPrefix('fresh-cluster');
+    const writer = redisBackend({ cluster: cluster!.nodes, keyPrefix });
+    const keys = Array.from({ length: 20 }, (_, i) => `p/${i}`);
+    for (const [i, key] of keys.entries()) await writer.set(key, { value: new Uint8Array([i]) });
+    // A short-lived process (the CLI, a worker) invalidates right after it starts.
+    const fresh = redisBackend({ cluster: cluster!.nodes, keyPrefix });
+    expect(await fresh.deleteByPrefix('p/')).toBe(20);
+    expect((await writer.getMany(keys)).filter(Boolean)).toHaveLength(0);
+    await fresh.close();
+    await writer.close();
+  });
+
+  it('refuses an ioredis client with a keyPrefix of its own, naming the fix', () => {
+    const client = new Redis(server!.url, { keyPrefix: 'io:', lazyConnect: true });
+    expect(() => redisBackend({ client, keyPrefix: 'x:' })).toThrow(
+      /own keyPrefix.*redisBackend\(\{ client, keyPrefix/,
+    );
+    client.disconnect();
+  });
+
   it('serves a hit with one GET and a miss + store with a GET and one script call', async () => {
     const { client, sent } = countingClient(server!.url);
     const cache = createCache({

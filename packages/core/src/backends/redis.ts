@@ -158,6 +158,9 @@ function encodeValue(entry: StoredEntry, tags: readonly string[]): Buffer {
 }
 
 /** Splits a stored value; undefined when it is malformed or expired (the clock is read only then). */
+/** What follows the prefix in the keys the backend owns: kind, then the bucket hash tag. */
+const BUCKETED = /^[ekt]\{\d+\}/;
+
 function decodeValue(raw: Buffer | null | undefined, clock: Clock): StoredEntry | undefined {
   if (!raw) return undefined;
   const nl = raw.indexOf(NEWLINE);
@@ -238,6 +241,18 @@ class RedisStore implements RedisBackend {
     if (options.client) {
       this.client = options.client;
       this.ownsClient = false;
+      const clientOptions = (
+        options.client as { options?: { keyPrefix?: string; redisOptions?: { keyPrefix?: string } } }
+      ).options;
+      if (clientOptions?.keyPrefix || clientOptions?.redisOptions?.keyPrefix) {
+        // ioredis prefixes KEYS and commands but not script arguments or SCAN patterns, so tags
+        // and prefix invalidation would silently find nothing.
+        throw cacheError(
+          'E_INVALID_OPTION',
+          'redis',
+          "the ioredis client has its own keyPrefix, which tag and prefix invalidation cannot see; create the client without it and pass redisBackend({ client, keyPrefix: '…' })",
+        );
+      }
     } else {
       const io = loadIoRedis();
       this.ownsClient = true;
@@ -491,7 +506,7 @@ class RedisStore implements RedisBackend {
 
   /** SCAN over every master (a cluster) or the one server, never KEYS. */
   private async *scan(match: string, count: number): AsyncGenerator<string[]> {
-    const nodes: Redis[] = this.isCluster ? (this.client as Cluster).nodes('master') : [this.client as Redis];
+    const nodes: Redis[] = this.isCluster ? await this.masters() : [this.client as Redis];
     for (const node of nodes) {
       let cursor = '0';
       do {
@@ -500,6 +515,24 @@ class RedisStore implements RedisBackend {
         if (keys.length > 0) yield keys;
       } while (cursor !== '0');
     }
+  }
+
+  /**
+   * The cluster's masters. A client that has not loaded the slot map yet knows none, and a scan
+   * over none would report an invalidation done that removed nothing: a command waits for it.
+   */
+  private async masters(): Promise<Redis[]> {
+    const cluster = this.client as Cluster;
+    if (cluster.nodes('master').length === 0) await cluster.ping();
+    const nodes = cluster.nodes('master');
+    if (nodes.length === 0) {
+      throw cacheError(
+        'E_BACKEND',
+        'redis',
+        'the Redis Cluster client knows no master node to scan; check the cluster',
+      );
+    }
+    return nodes;
   }
 
   private entryPattern(prefix = ''): string {
@@ -521,12 +554,11 @@ class RedisStore implements RedisBackend {
 
   async clear(): Promise<void> {
     this.assertOpen();
-    for await (const batch of this.scan(`${globEscape(this.prefix)}*`, 1000)) {
-      // Counters and locks live under the prefix too; clear() removes entries and tag data only.
-      const doomed = batch.filter((k) => {
-        const kind = k.charAt(this.prefix.length);
-        return kind === 'e' || kind === 'k' || kind === 't';
-      });
+    // Entries, their tag lists and the tag sets: `<prefix>[ekt]{<bucket>}…`. Counters and locks
+    // live under the prefix too and stay; so do keys of a longer prefix (`app:` vs `app:eu:`) and
+    // anything else that merely starts with the prefix.
+    for await (const batch of this.scan(`${globEscape(this.prefix)}[ekt]{*`, 1000)) {
+      const doomed = batch.filter((k) => BUCKETED.test(k.slice(this.prefix.length)));
       await Promise.all(doomed.map((k) => this.client.unlink(k)));
     }
   }
@@ -642,7 +674,14 @@ class RedisStore implements RedisBackend {
     this.assertOpen();
     const full = `${this.prefix}${channel}`;
     if (!this.subscriber) {
-      this.subscriber = this.client.duplicate();
+      // SUBSCRIBE waits for the connection instead of failing after one retry: a process that
+      // starts while Redis is down joins the bus when Redis comes back (ioredis then resubscribes
+      // after every reconnect). ready() and close() bound the wait.
+      this.subscriber = this.isCluster
+        ? (this.client as Cluster).duplicate(undefined, {
+            redisOptions: { ...(this.client as Cluster).options.redisOptions, maxRetriesPerRequest: null },
+          })
+        : (this.client as Redis).duplicate({ maxRetriesPerRequest: null });
       this.subscriber.on('error', () => undefined);
       this.subscriber.on('message', (from: string, message: string) => {
         for (const listener of this.listeners.get(from) ?? []) {
@@ -656,9 +695,16 @@ class RedisStore implements RedisBackend {
     }
     let set = this.listeners.get(full);
     if (!set) {
-      set = new Set();
-      this.listeners.set(full, set);
-      await this.subscriber.subscribe(full);
+      const created = new Set<(message: string) => void>();
+      set = created;
+      this.listeners.set(full, created);
+      try {
+        await this.subscriber.subscribe(full);
+      } catch (error) {
+        // Not subscribed: the next subscribe() to this channel must try again.
+        if (this.listeners.get(full) === created) this.listeners.delete(full);
+        throw error;
+      }
     }
     set.add(onMessage);
     return async () => {

@@ -133,6 +133,12 @@ function dashedValues(args: readonly string[], options: Record<string, OptionSpe
   const longs = new Set(Object.keys(options).flatMap((name) => [`--${name}`, `--no-${name}`]));
   const known = (token: string) =>
     longs.has(token.split('=')[0]!) || [...token.slice(1)].every((letter) => shorts.has(letter));
+  // A key or hash fragment may start with dashes (base64url): `-Xk2v…`, or `--WHcM…`, which no
+  // option name looks like (options are lower-case words).
+  const dashed = (token: string) =>
+    token !== '--' &&
+    !known(token) &&
+    (/^-[^-]/.test(token) || (/^--[A-Za-z0-9_-]{2,}$/.test(token) && !/^--[a-z][a-z-]*$/.test(token)));
   const out: string[] = [];
   const positionals: string[] = [];
   for (let i = 0; i < args.length; i++) {
@@ -143,10 +149,10 @@ function dashedValues(args: readonly string[], options: Record<string, OptionSpe
     }
     const option = token.startsWith('--') ? options[token.slice(2)] : undefined;
     const next = args[i + 1];
-    if (option?.type === 'string' && next !== undefined && /^-[^-]/.test(next) && !known(next)) {
+    if (option?.type === 'string' && next !== undefined && dashed(next)) {
       out.push(`${token}=${next}`);
       i++;
-    } else if (/^-[A-Za-z0-9_-]{4,}$/.test(token) && !token.startsWith('--') && !known(token)) {
+    } else if (/^-[A-Za-z0-9_-]{4,}$/.test(token) && dashed(token)) {
       positionals.push(token);
     } else {
       out.push(token);
@@ -182,8 +188,10 @@ function parse(spec: CommandSpec, args: string[]): { values: OptionValues; posit
       const option = /'([^']+)'/.exec(messageOf(error))?.[1] ?? 'option';
       throw usageError(`unknown option ${option} for ${spec.name} — ${hint}`);
     }
-    if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
-      throw usageError(`${messageOf(error).replace(/\.$/, '')} — ${hint}`);
+    if (code?.startsWith('ERR_PARSE_ARGS_')) {
+      // One line, as every error of the CLI: parseArgs explains itself over several.
+      const first = messageOf(error).split('\n')[0]!.replace(/\.$/, '');
+      throw usageError(`${first} — ${hint}`);
     }
     throw error;
   }

@@ -93,15 +93,22 @@ const HASH_FRAGMENT = /^[A-Za-z0-9_-]{4,43}$/;
  * Finds the one live key meant by `input`: the full key, a unique prefix of one, or a unique
  * start of a key's hash (the HASH column of `ls`).
  */
-export async function resolveKey(store: CacheBackend, input: string): Promise<string> {
-  if (await store.has(input)) return input;
+export async function resolveKey(
+  store: CacheBackend,
+  input: string,
+  filter: KeyFilter = {},
+): Promise<string> {
+  // --tier and --namespace narrow every way of naming the entry: a key of another namespace is
+  // not found (and the same request's hash in two namespaces is no longer ambiguous).
+  if (matches(input, filter) && (await store.has(input))) return input;
   const found: string[] = [];
   for await (const key of store.keys({ prefix: input })) {
+    if (!matches(key, filter)) continue;
     found.push(key);
     if (found.length > 5) break;
   }
   if (found.length === 0 && HASH_FRAGMENT.test(input)) {
-    for await (const key of store.keys()) {
+    for await (const key of scanKeys(store, filter)) {
       if (parseCacheKey(key)?.hash.startsWith(input)) {
         found.push(key);
         if (found.length > 5) break;
@@ -110,7 +117,9 @@ export async function resolveKey(store: CacheBackend, input: string): Promise<st
   }
   if (found.length === 1) return found[0]!;
   if (found.length === 0) {
-    throw new CliError(`no live entry matches "${input}" — list keys with llm-cache ls`);
+    const within =
+      filter.tier !== undefined || filter.namespace !== undefined ? ' in that tier / namespace' : '';
+    throw new CliError(`no live entry matches "${input}"${within} — list keys with llm-cache ls`);
   }
   const shown = found.slice(0, 5).join(', ');
   throw new CliError(

@@ -4,8 +4,10 @@ import * as core from '@x/cache-core';
 import { createCache } from '@x/cache-core';
 import { redisBackend } from '@x/cache-core/redis';
 import { sqliteBackend } from '@x/cache-core/sqlite';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { type RedisHandle, redisUnavailable, startRedis } from '../../core/test/redis-server.ts';
+import { run } from '../src/cli.ts';
 import { ledgerApi } from '../src/ledger.ts';
 import {
   BINARY,
@@ -172,6 +174,25 @@ describe.skipIf(unavailable)('llm-cache on Redis', () => {
       timeout: 5000,
     });
     await app.close();
+  });
+
+  it('leaves no connection open when the export file cannot be written', async () => {
+    const admin = new Redis(redis.url);
+    const clients = async () =>
+      String(await admin.call('CLIENT', 'LIST'))
+        .trim()
+        .split('\n').length;
+    const before = await clients();
+    const quiet = { write: () => true, once: () => quiet, isTTY: false };
+    const code = await run(['export', join(dirs.make(), 'missing', 'out.jsonl'), '--url', url], {
+      stdout: quiet as never,
+      stderr: quiet as never,
+      env: {},
+    });
+    expect(code).toBe(1);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await clients()).toBe(before);
+    admin.disconnect();
   });
 
   it('prunes entries that expired, and clears only its own key prefix', async () => {

@@ -137,6 +137,46 @@ describe('llm-cache invalidate', () => {
     expect(none.stderr).toMatch(/^llm-cache: no live entry matches "no-such-key"/);
   });
 
+  it('--key stays within --tier and --namespace', async () => {
+    const elsewhere = await cli([
+      'invalidate',
+      '--key',
+      seeded.toolB,
+      '--namespace',
+      'tenant-a',
+      '--tier',
+      'tools',
+      '--url',
+      url,
+    ]);
+    expect(elsewhere.code).toBe(1);
+    expect(elsewhere.stderr).toMatch(/no live entry matches .* in that tier \/ namespace/);
+    expect(await keysOf(path)).toContain(seeded.toolB);
+    const within = await cli(['invalidate', '--key', seeded.toolB, '--namespace', 'tenant-b', '--url', url]);
+    expect(within.stdout).toBe('Invalidated 1 entry.\n');
+  });
+
+  it('checks every tag before deleting anything', async () => {
+    const bad = await cli(['invalidate', '--prefix', 'tools/', '--tag=', '--url', url]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/^llm-cache: --tag: /);
+    expect(await keysOf(path)).toContain(seeded.toolA);
+  });
+
+  it('takes a key fragment that starts with dashes as a value, not an option', async () => {
+    for (const fragment of ['-Xk2v9QeP1aBc', '--WHcMoOvzyk']) {
+      const result = await cli(['invalidate', '--key', fragment, '--url', url]);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toBe(
+        `llm-cache: no live entry matches "${fragment}" — list keys with llm-cache ls\n`,
+      );
+      const inspected = await cli(['inspect', fragment, '--url', url]);
+      expect(inspected.stderr).toBe(
+        `llm-cache: no live entry matches "${fragment}" — list keys with llm-cache ls\n`,
+      );
+    }
+  });
+
   it('is seen by the application: the next call computes again', async () => {
     await cli(['invalidate', '--prefix', 'responses/default:intro_page:', '--url', url]);
     const cache = appCache();
@@ -219,6 +259,16 @@ describe('llm-cache warm', () => {
     const listing = json((await cli(['ls', 'http/site:faq:', '--url', url, '--format', 'json'])).stdout);
     expect(listing.entries).toHaveLength(1);
     expect(listing.entries[0].expiresAt - listing.entries[0].createdAt).toBe(3 * DAY);
+  });
+
+  it('refuses a malformed --ttl as a usage error before writing anything', async () => {
+    const result = await cli(['warm', '-', '--ttl', 'soon', '--url', url], {
+      input: '{"name":"a","request":1,"value":1}\n',
+    });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/^llm-cache: --ttl: .*"soon"/);
+    const empty = await cli(['warm', '-', '--ttl', 'soon', '--url', url], { input: '' });
+    expect(empty.code).toBe(2);
   });
 
   it('names the bad line and exits 1, keeping the lines before it', async () => {

@@ -1,6 +1,7 @@
+import { validateName } from '@x/cache-core';
 import type { CommandSpec, Context } from '../command.ts';
 import { entries } from '../format.ts';
-import { usageError } from '../io.ts';
+import { messageOf, usageError } from '../io.ts';
 import type { KeyFilter } from '../keys.ts';
 import { parseCacheKey, resolveKey, scanKeys, scopeId, scopesWithEntries } from '../keys.ts';
 import { filterOf, NAMESPACE_OPTION, TIER_OPTION } from '../options.ts';
@@ -97,11 +98,21 @@ export const invalidateCommand: CommandSpec = {
       throw usageError('say what to invalidate: --tag <tag>, --prefix <prefix> or --key <key>');
     }
     if (prefixes.includes('')) throw usageError('--prefix "" would match everything: use llm-cache clear');
+    // Checked before anything is deleted: a bad tag must not leave the other deletions half done.
+    for (const tag of tags) {
+      try {
+        validateName(tag, 'tag');
+      } catch (error) {
+        throw usageError(`--tag: ${messageOf(error)}`);
+      }
+    }
     const connection = await context.connect();
     try {
       let removed = 0;
-      for (const input of keys) {
-        const key = await resolveKey(connection.store, input);
+      // Every key is resolved before any is deleted, so an ambiguous one deletes nothing.
+      const resolved: string[] = [];
+      for (const input of keys) resolved.push(await resolveKey(connection.store, input, filter));
+      for (const key of resolved) {
         if (await deleteKey(connection, key)) removed++;
       }
       for (const prefix of prefixes) removed += await invalidatePrefix(connection, { ...filter, prefix });

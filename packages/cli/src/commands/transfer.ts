@@ -108,8 +108,12 @@ export const exportCommand: CommandSpec = {
   async run(context: Context) {
     const filter = filterOf(context, context.string('prefix'));
     const file = context.positionals[0] === '-' ? undefined : context.positionals[0];
-    const connection = await context.connect();
+    // The file first: one that cannot be opened must not leave a store connection behind.
     const target = file === undefined ? undefined : openTarget(file);
+    const connection = await context.connect().catch((error: unknown) => {
+      target?.abort();
+      throw error;
+    });
     const out = target?.stream ?? context.stdout;
     let count = 0;
     try {

@@ -1,8 +1,8 @@
 import type { CachePolicy, Duration, Usage } from '@x/cache-core';
-import { CacheError, validateName } from '@x/cache-core';
+import { CacheError, parseDuration, validateName } from '@x/cache-core';
 import type { CommandSpec, Context } from '../command.ts';
 import { entries } from '../format.ts';
-import { CliError, messageOf } from '../io.ts';
+import { CliError, messageOf, usageError } from '../io.ts';
 import { parseJsonLine, readLines, where } from '../jsonl.ts';
 import { createProgress } from '../progress.ts';
 
@@ -102,6 +102,13 @@ export const warmCommand: CommandSpec = {
     validateName(defaultTier, 'name');
     validateName(defaultNamespace, 'namespace');
     const defaultTtl = context.string('ttl');
+    if (defaultTtl !== undefined) {
+      try {
+        parseDuration(defaultTtl as Duration, 'ttl');
+      } catch (error) {
+        throw usageError(`--ttl: ${messageOf(error)}`);
+      }
+    }
     const connection = await context.connect({ create: true });
     let stored = 0;
     try {

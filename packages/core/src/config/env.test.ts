@@ -1,11 +1,12 @@
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { RedisHandle } from '../../test/redis-server.ts';
 import { redisUnavailable, startRedis } from '../../test/redis-server.ts';
 import { CacheError } from '../errors.ts';
-import { createCacheFromEnv, getDefaultCache, setDefaultCache } from './env.ts';
+import { createCacheFromEnv, getDefaultCache, optionsFromEnv, setDefaultCache } from './env.ts';
 
 let dir: string;
 beforeEach(() => {
@@ -114,5 +115,33 @@ describe('createCacheFromEnv with redis://', () => {
     const other = createCacheFromEnv({ LLM_CACHE_URL: `${server!.url}/0?prefix=other-${process.pid}:` });
     expect(await other.get('k')).toBeUndefined();
     await other.close();
+  });
+
+  it.skipIf(skip)('takes ?prefix= as written: empty, and with a plus sign', async () => {
+    const raw = new Redis(server!.url);
+    const empty = createCacheFromEnv({ LLM_CACHE_URL: `${server!.url}/0?prefix=` }, { memory: false });
+    await empty.set('k', 'v');
+    const plus = createCacheFromEnv({ LLM_CACHE_URL: `${server!.url}/0?prefix=a+b%3A` }, { memory: false });
+    await plus.set('k', 'v');
+    const keys = await raw.keys('*');
+    expect(keys.some((key) => key.startsWith('e{'))).toBe(true);
+    expect(keys.some((key) => key.startsWith('a+b:e{'))).toBe(true);
+    await empty.clear();
+    await plus.clear();
+    await empty.close();
+    await plus.close();
+    raw.disconnect();
+  });
+});
+
+describe('optionsFromEnv overrides', () => {
+  it('keeps what the environment says for an override left undefined', () => {
+    const options = optionsFromEnv(
+      { LLM_CACHE_NAMESPACE: 'tenant-a', LLM_CACHE_URL: 'memory://' },
+      {
+        namespace: undefined,
+      },
+    );
+    expect(options.namespace).toBe('tenant-a');
   });
 });

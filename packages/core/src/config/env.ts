@@ -36,9 +36,12 @@ export function storeFromUrl(url: string): CacheBackend | undefined {
   }
   if (scheme === 'redis' || scheme === 'rediss') {
     const parsed = new URL(url);
-    const keyPrefix = parsed.searchParams.get('prefix') ?? undefined;
+    // Read from the raw query, percent-decoded only: `+` stays a plus (URLSearchParams would make
+    // it a space), and `?prefix=` is the empty prefix, not the default one.
+    const raw = /(?:^|&)prefix=([^&]*)/.exec(parsed.search.slice(1))?.[1];
+    const keyPrefix = raw === undefined ? undefined : decodeURIComponent(raw);
     parsed.search = '';
-    return redisBackend({ url: parsed.toString(), ...(keyPrefix ? { keyPrefix } : {}) });
+    return redisBackend({ url: parsed.toString(), ...(keyPrefix !== undefined ? { keyPrefix } : {}) });
   }
   throw cacheError(
     'E_INVALID_OPTION',
@@ -83,7 +86,9 @@ export function optionsFromEnv(
       : sqliteBackend({ path: join(env.LLM_CACHE_DIR ?? '.cache', 'llm-cache.db') });
     if (store) options.store = store;
   }
-  return { ...options, ...overrides };
+  // An override left undefined (`{ namespace: undefined }`) keeps what the environment says.
+  const given = Object.fromEntries(Object.entries(overrides).filter(([, value]) => value !== undefined));
+  return { ...options, ...given };
 }
 
 /** A cache configured from the environment (see `optionsFromEnv`). */

@@ -7,6 +7,7 @@ import { sqliteBackend } from './backends/sqlite.ts';
 import type { Cache, CacheOptions } from './cache.ts';
 import { createCache } from './cache.ts';
 import { CacheError, QuotaExceededError } from './errors.ts';
+import type { Usage } from './stats/pricing.ts';
 
 function manualClock(start = 1_700_000_000_000) {
   let now = start;
@@ -255,6 +256,35 @@ describe('createCache > getOrCompute', () => {
       }),
     ).rejects.toThrow('still down');
     expect((await cache.stats()).staleHits).toBe(1);
+  });
+
+  it('serves its stale copy when the call it joined fails, and reports the failure', async () => {
+    const clock = manualClock();
+    const cache = make({ clock });
+    const errors: unknown[] = [];
+    cache.on('error', (event) => errors.push(event));
+    await cache.getOrCompute('k', async () => 'old', { ttl: '1m', grace: '1h' });
+    clock.advance(2 * 60_000);
+    const down = async () => {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      throw new Error('provider down');
+    };
+    // A forced refresh has no stale copy of its own; the normal call that joins it does.
+    const forced = cache.getOrCompute('k', down, { ttl: '1m', grace: '1h', forceRefresh: true });
+    const normal = cache.getOrCompute('k', down, { ttl: '1m', grace: '1h' });
+    await expect(forced).rejects.toThrow('provider down');
+    expect(await normal).toBe('old');
+    expect(errors).toContainEqual(expect.objectContaining({ operation: 'compute', key: expect.any(String) }));
+  });
+
+  it('a set kept for no time (ttl 0) replaces the value it overwrites', async () => {
+    const cache = make({ store: sqliteBackend({ path: join(dir, 'ttl0.db') }) });
+    await cache.set('k', 'old');
+    await cache.set('k', 'new', { ttl: 0 });
+    expect(await cache.get('k')).toBeUndefined();
+    await cache.getOrCompute('j', async () => 'old');
+    expect(await cache.getOrCompute('j', async () => 'fresh', { forceRefresh: true, ttl: 0 })).toBe('fresh');
+    expect(await cache.get('j')).toBeUndefined();
   });
 
   it('stale-while-revalidate answers at once and refreshes in the background', async () => {
@@ -576,6 +606,22 @@ describe('createCache > stats', () => {
     expect(stats.inputTokensSaved).toBe(2000);
     expect(stats.outputTokensSaved).toBe(1000);
     expect(stats.costSavedUsd).toBeCloseTo((2000 * 0.15 + 1000 * 0.6) / 1e6, 12);
+  });
+
+  it('counts a usage with missing token counts as what it has, and still persists the counters', async () => {
+    const path = join(dir, 'partial-usage.db');
+    const open = () => make({ store: sqliteBackend({ path }), memory: false, statsFlushInterval: 0 });
+    const cache = open();
+    // A provider reported output tokens only.
+    const usage = () => ({ outputTokens: 100, model: 'gpt-4o' }) as unknown as Usage;
+    await cache.getOrCompute('x', async () => 'v', { usage });
+    await cache.getOrCompute('x', async () => 'v', { usage });
+    const live = await cache.stats();
+    expect(live).toMatchObject({ hits: 1, misses: 1, inputTokensSaved: 0, outputTokensSaved: 100 });
+    expect(Number.isFinite(live.costSavedUsd)).toBe(true);
+    await cache.close();
+    const reopened = open();
+    expect(await reopened.stats()).toMatchObject({ hits: 1, misses: 1, outputTokensSaved: 100 });
   });
 
   it('estimates usage with a real tokenizer when the compute reports none', async () => {

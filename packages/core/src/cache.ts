@@ -741,7 +741,17 @@ export class CacheView {
     }
     const existing = engine.inflight.get(storageKey);
     if (joinable(existing, policy)) {
-      const { result, encoded } = await existing.promise;
+      let joined: Awaited<Flight['promise']>;
+      try {
+        joined = await existing.promise;
+      } catch (error) {
+        // The flight we joined had no stale copy to fall back on (a forceRefresh, a background
+        // revalidation), but this caller has one within grace: the same fallback as its own.
+        if (!stale) throw error;
+        this.#computeFailed(storageKey, error);
+        return this.#served(stale, storageKey, true);
+      }
+      const { result, encoded } = joined;
       this.#counters.coalesced++;
       if (result.usage) this.#saved(result.usage);
       // Joiners get their own copy so no two callers share one mutable object.
@@ -950,8 +960,8 @@ export class CacheView {
 
   #saved(usage: Usage): void {
     const counters = this.#counters;
-    counters.inputTokensSaved += usage.inputTokens || 0;
-    counters.outputTokensSaved += usage.outputTokens || 0;
+    counters.inputTokensSaved += Number.isFinite(usage.inputTokens) ? usage.inputTokens : 0;
+    counters.outputTokensSaved += Number.isFinite(usage.outputTokens) ? usage.outputTokens : 0;
     counters.costSavedUsd += costOf(usage, this.engine.prices);
   }
 
@@ -1081,7 +1091,11 @@ export class CacheView {
       value = exclusive.value;
       release = exclusive.release;
     } catch (error) {
-      if (stale) return { result: this.#served(stale, storageKey, true), encoded: undefined };
+      if (stale) {
+        // Served from grace: the caller is fine, but an outage must not go unseen.
+        this.#computeFailed(storageKey, error);
+        return { result: this.#served(stale, storageKey, true), encoded: undefined };
+      }
       throw error;
     }
     try {
@@ -1093,6 +1107,18 @@ export class CacheView {
     } finally {
       // Released only after the write, so a waiting process finds the value, not a free lock.
       await release?.();
+    }
+  }
+
+  /** A compute that failed while a stale copy stood in for it: emitted, not thrown. */
+  #computeFailed(storageKey: string, error: unknown): void {
+    if (this.engine.emitter.has('error')) {
+      this.engine.emitter.emit('error', {
+        operation: 'compute',
+        tier: this.tierName,
+        key: storageKey,
+        error,
+      });
     }
   }
 
@@ -1262,7 +1288,11 @@ export class CacheView {
   ): Promise<Uint8Array | undefined> {
     const engine = this.engine;
     const now = engine.clock.now();
-    if (ttlMs === 0) return undefined;
+    if (ttlMs === 0) {
+      // Kept for no time: nothing is stored, and what the key held is replaced by nothing.
+      await this.deleteStorageKey(storageKey);
+      return undefined;
+    }
     const logicalExpiry = ttlMs === undefined ? undefined : now + ttlMs;
     const userTags = policy.tags ?? [];
     const bytes = encodeEntry(

@@ -1,4 +1,5 @@
 import type { CacheBackend } from '../backends/backend.ts';
+import { timerMs } from '../util/timers.ts';
 
 /** The counters kept per scope (a tier + namespace pair, or a level). */
 export interface CounterSet {
@@ -83,7 +84,7 @@ export class StatsCollector {
     this.#run = run;
     this.#store = store?.incrementCounters && store.readCounters ? store : undefined;
     if (this.#store && flushIntervalMs > 0) {
-      this.#timer = setInterval(() => void this.flush(), flushIntervalMs);
+      this.#timer = setInterval(() => void this.flush(), timerMs(flushIntervalMs));
       this.#timer.unref();
     }
   }
@@ -109,11 +110,13 @@ export class StatsCollector {
         const deltas: Record<string, number> = {};
         let any = false;
         for (const name of COUNTER_NAMES) {
-          if (set[name] !== 0) {
-            deltas[name] = set[name];
-            set[name] = 0;
-            any = true;
-          }
+          const value = set[name];
+          if (value === 0) continue;
+          set[name] = 0;
+          // A non-finite delta would be refused by the store again on every flush: drop it.
+          if (!Number.isFinite(value)) continue;
+          deltas[name] = value;
+          any = true;
         }
         if (!any) continue;
         try {

@@ -81,8 +81,16 @@ function cachedPrice(model: string | undefined, table: PriceTable): ModelPrice |
 }
 
 export function costOf(usage: Usage, table: PriceTable): number {
-  if (usage.costUsd !== undefined) return usage.costUsd;
+  // Usage comes from providers and user callbacks: a missing or non-numeric count is no cost,
+  // never a NaN that would poison the totals (and every later flush of them).
+  if (usage.costUsd !== undefined) return Number.isFinite(usage.costUsd) ? usage.costUsd : 0;
   const price = cachedPrice(usage.model, table);
   if (!price) return 0;
-  return (usage.inputTokens * price.input + usage.outputTokens * (price.output ?? 0)) / 1_000_000;
+  const cost =
+    (finite(usage.inputTokens) * price.input + finite(usage.outputTokens) * (price.output ?? 0)) / 1_000_000;
+  return Number.isFinite(cost) ? cost : 0;
+}
+
+function finite(value: unknown): number {
+  return typeof value === 'number' && Number.isFinite(value) ? value : 0;
 }

@@ -124,6 +124,32 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
       setTimeout(() => res.writeHead(200, { 'cache-control': 'no-store' }).end(`private ${made}`), 60);
       return;
     }
+    case '/vary':
+      res
+        .writeHead(200, { 'cache-control': 'max-age=60', vary: 'X-Lang' })
+        .end(`lang=${req.headers['x-lang'] ?? 'none'}`);
+      return;
+    case '/vary-star':
+      res
+        .writeHead(200, { 'cache-control': 'max-age=60', vary: 'Accept-Encoding, *' })
+        .end(`star ${seen.length}`);
+      return;
+    case '/private':
+      res
+        .writeHead(200, { 'cache-control': 'private, max-age=60' })
+        .end(`key=${req.headers['x-api-key'] ?? req.headers.authorization ?? 'none'}`);
+      return;
+    case '/cookie':
+      res
+        .writeHead(200, { 'cache-control': 'max-age=60', 'set-cookie': 'sid=abc; HttpOnly' })
+        .end('with a cookie');
+      return;
+    case '/redirect':
+      res.writeHead(302, { location: '/target' }).end();
+      return;
+    case '/target':
+      res.writeHead(200, { 'cache-control': 'max-age=60' }).end('arrived');
+      return;
     default:
       res.writeHead(400).end();
   }
@@ -416,6 +442,55 @@ describe('cachedFetch', () => {
     const stale = await lenient(`${base}/etag`);
     expect(stale.headers.get('x-cache')).toBe('STALE');
     expect(await stale.json()).toEqual({ version: 1 });
+  });
+
+  it('serves a response only to requests with the values of the headers it varies on', async () => {
+    expect(await (await get('/vary', { headers: { 'x-lang': 'fr' } })).text()).toBe('lang=fr');
+    const en = await get('/vary', { headers: { 'x-lang': 'en' } });
+    expect(await en.text()).toBe('lang=en');
+    expect(en.headers.get('x-cache')).toBe('MISS');
+    const again = await get('/vary', { headers: { 'x-lang': 'en' } });
+    expect([again.headers.get('x-cache'), await again.text()]).toEqual(['HIT', 'lang=en']);
+    await get('/vary-star');
+    // Vary: * in a list still means every request is another response: not stored.
+    expect((await get('/vary-star')).headers.get('x-cache')).not.toBe('HIT');
+    expect(seen.filter((request) => request.path === '/vary-star')).toHaveLength(2);
+  });
+
+  it('keeps a private response only when a credential header keys it to one user', async () => {
+    expect(await (await get('/private', { headers: { 'x-api-key': 'alice' } })).text()).toBe('key=alice');
+    const bob = await get('/private', { headers: { 'x-api-key': 'bob' } });
+    expect(await bob.text()).toBe('key=bob');
+    expect(bob.headers.get('x-cache')).not.toBe('HIT');
+    await get('/private', { headers: { authorization: 'Bearer alice' } });
+    const alice = await get('/private', { headers: { authorization: 'Bearer alice' } });
+    expect([alice.headers.get('x-cache'), await alice.text()]).toEqual(['HIT', 'key=Bearer alice']);
+  });
+
+  it('fails at once on an aborted signal, as fetch does, even when it could answer from the cache', async () => {
+    await get('/etag');
+    const controller = new AbortController();
+    controller.abort();
+    await expect(get('/etag', { signal: controller.signal })).rejects.toMatchObject({ name: 'AbortError' });
+  });
+
+  it("gives the caller of a miss the server's Set-Cookie, and never stores it", async () => {
+    const first = await get('/cookie');
+    expect(first.headers.getSetCookie()).toEqual(['sid=abc; HttpOnly']);
+    const hit = await get('/cookie');
+    expect(hit.headers.get('x-cache')).toBe('HIT');
+    expect(hit.headers.getSetCookie()).toEqual([]);
+  });
+
+  it('keeps the final URL of a redirected response', async () => {
+    const first = await get('/redirect');
+    const hit = await get('/redirect');
+    for (const response of [first, hit]) {
+      expect(response.url).toBe(`${base}/target`);
+      expect(response.redirected).toBe(true);
+      expect(await response.text()).toBe('arrived');
+    }
+    expect(hit.headers.get('x-cache')).toBe('HIT');
   });
 
   it('persists in a SQLite store across a restart', async () => {

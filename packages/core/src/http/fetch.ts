@@ -40,7 +40,14 @@ export interface CachedFetchOptions {
 
 /** What the http tier stores per URL (and key-header values). */
 interface StoredResponse {
+  /** The response's URL: after redirects, where the body came from. */
   url: string;
+  redirected?: boolean | undefined;
+  /**
+   * The request's values (hashed) of the headers the response's `Vary` names, when they are not
+   * key headers already: another value is another response, so it is a miss.
+   */
+  vary?: Record<string, string | null> | undefined;
   status: number;
   statusText: string;
   headers: [string, string][];
@@ -136,6 +143,8 @@ export function createCachedFetch(
   return async (input, init): Promise<Response> => {
     const network = options.fetch ?? globalThis.fetch;
     const request = new Request(input, init);
+    // As fetch does: an aborted signal fails the call, even one the cache could answer.
+    request.signal.throwIfAborted();
     const url = withoutFragment(request.url);
     if (request.method !== 'GET') {
       const response = await network(request);
@@ -163,8 +172,11 @@ export function createCachedFetch(
     // No await between the second check and registering our own flight.
     const early = shareable ? inFlight().get(flightKey) : undefined;
     if (early) return join(early);
-    const stored = reload ? undefined : await http().get<StoredResponse>(key);
-    if (stored && !mustCheck && now() < stored.freshUntil) return build(stored, 'HIT', statusHeader);
+    const stored = reload ? undefined : usable(await http().get<StoredResponse>(key));
+    if (stored && !mustCheck && now() < stored.freshUntil) {
+      request.signal.throwIfAborted();
+      return build(stored, 'HIT', statusHeader);
+    }
     if (!shareable) return miss(stored);
     const late = inFlight().get(flightKey);
     if (late) return join(late);
@@ -187,13 +199,23 @@ export function createCachedFetch(
     /** Waits for another caller's fetch of this key; its response, or our own when it had none to share. */
     async function join(pending: Promise<StoredResponse | undefined>): Promise<Response> {
       // The caller's own AbortSignal still applies while it waits on another caller's fetch.
-      const shared = await raceAbort(pending, request.signal);
+      const shared = usable(await raceAbort(pending, request.signal));
       if (shared) {
         http().recordCoalesced();
         return build(shared, 'COALESCED', statusHeader);
       }
-      // The other response could not be shared (not storable, or its fetch failed): go alone.
-      return miss(await http().get<StoredResponse>(key));
+      // The other response could not be shared (not storable, its fetch failed, or it varies on
+      // a header this request sends otherwise): go alone.
+      return miss(usable(await http().get<StoredResponse>(key)));
+    }
+
+    /** A stored response this request may use: the one its `Vary` headers select, or none. */
+    function usable(entry: StoredResponse | undefined): StoredResponse | undefined {
+      if (!entry?.vary) return entry;
+      for (const [name, value] of Object.entries(entry.vary)) {
+        if (value !== hashedHeader(request.headers.get(name))) return undefined;
+      }
+      return entry;
     }
 
     /** The network part: conditional request when there is a validator, then store. */
@@ -234,10 +256,17 @@ export function createCachedFetch(
 
       const responseControl = parseCacheControl(response.headers.get('cache-control'));
       const declared = Number(response.headers.get('content-length') ?? 0);
+      const varyNames = (response.headers.get('vary') ?? '')
+        .split(',')
+        .map((name) => name.trim().toLowerCase())
+        .filter((name) => name !== '');
+      // A private response is for one user: kept only when a credential header is in the key.
+      const perUser = 'authorization' in variant || 'cookie' in variant;
       const storable =
         CACHEABLE_STATUSES.has(response.status) &&
         !responseControl.has('no-store') &&
-        response.headers.get('vary')?.trim() !== '*' &&
+        !(responseControl.has('private') && !perUser) &&
+        !varyNames.includes('*') &&
         !(declared > maxBody);
       if (!storable) return response;
       const headers = storedHeaders(response.headers);
@@ -245,8 +274,14 @@ export function createCachedFetch(
       const checks = validators(headers);
       if (timing.freshUntil <= receivedAt && !checks.etag && !checks.lastModified) return response;
       const body = new Uint8Array(await response.arrayBuffer());
+      const vary: Record<string, string | null> = {};
+      for (const name of varyNames) {
+        if (!keyHeaders.includes(name)) vary[name] = hashedHeader(request.headers.get(name));
+      }
       const entry: StoredResponse = {
-        url,
+        url: response.url || url,
+        ...(response.redirected ? { redirected: true } : {}),
+        ...(Object.keys(vary).length > 0 ? { vary } : {}),
         status: response.status,
         statusText: response.statusText,
         headers,
@@ -259,7 +294,9 @@ export function createCachedFetch(
         await write(entry);
         share?.(entry);
       }
-      return build(entry, 'MISS', statusHeader);
+      // The caller gets the response as the server sent it (Set-Cookie included); the stored and
+      // shared copy leaves session headers out.
+      return live(response, entry, 'MISS', statusHeader);
     }
 
     async function write(entry: StoredResponse): Promise<void> {
@@ -274,8 +311,25 @@ export function createCachedFetch(
   };
 }
 
-function build(entry: StoredResponse, served: Served, statusHeader: string | false): Response {
-  const headers = new Headers(entry.headers);
+/** The network response with its body already read: its own headers, the cache's status header. */
+function live(
+  response: Response,
+  entry: StoredResponse,
+  served: Served,
+  statusHeader: string | false,
+): Response {
+  const headers = new Headers(response.headers);
+  // The body is kept decoded: the transfer headers no longer describe it.
+  for (const name of ['content-encoding', 'content-length', 'transfer-encoding']) headers.delete(name);
+  return build(entry, served, statusHeader, headers);
+}
+
+function build(
+  entry: StoredResponse,
+  served: Served,
+  statusHeader: string | false,
+  headers: Headers = new Headers(entry.headers),
+): Response {
   if (statusHeader) headers.set(statusHeader, served);
   const nullBody = entry.status === 204 || entry.status === 205 || entry.status === 304;
   // The decoded body is a plain Uint8Array; typed as the constructor's body so the DOM lib accepts it too.
@@ -289,7 +343,13 @@ function build(entry: StoredResponse, served: Served, statusHeader: string | fal
   );
   // A constructed Response has an empty url; tools may log or resolve against it.
   Object.defineProperty(response, 'url', { value: entry.url });
+  if (entry.redirected) Object.defineProperty(response, 'redirected', { value: true });
   return response;
+}
+
+/** A request header's value as a Vary check keeps it: hashed, never in clear. */
+function hashedHeader(value: string | null): string | null {
+  return value === null ? null : createHash('sha256').update(value).digest('base64url');
 }
 
 function freshness(

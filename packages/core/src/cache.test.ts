@@ -221,6 +221,83 @@ describe('createCache > getOrCompute', () => {
     expect(calls).toBe(2);
   });
 
+  it('a computation under way when its key is invalidated is neither joined nor stored', async () => {
+    const cache = make({ store: sqliteBackend({ path: join(dir, 'inflight-invalidate.db') }) });
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const key = { name: 'doc', request: 1 };
+    const first = cache.getOrCompute(key, async () => {
+      await gate;
+      return 'old';
+    });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    await cache.invalidate('doc');
+    const second = cache.getOrCompute(key, async () => 'new');
+    release();
+    expect(await first).toBe('old');
+    expect(await second).toBe('new');
+    expect(await cache.get(key)).toBe('new');
+  });
+
+  it('a computation under way is not stored over a tag invalidation or an overwrite', async () => {
+    const cache = make({ store: sqliteBackend({ path: join(dir, 'inflight-tags.db') }) });
+    const slow = (value: string) => {
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      const compute = async () => {
+        await gate;
+        return value;
+      };
+      return { release, compute };
+    };
+    const tagged = slow('old');
+    const pending = cache.getOrCompute('t', tagged.compute, { tags: ['docs'] });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    await cache.invalidateTags(['docs']);
+    tagged.release();
+    expect(await pending).toBe('old');
+    expect(await cache.has('t')).toBe(false);
+
+    const overwritten = slow('computed before the set');
+    const racing = cache.getOrCompute('o', overwritten.compute);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    await cache.set('o', 'set meanwhile');
+    overwritten.release();
+    await racing;
+    expect(await cache.get('o')).toBe('set meanwhile');
+  });
+
+  it('a read of the store under way when its key is invalidated does not bring it back into memory', async () => {
+    const path = join(dir, 'read-invalidate.db');
+    const writer = make({ store: sqliteBackend({ path }) });
+    await writer.set('k', 'old');
+    // The same SQLite file, read slowly (as a remote store can be).
+    const store = sqliteBackend({ path });
+    const slowStore = new Proxy(store, {
+      get(target, property) {
+        const member = Reflect.get(target, property, target);
+        if (property === 'get') {
+          return async (key: string) => {
+            const found = await target.get(key);
+            await new Promise((resolve) => setTimeout(resolve, 30));
+            return found;
+          };
+        }
+        return typeof member === 'function' ? member.bind(target) : member;
+      },
+    });
+    const reader = make({ store: slowStore });
+    const reading = reader.get('k');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    await reader.invalidate('kv');
+    expect(await reading).toBe('old');
+    expect(await reader.get('k')).toBeUndefined();
+  });
+
   it('gives concurrent callers their own copies even when the value is not stored', async () => {
     const cache = make();
     const compute = async () => {

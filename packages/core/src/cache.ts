@@ -227,7 +227,20 @@ interface Flight {
   promise: Promise<{ result: CacheResult<unknown>; encoded: Uint8Array | undefined }>;
   /** Computed by a `noStore` call: callers that want their answer stored do not join it. */
   noStore: boolean;
+  /** The scoped tags its value will carry, to tell whether a tag invalidation concerns it. */
+  tags: readonly string[];
 }
+
+/** Whether an invalidation (or an overwrite) concerns the entry under `storageKey`. */
+function concerns(message: BusMessage, storageKey: string, scopedTags: readonly string[]): boolean {
+  if (message.c) return true;
+  if (message.k?.includes(storageKey)) return true;
+  if (message.p !== undefined && storageKey.startsWith(message.p)) return true;
+  return message.t !== undefined && scopedTags.includes(message.t);
+}
+
+/** Changes remembered for the computations and reads still under way; older ones count as all. */
+const CHANGE_LOG = 1024;
 
 /** Whether a call with `policy` may take the answer of `flight` instead of computing its own. */
 function joinable(flight: Flight | undefined, policy: { noStore?: boolean }): flight is Flight {
@@ -346,8 +359,44 @@ class Engine {
     await withTimeout(level, 'subscribe', async () => void (await this.#unsubscribe)).catch(() => undefined);
   }
 
+  readonly #changes: { at: number; message: BusMessage }[] = [];
+  #epoch = 0;
+
+  /** Counts writes and invalidations, local or heard on the bus (see `changedSince`). */
+  get epoch(): number {
+    return this.#epoch;
+  }
+
+  /**
+   * Notes an invalidation or an overwrite. A computation of a concerned key that is under way
+   * started from what was there before, so later callers must not join it, and it must not
+   * store its result over the change (nor a read promote what it read before it).
+   */
+  noteChange(message: BusMessage): void {
+    const at = ++this.#epoch;
+    this.#changes.push({ at, message });
+    if (this.#changes.length > CHANGE_LOG) this.#changes.splice(0, CHANGE_LOG / 2);
+    if (this.inflight.size === 0) return;
+    for (const [key, flight] of this.inflight) {
+      if (concerns(message, key, flight.tags)) this.inflight.delete(key);
+    }
+  }
+
+  /** Whether a change noted after `epoch` concerns the entry under `storageKey`. */
+  changedSince(epoch: number, storageKey: string, scopedTags: readonly string[]): boolean {
+    if (epoch === this.#epoch) return false;
+    const changes = this.#changes;
+    // Older than what is remembered: assume the worst.
+    if (changes.length === 0 || changes[0]!.at > epoch + 1) return true;
+    for (let i = changes.length - 1; i >= 0 && changes[i]!.at > epoch; i--) {
+      if (concerns(changes[i]!.message, storageKey, scopedTags)) return true;
+    }
+    return false;
+  }
+
   /** Tells other instances sharing the store to drop what their memory levels hold. */
   publish(message: BusMessage): void {
+    this.noteChange(message);
     const level = this.busLevel;
     if (!level || this.closed || !(this.options.bus ?? this.memoryFront)) return;
     const text = JSON.stringify({ ...message, o: this.owner });
@@ -364,6 +413,7 @@ class Engine {
       return;
     }
     if (message.o === this.owner) return;
+    this.noteChange(message);
     for (const tier of this.tiers.values()) {
       const memory = tier.levels[0];
       if (!memory?.sync || tier.levels.length === 1) continue;
@@ -969,6 +1019,7 @@ export class CacheView {
   async #read(storageKey: string, from = 0): Promise<Found | undefined> {
     const levels = this.#tier.levels;
     const now = this.engine.clock.now();
+    const since = this.engine.epoch;
     let stale: Found | undefined;
     for (let depth = from; depth < levels.length; depth++) {
       const level = levels[depth]!;
@@ -985,7 +1036,10 @@ export class CacheView {
         stale ??= found;
         continue;
       }
-      if (depth > 0) this.#promote(storageKey, stored, depth, now);
+      // Not promoted when the key was invalidated while it was read: that would bring it back.
+      if (depth > 0 && !this.engine.changedSince(since, storageKey, stored.tags ?? [])) {
+        this.#promote(storageKey, stored, depth, now);
+      }
       return found;
     }
     return stale;
@@ -1060,11 +1114,17 @@ export class CacheView {
     const engine = this.engine;
     const existing = engine.inflight.get(storageKey);
     if (joinable(existing, policy)) return existing;
+    const tags = policy.tags?.map((tag) => this.#scopedTag(tag)) ?? [];
+    const since = engine.epoch;
     const flight: Flight = {
-      promise: this.#computeAndStore(storageKey, key, compute, policy, timing, stale).finally(() => {
+      promise: this.#computeAndStore(storageKey, key, compute, policy, timing, stale, {
+        since,
+        tags,
+      }).finally(() => {
         if (engine.inflight.get(storageKey) === flight) engine.inflight.delete(storageKey);
       }),
       noStore: policy.noStore === true,
+      tags,
     };
     engine.inflight.set(storageKey, flight);
     return flight;
@@ -1077,6 +1137,7 @@ export class CacheView {
     policy: CachePolicy<T>,
     timing: Timing,
     stale: Found | undefined,
+    started: { since: number; tags: readonly string[] },
   ): Promise<{ result: CacheResult<unknown>; encoded: Uint8Array | undefined }> {
     let value: T;
     let release: (() => Promise<void>) | undefined;
@@ -1099,7 +1160,16 @@ export class CacheView {
       throw error;
     }
     try {
-      const stored = await this.#store(storageKey, key, value, policy, timing);
+      // Invalidated (or overwritten) while it computed: the value answers this call, but storing
+      // it would bring back what the invalidation removed.
+      const outdated = this.engine.changedSince(started.since, storageKey, started.tags);
+      const stored = await this.#store(
+        storageKey,
+        key,
+        value,
+        outdated ? { ...policy, noStore: true } : policy,
+        timing,
+      );
       // Refused (shouldCache, undefined) or unstorable: tell the processes waiting on our lock to
       // compute now instead of queueing for the lock one after another.
       if (release && stored.encoded === undefined) await this.#markNothingStored(storageKey);

@@ -150,6 +150,12 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
     case '/target':
       res.writeHead(200, { 'cache-control': 'max-age=60' }).end('arrived');
       return;
+    case '/events':
+      // An event stream that stays open: its first event must reach the caller at once.
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'max-age=60' });
+      res.write('data: first\n\n');
+      setTimeout(() => res.end('data: last\n\n'), 300);
+      return;
     default:
       res.writeHead(400).end();
   }
@@ -491,6 +497,16 @@ describe('cachedFetch', () => {
       expect(await response.text()).toBe('arrived');
     }
     expect(hit.headers.get('x-cache')).toBe('HIT');
+  });
+
+  it('passes an event stream through as it arrives and never stores it', async () => {
+    const started = performance.now();
+    const response = await get('/events');
+    expect(performance.now() - started).toBeLessThan(250);
+    const reader = response.body!.getReader();
+    expect(new TextDecoder().decode((await reader.read()).value)).toBe('data: first\n\n');
+    await reader.cancel();
+    expect((await get('/events')).headers.get('x-cache')).not.toBe('HIT');
   });
 
   it('persists in a SQLite store across a restart', async () => {

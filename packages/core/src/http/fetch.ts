@@ -28,7 +28,10 @@ export interface CachedFetchOptions {
   keyHeaders?: readonly string[] | undefined;
   /** When revalidation fails with a network error, serve the stale copy (unless it says must-revalidate). @default false */
   staleIfError?: boolean | undefined;
-  /** Bodies larger than this are passed through, not stored. @default 8 MiB */
+  /**
+   * Bodies larger than this are passed through, not stored. (A body without Content-Length is
+   * read before the response is returned; event streams are always passed through.) @default 8 MiB
+   */
   maxBodyBytes?: number | undefined;
   /** Header set on returned responses: HIT, MISS, COALESCED, REVALIDATED, STALE; `false` for none. @default 'x-cache' */
   statusHeader?: string | false | undefined;
@@ -262,7 +265,10 @@ export function createCachedFetch(
         .filter((name) => name !== '');
       // A private response is for one user: kept only when a credential header is in the key.
       const perUser = 'authorization' in variant || 'cookie' in variant;
+      // An event stream is live data that may never end: passed through as it arrives.
+      const eventStream = /^text\/event-stream\b/i.test(response.headers.get('content-type') ?? '');
       const storable =
+        !eventStream &&
         CACHEABLE_STATUSES.has(response.status) &&
         !responseControl.has('no-store') &&
         !(responseControl.has('private') && !perUser) &&

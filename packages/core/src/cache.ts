@@ -706,6 +706,26 @@ export class CacheView {
     if (usage) this.#saved(usage);
   }
 
+  /**
+   * Counts a lookup an adapter judged itself, after `peek`: a `hit` when the stored value answered
+   * the call, a `miss` when the call had to go to the source.
+   */
+  recordLookup(outcome: 'hit' | 'miss'): void {
+    if (outcome === 'hit') this.#counters.hits++;
+    else this.#counters.misses++;
+  }
+
+  /**
+   * The stored value, without counting a hit or a miss: for adapters that decide themselves
+   * whether it answers the call (an HTTP response past its freshness is kept to be revalidated,
+   * but a new request is a miss). Count the outcome with `recordLookup`.
+   */
+  async peek<T>(key: KeyInput): Promise<T | undefined> {
+    if (!this.engine.enabled) return undefined;
+    const found = await this.#read(this.key(key));
+    return found && !found.stale ? (found.decoded.value.v as T) : undefined;
+  }
+
   /** Key prefix of one name (`invalidate`) or of this whole view (`clear`). */
   prefix(name?: string): string {
     return name === undefined ? `${this.#prefix}:` : `${this.#prefix}:${validateName(name, 'name')}:`;

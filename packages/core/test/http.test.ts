@@ -509,6 +509,17 @@ describe('cachedFetch', () => {
     expect((await get('/events')).headers.get('x-cache')).not.toBe('HIT');
   });
 
+  it('counts a hit only when the stored response answered', async () => {
+    await get('/etag'); // miss
+    await get('/etag'); // hit
+    clock.advance(2 * 60_000);
+    version = 2;
+    expect(await (await get('/etag')).json()).toEqual({ version: 2 }); // stale, changed: a miss
+    clock.advance(2 * 60_000);
+    expect((await get('/etag')).headers.get('x-cache')).toBe('REVALIDATED'); // 304: the body was stored
+    expect(await cache.tier('http').stats()).toMatchObject({ hits: 2, misses: 2 });
+  });
+
   it('persists in a SQLite store across a restart', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'x-http-'));
     try {

@@ -175,9 +175,11 @@ export function createCachedFetch(
     // No await between the second check and registering our own flight.
     const early = shareable ? inFlight().get(flightKey) : undefined;
     if (early) return join(early);
-    const stored = reload ? undefined : usable(await http().get<StoredResponse>(key));
+    // Read without counting: a stored response past its freshness is a miss, not a hit.
+    const stored = reload ? undefined : usable(await http().peek<StoredResponse>(key));
     if (stored && !mustCheck && now() < stored.freshUntil) {
       request.signal.throwIfAborted();
+      http().recordLookup('hit');
       return build(stored, 'HIT', statusHeader);
     }
     if (!shareable) return miss(stored);
@@ -209,7 +211,7 @@ export function createCachedFetch(
       }
       // The other response could not be shared (not storable, its fetch failed, or it varies on
       // a header this request sends otherwise): go alone.
-      return miss(usable(await http().get<StoredResponse>(key)));
+      return miss(usable(await http().peek<StoredResponse>(key)));
     }
 
     /** A stored response this request may use: the one its `Vary` headers select, or none. */
@@ -237,12 +239,17 @@ export function createCachedFetch(
       try {
         response = await network(outgoing);
       } catch (error) {
-        if (stored && options.staleIfError && !stored.mustRevalidate)
+        if (stored && options.staleIfError && !stored.mustRevalidate) {
+          http().recordLookup('hit');
           return build(stored, 'STALE', statusHeader);
+        }
+        http().recordLookup('miss');
         throw error;
       }
 
       const receivedAt = now();
+      // A 304 serves the stored body: a hit (with a round trip); anything else is a miss.
+      http().recordLookup(response.status === 304 && stored ? 'hit' : 'miss');
       if (response.status === 304 && stored) {
         const headers = mergeHeaders(stored.headers, response.headers);
         const refreshed: StoredResponse = {

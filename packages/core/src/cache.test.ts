@@ -298,6 +298,45 @@ describe('createCache > getOrCompute', () => {
     expect(await reader.get('k')).toBeUndefined();
   });
 
+  it('a call that wants its answer stored does not join a ttl-0 call either', async () => {
+    const cache = make();
+    let calls = 0;
+    const slow = async () => {
+      calls++;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      return 'v';
+    };
+    await Promise.all([cache.getOrCompute('k', slow, { ttl: 0 }), cache.getOrCompute('k', slow)]);
+    expect(calls).toBe(2);
+    expect(await cache.has('k')).toBe(true);
+  });
+
+  it('a batch read under way when a key is invalidated does not bring it back into memory', async () => {
+    const path = join(dir, 'batch-invalidate.db');
+    const writer = make({ store: sqliteBackend({ path }) });
+    await writer.set('k', 'old');
+    const store = sqliteBackend({ path });
+    const slowStore = new Proxy(store, {
+      get(target, property) {
+        const member = Reflect.get(target, property, target);
+        if (property === 'getMany') {
+          return async (keys: string[]) => {
+            const found = await target.getMany(keys);
+            await new Promise((resolve) => setTimeout(resolve, 30));
+            return found;
+          };
+        }
+        return typeof member === 'function' ? member.bind(target) : member;
+      },
+    });
+    const reader = make({ store: slowStore });
+    const reading = reader.getMany(['k']);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    await reader.delete('k');
+    expect(await reading).toEqual(['old']);
+    expect(await reader.get('k')).toBeUndefined();
+  });
+
   it('gives concurrent callers their own copies even when the value is not stored', async () => {
     const cache = make();
     const compute = async () => {

@@ -231,16 +231,16 @@ interface Flight {
   tags: readonly string[];
 }
 
-/** Whether an invalidation (or an overwrite) concerns the entry under `storageKey`. */
-function concerns(message: BusMessage, storageKey: string, scopedTags: readonly string[]): boolean {
-  if (message.c) return true;
-  if (message.k?.includes(storageKey)) return true;
-  if (message.p !== undefined && storageKey.startsWith(message.p)) return true;
-  return message.t !== undefined && scopedTags.includes(message.t);
+/**
+ * Work under way on one key (a computation, a read of a lower level) that an invalidation or an
+ * overwrite of the key makes outdated: its result still answers its caller, but must not be
+ * stored or promoted over the change. `tags`: the scoped tags its value carries; undefined when
+ * not known yet (a read), which any tag invalidation concerns.
+ */
+interface Watch {
+  outdated: boolean;
+  readonly tags: readonly string[] | undefined;
 }
-
-/** Changes remembered for the computations and reads still under way; older ones count as all. */
-const CHANGE_LOG = 1024;
 
 /** Whether a call with `policy` may take the answer of `flight` instead of computing its own. */
 function joinable(flight: Flight | undefined, policy: { noStore?: boolean }): flight is Flight {
@@ -359,39 +359,49 @@ class Engine {
     await withTimeout(level, 'subscribe', async () => void (await this.#unsubscribe)).catch(() => undefined);
   }
 
-  readonly #changes: { at: number; message: BusMessage }[] = [];
-  #epoch = 0;
+  readonly #watches = new Map<string, Set<Watch>>();
 
-  /** Counts writes and invalidations, local or heard on the bus (see `changedSince`). */
-  get epoch(): number {
-    return this.#epoch;
+  /** Starts watching `storageKey` for changes; pair with `unwatch`. */
+  watch(storageKey: string, tags?: readonly string[]): Watch {
+    const watch: Watch = { outdated: false, tags };
+    let set = this.#watches.get(storageKey);
+    if (!set) {
+      set = new Set();
+      this.#watches.set(storageKey, set);
+    }
+    set.add(watch);
+    return watch;
+  }
+
+  unwatch(storageKey: string, watch: Watch): void {
+    const set = this.#watches.get(storageKey);
+    if (!set?.delete(watch)) return;
+    if (set.size === 0) this.#watches.delete(storageKey);
   }
 
   /**
-   * Notes an invalidation or an overwrite. A computation of a concerned key that is under way
-   * started from what was there before, so later callers must not join it, and it must not
-   * store its result over the change (nor a read promote what it read before it).
+   * Notes an invalidation or an overwrite, local or heard on the bus: work under way on the keys
+   * it concerns is outdated, and later callers must not join computations of them. A key costs
+   * two map lookups; prefixes, tags and `clear` (rare) look at what is under way.
    */
   noteChange(message: BusMessage): void {
-    const at = ++this.#epoch;
-    this.#changes.push({ at, message });
-    if (this.#changes.length > CHANGE_LOG) this.#changes.splice(0, CHANGE_LOG / 2);
-    if (this.inflight.size === 0) return;
-    for (const [key, flight] of this.inflight) {
-      if (concerns(message, key, flight.tags)) this.inflight.delete(key);
+    if (message.k) {
+      for (const key of message.k) {
+        this.inflight.delete(key);
+        const set = this.#watches.get(key);
+        if (set) for (const watch of set) watch.outdated = true;
+      }
     }
-  }
-
-  /** Whether a change noted after `epoch` concerns the entry under `storageKey`. */
-  changedSince(epoch: number, storageKey: string, scopedTags: readonly string[]): boolean {
-    if (epoch === this.#epoch) return false;
-    const changes = this.#changes;
-    // Older than what is remembered: assume the worst.
-    if (changes.length === 0 || changes[0]!.at > epoch + 1) return true;
-    for (let i = changes.length - 1; i >= 0 && changes[i]!.at > epoch; i--) {
-      if (concerns(changes[i]!.message, storageKey, scopedTags)) return true;
+    if (message.p === undefined && message.t === undefined && !message.c) return;
+    const { p: prefix, t: tag, c: all } = message;
+    const concerned = (key: string, tags: readonly string[] | undefined) =>
+      all === 1 ||
+      (prefix !== undefined && key.startsWith(prefix)) ||
+      (tag !== undefined && (tags === undefined || tags.includes(tag)));
+    for (const [key, flight] of this.inflight) if (concerned(key, flight.tags)) this.inflight.delete(key);
+    for (const [key, set] of this.#watches) {
+      for (const watch of set) if (concerned(key, watch.tags)) watch.outdated = true;
     }
-    return false;
   }
 
   /** Tells other instances sharing the store to drop what their memory levels hold. */
@@ -870,11 +880,18 @@ export class CacheView {
     for (let depth = 0; depth < levels.length && pending.length > 0; depth++) {
       const level = levels[depth]!;
       const wanted = pending.map((index) => storageKeys[index]!);
-      const stored: (StoredEntry | undefined)[] = level.sync
-        ? wanted.map((key) => level.sync!.getSync(key))
-        : await this.engine.guard(this.tierName, level, 'getMany', undefined, [], () =>
-            level.backend.getMany(wanted),
-          );
+      // As in #read: an invalidation during the read must not be undone by the promotion.
+      const watches = !level.sync && depth > 0 ? wanted.map((key) => this.engine.watch(key)) : undefined;
+      let stored: (StoredEntry | undefined)[];
+      try {
+        stored = level.sync
+          ? wanted.map((key) => level.sync!.getSync(key))
+          : await this.engine.guard(this.tierName, level, 'getMany', undefined, [], () =>
+              level.backend.getMany(wanted),
+            );
+      } finally {
+        watches?.forEach((watch, position) => this.engine.unwatch(wanted[position]!, watch));
+      }
       const still: number[] = [];
       pending.forEach((index, position) => {
         const entry = stored[position];
@@ -883,7 +900,7 @@ export class CacheView {
           still.push(index);
           return;
         }
-        this.#promote(storageKeys[index]!, entry!, depth, now);
+        if (!watches?.[position]!.outdated) this.#promote(storageKeys[index]!, entry!, depth, now);
         out[index] = this.#served<T>(found, storageKeys[index]!, false).value;
       });
       pending = still;
@@ -897,7 +914,7 @@ export class CacheView {
     if (!this.engine.enabled) return;
     const timing = this.#timing(policy);
     const usage = await this.#usageOf(key, value, policy);
-    await this.#write(this.key(key), { v: value, u: usage }, policy, timing);
+    await this.#write(this.key(key), { v: value, u: usage }, policy, timing, true);
   }
 
   async has(key: KeyInput): Promise<boolean> {
@@ -1039,30 +1056,34 @@ export class CacheView {
   async #read(storageKey: string, from = 0): Promise<Found | undefined> {
     const levels = this.#tier.levels;
     const now = this.engine.clock.now();
-    const since = this.engine.epoch;
     let stale: Found | undefined;
-    for (let depth = from; depth < levels.length; depth++) {
-      const level = levels[depth]!;
-      const stored = level.sync
-        ? level.sync.getSync(storageKey)
-        : await this.engine.guard(this.tierName, level, 'get', storageKey, undefined, () =>
-            level.backend.get(storageKey),
-          );
-      if (!stored) continue;
-      const found = this.#decode(storageKey, stored, level, now);
-      if (!found) continue;
-      // A stale copy above must not hide a fresh one below (another process may have refreshed it).
-      if (found.stale) {
-        stale ??= found;
-        continue;
+    // Watched while a lower level is read: an invalidation meanwhile must not be undone by
+    // promoting what was read before it.
+    let watch: Watch | undefined;
+    try {
+      for (let depth = from; depth < levels.length; depth++) {
+        const level = levels[depth]!;
+        if (!level.sync && depth > 0) watch ??= this.engine.watch(storageKey);
+        const stored = level.sync
+          ? level.sync.getSync(storageKey)
+          : await this.engine.guard(this.tierName, level, 'get', storageKey, undefined, () =>
+              level.backend.get(storageKey),
+            );
+        if (!stored) continue;
+        const found = this.#decode(storageKey, stored, level, now);
+        if (!found) continue;
+        // A stale copy above must not hide a fresh one below (another process may have refreshed it).
+        if (found.stale) {
+          stale ??= found;
+          continue;
+        }
+        if (depth > 0 && !watch?.outdated) this.#promote(storageKey, stored, depth, now);
+        return found;
       }
-      // Not promoted when the key was invalidated while it was read: that would bring it back.
-      if (depth > 0 && !this.engine.changedSince(since, storageKey, stored.tags ?? [])) {
-        this.#promote(storageKey, stored, depth, now);
-      }
-      return found;
+      return stale;
+    } finally {
+      if (watch) this.engine.unwatch(storageKey, watch);
     }
-    return stale;
   }
 
   /** The copy in one store level (not memory), decoded. */
@@ -1135,15 +1156,14 @@ export class CacheView {
     const existing = engine.inflight.get(storageKey);
     if (joinable(existing, policy)) return existing;
     const tags = policy.tags?.map((tag) => this.#scopedTag(tag)) ?? [];
-    const since = engine.epoch;
+    const watch = engine.watch(storageKey, tags);
     const flight: Flight = {
-      promise: this.#computeAndStore(storageKey, key, compute, policy, timing, stale, {
-        since,
-        tags,
-      }).finally(() => {
+      promise: this.#computeAndStore(storageKey, key, compute, policy, timing, stale, watch).finally(() => {
+        engine.unwatch(storageKey, watch);
         if (engine.inflight.get(storageKey) === flight) engine.inflight.delete(storageKey);
       }),
-      noStore: policy.noStore === true,
+      // A ttl-0 call stores nothing either: a caller that wants its answer stored computes its own.
+      noStore: policy.noStore === true || timing.ttlMs === 0,
       tags,
     };
     engine.inflight.set(storageKey, flight);
@@ -1157,7 +1177,7 @@ export class CacheView {
     policy: CachePolicy<T>,
     timing: Timing,
     stale: Found | undefined,
-    started: { since: number; tags: readonly string[] },
+    watch: Watch,
   ): Promise<{ result: CacheResult<unknown>; encoded: Uint8Array | undefined }> {
     let value: T;
     let release: (() => Promise<void>) | undefined;
@@ -1182,12 +1202,11 @@ export class CacheView {
     try {
       // Invalidated (or overwritten) while it computed: the value answers this call, but storing
       // it would bring back what the invalidation removed.
-      const outdated = this.engine.changedSince(started.since, storageKey, started.tags);
       const stored = await this.#store(
         storageKey,
         key,
         value,
-        outdated ? { ...policy, noStore: true } : policy,
+        watch.outdated ? { ...policy, noStore: true } : policy,
         timing,
       );
       // Refused (shouldCache, undefined) or unstorable: tell the processes waiting on our lock to
@@ -1375,12 +1394,15 @@ export class CacheView {
     record: StoredRecord,
     policy: CachePolicy<any>,
     { ttlMs, graceMs }: Timing,
+    /** A `set`: the value replaces what the key holds, whatever it is. */
+    replace = false,
   ): Promise<Uint8Array | undefined> {
     const engine = this.engine;
     const now = engine.clock.now();
     if (ttlMs === 0) {
-      // Kept for no time: nothing is stored, and what the key held is replaced by nothing.
-      await this.deleteStorageKey(storageKey);
+      // Kept for no time: nothing is stored. A replacement (set, forceRefresh) also removes what
+      // the key held; a plain miss leaves it (a stale copy within grace, another caller's value).
+      if (replace || policy.forceRefresh) await this.deleteStorageKey(storageKey);
       return undefined;
     }
     const logicalExpiry = ttlMs === undefined ? undefined : now + ttlMs;

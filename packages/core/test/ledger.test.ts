@@ -600,6 +600,31 @@ describe('tool ledger: write tools', () => {
     expect(runs).toBe(1);
   });
 
+  it('records an output too large for the store as done without it, at once, so it never runs twice', async () => {
+    const errors: string[] = [];
+    const { ledger } = open({
+      cacheOptions: { store: sqliteBackend({ path: join(dir, 'small.db'), maxBytes: 1_500 }), memory: false },
+      tools: { send_email: { kind: 'write' } },
+      onError: (error) => errors.push(String(error)),
+    });
+    let runs = 0;
+    const call = {
+      tool: 'send_email',
+      input: { to: 'ada' },
+      idempotencyKey: 'big',
+      execute: async () => {
+        runs++;
+        return 'x'.repeat(3_000);
+      },
+    };
+    expect((await ledger.executeOrReplay(call)).value).toHaveLength(3_000);
+    expect(errors.join()).toMatch(/maxBytes/);
+    expect((await ledger.idempotency.check('big'))?.status).toBe('succeeded');
+    const replay = await ledger.executeOrReplay(call).catch((error) => error);
+    expect(CacheError.isInstance(replay) && replay.code).toBe('E_UNSERIALIZABLE');
+    expect(runs).toBe(1);
+  });
+
   it('asks a briefly busy SQLite file again before giving up on recording an outcome', async () => {
     const path = join(dir, 'busy.db');
     const { ledger } = open({

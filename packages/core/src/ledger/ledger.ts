@@ -707,8 +707,12 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
         await recordOutcome({ result: value });
         break;
       } catch (error) {
-        if (CacheError.isInstance(error) && error.code === 'E_UNSERIALIZABLE') {
-          // Recorded as done without its value: a replay must not run the side effect again.
+        if (
+          CacheError.isInstance(error) &&
+          (error.code === 'E_UNSERIALIZABLE' || error.code === 'E_INVALID_OPTION')
+        ) {
+          // The value cannot be kept (not data, or over the store's maxBytes): asking again would
+          // not help. Recorded as done without it: a replay must not run the side effect again.
           await recordOutcome({ resultNotStored: error.message }).catch((again: unknown) =>
             report(again, 'record', call.tool, key),
           );

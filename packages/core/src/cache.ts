@@ -890,7 +890,8 @@ export class CacheView {
               level.backend.getMany(wanted),
             );
       } finally {
-        watches?.forEach((watch, position) => this.engine.unwatch(wanted[position]!, watch));
+        if (watches)
+          for (const [position, watch] of watches.entries()) this.engine.unwatch(wanted[position]!, watch);
       }
       const still: number[] = [];
       pending.forEach((index, position) => {
@@ -900,7 +901,7 @@ export class CacheView {
           still.push(index);
           return;
         }
-        if (!watches?.[position]!.outdated) this.#promote(storageKeys[index]!, entry!, depth, now);
+        if (!watches?.[position]?.outdated) this.#promote(storageKeys[index]!, entry!, depth, now);
         out[index] = this.#served<T>(found, storageKeys[index]!, false).value;
       });
       pending = still;

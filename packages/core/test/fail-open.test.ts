@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redisBackend } from '../src/backends/redis.ts';
 import type { Cache } from '../src/cache.ts';
@@ -136,4 +137,30 @@ describe.skipIf(skip)('the invalidation bus across a Redis outage', () => {
       await own.stop();
     }
   }, 30_000);
+});
+
+describe.skipIf(skip)('persisted counters across a slow Redis', () => {
+  it('counts a flush that timed out but still landed once, not twice', async () => {
+    const own = await startRedis();
+    const admin = new Redis(own.url);
+    const cache = createCache({
+      store: { backend: redisBackend({ url: own.url, keyPrefix: 'cnt:' }), timeout: 100 },
+      memory: false,
+      statsFlushInterval: 0,
+    });
+    try {
+      await cache.set('k', 'v');
+      for (let i = 0; i < 3; i++) await cache.getOrCompute('k', () => 'x');
+      // The server stops answering for longer than the timeout, then executes what it received.
+      await admin.call('CLIENT', 'PAUSE', '300', 'ALL');
+      await cache.flushStats();
+      await sleep(400);
+      await cache.flushStats();
+      expect((await cache.getAllStats()).totals.hits).toBe(3);
+    } finally {
+      await cache.close();
+      admin.disconnect();
+      await own.stop();
+    }
+  }, 20_000);
 });

@@ -1,4 +1,5 @@
 import type { CacheBackend } from '../backends/backend.ts';
+import { LevelTimeoutError } from '../levels/stack.ts';
 import { timerMs } from '../util/timers.ts';
 
 /** The counters kept per scope (a tier + namespace pair, or a level). */
@@ -121,9 +122,11 @@ export class StatsCollector {
         if (!any) continue;
         try {
           await this.#run('incrementCounters', () => store.incrementCounters!(scope, deltas));
-        } catch {
-          // the store is failing: keep the deltas for the next flush rather than lose them
-          addCounters(set, deltas);
+        } catch (error) {
+          // The store refused them: keep the deltas for the next flush rather than lose them. A
+          // timeout is different: the increment was sent and most likely still lands (a slow or
+          // paused server), so sending it again would count it twice.
+          if (!(error instanceof LevelTimeoutError)) addCounters(set, deltas);
         }
       }
     })();

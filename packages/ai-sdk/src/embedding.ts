@@ -56,6 +56,10 @@ export function embeddingCacheMiddleware(
     model: EmbeddingModelV4;
   }): Promise<EmbeddingModelV4Result> {
     const { own, params } = splitCall(rawParams, optionsKey);
+    // A model that takes provider options per value (a transformer `embedMany` slices them with)
+    // gets options that belong to positions in the batch, not to a value: neither a per-value key
+    // nor a sub-batch of the misses could carry them. Such calls go through uncached.
+    if (hasPerValueOptions(model, params)) return model.doEmbed(params);
     const view = resolveView(options, 'embeddings', own, cacheRef);
     const keys = params.values.map((value) => ({
       name: EMBED_KEY_NAME,
@@ -136,4 +140,15 @@ export function embeddingCacheMiddleware(
   }
 
   return { specificationVersion: 'v4', wrapEmbed };
+}
+
+/** What `ai` calls to slice a model's provider options per value (`embedMany`). */
+const PROVIDER_OPTIONS_TRANSFORMER = Symbol.for('vercel.ai.embeddingModel.providerOptionsTransformer');
+
+function hasPerValueOptions(model: EmbeddingModelV4, params: EmbeddingModelV4CallOptions): boolean {
+  if (typeof (model as unknown as Record<symbol, unknown>)[PROVIDER_OPTIONS_TRANSFORMER] !== 'function') {
+    return false;
+  }
+  const options = params.providerOptions;
+  return options !== undefined && Object.values(options).some((entry) => Object.keys(entry ?? {}).length > 0);
 }

@@ -89,6 +89,44 @@ describe('embeddingCacheMiddleware', () => {
     expect(large.doEmbedCalls).toHaveLength(1);
   });
 
+  it('passes through a model whose provider options are per value (a transformer slices them)', async () => {
+    const TRANSFORMER = Symbol.for('vercel.ai.embeddingModel.providerOptionsTransformer');
+    const inner = new MockEmbeddingModelV4({
+      maxEmbeddingsPerCall: 100,
+      doEmbed: async (call) => ({
+        // Each vector depends on the value and on the title given for its position.
+        embeddings: call.values.map((value, i) => [
+          value.length,
+          ((call.providerOptions?.mock as { titles?: string[] } | undefined)?.titles?.[i] ?? '').length,
+        ]),
+        usage: { tokens: 1 },
+        warnings: [],
+      }),
+    });
+    Object.assign(inner, {
+      [TRANSFORMER]: ({ providerOptions, startIndex, endIndex }: any) =>
+        providerOptions?.mock
+          ? { mock: { titles: providerOptions.mock.titles.slice(startIndex, endIndex) } }
+          : providerOptions,
+    });
+    const model = wrapEmbeddingModel({
+      model: inner,
+      middleware: embeddingCacheMiddleware({ cache: createCache() }),
+    });
+    const providerOptions = { mock: { titles: ['A', 'BBBB'] } };
+    await embedMany({ model, values: ['m', 'n'], providerOptions });
+    const swapped = await embedMany({ model, values: ['n', 'm'], providerOptions });
+    expect(swapped.embeddings).toEqual([
+      [1, 1],
+      [1, 4],
+    ]);
+    // Without per-value options the same model is cached as usual.
+    await embedMany({ model, values: ['m', 'n'] });
+    const calls = inner.doEmbedCalls.length;
+    await embedMany({ model, values: ['n', 'm'] });
+    expect(inner.doEmbedCalls).toHaveLength(calls);
+  });
+
   it('stores vectors as float32 bytes, not JSON number arrays', async () => {
     const dims = 1536;
     const vector = Array.from({ length: dims }, (_, index) => Math.sin(index * 12.9898) * 0.731);

@@ -23,6 +23,9 @@ describe('cachedLlmCall option errors', () => {
     ['a cache that is not a cache', { cache: {} }, /"cache" must be a cache/],
     ['an empty scope', { scope: '' }, /"scope" must be a non-empty string or false/],
     ['a key that is not a function', { key: 'subject' }, /"key" must be a function/],
+    ['a misspelt usage', { usage: 'estimat' }, /"usage" must be 'estimate', a usage object or a function/],
+    ['a model that is not a string', { model: 42 }, /"model" must be a model id string/],
+    ['an invalid tier name', { tier: 'bad tier' }, /option "tier": .*bad tier/],
   ])('rejects %s when the method is decorated', (_, options, message) => {
     const error = thrown(() => cachedLlmCall('intro_page', options as never));
     expect(error.code).toBe('E_INVALID_OPTION');

@@ -254,6 +254,25 @@ describe('cachedLlmCall keys', () => {
     expect(model.prompts).toHaveLength(2);
   });
 
+  it('invalidates a prefix in the tier its entries are in', async () => {
+    const cache = createCache();
+    const model = testModel();
+    const render = cachedLlmCall('render_template', async (x: string) => model.complete(x), {
+      cache: cache.tier('templates'),
+    });
+    await render('a');
+    expect(await invalidateCachedPrefix(render, { cache, tier: 'templates' })).toBe(1);
+    await render('a');
+    expect(model.prompts).toHaveLength(2);
+  });
+
+  it('refuses to warm a prefix shared by two different anonymous functions', async () => {
+    const cache = createCache();
+    cachedLlmCall('warm_anon', async (x: string) => `A:${x}`, { cache });
+    cachedLlmCall('warm_anon', async (x: string) => `B:${x}`, { cache });
+    await expect(warm('warm_anon', [['q']])).rejects.toThrow(/2 functions use the prefix "warm_anon"/);
+  });
+
   it('stores nothing with ttl: 0, and nothing when the cache is disabled', async () => {
     const model = testModel();
     const never = cachedLlmCall('never', async (x: string) => model.complete(x), {

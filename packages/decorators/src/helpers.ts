@@ -99,16 +99,20 @@ export async function invalidateCachedPrefix(
   }
   const views = new Set<CacheView>();
   for (const registration of registrations) {
+    let view: CacheView;
     try {
-      views.add(registration.view(registration.defaultSelf(), options.cache));
+      view = registration.view(registration.defaultSelf(), options.cache);
     } catch (error) {
       throw decoratorError(
         'E_INVALID_OPTION',
         `invalidateCachedPrefix: ${registration.label} takes its cache from its instance`,
-        `pass that cache: invalidateCachedPrefix('${prefix}', { cache: service.cache })`,
+        `pass that cache, and its tier if it is not responses: invalidateCachedPrefix('${prefix}', { cache: service.cache, tier: 'templates' })`,
         { cause: error },
       );
     }
+    // A registration's own tier wins; otherwise the caller's names the tier its entries are in.
+    if (options.tier !== undefined && registration.options.tier === undefined) view = view.tier(options.tier);
+    views.add(view);
   }
   if (views.size === 0) {
     const base = options.cache ?? getDefaultCache();
@@ -269,7 +273,21 @@ function byPrefix(prefix: string, rest: unknown[]): ResolvedCall {
   const runnable = registrations.filter((registration) => !registration.needsInstance);
   // The same declaration evaluated again (hot reload, a re-imported module) registers again: the
   // newest one is the live code. Different declarations under one prefix are ambiguous.
-  const sameDeclaration = runnable.every((registration) => registration.label === runnable[0]!.label);
+  // (Anonymous functions share a label: their code and scope tell them apart.)
+  const first = runnable[0];
+  const scopeOf = (registration: Registration): string | undefined => {
+    try {
+      return registration.scope();
+    } catch {
+      return registration.label;
+    }
+  };
+  const sameDeclaration = runnable.every(
+    (registration) =>
+      registration.label === first!.label &&
+      scopeOf(registration) === scopeOf(first!) &&
+      String(registration.original) === String(first!.original),
+  );
   if (runnable.length === 1 || (runnable.length > 1 && sameDeclaration)) {
     const registration = runnable[runnable.length - 1]!;
     return { registration, self: registration.defaultSelf(), rest };

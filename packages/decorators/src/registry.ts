@@ -112,8 +112,24 @@ export function normalizeOptions(input: unknown, where: string): NormalizedOptio
   if (options.grace !== undefined) policy.grace = options.grace as never;
   if (options.staleWhileRevalidate !== undefined)
     policy.staleWhileRevalidate = !!options.staleWhileRevalidate;
-  if (options.usage !== undefined) policy.usage = options.usage as never;
-  if (options.model !== undefined) policy.model = options.model as string;
+  if (options.usage !== undefined) {
+    const usage = options.usage;
+    const valid =
+      usage === 'estimate' || typeof usage === 'function' || (typeof usage === 'object' && usage !== null);
+    if (!valid) {
+      throw invalid(
+        `${where}: option "usage" must be 'estimate', a usage object or a function of the result, got ${JSON.stringify(usage)}`,
+        "pass usage: 'estimate' or usage: (result) => ({ inputTokens, outputTokens, model })",
+      );
+    }
+    policy.usage = usage as never;
+  }
+  if (options.model !== undefined) {
+    if (typeof options.model !== 'string') {
+      throw invalid(`${where}: option "model" must be a model id string`, "pass model: 'gpt-4o-mini'");
+    }
+    policy.model = options.model;
+  }
   const shouldCache = options.shouldCache as NormalizedOptions['shouldCache'];
   if (shouldCache) policy.shouldCache = shouldCache;
   let tags: NormalizedOptions['tags'];
@@ -127,7 +143,13 @@ export function normalizeOptions(input: unknown, where: string): NormalizedOptio
     policy.tags = options.tags;
   }
   let tier: string | undefined;
-  if (options.tier !== undefined) tier = validateName(options.tier as string, 'name');
+  if (options.tier !== undefined) {
+    try {
+      tier = validateName(options.tier as string, 'name');
+    } catch (error) {
+      throw invalid(`${where}: option "tier": ${(error as Error).message}`, "pass tier: 'templates'", error);
+    }
+  }
   const cache = options.cache;
   if (
     cache !== undefined &&

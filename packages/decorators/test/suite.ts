@@ -365,7 +365,7 @@ export function decoratorSuite(mode: Mode): void {
         const tutorCache = openCache('tutor.db');
         await new TenantTutor('acme', llm, tutorCache).answer('What is a ratio?', 'req-1');
         await expect(invalidateCachedPrefix('tutor_answer')).rejects.toThrow(
-          "takes its cache from its instance — pass that cache: invalidateCachedPrefix('tutor_answer', { cache: service.cache })",
+          "takes its cache from its instance — pass that cache, and its tier if it is not responses: invalidateCachedPrefix('tutor_answer', { cache: service.cache, tier: 'templates' })",
         );
         expect(await invalidateCachedPrefix('tutor_answer', { cache: tutorCache })).toBe(1);
       });

@@ -48,12 +48,17 @@ export function cacheError(
 /** Thrown when a request or value cannot be canonicalised; `path` names the offending field. */
 export class UnserializableValueError extends CacheError {
   readonly path: string;
-  constructor(path: string, reason: string) {
+  /** `what` is a key (a request being hashed) or a value being stored. */
+  constructor(path: string, reason: string, what: 'key' | 'value' = 'key') {
     super(
       'E_UNSERIALIZABLE',
-      `[@x/cache-core] [keys] cannot serialise ${path || '(root)'}: ${reason}. ` +
-        'Pass plain data (objects, arrays, strings, numbers, booleans, null, Date, URL, Map, Set, binary) ' +
-        'or drop that field from the key.',
+      what === 'key'
+        ? `[@x/cache-core] [keys] cannot serialise ${path || '(root)'}: ${reason}. ` +
+            'Pass plain data (objects, arrays, strings, numbers, booleans, null, Date, URL, Map, Set, binary) ' +
+            'or drop that field from the key.'
+        : `[@x/cache-core] [codec] cannot store ${path || '(root)'}: ${reason}. ` +
+            'Return plain data (objects, arrays, strings, numbers, booleans, null, Date, URL, Map, Set, binary) ' +
+            'or convert that field before it is cached.',
     );
     this.name = 'UnserializableValueError';
     this.path = path;

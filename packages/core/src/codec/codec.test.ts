@@ -280,6 +280,30 @@ describe('unserializable values', () => {
     expect(unserializable({ s: { [Symbol('k')]: 1 } }).path).toBe('s[Symbol(k)]');
   });
 
+  it('says it is a value being stored, not a key', () => {
+    const error = unserializable({ answer: () => 1 });
+    expect(error.message).toMatch(/\[codec\] cannot store answer: .*convert that field before it is cached/);
+    expect(error.message).not.toMatch(/key/);
+  });
+
+  it('stores an object whose toJSON returns itself, as JSON does', () => {
+    class Self {
+      a = 1;
+      toJSON() {
+        return this;
+      }
+    }
+    expect(roundTrip({ s: new Self() })).toEqual({ s: { a: 1 } });
+  });
+
+  it('reads back a typed array subclass that renames itself', () => {
+    class Embedding extends Float32Array {}
+    Object.defineProperty(Embedding.prototype, Symbol.toStringTag, { get: () => 'Embedding' });
+    const back = roundTrip({ e: new Embedding([1.5, 2]) }) as { e: Float32Array };
+    expect(back.e).toBeInstanceOf(Float32Array);
+    expect(Array.from(back.e)).toEqual([1.5, 2]);
+  });
+
   it('rejects cycles but accepts shared references', () => {
     const node: Record<string, unknown> = {};
     node.self = { again: node };

@@ -40,6 +40,12 @@ type TypedArrayConstructor = {
   readonly BYTES_PER_ELEMENT: number;
 };
 
+/** %TypedArray%.prototype[Symbol.toStringTag]: the element type's name, whatever a subclass says. */
+const typedArrayName = Object.getOwnPropertyDescriptor(
+  Object.getPrototypeOf(Int8Array.prototype),
+  Symbol.toStringTag,
+)!.get!;
+
 const TYPED_ARRAYS = new Map<string, TypedArrayConstructor>(
   (
     [
@@ -124,6 +130,11 @@ class Scanner {
     if (allowToJSON && typeof (value as { toJSON?: unknown }).toJSON === 'function') {
       this.enter(value);
       const replaced: unknown = (value as { toJSON(key: string): unknown }).toJSON(String(key));
+      if (replaced === value) {
+        // `toJSON() { return this }`: JSON writes the object's own properties, and so do we.
+        this.ancestors.pop();
+        return this.record(value);
+      }
       const needsTags =
         typeof replaced === 'object' && replaced !== null
           ? this.object(replaced, key, false)
@@ -226,7 +237,8 @@ function encodeObject(value: object): unknown {
     if (ArrayBuffer.isView(value)) {
       if (types.isUint8Array(value)) return { [TAG]: ['u8', base64(value)] };
       if (types.isDataView(value)) return { [TAG]: ['dv', base64(value)] };
-      const name = (value as unknown as Record<symbol, string>)[Symbol.toStringTag]!;
+      // The built-in name (a subclass may override Symbol.toStringTag, which would not read back).
+      const name = typedArrayName.call(value) as string;
       return { [TAG]: ['ta', name, base64(value)] };
     }
     if (types.isArrayBuffer(value)) return { [TAG]: ['ab', base64(value)] };
@@ -292,7 +304,7 @@ export function serializeValue(value: unknown): { text: string; tagged: boolean 
   try {
     tagged = new Scanner().scan(value, '', false);
   } catch (error) {
-    throw toPublicError(error);
+    throw toPublicError(error, 'value');
   }
   // JSON.stringify returns undefined when the root itself (possibly via toJSON) is undefined.
   const text: string | undefined = tagged ? JSON.stringify(value, replacer) : JSON.stringify(value);

@@ -63,8 +63,8 @@ export function formatPath(segments: readonly string[]): string {
 }
 
 /** Converts the internal signal into the public error; other errors pass through. */
-export function toPublicError(error: unknown): unknown {
+export function toPublicError(error: unknown, what: 'key' | 'value' = 'key'): unknown {
   return error instanceof PathError
-    ? new UnserializableValueError(formatPath(error.segments), error.reason)
+    ? new UnserializableValueError(formatPath(error.segments), error.reason, what)
     : error;
 }

@@ -625,6 +625,23 @@ describe('tool ledger: write tools', () => {
     expect(runs).toBe(1);
   });
 
+  it('keeps recorded writes in a SQLite store bounded by maxEntries, however many entries follow', async () => {
+    const { cache, ledger } = open({
+      cacheOptions: { store: sqliteBackend({ path: join(dir, 'bounded.db'), maxEntries: 3 }), memory: false },
+    });
+    const mail = counted(() => ({ sent: true }));
+    const call = {
+      tool: 'send_email',
+      input: { to: 'ada' },
+      idempotencyKey: 'welcome',
+      execute: mail.execute,
+    };
+    await ledger.executeOrReplay(call);
+    for (let i = 0; i < 10; i++) await cache.set(`filler-${i}`, i);
+    expect((await ledger.executeOrReplay(call)).source).toBe('replayed');
+    expect(mail.runs).toBe(1);
+  });
+
   it('asks a briefly busy SQLite file again before giving up on recording an outcome', async () => {
     const path = join(dir, 'busy.db');
     const { ledger } = open({

@@ -26,6 +26,7 @@ describe('cachedLlmCall option errors', () => {
     ['a misspelt usage', { usage: 'estimat' }, /"usage" must be 'estimate', a usage object or a function/],
     ['a model that is not a string', { model: 42 }, /"model" must be a model id string/],
     ['an invalid tier name', { tier: 'bad tier' }, /option "tier": .*bad tier/],
+    ['an invalid tag', { tags: ['bad\u0001tag'] }, /option "tags": .*invalid tag/],
   ])('rejects %s when the method is decorated', (_, options, message) => {
     const error = thrown(() => cachedLlmCall('intro_page', options as never));
     expect(error.code).toBe('E_INVALID_OPTION');

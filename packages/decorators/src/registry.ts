@@ -139,7 +139,13 @@ export function normalizeOptions(input: unknown, where: string): NormalizedOptio
     if (!Array.isArray(options.tags)) {
       throw invalid(`${where}: option "tags" must be a list of strings or a function`, "pass tags: ['math']");
     }
-    for (const tag of options.tags) validateName(tag, 'tag');
+    for (const tag of options.tags) {
+      try {
+        validateName(tag, 'tag');
+      } catch (error) {
+        throw invalid(`${where}: option "tags": ${(error as Error).message}`, "pass tags: ['math']", error);
+      }
+    }
     policy.tags = options.tags;
   }
   let tier: string | undefined;

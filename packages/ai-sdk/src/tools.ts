@@ -94,6 +94,9 @@ export function cachedTools<TOOLS extends ToolSet>(tools: TOOLS, options: Cached
               scope: typeof scope === 'function' ? scope(input, call) : scope,
               idempotencyKey: key,
               force: options.force,
+              // A tool that stopped because its call was aborted has no outcome to replay: the
+              // claim is released and a retry runs it.
+              isControlFlow: () => callOptions.abortSignal?.aborted === true,
               execute,
             })
             .then((outcome) => outcome.value);

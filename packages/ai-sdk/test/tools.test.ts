@@ -384,6 +384,28 @@ describe('cachedTools in a generateText tool loop', () => {
     ]);
   });
 
+  it('does not replay a write that stopped because its call was aborted', async () => {
+    const { ledger } = memoryLedger(manualClock(), { charge: { kind: 'write' } });
+    let runs = 0;
+    const tools = {
+      charge: tool({
+        inputSchema: z.object({ amount: z.number() }),
+        execute: async ({ amount }, { abortSignal }) => {
+          runs++;
+          abortSignal?.throwIfAborted();
+          return { charged: amount };
+        },
+      }),
+    };
+    const wrapped = cachedTools(tools, { ledger, scope: { taskId: 'task-1' } });
+    const controller = new AbortController();
+    controller.abort();
+    const options = (abortSignal?: AbortSignal) => ({ toolCallId: 'c', messages: [], abortSignal }) as never;
+    await expect(wrapped.charge.execute!({ amount: 5 }, options(controller.signal))).rejects.toThrow();
+    expect(await wrapped.charge.execute!({ amount: 5 }, options())).toEqual({ charged: 5 });
+    expect(runs).toBe(2);
+  });
+
   it('builds its own ledger from a cache and policies', async () => {
     const cache = createCache();
     cleanups.push(() => cache.close());

@@ -114,6 +114,50 @@ for (const harness of harnesses) {
       expect(await store.check('never-used')).toBeUndefined();
     });
 
+    it('keeps the retention a key was claimed with when it completes', async () => {
+      const store = open({ ttl: '7d' });
+      const claim = await store.checkOrCreate('hourly', { a: 1 }, { ttl: '1h' });
+      if (claim.status !== 'created') throw new Error('expected a claim');
+      await store.markSucceeded('hourly', 'ok', claim.owner);
+      expect((await store.check('hourly'))?.expiresAt).toBe(clock.now() + 3_600_000);
+      const forever = await store.checkOrCreate('forever', { a: 1 }, { ttl: Number.POSITIVE_INFINITY });
+      if (forever.status !== 'created') throw new Error('expected a claim');
+      await store.markFailed('forever', new Error('no'), forever.owner);
+      expect((await store.check('forever'))?.expiresAt).toBeUndefined();
+    });
+
+    it("renew without a leaseTtl extends by the claim's own lease, never shortening it", async () => {
+      const store = open();
+      const claim = await store.checkOrCreate('job', { id: 1 }, { leaseTtl: '10m' });
+      if (claim.status !== 'created') throw new Error('expected a claim');
+      clock.advance(60_000);
+      expect(await store.renew('job', claim.owner)).toBe(true);
+      expect((await store.check('job'))?.leaseExpiresAt).toBe(clock.now() + 600_000);
+      clock.advance(45_000);
+      expect((await store.checkOrCreate('job', { id: 1 })).status).toBe('pending');
+    });
+
+    it('release after a forced re-claim gives back the recorded outcome', async () => {
+      const store = open();
+      const claim = await store.checkOrCreate('send', { to: 'ada' });
+      if (claim.status !== 'created') throw new Error('expected a claim');
+      await store.markSucceeded('send', 'sent', claim.owner);
+      const forced = await store.checkOrCreate('send', { to: 'ada' }, { force: true });
+      if (forced.status !== 'created') throw new Error('expected a forced claim');
+      expect(await store.release('send', forced.owner)).toBe(true);
+      expect(await store.check('send')).toMatchObject({ status: 'succeeded', result: 'sent' });
+      expect((await store.checkOrCreate('send', { to: 'ada' })).status).not.toBe('created');
+    });
+
+    it('waitFor returns by its timeout, whatever the poll interval', async () => {
+      const store = open();
+      await store.checkOrCreate('slow', { a: 1 }, { leaseTtl: '1h' });
+      const started = Date.now();
+      const record = await store.waitFor('slow', { timeout: 700, pollInterval: '1m' });
+      expect(record?.status).toBe('pending');
+      expect(Date.now() - started).toBeLessThan(1_000);
+    });
+
     it('markSucceeded records the result for replay, and only the holder can complete', async () => {
       const store = open();
       const claim = await store.checkOrCreate('charge-2', { amount: 5 });

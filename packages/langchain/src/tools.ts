@@ -2,7 +2,7 @@ import type { CallbackManagerForToolRun } from '@langchain/core/callbacks/manage
 import { isBaseMessage, ToolMessage } from '@langchain/core/messages';
 import type { StructuredToolInterface, ToolRunnableConfig } from '@langchain/core/tools';
 import type { CacheView, ToolLedger, ToolPolicy, ToolScope } from '@x/cache-core';
-import { createToolLedger, getDefaultCache, validateName } from '@x/cache-core';
+import { createToolLedger, getDefaultCache, raceAbort, validateName } from '@x/cache-core';
 import { langchainCacheError } from './errors.ts';
 import type { CachedMessage } from './messages.ts';
 import { restoreMessage, storeMessage } from './messages.ts';
@@ -110,7 +110,13 @@ export function cachedTool<T extends StructuredToolInterface>(tool: T, options: 
       config: ToolRunnableConfig = {},
     ) => {
       let produced: { value: unknown } | undefined;
-      const outcome = await ledger.executeOrReplay({
+      // The body runs to its end and its outcome is recorded whatever the caller's signal does:
+      // LangChain only stops waiting on an abort (the body goes on), so recording the AbortError
+      // would replay a cancellation for a side effect that happened. The caller still stops
+      // waiting at once.
+      const { signal } = config;
+      const bodyConfig: ToolRunnableConfig = signal ? { ...config, signal: undefined } : config;
+      const pending = ledger.executeOrReplay({
         tool: name,
         input,
         scope: typeof scope === 'function' ? scope(input, config) : scope,
@@ -120,11 +126,13 @@ export function cachedTool<T extends StructuredToolInterface>(tool: T, options: 
         // outcome to record, or the resumed call would replay the pause instead of running.
         isControlFlow: isGraphBubbleUp,
         execute: async () => {
-          const value = await finalOutput(run.call(tool, input, runManager, config), runManager);
+          const value = await finalOutput(run.call(tool, input, runManager, bodyConfig), runManager);
           produced = { value };
           return encode(value, config);
         },
       });
+      pending.catch(() => undefined);
+      const outcome = await raceAbort(pending, signal);
       // The caller that ran the tool gets exactly what it returned; the others get the record.
       if (outcome.source === 'executed' && produced) return produced.value;
       return decode(outcome.value, config);

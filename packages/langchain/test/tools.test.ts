@@ -415,6 +415,34 @@ describe('cachedTool in a LangChain tool-calling loop', () => {
     expect(attempts).toBe(1);
   });
 
+  it('records what a write did when its caller aborted: the retry replays it instead of the abort', async () => {
+    const { ledger } = memoryLedger(new ManualClock(), { pay: { kind: 'write' } });
+    let runs = 0;
+    let completed = 0;
+    const pay = tool(
+      async ({ amount }) => {
+        runs++;
+        await new Promise((resolve) => setTimeout(resolve, 60));
+        completed++;
+        return `charged ${amount}`;
+      },
+      { name: 'pay', schema: z.object({ amount: z.number() }) },
+    );
+    const wrapped = cachedTool(pay, { ledger, scope: { taskId: 'task-1' } });
+    const call = (id: string) => ({ id, name: 'pay', args: { amount: 5 }, type: 'tool_call' as const });
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 10);
+    const aborted = await wrapped
+      .invoke(call('c1'), { signal: controller.signal })
+      .catch((error: unknown) => error);
+    expect((aborted as Error).name).toBe('AbortError');
+    await new Promise((resolve) => setTimeout(resolve, 120));
+    expect(completed).toBe(1);
+    const retried = await wrapped.invoke(call('c2'));
+    expect(retried.content).toBe('charged 5');
+    expect(runs).toBe(1);
+  });
+
   it('builds its own ledger from a policy', async () => {
     const cache = createCache();
     cleanups.push(() => cache.close());

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { CacheBackend, Clock } from '../backends/backend.ts';
 import type { CacheView } from '../cache.ts';
 import { cacheError } from '../errors.ts';
@@ -10,7 +11,6 @@ import { IdempotencyConflictError, recordError } from './errors.ts';
 import type { StoredOutcome } from './internal.ts';
 import {
   BlobStore,
-  backoff,
   contended,
   decodeRecord,
   encodeRecord,
@@ -202,6 +202,12 @@ interface StoredRecord {
   error?: RecordedError;
   resultNotStored?: string;
   metadata?: Record<string, unknown>;
+  /** The claim's lease length, which `renew` without a `leaseTtl` extends by. */
+  leaseMs?: number;
+  /** The claim's own retention (`ClaimOptions.ttl`; null: never), kept when it completes. */
+  retentionMs?: number | null;
+  /** The completed record a forced or retry claim replaced: `release` restores it. */
+  previous?: StoredRecord;
 }
 
 interface Current {
@@ -285,7 +291,8 @@ export function createIdempotencyStore(options: IdempotencyStoreOptions = {}): I
   }
 
   async function publicRecord<T>(stored: StoredRecord, withResult: boolean): Promise<IdempotencyRecord<T>> {
-    const { result, ...rest } = stored;
+    // The bookkeeping for renew, completion and release stays internal.
+    const { result, leaseMs: _lease, retentionMs: _retention, previous: _previous, ...rest } = stored;
     const record: IdempotencyRecord<T> = { ...rest };
     if (withResult && result !== undefined) record.result = (await blobs.resolve(result)) as T;
     return record;
@@ -316,7 +323,17 @@ export function createIdempotencyStore(options: IdempotencyStoreOptions = {}): I
       updatedAt: now,
       owner,
       leaseExpiresAt: now + lease,
+      leaseMs: lease,
     };
+    if (options.ttl !== undefined) record.retentionMs = ttl ?? null;
+    // A re-claim of a completed record (force, retryFailed) keeps it, for release() to restore.
+    if (previous && previous.status !== 'pending') {
+      const { previous: _older, ...completed } = previous;
+      record.previous = completed;
+    } else if (previous?.previous) {
+      // Taking over an abandoned re-claim keeps what that one replaced.
+      record.previous = previous.previous;
+    }
     if (ttl !== undefined) record.expiresAt = now + Math.max(ttl, lease);
     const metadata = { ...previous?.metadata, ...options.metadata };
     if (Object.keys(metadata).length > 0) record.metadata = metadata;
@@ -331,7 +348,13 @@ export function createIdempotencyStore(options: IdempotencyStoreOptions = {}): I
     options: MarkOptions,
   ): Promise<boolean> {
     const now = clock.now();
-    const ttl = ttlOf(options.ttl);
+    // The mark's ttl, else the one the key was claimed with, else the store's.
+    let ttl: number | undefined;
+    if (options.ttl !== undefined) ttl = ttlOf(options.ttl);
+    else {
+      const claimed = await read(key);
+      ttl = claimed?.retentionMs === undefined ? defaultTtl : (claimed.retentionMs ?? undefined);
+    }
     const expiresAt = ttl === undefined ? undefined : now + ttl;
     // Blobs are written before the record that references them, and outlive it.
     const filled: Partial<StoredRecord> = {};
@@ -348,6 +371,8 @@ export function createIdempotencyStore(options: IdempotencyStoreOptions = {}): I
       };
       delete next.owner;
       delete next.leaseExpiresAt;
+      delete next.leaseMs;
+      delete next.previous;
       if (expiresAt === undefined) delete next.expiresAt;
       else next.expiresAt = expiresAt;
       if (options.metadata) next.metadata = { ...record.metadata, ...options.metadata };
@@ -476,11 +501,14 @@ export function createIdempotencyStore(options: IdempotencyStoreOptions = {}): I
     },
 
     async renew(key, owner, leaseTtl) {
-      const lease = leaseTtl === undefined ? defaultLease : positive(leaseTtl, 'leaseTtl');
+      const given = leaseTtl === undefined ? undefined : positive(leaseTtl, 'leaseTtl');
       return update(key, (current, now) => {
         const record = current?.record;
         if (record?.status !== 'pending' || record.owner !== owner) return { result: false };
-        const next: StoredRecord = { ...record, leaseExpiresAt: now + lease, updatedAt: now };
+        // By the claim's own lease unless told otherwise, and never earlier than it already ends.
+        const lease = given ?? record.leaseMs ?? defaultLease;
+        const leaseExpiresAt = Math.max(record.leaseExpiresAt ?? 0, now + lease);
+        const next: StoredRecord = { ...record, leaseExpiresAt, updatedAt: now };
         if (next.expiresAt !== undefined && next.expiresAt < now + lease) next.expiresAt = now + lease;
         return { write: next, result: true };
       });
@@ -490,7 +518,8 @@ export function createIdempotencyStore(options: IdempotencyStoreOptions = {}): I
       return update(key, (current) => {
         const record = current?.record;
         if (record?.status !== 'pending' || record.owner !== owner) return { result: false };
-        return { write: null, result: true };
+        // Nothing happened: the key goes back to what it was, a completed record included.
+        return { write: record.previous ?? null, result: true };
       });
     },
 
@@ -507,7 +536,16 @@ export function createIdempotencyStore(options: IdempotencyStoreOptions = {}): I
         const record = await read(key);
         const settled = record?.status !== 'pending' || (record.leaseExpiresAt ?? 0) <= clock.now();
         if (settled || Date.now() >= deadline) return record ? publicRecord<T>(record, true) : undefined;
-        await backoff(attempt, maxPoll);
+        // Never past the deadline, and woken by the signal.
+        const wait = Math.min(maxPoll, 5 * 2 ** Math.min(attempt, 10), deadline - Date.now());
+        await sleep(
+          Math.max(0, wait),
+          undefined,
+          options.signal ? { signal: options.signal } : undefined,
+        ).catch((error: unknown) => {
+          if (options.signal?.aborted) throw options.signal.reason;
+          throw error;
+        });
       }
     },
 
@@ -527,6 +565,7 @@ export function createIdempotencyStore(options: IdempotencyStoreOptions = {}): I
       return stats;
     },
 
+    /** Prunes the whole backend (records, their blobs, cache entries): returns how many went. */
     async cleanupExpired() {
       return store.prune();
     },

@@ -1,4 +1,5 @@
 import type { CallbackManagerForToolRun } from '@langchain/core/callbacks/manager';
+import { Document } from '@langchain/core/documents';
 import { isBaseMessage, ToolMessage } from '@langchain/core/messages';
 import type { StructuredToolInterface, ToolRunnableConfig } from '@langchain/core/tools';
 import type { CacheView, ToolLedger, ToolPolicy, ToolScope } from '@x/cache-core';
@@ -99,6 +100,8 @@ export function cachedTool<T extends StructuredToolInterface>(tool: T, options: 
   const run = body as ToolBody;
   const { scope, idempotencyKey, force } = options;
 
+  // A retriever-style tool returns [content, artifact]: the artifact (Documents…) keeps its classes.
+  const contentAndArtifact = (tool as { responseFormat?: unknown }).responseFormat === 'content_and_artifact';
   const wrapped = Object.create(tool) as T;
   // Instance field, not a subclass: the tool keeps its class, prototype chain and every setting.
   Object.defineProperty(wrapped, '_call', {
@@ -128,7 +131,7 @@ export function cachedTool<T extends StructuredToolInterface>(tool: T, options: 
         execute: async () => {
           const value = await finalOutput(run.call(tool, input, runManager, bodyConfig), runManager);
           produced = { value };
-          return encode(value, config);
+          return encode(value, config, contentAndArtifact);
         },
       });
       pending.catch(() => undefined);
@@ -243,7 +246,10 @@ function isAsyncGenerator(value: unknown): value is AsyncGenerator<unknown, unkn
   );
 }
 
-function encode(value: unknown, config: ToolRunnableConfig): unknown {
+function encode(value: unknown, config: ToolRunnableConfig, contentAndArtifact = false): unknown {
+  if (contentAndArtifact && Array.isArray(value) && value.length === 2) {
+    return { '~contentAndArtifact': [value[0], encodeData(value[1])] };
+  }
   if (isCommand(value)) {
     commandClass ??= value.constructor as CommandClass;
     const recorded: RecordedCommand = {
@@ -261,7 +267,7 @@ function encode(value: unknown, config: ToolRunnableConfig): unknown {
   const recorded: RecordedToolMessage = {
     '~toolMessage': {
       content: value.content,
-      artifact: value.artifact,
+      artifact: encodeData(value.artifact),
       status: value.status,
       name: value.name,
       tool_call_id: value.tool_call_id,
@@ -277,9 +283,19 @@ function encode(value: unknown, config: ToolRunnableConfig): unknown {
 async function decode(value: unknown, config: ToolRunnableConfig): Promise<unknown> {
   if (typeof value !== 'object' || value === null) return value;
   if ('~command' in value) return replayCommand((value as RecordedCommand)['~command'], config);
+  if ('~contentAndArtifact' in value) {
+    const [content, artifact] = (value as { '~contentAndArtifact': [unknown, unknown] })[
+      '~contentAndArtifact'
+    ];
+    return [content, decodeData(artifact, undefined, undefined)];
+  }
   if (!('~toolMessage' in value)) return value;
   const fields = (value as RecordedToolMessage)['~toolMessage'];
-  return new ToolMessage({ ...fields, tool_call_id: config.toolCall?.id ?? fields.tool_call_id });
+  return new ToolMessage({
+    ...fields,
+    artifact: decodeData(fields.artifact, undefined, undefined),
+    tool_call_id: config.toolCall?.id ?? fields.tool_call_id,
+  });
 }
 
 /** What a LangGraph `Command` carries (duck-typed: `@langchain/langgraph` is an optional peer). */
@@ -337,6 +353,11 @@ const OVERWRITE = '__overwrite__';
  */
 function encodeData(value: unknown): unknown {
   if (isBaseMessage(value)) return { '~message': storeMessage(value) };
+  if (value instanceof Document) {
+    return {
+      '~document': { pageContent: value.pageContent, metadata: encodeData(value.metadata), id: value.id },
+    };
+  }
   if (Array.isArray(value)) return value.map(encodeData);
   if (typeof value !== 'object' || value === null) return value;
   const lgName = (value as { lg_name?: unknown }).lg_name;
@@ -382,6 +403,14 @@ function decodeData(value: unknown, from: string | undefined, to: string | undef
     return restoreMessage(stored);
   }
   if ('~overwrite' in value) return { [OVERWRITE]: decodeData(value['~overwrite'], from, to) };
+  if ('~document' in value) {
+    const stored = value['~document'] as { pageContent: string; metadata: unknown; id?: string };
+    return new Document({
+      pageContent: stored.pageContent,
+      metadata: decodeData(stored.metadata, from, to) as Record<string, unknown>,
+      ...(stored.id !== undefined ? { id: stored.id } : {}),
+    });
+  }
   const out = Object.fromEntries(
     Object.entries(value).map(([key, item]) => [key, decodeData(item, from, to)]),
   );

@@ -1,3 +1,4 @@
+import { Document } from '@langchain/core/documents';
 import type { AIMessageFields, BaseMessage } from '@langchain/core/messages';
 import { HumanMessage, ToolMessage } from '@langchain/core/messages';
 import type { StructuredToolInterface } from '@langchain/core/tools';
@@ -369,6 +370,31 @@ describe('cachedTool in a LangChain tool-calling loop', () => {
       });
     }
     expect(runs).toBe(2);
+  });
+
+  it('replays the Documents of a retriever tool as Documents', async () => {
+    const { ledger } = memoryLedger(new ManualClock(), { search: { kind: 'read' } });
+    let runs = 0;
+    const search = tool(
+      async ({ q }) => {
+        runs++;
+        return [
+          `found ${q}`,
+          [new Document({ pageContent: 'x', metadata: { when: new Date(0) }, id: 'd1' })],
+        ];
+      },
+      { name: 'search', schema: z.object({ q: z.string() }), responseFormat: 'content_and_artifact' },
+    );
+    const cached = cachedTool(search, { ledger });
+    const call = (id: string) => ({ id, name: 'search', args: { q: 'cats' }, type: 'tool_call' as const });
+    for (const id of ['c1', 'c2']) {
+      const message: ToolMessage = await cached.invoke(call(id));
+      const [document] = message.artifact as Document[];
+      expect(document).toBeInstanceOf(Document);
+      expect(document).toMatchObject({ pageContent: 'x', id: 'd1', metadata: { when: new Date(0) } });
+      expect(message.tool_call_id).toBe(id);
+    }
+    expect(runs).toBe(1);
   });
 
   it('sends a streaming tool’s events on the run that executes it, and records its return value', async () => {

@@ -298,6 +298,18 @@ describe('createCache > getOrCompute', () => {
     expect(await reader.get('k')).toBeUndefined();
   });
 
+  it('concurrent ttl-0 calls still share one computation', async () => {
+    const cache = make();
+    let calls = 0;
+    const slow = async () => {
+      calls++;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      return 'v';
+    };
+    await Promise.all([1, 2, 3].map(() => cache.getOrCompute('k', slow, { ttl: 0 })));
+    expect(calls).toBe(1);
+  });
+
   it('a call that wants its answer stored does not join a ttl-0 call either', async () => {
     const cache = make();
     let calls = 0;

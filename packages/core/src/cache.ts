@@ -243,8 +243,13 @@ interface Watch {
 }
 
 /** Whether a call with `policy` may take the answer of `flight` instead of computing its own. */
-function joinable(flight: Flight | undefined, policy: { noStore?: boolean }): flight is Flight {
-  return flight !== undefined && (!flight.noStore || policy.noStore === true);
+function joinable(
+  flight: Flight | undefined,
+  policy: { noStore?: boolean },
+  timing: Timing,
+): flight is Flight {
+  // A caller that stores nothing itself (noStore, ttl 0) may take any answer.
+  return flight !== undefined && (!flight.noStore || policy.noStore === true || timing.ttlMs === 0);
 }
 
 /** Invalidation bus message: keys, a prefix, a scoped tag, or everything. */
@@ -820,7 +825,7 @@ export class CacheView {
       return this.#served(stale, storageKey, true);
     }
     const existing = engine.inflight.get(storageKey);
-    if (joinable(existing, policy)) {
+    if (joinable(existing, policy, timing)) {
       let joined: Awaited<Flight['promise']>;
       try {
         joined = await existing.promise;
@@ -1155,7 +1160,7 @@ export class CacheView {
   ): Flight {
     const engine = this.engine;
     const existing = engine.inflight.get(storageKey);
-    if (joinable(existing, policy)) return existing;
+    if (joinable(existing, policy, timing)) return existing;
     const tags = policy.tags?.map((tag) => this.#scopedTag(tag)) ?? [];
     const watch = engine.watch(storageKey, tags);
     const flight: Flight = {

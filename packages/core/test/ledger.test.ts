@@ -642,6 +642,25 @@ describe('tool ledger: write tools', () => {
     expect(mail.runs).toBe(1);
   });
 
+  it("lets a bounded SQLite store evict the ledger's history, not the cache entries beside it", async () => {
+    const { cache, ledger } = open({
+      cacheOptions: {
+        store: sqliteBackend({ path: join(dir, 'history.db'), maxEntries: 20 }),
+        memory: false,
+      },
+    });
+    for (let i = 0; i < 25; i++) {
+      await ledger.executeOrReplay({
+        tool: 'lookup',
+        input: i,
+        scope: { taskId: 't' },
+        execute: async () => i,
+      });
+    }
+    for (let i = 0; i < 5; i++) await cache.set(`kept-${i}`, i);
+    expect(await Promise.all([0, 1, 2, 3, 4].map((i) => cache.get(`kept-${i}`)))).toEqual([0, 1, 2, 3, 4]);
+  });
+
   it('asks a briefly busy SQLite file again before giving up on recording an outcome', async () => {
     const path = join(dir, 'busy.db');
     const { ledger } = open({

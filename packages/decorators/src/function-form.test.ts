@@ -266,6 +266,34 @@ describe('cachedLlmCall keys', () => {
     expect(model.prompts).toHaveLength(2);
   });
 
+  it('warms the newest version of a named function evaluated again with another body', async () => {
+    const cache = createCache();
+    cachedLlmCall(
+      'hot_prefix',
+      async function intro(x: string) {
+        return `v1:${x}`;
+      },
+      { cache },
+    );
+    cachedLlmCall(
+      'hot_prefix',
+      async function intro(x: string) {
+        return `v2:${x}`;
+      },
+      { cache },
+    );
+    expect((await warm('hot_prefix', [['q']])).filled).toEqual([['q']]);
+  });
+
+  it('invalidates a prefix in the cache its function was given, tier included, without options', async () => {
+    const cache = createCache();
+    const render = cachedLlmCall('tiered_p', async (x: string) => `r:${x}`, {
+      cache: cache.tier('templates'),
+    });
+    await render('a');
+    expect(await invalidateCachedPrefix('tiered_p', { tier: 'responses' })).toBe(1);
+  });
+
   it('refuses to warm a prefix shared by two different anonymous functions', async () => {
     const cache = createCache();
     cachedLlmCall('warm_anon', async (x: string) => `A:${x}`, { cache });

@@ -110,8 +110,15 @@ export async function invalidateCachedPrefix(
         { cause: error },
       );
     }
-    // A registration's own tier wins; otherwise the caller's names the tier its entries are in.
-    if (options.tier !== undefined && registration.options.tier === undefined) view = view.tier(options.tier);
+    // With the caller's cache, its tier names where the entries are (a registration's own tier
+    // wins); without, the registration's own cache (a tier view too) is where they are.
+    if (
+      options.cache !== undefined &&
+      options.tier !== undefined &&
+      registration.options.tier === undefined
+    ) {
+      view = view.tier(options.tier);
+    }
     views.add(view);
   }
   if (views.size === 0) {
@@ -282,11 +289,13 @@ function byPrefix(prefix: string, rest: unknown[]): ResolvedCall {
       return registration.label;
     }
   };
+  // A named function evaluated again (a hot reload, maybe with an edited body) is the same
+  // declaration; anonymous ones all share the prefix as their label, so their code tells them apart.
   const sameDeclaration = runnable.every(
     (registration) =>
       registration.label === first!.label &&
       scopeOf(registration) === scopeOf(first!) &&
-      String(registration.original) === String(first!.original),
+      (registration.original.name !== '' || String(registration.original) === String(first!.original)),
   );
   if (runnable.length === 1 || (runnable.length > 1 && sameDeclaration)) {
     const registration = runnable[runnable.length - 1]!;

@@ -118,6 +118,8 @@ export function cachedTool<T extends StructuredToolInterface>(tool: T, options: 
       // would replay a cancellation for a side effect that happened. The caller still stops
       // waiting at once.
       const { signal } = config;
+      // Already aborted: nothing runs, as with LangChain's own tool wrapper.
+      signal?.throwIfAborted();
       const bodyConfig: ToolRunnableConfig = signal ? { ...config, signal: undefined } : config;
       const pending = ledger.executeOrReplay({
         tool: name,

@@ -372,6 +372,24 @@ describe('cachedTool in a LangChain tool-calling loop', () => {
     expect(runs).toBe(2);
   });
 
+  it('runs nothing for a call whose signal is already aborted', async () => {
+    const { ledger } = memoryLedger(new ManualClock(), { pay: { kind: 'write' } });
+    let runs = 0;
+    const pay = tool(
+      async () => {
+        runs++;
+        return 'charged';
+      },
+      { name: 'pay', schema: z.object({ amount: z.number() }) },
+    );
+    const call = { id: 'c1', name: 'pay', args: { amount: 5 }, type: 'tool_call' as const };
+    const error = await cachedTool(pay, { ledger })
+      .invoke(call, { signal: AbortSignal.abort() })
+      .catch((e: unknown) => e);
+    expect((error as Error).name).toBe('AbortError');
+    expect(runs).toBe(0);
+  });
+
   it('replays the Documents of a retriever tool as Documents', async () => {
     const { ledger } = memoryLedger(new ManualClock(), { search: { kind: 'read' } });
     let runs = 0;

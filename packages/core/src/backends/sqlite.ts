@@ -287,10 +287,11 @@ function prepareStatements(db: BetterSqlite3.Database) {
       'UPDATE cache_entries SET accessed_at = max(accessed_at, t.value ->> 1) FROM json_each(?) AS t ' +
         'WHERE cache_entries.key = t.value ->> 0',
     ),
-    // Keys from '~' on are the engine's own records (the idempotency store and tool ledger, lock
-    // markers): a size bound must not drop a recorded side effect, or it would run again.
+    // Idempotency records and the blobs they reference are never evicted: a size bound must not
+    // drop a recorded side effect, or it would run again. (The ledger's history can go.)
     leastRecentlyUsed: db.prepare<[string, number], VictimRow>(
-      "SELECT key, size, expires_at FROM cache_entries WHERE key <> ? AND key < '~' ORDER BY accessed_at LIMIT ?",
+      'SELECT key, size, expires_at FROM cache_entries WHERE key <> ? AND NOT (key >= ' +
+        "'~ledger/' AND (key GLOB '~ledger/*:idem:*' OR key GLOB '~ledger/*:blob:*')) ORDER BY accessed_at LIMIT ?",
     ),
     // Expired entries first, whatever their recency: a live entry never makes room for them.
     leastRecentlyUsedIn: range<VictimRow>(

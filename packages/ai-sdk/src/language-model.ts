@@ -9,7 +9,7 @@ import type {
   SharedV4ProviderMetadata,
 } from '@ai-sdk/provider';
 import type { CachePolicy, CacheResult, CacheView, Duration, Usage } from '@x/cache-core';
-import { CacheError, parseDuration, raceAbort } from '@x/cache-core';
+import { CacheError, LeaderAborted, leaderError, parseDuration, raceAbort } from '@x/cache-core';
 import type { CacheCandidate } from './admission.ts';
 import { defaultShouldCache, generateCandidate, streamCandidate } from './admission.ts';
 import { languageModelRequest } from './key.ts';
@@ -96,19 +96,6 @@ function coreUsage(usage: LanguageModelV4Usage | undefined, modelId: string): Us
 
 function isUnserializable(error: unknown): boolean {
   return CacheError.isInstance(error) && error.code === 'E_UNSERIALIZABLE';
-}
-
-/**
- * What the callers that joined a request see when its first caller aborted it: the abort was
- * that caller's (its signal, whatever reason it gave), so they ask again with their own.
- */
-class LeaderAborted extends Error {
-  readonly reason: unknown;
-  constructor(reason: unknown) {
-    super('the call this one joined was aborted by its own caller');
-    this.name = 'LeaderAborted';
-    this.reason = reason;
-  }
 }
 
 const TIMED_OUT = Symbol('timed out');
@@ -257,7 +244,7 @@ export function cacheMiddleware(options: CacheMiddlewareOptions = {}): LanguageM
           try {
             fresh = await model.doGenerate(params);
           } catch (error) {
-            throw params.abortSignal?.aborted ? new LeaderAborted(error) : error;
+            throw leaderError(error, params.abortSignal);
           }
           return toStoredGenerate(fresh);
         },

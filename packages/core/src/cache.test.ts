@@ -31,6 +31,22 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+/** The same backend, answering `method` 30 ms late (as a remote store can). */
+function slowReads<B extends object>(backend: B, method: 'get' | 'getMany'): B {
+  return new Proxy(backend, {
+    get(target, property) {
+      const member = Reflect.get(target, property, target);
+      if (typeof member !== 'function') return member;
+      if (property !== method) return member.bind(target);
+      return async (...args: unknown[]) => {
+        const found = await member.apply(target, args);
+        await new Promise((resolve) => setTimeout(resolve, 30));
+        return found;
+      };
+    },
+  });
+}
+
 function make(options: CacheOptions = {}): Cache {
   const cache = createCache(options);
   open.push(cache);
@@ -277,19 +293,7 @@ describe('createCache > getOrCompute', () => {
     await writer.set('k', 'old');
     // The same SQLite file, read slowly (as a remote store can be).
     const store = sqliteBackend({ path });
-    const slowStore = new Proxy(store, {
-      get(target, property) {
-        const member = Reflect.get(target, property, target);
-        if (property === 'get') {
-          return async (key: string) => {
-            const found = await target.get(key);
-            await new Promise((resolve) => setTimeout(resolve, 30));
-            return found;
-          };
-        }
-        return typeof member === 'function' ? member.bind(target) : member;
-      },
-    });
+    const slowStore = slowReads(store, 'get');
     const reader = make({ store: slowStore });
     const reading = reader.get('k');
     await new Promise((resolve) => setTimeout(resolve, 10));
@@ -328,19 +332,7 @@ describe('createCache > getOrCompute', () => {
     const writer = make({ store: sqliteBackend({ path }) });
     await writer.set('k', 'old');
     const store = sqliteBackend({ path });
-    const slowStore = new Proxy(store, {
-      get(target, property) {
-        const member = Reflect.get(target, property, target);
-        if (property === 'getMany') {
-          return async (keys: string[]) => {
-            const found = await target.getMany(keys);
-            await new Promise((resolve) => setTimeout(resolve, 30));
-            return found;
-          };
-        }
-        return typeof member === 'function' ? member.bind(target) : member;
-      },
-    });
+    const slowStore = slowReads(store, 'getMany');
     const reader = make({ store: slowStore });
     const reading = reader.getMany(['k']);
     await new Promise((resolve) => setTimeout(resolve, 10));

@@ -15,4 +15,4 @@ export { COUNTER_NAMES, emptyCounters } from './stats/counters.ts';
 export * from './stats/pricing.ts';
 export { countTokens } from './stats/tokens.ts';
 export * from './ttl.ts';
-export { raceAbort } from './util/abort.ts';
+export { LeaderAborted, leaderError, raceAbort } from './util/abort.ts';

@@ -13,6 +13,7 @@ import {
   RunnableWithFallbacks,
 } from '@langchain/core/runnables';
 import type { CachePolicy, CacheView } from '@x/cache-core';
+import { LeaderAborted, leaderError } from '@x/cache-core';
 import { langchainCacheError } from './errors.ts';
 import type { CachedChatRecord } from './messages.ts';
 import {
@@ -62,24 +63,6 @@ class StreamAbandonedError extends Error {
     super('the stream this call was waiting for was abandoned by its consumer');
     this.name = 'StreamAbandonedError';
   }
-}
-
-/**
- * What the callers that joined a request see when its first caller aborted it (with whatever
- * reason): the abort was that caller's, so they ask again with their own signal.
- */
-class LeaderAborted extends Error {
-  readonly reason: unknown;
-  constructor(reason: unknown) {
-    super('the call this one joined was aborted by its own caller');
-    this.name = 'LeaderAborted';
-    this.reason = reason;
-  }
-}
-
-/** Tags an error of the first caller's request that its own abort caused. */
-function leaderError(error: unknown, signal: AbortSignal | undefined): unknown {
-  return signal?.aborted ? new LeaderAborted(error) : error;
 }
 
 /** Joining again is bounded: each retry needs another first caller that left. */

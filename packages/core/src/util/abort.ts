@@ -21,3 +21,22 @@ export function raceAbort<T>(promise: Promise<T>, signal: AbortSignal | undefine
     );
   });
 }
+
+/**
+ * What the callers that joined a computation see when its first caller aborted it (with whatever
+ * reason): the abort was that caller's, so they ask again with their own signal. The first caller
+ * rethrows `reason`, the error its abort caused.
+ */
+export class LeaderAborted extends Error {
+  readonly reason: unknown;
+  constructor(reason: unknown) {
+    super('the call this one joined was aborted by its own caller');
+    this.name = 'LeaderAborted';
+    this.reason = reason;
+  }
+}
+
+/** Wraps an error of a shared computation that its first caller's own abort caused. */
+export function leaderError(error: unknown, signal: AbortSignal | undefined): unknown {
+  return signal?.aborted ? new LeaderAborted(error) : error;
+}

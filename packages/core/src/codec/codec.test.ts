@@ -286,6 +286,33 @@ describe('unserializable values', () => {
     expect(error.message).not.toMatch(/key/);
   });
 
+  it('refuses values whose data it cannot see instead of storing them as {}', () => {
+    class Money {
+      readonly #cents: number;
+      constructor(cents: number) {
+        this.#cents = cents;
+      }
+      get cents() {
+        return this.#cents;
+      }
+    }
+    for (const [value, name] of [
+      [new Money(5), 'Money'],
+      [new Error('boom'), 'Error'],
+      [new URLSearchParams('q=1'), 'URLSearchParams'],
+    ] as const) {
+      const error = unserializable({ result: value });
+      expect(error.path).toBe('result');
+      expect(error.message).toContain(name);
+    }
+    // Class instances holding their data in own properties are stored as plain objects.
+    class Point {
+      x = 1;
+      y = 2;
+    }
+    expect(roundTrip({ p: new Point() })).toEqual({ p: { x: 1, y: 2 } });
+  });
+
   it('stores an object whose toJSON returns itself, as JSON does', () => {
     class Self {
       a = 1;

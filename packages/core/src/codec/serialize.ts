@@ -1,5 +1,6 @@
 import { types } from 'node:util';
 import { CacheError, cacheError } from '../errors.ts';
+import { opaqueObject } from '../keys/canonical.ts';
 import {
   indexSegment,
   mapKeySegment,
@@ -142,6 +143,10 @@ class Scanner {
       this.ancestors.pop();
       return needsTags;
     }
+    // Stored as `{}`, it would come back empty on every hit: refused instead (the caller still
+    // gets its value; the write is reported).
+    const opaque = opaqueObject(value);
+    if (opaque) throw new PathError(`${opaque} to store; store plain data taken from it`);
     return this.record(value);
   }
 

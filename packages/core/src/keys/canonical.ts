@@ -89,6 +89,18 @@ function objectTypeName(value: object): string {
 }
 
 /**
+ * Why an object that is not plain data cannot stand for what it holds (it would key, or be stored,
+ * as `{}`), or undefined when its own enumerable properties are its data. For keys and values.
+ */
+export function opaqueObject(value: object): string | undefined {
+  const name = objectTypeName(value);
+  if (name !== '') return `${name} has no data`;
+  if (!isOpaqueInstance(value)) return undefined;
+  const className = (value as { constructor?: { name?: string } }).constructor?.name || 'class';
+  return `a ${className} instance has no own enumerable data (private fields or accessors; give it a toJSON())`;
+}
+
+/**
  * An instance of a class whose data is invisible to a key (private `#fields`, accessors, native
  * internals): it has no own enumerable property, so every instance would key alike.
  */
@@ -287,15 +299,8 @@ class Canonicalizer {
       this.out += 'H';
       this.string(JSON.stringify([...value]));
     } else {
-      const name = objectTypeName(value);
-      if (name !== '') throw new PathError(`${name} has no data to key on; key on plain data taken from it`);
-      if (isOpaqueInstance(value)) {
-        const className = (value as { constructor?: { name?: string } }).constructor?.name || 'class';
-        throw new PathError(
-          `a ${className} instance has no own enumerable data to key on (private fields or accessors); ` +
-            'key on plain data taken from it, or give it a toJSON()',
-        );
-      }
+      const opaque = opaqueObject(value);
+      if (opaque) throw new PathError(`${opaque} to key on; key on plain data taken from it`);
       // Class instances holding plain data key like objects with the same own enumerable props.
       this.record(value);
     }

@@ -6,6 +6,7 @@ import type {
   SharedV4ProviderMetadata,
 } from '@ai-sdk/provider';
 import type { CachePolicy, CacheView } from '@x/cache-core';
+import { LeaderAborted, leaderError, raceAbort } from '@x/cache-core';
 import { embeddingRequest } from './key.ts';
 import type { CommonCacheOptions } from './options.ts';
 import {
@@ -29,6 +30,41 @@ export interface EmbeddingCacheMiddlewareOptions extends CommonCacheOptions {
 
 type StoredVector = Float32Array | Float64Array;
 
+/** What a call that waited on another call's request for a value gets: the vector and its token share. */
+interface SharedVector {
+  vector: number[];
+  tokens: number | undefined;
+}
+
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(value: T): void;
+  reject(error: unknown): void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (error: unknown) => void;
+  const promise = new Promise<T>((ok, fail) => {
+    resolve = ok;
+    reject = fail;
+  });
+  // Nobody may be waiting: a failure then belongs to the call that made the request, not to this.
+  promise.catch(() => {});
+  return { promise, resolve, reject };
+}
+
+/** Tokens this call spent upstream: none when nothing went upstream, unknown when a call did not say. */
+function spentUsage(calls: readonly EmbeddingModelV4Result[]): EmbeddingModelV4Result['usage'] {
+  if (calls.length === 0) return { tokens: 0 };
+  let tokens = 0;
+  for (const call of calls) {
+    if (call.usage?.tokens === undefined) return calls.length === 1 ? call.usage : undefined;
+    tokens += call.usage.tokens;
+  }
+  return { tokens };
+}
+
 /**
  * Caches an embedding model per value, for `wrapEmbeddingModel`: `embed` and `embedMany` serve
  * every value they have seen from the cache and send only the others upstream, in one call,
@@ -47,6 +83,8 @@ export function embeddingCacheMiddleware(
     throw invalidOption(`vectorType must be 'float32' or 'float64', got ${JSON.stringify(vectorType)}`);
   }
   const cacheRef: { current?: CacheView | undefined } = {};
+  /** Values sent upstream and not yet written, by storage key, with what their callers get. */
+  const inflight = new Map<string, Promise<SharedVector>>();
 
   async function wrapEmbed({
     params: rawParams,
@@ -63,7 +101,7 @@ export function embeddingCacheMiddleware(
     const view = resolveView(options, 'embeddings', own, cacheRef);
     const keys = params.values.map((value) => ({
       name: EMBED_KEY_NAME,
-      request: embeddingRequest(model, params, value),
+      request: embeddingRequest(model, params, value, vectorType),
     }));
     const cached: (StoredVector | undefined)[] = own.noCache
       ? new Array(keys.length).fill(undefined)
@@ -80,62 +118,128 @@ export function embeddingCacheMiddleware(
 
     const embeddings: number[][] = cached.map((vector) => (vector ? Array.from(vector) : []));
     const hits = params.values.length - [...missing.values()].reduce((sum, list) => sum + list.length, 0);
-    let upstream: EmbeddingModelV4Result | undefined;
-    if (missing.size > 0) {
-      const values = [...missing.keys()];
-      upstream = await model.doEmbed({ ...params, values });
-      if (upstream.embeddings.length !== values.length) {
-        throw invalidOption(
-          `the embedding model returned ${upstream.embeddings.length} vectors for ${values.length} values — ` +
-            'this is a provider bug; call it without embeddingCacheMiddleware to see its raw answer',
-        );
+
+    // A value another call has already sent upstream is waited for instead of sent again (per
+    // middleware instance, as the language-model streams are). A noCache call wants its own answer
+    // and never waits; a noStore call may wait, but others do not wait on it: it stores nothing.
+    const canJoin = !own.noCache;
+    const canLead = canJoin && !own.noStore;
+    const send: string[] = [];
+    const joins: [string, Promise<SharedVector>][] = [];
+    const leading = new Map<string, { storageKey: string; flight: Deferred<SharedVector> }>();
+    for (const [value, positions] of missing) {
+      const storageKey = canJoin ? view.key(keys[positions[0]!]!) : undefined;
+      const existing = storageKey === undefined ? undefined : inflight.get(storageKey);
+      if (existing) {
+        joins.push([value, existing]);
+        continue;
       }
+      send.push(value);
+      if (storageKey !== undefined && canLead) {
+        const flight = deferred<SharedVector>();
+        inflight.set(storageKey, flight.promise);
+        leading.set(value, { storageKey, flight });
+      }
+    }
+
+    const policy: CachePolicy<StoredVector> = {};
+    const ttl = own.ttl ?? options.ttl;
+    if (ttl !== undefined) policy.ttl = ttl;
+    const tags = mergeTags(options.tags, own.tags);
+    if (tags) policy.tags = tags;
+    const calls: EmbeddingModelV4Result[] = [];
+    const store = (value: string, vector: number[], tokens: number | undefined): Promise<void> => {
+      if (own.noStore) return Promise.resolve();
+      const stored = vectorType === 'float32' ? Float32Array.from(vector) : Float64Array.from(vector);
+      const usage =
+        tokens === undefined ? undefined : { inputTokens: tokens, outputTokens: 0, model: model.modelId };
+      return view
+        .set(keys[missing.get(value)![0]!]!, stored, { ...policy, ...(usage ? { usage } : {}) })
+        .catch(() => {
+          // A vector that cannot be stored is just not cached; the caller has it already.
+        });
+    };
+    /** One upstream call for `values`; fills their positions, stores them, settles their flights. */
+    const fetchUpstream = async (values: string[]): Promise<void> => {
+      let upstream: EmbeddingModelV4Result;
+      try {
+        upstream = await model.doEmbed({ ...params, values });
+        if (upstream.embeddings.length !== values.length) {
+          throw invalidOption(
+            `the embedding model returned ${upstream.embeddings.length} vectors for ${values.length} values — ` +
+              'this is a provider bug; call it without embeddingCacheMiddleware to see its raw answer',
+          );
+        }
+      } catch (error) {
+        // Callers that joined share the failure, except one our own abort caused: they ask again.
+        const shared = leaderError(error, params.abortSignal);
+        for (const value of values) leading.get(value)?.flight.reject(shared);
+        throw error;
+      }
+      calls.push(upstream);
       const tokens = upstream.usage?.tokens;
       const totalChars = values.reduce((sum, value) => sum + value.length, 0);
-      const policy: CachePolicy<StoredVector> = {};
-      const ttl = own.ttl ?? options.ttl;
-      if (ttl !== undefined) policy.ttl = ttl;
-      const tags = mergeTags(options.tags, own.tags);
-      if (tags) policy.tags = tags;
-      const writes: Promise<void>[] = [];
-      values.forEach((value, index) => {
-        const vector = upstream!.embeddings[index]!;
+      const writes = values.map((value, index) => {
+        const vector = upstream.embeddings[index]!;
         for (const position of missing.get(value)!) embeddings[position] = [...vector];
-        if (own.noStore) return;
         // The call reports one token count for the batch; each value is credited its share by length.
-        const share =
+        const portion =
           tokens === undefined
             ? undefined
             : Math.round(tokens * (totalChars === 0 ? 1 / values.length : value.length / totalChars));
-        const stored = vectorType === 'float32' ? Float32Array.from(vector) : Float64Array.from(vector);
-        const position = missing.get(value)![0]!;
-        writes.push(
-          view
-            .set(keys[position]!, stored, {
-              ...policy,
-              ...(share === undefined
-                ? {}
-                : { usage: { inputTokens: share, outputTokens: 0, model: model.modelId } }),
-            })
-            .catch(() => {
-              // A vector that cannot be stored is just not cached; the caller has it already.
-            }),
-        );
+        leading.get(value)?.flight.resolve({ vector, tokens: portion });
+        return store(value, vector, portion);
       });
       await Promise.all(writes);
+    };
+
+    let coalesced = 0;
+    const retry: string[] = [];
+    const join = async ([value, flight]: [string, Promise<SharedVector>]): Promise<void> => {
+      let shared: SharedVector;
+      try {
+        shared = await raceAbort(flight, params.abortSignal);
+      } catch (error) {
+        // The call we joined was aborted by its own caller: ours is still live, so we ask ourselves.
+        if (error instanceof LeaderAborted && !params.abortSignal?.aborted) {
+          retry.push(value);
+          return;
+        }
+        throw error instanceof LeaderAborted ? params.abortSignal?.reason : error;
+      }
+      const positions = missing.get(value)!;
+      for (const position of positions) embeddings[position] = [...shared.vector];
+      coalesced += positions.length;
+      view.recordCoalesced(
+        shared.tokens === undefined
+          ? undefined
+          : { inputTokens: shared.tokens, outputTokens: 0, model: model.modelId },
+      );
+    };
+
+    try {
+      await Promise.all([send.length > 0 ? fetchUpstream(send) : undefined, ...joins.map(join)]);
+      if (retry.length > 0) await fetchUpstream(retry);
+    } finally {
+      // Written (or failed) by now: later callers read the entries, or lead their own call.
+      for (const { storageKey, flight } of leading.values()) {
+        if (inflight.get(storageKey) === flight.promise) inflight.delete(storageKey);
+      }
     }
 
-    const entry = { hits, misses: params.values.length - hits };
-    const providerMetadata: SharedV4ProviderMetadata = { ...upstream?.providerMetadata, [optionsKey]: entry };
+    const entry: Record<string, number> = { hits, misses: params.values.length - hits };
+    if (coalesced > 0) entry.coalesced = coalesced;
+    const first = calls[0];
+    const providerMetadata: SharedV4ProviderMetadata = { ...first?.providerMetadata, [optionsKey]: entry };
     const result: EmbeddingModelV4Result = {
       embeddings,
       providerMetadata,
-      warnings: upstream?.warnings ?? [],
+      warnings: calls.flatMap((call) => call.warnings ?? []),
     };
-    // Only what this call spent upstream: values served from the cache cost nothing.
-    const usage = upstream ? upstream.usage : { tokens: 0 };
+    // Only what this call spent upstream: values served from the cache or by another call cost nothing.
+    const usage = spentUsage(calls);
     if (usage) result.usage = usage;
-    if (upstream?.response) result.response = upstream.response;
+    if (first?.response) result.response = first.response;
     return result;
   }
 

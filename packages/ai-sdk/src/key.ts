@@ -55,6 +55,7 @@ export function embeddingRequest(
   model: { provider: string; modelId: string },
   params: EmbeddingModelV4CallOptions,
   value: string,
+  vectorType: 'float32' | 'float64' = 'float32',
 ): Record<string, unknown> {
   return {
     v: REQUEST_VERSION,
@@ -63,6 +64,9 @@ export function embeddingRequest(
     value,
     dimensions: params.dimensions,
     providerOptions: nonEmpty(params.providerOptions),
+    // float32 entries cannot serve a middleware that promises exact float64 numbers; left out
+    // for float32 (the default) so its keys stay as they were.
+    vectorType: vectorType === 'float64' ? vectorType : undefined,
   };
 }
 

@@ -186,4 +186,145 @@ describe('embeddingCacheMiddleware', () => {
     await embedMany({ model, values: ['c'] });
     expect(inner.doEmbedCalls.at(-1)!.values).toEqual(['c']);
   });
+
+  describe('concurrent calls', () => {
+    /** Lets a call started just before reach the point where it waits (a memory-cache read is microtasks). */
+    const settled = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+    /** A model whose calls wait until released; `started` resolves when a call reaches it. */
+    function gated(fail?: (call: EmbeddingModelV4CallOptions) => unknown) {
+      const gates: (() => void)[] = [];
+      let started: () => void = () => {};
+      const inner = new MockEmbeddingModelV4({
+        maxEmbeddingsPerCall: 100,
+        doEmbed: async (call) => {
+          await new Promise<void>((resolve, reject) => {
+            gates.push(resolve);
+            call.abortSignal?.addEventListener('abort', () => reject(call.abortSignal!.reason), {
+              once: true,
+            });
+            started();
+          });
+          const error = fail?.(call);
+          if (error) throw error;
+          return {
+            embeddings: call.values.map(vectorOf),
+            usage: { tokens: call.values.reduce((sum, value) => sum + value.length, 0) },
+            warnings: [],
+          };
+        },
+      });
+      const nextStart = () =>
+        new Promise<void>((resolve) => {
+          started = resolve;
+        });
+      return { inner, gates, nextStart };
+    }
+
+    it('waits for a value another call already sent upstream instead of sending it again', async () => {
+      const { inner, gates, nextStart } = gated();
+      const { cache, model } = setup({}, inner);
+      let started = nextStart();
+      const first = embedMany({ model, values: ['alpha', 'beta'] });
+      await started;
+      started = nextStart();
+      const second = embedMany({ model, values: ['beta', 'gamma', 'alpha'] });
+      await started;
+      // The second call sent only the value nobody had asked for.
+      expect(inner.doEmbedCalls.map((call) => call.values)).toEqual([['alpha', 'beta'], ['gamma']]);
+      for (const release of gates) release();
+      const [a, b] = await Promise.all([first, second]);
+      expect(a.embeddings).toEqual(['alpha', 'beta'].map(vectorOf));
+      expect(b.embeddings).toEqual(['beta', 'gamma', 'alpha'].map(vectorOf));
+      expect(b.usage.tokens).toBe(5);
+      expect(b.providerMetadata?.xCache).toEqual({ hits: 0, misses: 3, coalesced: 2 });
+      // Each caller owns its arrays.
+      b.embeddings[0]![0] = 99;
+      expect(a.embeddings[1]).toEqual(vectorOf('beta'));
+      const stats = await cache.tier('embeddings').stats();
+      expect(stats).toMatchObject({ coalesced: 2, inputTokensSaved: 9, sets: 3 });
+      await embedMany({ model, values: ['alpha', 'beta', 'gamma'] });
+      expect(inner.doEmbedCalls).toHaveLength(2);
+    });
+
+    it('asks itself when the call it waited on was aborted by its own caller', async () => {
+      const { inner, gates, nextStart } = gated();
+      const { model } = setup({}, inner);
+      const controller = new AbortController();
+      let started = nextStart();
+      const first = embed({ model, value: 'alpha', abortSignal: controller.signal, maxRetries: 0 });
+      await started;
+      const second = embed({ model, value: 'alpha', maxRetries: 0 });
+      await settled();
+      expect(inner.doEmbedCalls).toHaveLength(1);
+      started = nextStart();
+      controller.abort(new Error('user left'));
+      await expect(first).rejects.toThrow('user left');
+      await started;
+      expect(inner.doEmbedCalls).toHaveLength(2);
+      gates[1]!();
+      expect((await second).embedding).toEqual(vectorOf('alpha'));
+    });
+
+    it('shares a provider failure with the calls that waited on it', async () => {
+      const { inner, gates, nextStart } = gated(() => new Error('rate limited'));
+      const { model } = setup({}, inner);
+      const started = nextStart();
+      const first = embed({ model, value: 'alpha', maxRetries: 0 });
+      await started;
+      const second = embed({ model, value: 'alpha', maxRetries: 0 });
+      await settled();
+      gates[0]!();
+      await expect(first).rejects.toThrow('rate limited');
+      await expect(second).rejects.toThrow('rate limited');
+      expect(inner.doEmbedCalls).toHaveLength(1);
+    });
+
+    it('a waiting call can be aborted on its own, and noCache calls never wait on others', async () => {
+      const { inner, gates, nextStart } = gated();
+      const { model } = setup({}, inner);
+      let started = nextStart();
+      const first = embed({ model, value: 'alpha', maxRetries: 0 });
+      await started;
+      const controller = new AbortController();
+      const waiting = embed({ model, value: 'alpha', abortSignal: controller.signal, maxRetries: 0 });
+      await settled();
+      expect(inner.doEmbedCalls).toHaveLength(1);
+      controller.abort(new Error('gave up'));
+      await expect(waiting).rejects.toThrow('gave up');
+      started = nextStart();
+      const fresh = embed({ model, value: 'alpha', providerOptions: { xCache: { noCache: true } } });
+      await started;
+      expect(inner.doEmbedCalls).toHaveLength(2);
+      // A noStore call may wait on a call that stores; nobody waits on one that does not.
+      const unstored = embed({ model, value: 'alpha', providerOptions: { xCache: { noStore: true } } });
+      await settled();
+      expect(inner.doEmbedCalls).toHaveLength(2);
+      for (const release of gates) release();
+      expect((await first).embedding).toEqual(vectorOf('alpha'));
+      expect((await fresh).embedding).toEqual(vectorOf('alpha'));
+      expect((await unstored).providerMetadata?.xCache).toEqual({ hits: 0, misses: 1, coalesced: 1 });
+      started = nextStart();
+      const leader = embed({ model, value: 'beta', providerOptions: { xCache: { noStore: true } } });
+      await started;
+      const follower = embed({ model, value: 'beta' });
+      await settled();
+      expect(inner.doEmbedCalls).toHaveLength(4);
+      for (const release of gates) release();
+      await Promise.all([leader, follower]);
+    });
+  });
+
+  it('float64 never serves vectors stored as float32 (the numbers would be rounded)', async () => {
+    const cache = createCache();
+    const vector = [0.1, 0.2, 1 / 3];
+    const inner = embedder({}, () => vector);
+    const wrap = (vectorType: 'float32' | 'float64') =>
+      wrapEmbeddingModel({ model: inner, middleware: embeddingCacheMiddleware({ cache, vectorType }) });
+    await embed({ model: wrap('float32'), value: 'v' });
+    expect((await embed({ model: wrap('float64'), value: 'v' })).embedding).toEqual(vector);
+    expect(inner.doEmbedCalls).toHaveLength(2);
+    expect((await embed({ model: wrap('float64'), value: 'v' })).embedding).toEqual(vector);
+    expect(inner.doEmbedCalls).toHaveLength(2);
+  });
 });

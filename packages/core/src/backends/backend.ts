@@ -110,6 +110,12 @@ export interface CacheBackend {
    * across processes. Increments must be atomic. Scopes are free-form strings chosen by the engine.
    */
   incrementCounters?(scope: string, deltas: Readonly<Record<string, number>>): Promise<void>;
+  /**
+   * Why entries of this store may be dropped before they expire when it runs short of memory
+   * (a Redis `maxmemory` with an evicting policy), or undefined when they are not or it cannot
+   * tell. The idempotency store warns once when its records are at risk.
+   */
+  evictionRisk?(): Promise<string | undefined>;
   readCounters?(): Promise<Record<string, Record<string, number>>>;
   clearCounters?(scopePrefix?: string): Promise<void>;
 

@@ -5,7 +5,10 @@ import type { ClusterHandle, RedisHandle } from '../../test/redis-server.ts';
 import { redisUnavailable, startCluster, startRedis } from '../../test/redis-server.ts';
 import { createCache } from '../cache.ts';
 import { CacheError } from '../errors.ts';
+import { createIdempotencyStore } from '../ledger/idempotency.ts';
+import { createToolLedger } from '../ledger/ledger.ts';
 import { runBackendConformance } from '../testing/index.ts';
+import type { RedisBackend } from './redis.ts';
 import { loadIoRedis, redisBackend } from './redis.ts';
 
 const skip = redisUnavailable();
@@ -310,6 +313,74 @@ d('redisBackend', () => {
     await quiet.close();
     await loud.close();
     client.disconnect();
+  });
+
+  it('warns once when the ledger keeps its records in a Redis that evicts (maxmemory + an evicting policy)', async () => {
+    const admin = new Redis(server!.url);
+    const [, maxmemory] = (await admin.config('GET', 'maxmemory')) as string[];
+    const [, policy] = (await admin.config('GET', 'maxmemory-policy')) as string[];
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error) => {
+      if ((warning as { code?: string }).code === 'X_LEDGER_EVICTION') warnings.push(warning);
+    };
+    process.on('warning', onWarning);
+    const backends: RedisBackend[] = [];
+    const open = () => {
+      const backend = redisBackend({ url: server!.url, keyPrefix: freshPrefix('evict') });
+      backends.push(backend);
+      return backend;
+    };
+    /** Lets a background check finish and its warning (emitted on nextTick) arrive. */
+    const settle = async (backend: RedisBackend) => {
+      await backend.evictionRisk();
+      await new Promise((resolve) => setImmediate(resolve));
+    };
+    try {
+      await admin.config('SET', 'maxmemory', '0');
+      const unbounded = open();
+      expect(await unbounded.evictionRisk()).toBeUndefined();
+      createIdempotencyStore({ store: unbounded });
+      await settle(unbounded);
+      expect(warnings).toEqual([]);
+
+      await admin.config('SET', 'maxmemory', String(512 * 1024 * 1024));
+      await admin.config('SET', 'maxmemory-policy', 'noeviction');
+      const kept = open();
+      expect(await kept.evictionRisk()).toBeUndefined();
+
+      await admin.config('SET', 'maxmemory-policy', 'allkeys-lru');
+      const evicting = open();
+      expect(await evicting.evictionRisk()).toMatch(/maxmemory-policy allkeys-lru/);
+      const ledgerCache = createCache({ store: evicting });
+      createToolLedger({ cache: ledgerCache });
+      createIdempotencyStore({ store: evicting });
+      await settle(evicting);
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]!.message).toMatch(/can be evicted .*allkeys-lru.*noeviction/);
+      await ledgerCache.close();
+    } finally {
+      process.off('warning', onWarning);
+      await admin.config('SET', 'maxmemory', maxmemory!);
+      await admin.config('SET', 'maxmemory-policy', policy!);
+      for (const backend of backends) await backend.close();
+      admin.disconnect();
+    }
+  });
+
+  it('sees an evicting policy on any master of a cluster', async () => {
+    const backend = redisBackend({ cluster: cluster!.nodes, keyPrefix: freshPrefix('cevict') });
+    const node = new Redis(cluster!.nodes[2]!.port, cluster!.nodes[2]!.host);
+    try {
+      expect(await backend.evictionRisk()).toBeUndefined();
+      await node.config('SET', 'maxmemory', String(512 * 1024 * 1024));
+      await node.config('SET', 'maxmemory-policy', 'volatile-ttl');
+      expect(await backend.evictionRisk()).toMatch(/volatile-ttl/);
+    } finally {
+      await node.config('SET', 'maxmemory', '0');
+      await node.config('SET', 'maxmemory-policy', 'noeviction');
+      await backend.close();
+      node.disconnect();
+    }
   });
 
   it('sends no Redis command for a hit served by the memory level in front', async () => {

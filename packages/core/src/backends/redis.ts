@@ -86,6 +86,7 @@ export interface RedisBackend extends CacheBackend {
   readCounters(): Promise<Record<string, Record<string, number>>>;
   clearCounters(scopePrefix?: string): Promise<void>;
   compareAndSwap(key: string, expected: Uint8Array | null, next: StoredEntry | null): Promise<boolean>;
+  evictionRisk(): Promise<string | undefined>;
 }
 
 interface IoRedisModule {
@@ -780,6 +781,20 @@ class RedisStore implements RedisBackend {
         ...tags,
       )) === 1
     );
+  }
+
+  async evictionRisk(): Promise<string | undefined> {
+    const nodes = this.isCluster ? await this.masters() : [this.client as Redis];
+    for (const node of nodes) {
+      // CONFIG is often disabled on managed Redis: then this cannot tell.
+      const [, maxmemory] = (await node.config('GET', 'maxmemory')) as string[];
+      const [, policy] = (await node.config('GET', 'maxmemory-policy')) as string[];
+      if (maxmemory === undefined || policy === undefined) return undefined;
+      if (Number(maxmemory) > 0 && policy !== 'noeviction') {
+        return `maxmemory is ${maxmemory} bytes with maxmemory-policy ${policy}: when memory runs out Redis deletes keys before they expire`;
+      }
+    }
+    return undefined;
   }
 
   async close(): Promise<void> {

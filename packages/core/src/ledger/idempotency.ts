@@ -222,6 +222,32 @@ interface ClaimDecision {
   stored: StoredRecord;
 }
 
+/** Stores already checked for eviction, so each is asked (and warned about) once per process. */
+const evictionChecked = new WeakSet<CacheBackend>();
+
+/**
+ * Warns once (`X_LEDGER_EVICTION`) when the store may drop records before they expire: an evicted
+ * record is a forgotten side effect, which the next call runs again. Best effort, in the background.
+ */
+function warnOnEviction(store: CacheBackend): void {
+  if (evictionChecked.has(store) || typeof store.evictionRisk !== 'function') return;
+  evictionChecked.add(store);
+  store.evictionRisk().then(
+    (risk) => {
+      if (risk === undefined) return;
+      process.emitWarning(
+        `idempotency records in the ${store.name} store can be evicted (${risk}); an evicted record lets ` +
+          'its side effect run again. Give the ledger its own `store` that keeps them: a Redis with ' +
+          'maxmemory-policy noeviction, or a SQLite file.',
+        { code: 'X_LEDGER_EVICTION' },
+      );
+    },
+    () => {
+      // The store cannot tell (CONFIG disabled, not reachable yet): nothing to warn about.
+    },
+  );
+}
+
 const DEFAULT_TTL = '7d';
 const DEFAULT_LEASE = '30s';
 const DEFAULT_BLOB_THRESHOLD = 10 * 1024;
@@ -234,6 +260,7 @@ const SCAN_BATCH = 200;
 export function createIdempotencyStore(options: IdempotencyStoreOptions = {}): IdempotencyStore {
   const clock = resolveClock(options);
   const store = resolveStore(options, 'createIdempotencyStore');
+  warnOnEviction(store);
   const namespace = options.namespace ?? options.cache?.namespace ?? 'default';
   const prefix = ledgerPrefix(namespace);
   const recordPrefix = `${prefix}idem:`;

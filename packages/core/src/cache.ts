@@ -10,7 +10,13 @@ import type { CacheEventName, CacheEvents } from './events.ts';
 import { CacheEmitter } from './events.ts';
 import { buildKey, validateName } from './keys/index.ts';
 import type { LevelInput } from './levels/stack.ts';
-import { Level, LevelUnavailableError, runWithDeadline, withTimeout } from './levels/stack.ts';
+import {
+  Level,
+  LevelTimeoutError,
+  LevelUnavailableError,
+  runWithDeadline,
+  withTimeout,
+} from './levels/stack.ts';
 import type { CounterSet } from './stats/counters.ts';
 import { addCounters, emptyCounters, StatsCollector } from './stats/counters.ts';
 import type { PriceTable, Usage } from './stats/pricing.ts';
@@ -268,6 +274,15 @@ const SKIP_PAYLOAD_CHECK = { verifyChecksum: false } as const;
  */
 const NOTHING_STORED_PREFIX = '~sf/';
 
+/** Read by the background probe of a stalled level: any answer (a miss) proves it responds. */
+const PROBE_KEY = '~probe';
+
+/**
+ * Operations of a lookup (reads, lock, quota check, write, unlock) skip a stalled level;
+ * invalidations, clears and the rest still try it, so a stall never silently drops an invalidation.
+ */
+const SKIPPED_WHILE_STALLED = new Set(['get', 'getMany', 'set', 'lock', 'unlock', 'quota']);
+
 /** The policy of a call that passes none (one shared object, not one per call). */
 const NO_POLICY: CachePolicy<never> = Object.freeze({});
 const COUNTER_SCOPE = 't';
@@ -521,7 +536,8 @@ class Engine {
     run: () => Promise<T>,
   ): Promise<T> {
     const admitted = level.admit(this.clock);
-    if (admitted === 0) {
+    if (admitted === 0 || (level.stalled && SKIPPED_WHILE_STALLED.has(operation))) {
+      if (admitted === 2) level.probing = false;
       this.levelBucket(level).skipped++;
       return Promise.resolve(fallback);
     }
@@ -533,9 +549,11 @@ class Engine {
         run,
         (result) => {
           if (level.failures > 0) level.succeeded(admitted);
+          level.stalled = false;
           resolve(result);
         },
         (error) => {
+          if (error instanceof LevelTimeoutError) this.#stall(level);
           if (level.failed(this.clock.now()) && this.emitter.has('error')) {
             this.emitter.emit('error', {
               operation: 'breaker-open',
@@ -550,6 +568,31 @@ class Engine {
         },
       ),
     );
+  }
+
+  /**
+   * Marks a level that let a call time out as stalled and probes it in the background (a read of
+   * a key nobody writes) until it answers: one caller pays the timeout, not every one after it.
+   */
+  #stall(level: Level): void {
+    if (level.stalled) return;
+    level.stalled = true;
+    const probe = (): void => {
+      if (this.closed || !level.stalled) return;
+      runWithDeadline(
+        level,
+        'probe',
+        () => level.backend.get(PROBE_KEY),
+        () => {
+          level.stalled = false;
+        },
+        () => {
+          if (this.closed || !level.stalled) return;
+          setTimeout(probe, timerMs(Math.min(level.timeoutMs ?? 1000, 1000))).unref();
+        },
+      );
+    };
+    probe();
   }
 
   expand(name: string): string[] {

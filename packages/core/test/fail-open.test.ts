@@ -53,7 +53,7 @@ describe.skipIf(skip)('fail-open against a real Redis', () => {
     expect(await call('healthy')).toMatchObject({ value: 'value of healthy', level: 'redis' });
   });
 
-  it('returns computed values within the timeout while Redis is killed, then opens the breaker', async () => {
+  it('returns computed values within the timeout while Redis is killed, then stops waiting on it', async () => {
     server.process!.kill('SIGKILL');
     await sleep(50);
     const before = computes;
@@ -64,7 +64,9 @@ describe.skipIf(skip)('fail-open against a real Redis', () => {
     }
     expect(computes - before).toBe(8);
     const stats = await cache.getAllStats();
-    expect(stats.levels.redis?.errors).toBeGreaterThanOrEqual(3);
+    // A few calls fail (or time out); then the level is skipped (stalled, or its breaker open).
+    expect(stats.levels.redis?.errors).toBeGreaterThanOrEqual(1);
+    expect(stats.levels.redis?.errors).toBeLessThan(8);
     expect(stats.levels.redis?.skipped).toBeGreaterThan(0);
   });
 
@@ -82,6 +84,8 @@ describe.skipIf(skip)('fail-open against a real Redis', () => {
 
   it('never stalls on a hung (SIGSTOPped) Redis and recovers when it continues', async () => {
     await call('before-hang');
+    const failed: string[] = [];
+    const stopListening = cache.on('error', (event) => failed.push(event.operation));
     server.process!.kill('SIGSTOP');
     try {
       for (let i = 0; i < 6; i++) {
@@ -89,6 +93,10 @@ describe.skipIf(skip)('fail-open against a real Redis', () => {
         expect(result.value).toBe(`value of hung-${i}`);
         expect(result.ms).toBeLessThan(BOUND_MS);
       }
+      // One timeout in all (the first read); the lock, the writes and the later calls skipped
+      // the stalled level instead of each waiting out a timeout of their own.
+      stopListening();
+      expect(failed).toEqual(['get']);
       const hung = await call('before-hang');
       expect(hung.ms).toBeLessThan(BOUND_MS);
       expect(hung.level).toBeUndefined();

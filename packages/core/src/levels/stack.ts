@@ -43,6 +43,12 @@ export class Level {
   /** While now < openUntil the level is skipped; after it, one probe is let through. */
   openUntil = 0;
   probing = false;
+  /**
+   * A call timed out and the level has not answered since. Calls on a lookup's path (get, lock,
+   * set, unlock) then skip it instead of each waiting out a timeout on a frozen store, while one
+   * background probe waits for its answer; any answer clears it.
+   */
+  stalled = false;
   /** The engine's counter bucket for this level, cached here because every hit increments it. */
   counters: object | undefined;
 

@@ -714,6 +714,12 @@ export class CacheView {
       }))) as CacheBackend;
   }
 
+  /** @internal The timeout of the store level `recordStore` belongs to; undefined for none or in-process. */
+  get recordStoreTimeoutMs(): number | undefined {
+    const levels = this.engine.storeLevels;
+    return levels[levels.length - 1]?.timeoutMs;
+  }
+
   /** The cache's time source. */
   get clock(): Clock {
     return this.engine.clock;

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redisBackend } from '../src/backends/redis.ts';
 import type { Cache } from '../src/cache.ts';
 import { createCache } from '../src/cache.ts';
+import { createToolLedger } from '../src/ledger/ledger.ts';
 import type { RedisHandle } from './redis-server.ts';
 import { redisUnavailable, restartRedis, startRedis } from './redis-server.ts';
 
@@ -168,6 +169,60 @@ describe.skipIf(skip)('persisted counters across a slow Redis', () => {
     } finally {
       await cache.close();
       admin.disconnect();
+      await own.stop();
+    }
+  }, 20_000);
+});
+
+describe.skipIf(skip)('the tool ledger on a frozen Redis', () => {
+  it('fails a write tool with E_TIMEOUT instead of hanging, still runs read tools, and recovers', async () => {
+    const own = await startRedis();
+    const cache = createCache({
+      store: { backend: redisBackend({ url: own.url, keyPrefix: 'ledger-hang:' }), timeout: TIMEOUT_MS },
+      memory: false,
+    });
+    const ledger = createToolLedger({
+      cache,
+      tools: { send: { kind: 'write' }, status: { kind: 'read' } },
+    });
+    let sends = 0;
+    const send = (to: string) =>
+      ledger.executeOrReplay({ tool: 'send', input: { to }, execute: async () => ++sends });
+    const timed = async <T>(
+      run: () => Promise<T>,
+    ): Promise<{ ms: number; outcome: PromiseSettledResult<T> }> => {
+      const started = performance.now();
+      const [outcome] = await Promise.allSettled([run()]);
+      return { ms: performance.now() - started, outcome: outcome! };
+    };
+    try {
+      await send('a');
+      own.process!.kill('SIGSTOP');
+      try {
+        const write = await timed(() => send('b'));
+        expect(write.outcome).toMatchObject({ status: 'rejected', reason: { code: 'E_TIMEOUT' } });
+        // Never run unrecorded.
+        expect(sends).toBe(1);
+        expect(write.ms).toBeLessThan(BOUND_MS);
+        const read = await timed(() =>
+          ledger.executeOrReplay({ tool: 'status', input: {}, execute: async () => 'green' }),
+        );
+        expect(read.outcome).toMatchObject({ status: 'fulfilled', value: { value: 'green' } });
+        expect(read.ms).toBeLessThan(BOUND_MS);
+      } finally {
+        own.process!.kill('SIGCONT');
+      }
+      // Back: the same write runs once (its claim may have landed late: it is taken over or
+      // replayed, never run twice).
+      let outcome: Awaited<ReturnType<typeof send>> | undefined;
+      for (let i = 0; i < 50 && !outcome; i++) {
+        outcome = await send('c').catch(() => undefined);
+        if (!outcome) await sleep(100);
+      }
+      expect(outcome?.value).toBe(2);
+      expect((await send('c')).replayed).toBe(true);
+    } finally {
+      await cache.close();
       await own.stop();
     }
   }, 20_000);

@@ -8,6 +8,7 @@ import type { Duration } from '../ttl.ts';
 import { parseDuration } from '../ttl.ts';
 import type { RecordedError } from './errors.ts';
 import { IdempotencyConflictError, recordError } from './errors.ts';
+import { boundStore, ledgerTimeout, unbounded } from './bounded.ts';
 import type { StoredOutcome } from './internal.ts';
 import {
   BlobStore,
@@ -65,6 +66,12 @@ export interface IdempotencyStoreOptions {
   blobThreshold?: number | undefined;
   /** Time source for leases and record times. @default the cache's clock, else Date.now */
   clock?: Clock | undefined;
+  /**
+   * Longest wait for one store call; a call that takes longer fails with `E_TIMEOUT` (a claim
+   * then throws rather than letting the side effect run unrecorded).
+   * @default the timeout of the cache's store level; else 500 ms for network stores, none in-process
+   */
+  timeout?: Duration | undefined;
 }
 
 export interface ClaimOptions {
@@ -259,8 +266,9 @@ const SCAN_BATCH = 200;
  */
 export function createIdempotencyStore(options: IdempotencyStoreOptions = {}): IdempotencyStore {
   const clock = resolveClock(options);
-  const store = resolveStore(options, 'createIdempotencyStore');
-  warnOnEviction(store);
+  const resolved = resolveStore(options, 'createIdempotencyStore');
+  warnOnEviction(unbounded(resolved));
+  const store = boundStore(resolved, ledgerTimeout(options));
   const namespace = options.namespace ?? options.cache?.namespace ?? 'default';
   const prefix = ledgerPrefix(namespace);
   const recordPrefix = `${prefix}idem:`;

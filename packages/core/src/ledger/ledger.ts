@@ -16,6 +16,7 @@ import {
   ToolOutcomeUnknownError,
 } from './errors.ts';
 import type { IdempotencyRecord, IdempotencyStats, IdempotencyStore } from './idempotency.ts';
+import { boundStore, ledgerTimeout } from './bounded.ts';
 import { createIdempotencyStore } from './idempotency.ts';
 import {
   copyValue,
@@ -165,6 +166,13 @@ export interface ToolLedgerOptions {
   /** @default the cache's clock */
   clock?: Clock | undefined;
   /**
+   * Longest wait for one store call. A claim or record that takes longer fails with `E_TIMEOUT`
+   * (a write tool then throws rather than running unrecorded); history and counters are skipped
+   * while the store does not answer.
+   * @default the timeout of the cache's store level (500 ms for Redis), none in-process
+   */
+  timeout?: Duration | undefined;
+  /**
    * Called when bookkeeping fails after a tool ran (recording its outcome, history, stats); the
    * caller still gets the tool's value. @default none
    */
@@ -305,7 +313,7 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
     throw cacheError('E_INVALID_OPTION', 'ledger', 'createToolLedger needs `cache`: pass createCache(...)');
   }
   const clock = resolveClock(options);
-  const store = resolveStore(options, 'createToolLedger');
+  const store = boundStore(resolveStore(options, 'createToolLedger'), ledgerTimeout(options));
   const namespace = options.namespace ?? cache.namespace;
   const prefix = ledgerPrefix(namespace);
   const tools = cache.tier('tools').withNamespace(namespace);
@@ -343,12 +351,15 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
   }
 
   async function count(tool: string, deltas: Partial<ToolStats>): Promise<void> {
-    if (store.incrementCounters) {
+    // A stalled store is not asked (it would cost this call a timeout): counted here meanwhile.
+    if (store.incrementCounters && !store.stalled) {
       try {
         await store.incrementCounters(`${prefix}${tool}`, deltas as Record<string, number>);
         return;
       } catch (error) {
         report(error, 'stats', tool);
+        // Sent but unanswered: it may still land, and counting it here too would count it twice.
+        if (CacheError.isInstance(error) && error.code === 'E_TIMEOUT') return;
       }
     }
     const into = local.get(tool) ?? emptyStats();
@@ -368,7 +379,8 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
       counts[entry.source] = 1;
     }
     await count(entry.tool, counts);
-    if (!historyOn) return;
+    // History is best effort: a stalled store is skipped rather than waited on.
+    if (!historyOn || store.stalled) return;
     const id = `${entry.startedAt.toString(36).padStart(9, '0')}-${(++historySeq).toString(36)}-${randomBytes(4).toString('hex')}`;
     const key = `${historyPrefix(entry.taskId, entry.workItemId ?? '')}${id}`;
     const now = clock.now();

@@ -174,6 +174,41 @@ describe.skipIf(skip)('persisted counters across a slow Redis', () => {
   }, 20_000);
 });
 
+describe.skipIf(skip)('persisted counters across a Redis outage', () => {
+  it('keeps the counts of flushes made while Redis was down and persists them when it is back', async () => {
+    const own = await startRedis();
+    const keyPrefix = 'cnt-down:';
+    const cache = createCache({
+      store: { backend: redisBackend({ url: own.url, keyPrefix }), timeout: 100 },
+      memory: false,
+      statsFlushInterval: 0,
+    });
+    try {
+      await cache.ready();
+      own.process!.kill('SIGKILL');
+      await sleep(50);
+      for (let i = 0; i < 5; i++) {
+        await cache.getOrCompute(`down-${i}`, () => 'v');
+        await cache.flushStats();
+      }
+      await restartRedis(own);
+      // Another process reads what was persisted once this one has flushed after the restart.
+      const reader = createCache({ store: redisBackend({ url: own.url, keyPrefix }), memory: false });
+      let persisted = 0;
+      for (let i = 0; i < 50 && persisted < 5; i++) {
+        await cache.flushStats();
+        persisted = (await reader.getAllStats()).totals.misses;
+        if (persisted < 5) await sleep(100);
+      }
+      expect(persisted).toBe(5);
+      await reader.close();
+    } finally {
+      await cache.close();
+      await own.stop();
+    }
+  }, 20_000);
+});
+
 describe.skipIf(skip)('the tool ledger on a frozen Redis', () => {
   it('fails a write tool with E_TIMEOUT instead of hanging, still runs read tools, and recovers', async () => {
     const own = await startRedis();

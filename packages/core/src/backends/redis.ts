@@ -719,6 +719,13 @@ class RedisStore implements RedisBackend {
 
   async incrementCounters(scope: string, deltas: Readonly<Record<string, number>>): Promise<void> {
     this.assertOpen();
+    // Not connected: ioredis would queue the increment and may drop it after its retries, while
+    // the caller, seeing a timeout, assumes it landed. Refused at once, the counts are kept for
+    // the next flush instead. (A lazy client that never connected is let through: this connects it.)
+    const status = (this.client as { status?: string }).status;
+    if (status !== undefined && status !== 'ready' && status !== 'wait') {
+      throw cacheError('E_BACKEND', 'redis', `not connected (${status}); counters are kept for the next flush`);
+    }
     const key = `${this.prefix}c:${scope}`;
     // One transaction: a flush that fails is retried whole, so no field is counted twice.
     const multi = this.client.multi();

@@ -1689,7 +1689,9 @@ export class Cache extends CacheView {
       }
     }
     engine.publish({ c: 1 });
-    await engine.stats.reset();
+    // The cache's own counters only: the tool ledger's (`~ledger/…` scopes) stay with its records.
+    await engine.stats.reset(`${COUNTER_SCOPE}:`);
+    await engine.stats.reset(`${LEVEL_SCOPE}:`);
   }
 
   /** Removes expired entries from every level; returns how many went. */

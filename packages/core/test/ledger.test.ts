@@ -114,8 +114,12 @@ describe('tool ledger: write tools', () => {
       };
       await ledger.executeOrReplay(call);
       await cache.tier('responses').set('cached', 1);
+      await cache.flushStats();
       await cache.clearAll();
       expect(await cache.get('cached')).toBeUndefined();
+      // The ledger's counters stay with its records; the cache's own are reset.
+      expect(await ledger.stats()).toMatchObject({ calls: 1, executions: 1 });
+      expect((await cache.getAllStats()).totals.sets).toBe(0);
       expect(await ledger.executeOrReplay(call)).toMatchObject({ source: 'replayed', value: 'sent 1' });
       expect(email.runs).toBe(1);
     }

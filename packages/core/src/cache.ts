@@ -1662,8 +1662,8 @@ export class Cache extends CacheView {
 
   /**
    * Removes every cached entry of every tier and namespace from every level, and resets the
-   * counters. Records that are not cache entries — the idempotency store and tool ledger — are
-   * kept: a retried side effect must still find its outcome.
+   * cache's counters. Records that are not cache entries — the idempotency store and tool ledger,
+   * with the ledger's counters — are kept: a retried side effect must still find its outcome.
    */
   async clearAll(): Promise<void> {
     const engine = this.engine;

@@ -442,6 +442,25 @@ describe('createCache > getOrCompute', () => {
     await cache.getOrCompute('b', async () => 2);
     expect(seen).toEqual(['miss', 'set', 'hit:memory', 'miss', 'evict:size', 'set']);
   });
+
+  it("names the field of the caller's value that cannot be stored, not the entry's wrapper", async () => {
+    const cache = make();
+    const failure = (value: unknown) =>
+      cache.set('k', value).then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+    expect(await failure({ answer: { f: () => 1 } })).toMatchObject({
+      code: 'E_UNSERIALIZABLE',
+      path: 'answer.f',
+      message: expect.stringMatching(/cannot store answer\.f: functions cannot be stored/),
+    });
+    expect(await failure([1, { g: Symbol('x') }])).toMatchObject({ path: '[1].g' });
+    expect(await failure(() => 1)).toMatchObject({
+      path: '',
+      message: expect.stringMatching(/cannot store the value: functions/),
+    });
+  });
 });
 
 describe('createCache > tiers and levels', () => {

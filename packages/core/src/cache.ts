@@ -3,9 +3,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { CacheBackend, Clock, StoredEntry } from './backends/backend.ts';
 import { systemClock } from './backends/backend.ts';
 import { memoryBackend } from './backends/memory.ts';
-import type { CodecOptions, DecodedEntry } from './codec/index.ts';
+import type { CodecOptions, DecodedEntry, EntryMeta } from './codec/index.ts';
 import { decodeEntry, encodeEntry } from './codec/index.ts';
-import { cacheError, QuotaExceededError } from './errors.ts';
+import { cacheError, QuotaExceededError, UnserializableValueError } from './errors.ts';
 import type { CacheEventName, CacheEvents } from './events.ts';
 import { CacheEmitter } from './events.ts';
 import { buildKey, validateName } from './keys/index.ts';
@@ -641,6 +641,24 @@ class Engine {
         // closing is best effort
       }
     }
+  }
+}
+
+/**
+ * `encodeEntry` of a stored record (`{ v: value, u: usage }`), with errors naming the field of the
+ * caller's value (`answer.f`), not of the wrapper (`v.answer.f`).
+ */
+function encodeRecordEntry(
+  record: StoredRecord,
+  meta: EntryMeta,
+  codec: CodecOptions | undefined,
+): Uint8Array {
+  try {
+    return encodeEntry(record, meta, codec);
+  } catch (error) {
+    if (!(error instanceof UnserializableValueError) || !/^v(?:$|[.[])/.test(error.path)) throw error;
+    const path = error.path.slice(error.path.startsWith('v.') ? 2 : 1);
+    throw new UnserializableValueError(path, error.reason, 'value');
   }
 }
 
@@ -1462,7 +1480,7 @@ export class CacheView {
     }
     const logicalExpiry = ttlMs === undefined ? undefined : now + ttlMs;
     const userTags = policy.tags ?? [];
-    const bytes = encodeEntry(
+    const bytes = encodeRecordEntry(
       record,
       { createdAt: now, expiresAt: logicalExpiry, tags: userTags },
       engine.codec,

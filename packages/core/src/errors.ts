@@ -48,6 +48,8 @@ export function cacheError(
 /** Thrown when a request or value cannot be canonicalised; `path` names the offending field. */
 export class UnserializableValueError extends CacheError {
   readonly path: string;
+  /** What is wrong with the value at `path` (`functions cannot be stored`). */
+  readonly reason: string;
   /** `what` is a key (a request being hashed) or a value being stored. */
   constructor(path: string, reason: string, what: 'key' | 'value' = 'key') {
     super(
@@ -56,12 +58,13 @@ export class UnserializableValueError extends CacheError {
         ? `[@x/cache-core] [keys] cannot serialise ${path || '(root)'}: ${reason}. ` +
             'Pass plain data (objects, arrays, strings, numbers, booleans, null, Date, URL, Map, Set, binary) ' +
             'or drop that field from the key.'
-        : `[@x/cache-core] [codec] cannot store ${path || '(root)'}: ${reason}. ` +
+        : `[@x/cache-core] [codec] cannot store ${path || 'the value'}: ${reason}. ` +
             'Return plain data (objects, arrays, strings, numbers, booleans, null, Date, URL, Map, Set, binary) ' +
             'or convert that field before it is cached.',
     );
     this.name = 'UnserializableValueError';
     this.path = path;
+    this.reason = reason;
   }
 }
 

@@ -686,6 +686,18 @@ describe('createCache > namespaces and quotas', () => {
     await capped.set('a', 10);
     expect(await capped.get('a')).toBe(10);
   });
+
+  it('rejects writes over a quota also when they are made at the same time', async () => {
+    const cache = make({
+      store: sqliteBackend({ path: join(dir, 'reject-together.db') }),
+      quotas: { capped: { maxEntries: 2, onExceed: 'reject' } },
+    });
+    const capped = cache.withNamespace('capped');
+    const outcomes = await Promise.allSettled(['a', 'b', 'c', 'd', 'e'].map((key, i) => capped.set(key, i)));
+    expect(outcomes.filter((outcome) => outcome.status === 'fulfilled')).toHaveLength(2);
+    expect(outcomes.filter((outcome) => outcome.status === 'rejected')).toHaveLength(3);
+    expect((await cache.getAllStats()).namespaces.capped).toMatchObject({ entries: 2 });
+  });
 });
 
 describe('createCache > quotas and expired entries', () => {

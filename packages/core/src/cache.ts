@@ -295,6 +295,8 @@ class Engine {
   readonly emitter = new CacheEmitter();
   readonly stats: StatsCollector;
   readonly inflight = new Map<string, Flight>();
+  /** Per namespace, the last quota-checked write in flight: such writes go one at a time. */
+  readonly quotaQueues = new Map<string, Promise<void>>();
   readonly storeLevels: Level[];
   readonly tiers = new Map<string, TierState>();
   readonly prices: PriceTable;
@@ -1491,29 +1493,40 @@ export class CacheView {
       tags: userTags.map((tag) => this.#scopedTag(tag)),
     };
     const quota = engine.quotas[this.namespace];
-    if (quota?.onExceed === 'reject') await this.#checkQuota(storageKey, quota, bytes.byteLength);
     const levels = this.#tier.levels;
     const slowest = levels[levels.length - 1]!;
     let slowestStored = true;
-    const writes: Promise<void>[] = [];
-    for (const level of levels) {
-      const fitted = level.fit(stored, now);
-      if (level.sync) {
-        level.sync.setSync(storageKey, fitted);
-      } else {
-        writes.push(
-          engine
-            .guard(this.tierName, level, 'set', storageKey, false, async () => {
-              await level.backend.set(storageKey, fitted);
-              return true;
-            })
-            .then((ok) => {
-              if (!ok && level === slowest) slowestStored = false;
-            }),
-        );
+    const store = async (): Promise<void> => {
+      const writes: Promise<void>[] = [];
+      for (const level of levels) {
+        const fitted = level.fit(stored, now);
+        if (level.sync) {
+          level.sync.setSync(storageKey, fitted);
+        } else {
+          writes.push(
+            engine
+              .guard(this.tierName, level, 'set', storageKey, false, async () => {
+                await level.backend.set(storageKey, fitted);
+                return true;
+              })
+              .then((ok) => {
+                if (!ok && level === slowest) slowestStored = false;
+              }),
+          );
+        }
       }
+      if (writes.length > 0) await Promise.all(writes);
+    };
+    if (quota?.onExceed === 'reject') {
+      // Check and write one at a time per namespace: writes checked side by side would each see
+      // room for one more and all go through.
+      await this.#serialized(async () => {
+        await this.#checkQuota(storageKey, quota, bytes.byteLength);
+        await store();
+      });
+    } else {
+      await store();
     }
-    if (writes.length > 0) await Promise.all(writes);
     // A write the store did not take is dropped (the memory level may still hold it).
     if (slowestStored) this.#counters.sets++;
     else this.#counters.droppedWrites++;
@@ -1523,6 +1536,23 @@ export class CacheView {
       engine.emitter.emit('set', { key: storageKey, tier: this.tierName, bytes: bytes.byteLength, ttlMs });
     }
     return bytes;
+  }
+
+  /** Runs `task` after the quota-checked writes of this namespace before it (in this process). */
+  async #serialized(task: () => Promise<void>): Promise<void> {
+    const queue = this.engine.quotaQueues;
+    const previous = queue.get(this.namespace);
+    const mine = (previous ?? Promise.resolve()).then(task, task);
+    const settled = mine.then(
+      () => undefined,
+      () => undefined,
+    );
+    queue.set(this.namespace, settled);
+    try {
+      await mine;
+    } finally {
+      if (queue.get(this.namespace) === settled) queue.delete(this.namespace);
+    }
   }
 
   /**

@@ -240,6 +240,42 @@ describe('tool ledger: write tools', () => {
     expect(runs).toBe(3);
   });
 
+  it('ledger-wide onFailed, onAbandoned and isFailure apply to every tool that sets none', async () => {
+    const { ledger } = open({
+      onFailed: 'retry',
+      isFailure: (value) => (value as { ok?: boolean }).ok === false,
+      tools: { charge: { kind: 'write' }, strict: { kind: 'write', onFailed: 'replay' } },
+    });
+    let runs = 0;
+    const failing = async () => {
+      runs++;
+      throw new Error(`declined ${runs}`);
+    };
+    await ledger.executeOrReplay({ tool: 'charge', input: 1, execute: failing }).catch(() => undefined);
+    await ledger.executeOrReplay({ tool: 'charge', input: 1, execute: failing }).catch(() => undefined);
+    expect(runs).toBe(2);
+    // A tool's own policy wins.
+    await ledger.executeOrReplay({ tool: 'strict', input: 1, execute: failing }).catch(() => undefined);
+    const replayed = await ledger
+      .executeOrReplay({ tool: 'strict', input: 1, execute: failing })
+      .catch((e) => e);
+    expect(replayed).toBeInstanceOf(RecordedToolError);
+    expect(runs).toBe(3);
+    const refused = await ledger.executeOrReplay({
+      tool: 'charge',
+      input: 2,
+      execute: async () => ({ ok: false }),
+    });
+    expect(refused.status).toBe('failed');
+    expect(ledger.policyOf('charge')).toMatchObject({ kind: 'write', onFailed: 'retry' });
+    expect(() => open({ onAbandoned: 'rerun' as never })).toThrow(
+      /onAbandoned must be 'reexecute' or 'throw'/,
+    );
+    expect(() => open({ tools: { t: { kind: 'write', onFailed: 'again' as never } } })).toThrow(
+      /tools\.t\.onFailed must be 'replay' or 'retry'/,
+    );
+  });
+
   it('a tool that fails with nothing (throw undefined) is replayed as a failure, not a success', async () => {
     const { ledger } = open({ tools: { charge: { kind: 'write' } } });
     let runs = 0;

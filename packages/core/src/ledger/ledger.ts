@@ -155,6 +155,12 @@ export interface ToolLedgerOptions {
   onConcurrent?: 'wait' | 'throw' | undefined;
   /** Longest wait for another caller's outcome; then `ToolInProgressError`. @default unlimited (while the holder renews) */
   maxWait?: Duration | undefined;
+  /** Every tool's `onFailed` unless it sets its own. @default 'replay' */
+  onFailed?: 'replay' | 'retry' | undefined;
+  /** Every tool's `onAbandoned` unless it sets its own. @default 'reexecute' */
+  onAbandoned?: 'reexecute' | 'throw' | undefined;
+  /** Every tool's `isFailure` unless it sets its own. @default a numeric `exitCode` other than 0 */
+  isFailure?: ((value: unknown) => boolean) | undefined;
   /** Longest pause between two reads of a record another process holds. @default 100 */
   pollInterval?: Duration | undefined;
   /** Execution history per task and work item; `false` records none. @default true */
@@ -325,10 +331,19 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
     leaseTtl: options.leaseTtl,
     blobThreshold: options.blobThreshold,
   });
+  // Ledger-wide defaults under each tool's own policy (a tool's undefined keeps the default).
+  const defaults = checkDefaults(options);
+  const withDefaults = (policy: ToolPolicy): ToolPolicy => {
+    const merged: ToolPolicy = { ...defaults, kind: policy.kind };
+    for (const [name, value] of Object.entries(policy)) {
+      if (value !== undefined) (merged as unknown as Record<string, unknown>)[name] = value;
+    }
+    return merged;
+  };
   const policies = new Map<string, ToolPolicy>();
   for (const [tool, policy] of Object.entries(options.tools ?? {}))
-    policies.set(tool, checkPolicy(tool, policy));
-  const unlisted = options.unlisted ?? { kind: 'none' };
+    policies.set(tool, withDefaults(checkPolicy(tool, policy)));
+  const unlisted = withDefaults(checkPolicy('unlisted', options.unlisted ?? { kind: 'none' }));
   const historyOn = options.history ?? true;
   const historyTtl = parseDuration(options.historyTtl ?? DEFAULT_HISTORY_TTL, 'historyTtl');
   const maxWait = options.maxWait;
@@ -920,10 +935,51 @@ function checkPolicy(tool: string, policy: ToolPolicy): ToolPolicy {
     );
   }
   for (const dependent of policy.invalidates ?? []) validateName(dependent, 'name');
+  checkChoices(policy, `tools.${tool}`);
   if (policy.ttl !== undefined) parseDuration(policy.ttl, `tools.${tool}.ttl`);
   if (policy.leaseTtl !== undefined) parseDuration(policy.leaseTtl, `tools.${tool}.leaseTtl`);
   if (policy.maxWait !== undefined) parseDuration(policy.maxWait, `tools.${tool}.maxWait`);
   return policy;
+}
+
+const CHOICES = {
+  onConcurrent: ['wait', 'throw'],
+  onFailed: ['replay', 'retry'],
+  onAbandoned: ['reexecute', 'throw'],
+} as const;
+
+/** Options with a fixed set of values, and `isFailure`, checked where they are given. */
+function checkChoices(
+  options: Partial<Record<keyof typeof CHOICES | 'isFailure', unknown>>,
+  where: string,
+): void {
+  for (const [name, allowed] of Object.entries(CHOICES)) {
+    const value = options[name as keyof typeof CHOICES];
+    if (value !== undefined && !(allowed as readonly unknown[]).includes(value)) {
+      throw cacheError(
+        'E_INVALID_OPTION',
+        'ledger',
+        `${where}.${name} must be ${allowed.map((choice) => `'${choice}'`).join(' or ')}, got ${JSON.stringify(value)}`,
+      );
+    }
+  }
+  if (options.isFailure !== undefined && typeof options.isFailure !== 'function') {
+    throw cacheError(
+      'E_INVALID_OPTION',
+      'ledger',
+      `${where}.isFailure must be a function (value) => boolean`,
+    );
+  }
+}
+
+/** The ledger-wide policy defaults, checked. */
+function checkDefaults(options: ToolLedgerOptions): Omit<ToolPolicy, 'kind'> {
+  checkChoices(options, 'createToolLedger');
+  const defaults: Omit<ToolPolicy, 'kind'> = {};
+  if (options.onFailed !== undefined) defaults.onFailed = options.onFailed;
+  if (options.onAbandoned !== undefined) defaults.onAbandoned = options.onAbandoned;
+  if (options.isFailure !== undefined) defaults.isFailure = options.isFailure;
+  return defaults;
 }
 
 function emptyStats(): ToolStats {

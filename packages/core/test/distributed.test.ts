@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { redisBackend } from '../src/backends/redis.ts';
 import { createCache } from '../src/cache.ts';
+import { openStore } from './fixtures/open-store.ts';
 import type { RedisHandle } from './redis-server.ts';
 import { redisUnavailable, startRedis } from './redis-server.ts';
 
@@ -172,74 +172,84 @@ describe.skipIf(skip)('cross-process single-flight', () => {
   }
 });
 
-describe.skipIf(skip)('memory levels across processes', () => {
-  it('an overwrite or invalidation in one process reaches the other process memory level', async () => {
-    const keyPrefix = prefix();
-    const cache = createCache({ store: redisBackend({ url: server!.url, keyPrefix }) });
-    await cache.ready();
-    const child = fork(join(here, 'fixtures/coherence-worker.ts'), [server!.url, keyPrefix], {
-      execArgv: nodeArgs,
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
-    let id = 0;
-    const pending = new Map<number, (value: { value: unknown; level: string | null }) => void>();
-    const ready = new Promise<void>((resolve) => {
-      child.on(
-        'message',
-        (message: { ready?: boolean; id?: number; value?: unknown; level?: string | null }) => {
-          if (message.ready) resolve();
-          else pending.get(message.id!)?.({ value: message.value, level: message.level ?? null });
-        },
-      );
-    });
-    const ask = (op: 'get' | 'close', key?: string) =>
-      new Promise<{ value: unknown; level: string | null }>((resolve) => {
-        const n = ++id;
-        pending.set(n, resolve);
-        child.send({ id: n, op, key });
+const coherenceStores = [
+  { name: 'Redis', skip, where: () => server!.url, shared: 'redis' },
+  { name: 'one SQLite file', skip: undefined, where: () => join(dir, 'shared.db'), shared: 'sqlite' },
+];
+
+describe.each(coherenceStores)('memory levels across processes sharing $name', (store) => {
+  it.skipIf(store.skip)(
+    'an overwrite or invalidation in one process reaches the other process memory level',
+    async () => {
+      const keyPrefix = prefix();
+      const where = store.where();
+      const cache = createCache({ store: openStore(where, keyPrefix) });
+      await cache.ready();
+      const child = fork(join(here, 'fixtures/coherence-worker.ts'), [where, keyPrefix], {
+        execArgv: nodeArgs,
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       });
-    /** The other process sees `expected` within the bus bound (polled, not slept through). */
-    const eventually = async (key: string, expected: unknown) => {
-      let last: unknown;
-      for (let i = 0; i < 100; i++) {
-        last = (await ask('get', key)).value;
-        if (last === expected) return;
-        await sleep(10);
+      let id = 0;
+      const pending = new Map<number, (value: { value: unknown; level: string | null }) => void>();
+      const ready = new Promise<void>((resolve) => {
+        child.on(
+          'message',
+          (message: { ready?: boolean; id?: number; value?: unknown; level?: string | null }) => {
+            if (message.ready) resolve();
+            else pending.get(message.id!)?.({ value: message.value, level: message.level ?? null });
+          },
+        );
+      });
+      const ask = (op: 'get' | 'close', key?: string) =>
+        new Promise<{ value: unknown; level: string | null }>((resolve) => {
+          const n = ++id;
+          pending.set(n, resolve);
+          child.send({ id: n, op, key });
+        });
+      /** The other process sees `expected` within the bus bound (polled, not slept through). */
+      const eventually = async (key: string, expected: unknown) => {
+        let last: unknown;
+        for (let i = 0; i < 100; i++) {
+          last = (await ask('get', key)).value;
+          if (last === expected) return;
+          await sleep(10);
+        }
+        expect(last).toBe(expected);
+      };
+      /**
+       * The bus message for a write the other process already read may still arrive and drop the
+       * entry once; after that the other process serves it from its memory level.
+       */
+      const servedFromMemory = async (key: string) => {
+        let level: string | null = null;
+        for (let i = 0; i < 100 && level !== 'memory'; i++) {
+          level = (await ask('get', key)).level;
+          if (level !== 'memory') await sleep(10);
+        }
+        expect(level).toBe('memory');
+      };
+      try {
+        await ready;
+        await cache.set({ name: 'doc', request: 'a' }, 'v1', { tags: ['docs'] });
+        expect(await ask('get', 'a')).toEqual({ value: 'v1', level: store.shared });
+        await servedFromMemory('a');
+
+        await cache.set({ name: 'doc', request: 'a' }, 'v2', { tags: ['docs'] });
+        await eventually('a', 'v2');
+
+        await servedFromMemory('a');
+        await cache.invalidateTags(['docs']);
+        await eventually('a', null);
+
+        await cache.set({ name: 'doc', request: 'b' }, 'b1');
+        expect((await ask('get', 'b')).value).toBe('b1');
+        await cache.invalidate('doc');
+        await eventually('b', null);
+      } finally {
+        await ask('close');
+        await cache.close();
       }
-      expect(last).toBe(expected);
-    };
-    /**
-     * The bus message for a write the other process already read may still arrive and drop the
-     * entry once; after that the other process serves it from its memory level.
-     */
-    const servedFromMemory = async (key: string) => {
-      let level: string | null = null;
-      for (let i = 0; i < 100 && level !== 'memory'; i++) {
-        level = (await ask('get', key)).level;
-        if (level !== 'memory') await sleep(10);
-      }
-      expect(level).toBe('memory');
-    };
-    try {
-      await ready;
-      await cache.set({ name: 'doc', request: 'a' }, 'v1', { tags: ['docs'] });
-      expect(await ask('get', 'a')).toEqual({ value: 'v1', level: 'redis' });
-      await servedFromMemory('a');
-
-      await cache.set({ name: 'doc', request: 'a' }, 'v2', { tags: ['docs'] });
-      await eventually('a', 'v2');
-
-      await servedFromMemory('a');
-      await cache.invalidateTags(['docs']);
-      await eventually('a', null);
-
-      await cache.set({ name: 'doc', request: 'b' }, 'b1');
-      expect((await ask('get', 'b')).value).toBe('b1');
-      await cache.invalidate('doc');
-      await eventually('b', null);
-    } finally {
-      await ask('close');
-      await cache.close();
-    }
-  }, 30_000);
+    },
+    30_000,
+  );
 });

@@ -86,6 +86,18 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (scope, name)
   ) WITHOUT ROWID;
   `,
+  // v3: the invalidation bus between processes sharing the file (the contract's publish /
+  // subscribe). AUTOINCREMENT: ids never go back, even once pruning empties the table, so a
+  // subscriber's "after id N" never skips a message.
+  `
+  CREATE TABLE cache_bus (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel TEXT NOT NULL,
+    message TEXT NOT NULL,
+    at INTEGER NOT NULL
+  );
+  CREATE INDEX cache_bus_at ON cache_bus (at);
+  `,
 ];
 
 /** Schema version of `db` (0 for a database this backend never opened). */

@@ -77,7 +77,7 @@ describe('sqliteBackend', () => {
     expect(cache.capabilities).toEqual({
       createIfAbsent: true,
       locks: true,
-      pubsub: false,
+      pubsub: true,
       persistent: true,
       shared: true,
     });

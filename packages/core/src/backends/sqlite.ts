@@ -47,6 +47,14 @@ export interface SqliteBackendOptions {
    * @default 5000
    */
   busyTimeoutMs?: number | undefined;
+  /**
+   * How often a subscriber (a cache with a memory level) checks the file for invalidation-bus
+   * messages from other processes; the bound on how long their writes and invalidations take to
+   * reach its memory level. A check costs one `PRAGMA data_version` unless another connection
+   * committed since the last one.
+   * @default 100
+   */
+  busPollMs?: number | undefined;
   /** Reads are recorded in memory and written to the LRU column at most this often. @default 1000 */
   touchFlushIntervalMs?: number | undefined;
   /** ...or as soon as this many distinct keys were read, whichever comes first. @default 1000 */
@@ -83,6 +91,9 @@ export interface SqliteBackend extends CacheBackend {
   /** getMany without an LRU touch (see CacheBackend.peekMany). */
   peekMany(keys: readonly string[]): Promise<(StoredEntry | undefined)[]>;
   compareAndSwap(key: string, expected: Uint8Array | null, next: StoredEntry | null): Promise<boolean>;
+  /** Appends a message to the file's bus table, for the other connections' subscribers. */
+  publish(channel: string, message: string): Promise<void>;
+  subscribe(channel: string, onMessage: (message: string) => void): Promise<() => Promise<void>>;
 }
 
 const DEFAULT_PATH = '.cache/llm-cache.db';
@@ -95,10 +106,24 @@ const EVICTION_BATCH = 64;
 const CAPABILITIES: BackendCapabilities = Object.freeze({
   createIfAbsent: true,
   locks: true,
-  pubsub: false,
+  pubsub: true,
   persistent: true,
   shared: true,
 });
+
+const DEFAULT_BUS_POLL_MS = 100;
+/** Bus messages older than this are pruned: a subscriber that has not checked for this long may miss some. */
+const BUS_RETENTION_MS = 60_000;
+/** Publishes between two prunes of old bus messages. */
+const BUS_PRUNE_EVERY = 128;
+/** Messages read per query when a subscriber catches up. */
+const BUS_BATCH = 1000;
+
+interface BusRow {
+  id: number;
+  channel: string;
+  message: string;
+}
 
 /**
  * Persistent cache in one SQLite file that several processes may share (WAL mode). Loads
@@ -135,6 +160,7 @@ export function sqliteBackend(options: SqliteBackendOptions = {}): SqliteBackend
       options.touchGranularityMs === undefined
         ? undefined
         : checkLimit('sqlite', 'touchGranularityMs', options.touchGranularityMs, false),
+    busPollMs: checkLimit('sqlite', 'busPollMs', options.busPollMs ?? DEFAULT_BUS_POLL_MS, false),
   };
   const { busyTimeoutMs } = settings;
   let db: BetterSqlite3.Database;
@@ -192,6 +218,7 @@ interface Settings {
   touchFlushIntervalMs: number;
   touchFlushSize: number;
   touchGranularityMs: number | undefined;
+  busPollMs: number;
 }
 type EntryRow = [value: Uint8Array, expiresAt: number | null, tags: string | null, accessedAt: number];
 interface Totals {
@@ -318,6 +345,14 @@ function prepareStatements(db: BetterSqlite3.Database) {
     clearCounters: range<never>('DELETE FROM cache_counters WHERE scope >= @lower $upper', {
       column: 'scope',
     }),
+    publish: db.prepare<[string, string, number]>(
+      'INSERT INTO cache_bus (channel, message, at) VALUES (?, ?, ?)',
+    ),
+    pruneBus: db.prepare<[number]>('DELETE FROM cache_bus WHERE at < ?'),
+    lastBusId: db.prepare<[], number>('SELECT coalesce(max(id), 0) FROM cache_bus').pluck(),
+    busAfter: db.prepare<[number, number], BusRow>(
+      'SELECT id, channel, message FROM cache_bus WHERE id > ? ORDER BY id LIMIT ?',
+    ),
   };
 }
 
@@ -351,6 +386,15 @@ class SqliteStore implements SqliteBackend {
   private backingOff = false;
   private evictions = 0;
   private closed = false;
+  private readonly busPollMs: number;
+  /** Bus subscribers by channel; the poll timer runs while there is any. */
+  private readonly listeners = new Map<string, Set<(message: string) => void>>();
+  private busTimer: ReturnType<typeof setInterval> | undefined;
+  /** Highest bus message id delivered (or present when the first subscriber came). */
+  private busSeen = 0;
+  /** `PRAGMA data_version` at the last check: it changes when another connection commits. */
+  private dataVersion = -1;
+  private published = 0;
 
   constructor(db: BetterSqlite3.Database, owned: boolean, location: string, settings: Settings) {
     this.db = db;
@@ -364,6 +408,7 @@ class SqliteStore implements SqliteBackend {
     this.touchFlushIntervalMs = settings.touchFlushIntervalMs;
     this.touchFlushSize = settings.touchFlushSize;
     this.touchGranularityMs = settings.touchGranularityMs ?? 1000;
+    this.busPollMs = Math.max(1, settings.busPollMs);
     this.s = prepareStatements(db);
     this.readMany = db.transaction((keys: readonly string[]) => keys.map((key) => this.s.get.get(key)));
     // IMMEDIATE: the bound check reads before it writes, and a deferred transaction that must
@@ -627,8 +672,73 @@ class SqliteStore implements SqliteBackend {
     });
   }
 
+  async publish(channel: string, message: string): Promise<void> {
+    this.run('publish', () => {
+      const now = this.clock.now();
+      this.s.publish.run(channel, message, now);
+      if (++this.published % BUS_PRUNE_EVERY === 0) this.s.pruneBus.run(now - BUS_RETENTION_MS);
+    });
+  }
+
+  /**
+   * Delivers messages other connections publish on `channel`, checked every `busPollMs` (one
+   * `PRAGMA data_version` per check while nobody else commits). Messages published before the
+   * first subscription are not replayed.
+   */
+  async subscribe(channel: string, onMessage: (message: string) => void): Promise<() => Promise<void>> {
+    this.run('subscribe', () => {
+      if (!this.busTimer) {
+        this.busSeen = this.s.lastBusId.get() ?? 0;
+        this.dataVersion = this.db.pragma('data_version', { simple: true }) as number;
+        this.busTimer = setInterval(() => this.pollBus(), this.busPollMs);
+        this.busTimer.unref();
+      }
+      let set = this.listeners.get(channel);
+      if (!set) this.listeners.set(channel, (set = new Set()));
+      set.add(onMessage);
+    });
+    return async () => {
+      const set = this.listeners.get(channel);
+      set?.delete(onMessage);
+      if (set?.size === 0) this.listeners.delete(channel);
+      if (this.listeners.size === 0) this.stopBus();
+    };
+  }
+
+  private pollBus(): void {
+    if (this.closed) return;
+    try {
+      const version = this.db.pragma('data_version', { simple: true }) as number;
+      if (version === this.dataVersion) return;
+      this.dataVersion = version;
+      for (;;) {
+        const rows = this.s.busAfter.all(this.busSeen, BUS_BATCH);
+        for (const row of rows) {
+          this.busSeen = row.id;
+          for (const listener of this.listeners.get(row.channel) ?? []) {
+            try {
+              listener(row.message);
+            } catch {
+              // one listener's failure must not stop the others, nor the next check
+            }
+          }
+        }
+        if (rows.length < BUS_BATCH) break;
+      }
+    } catch {
+      // A busy or briefly unreadable file: the next check catches up from busSeen.
+    }
+  }
+
+  private stopBus(): void {
+    if (this.busTimer) clearInterval(this.busTimer);
+    this.busTimer = undefined;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
+    this.stopBus();
+    this.listeners.clear();
     this.cancelFlush();
     try {
       this.writeTouches();

@@ -724,7 +724,11 @@ class RedisStore implements RedisBackend {
     // the next flush instead. (A lazy client that never connected is let through: this connects it.)
     const status = (this.client as { status?: string }).status;
     if (status !== undefined && status !== 'ready' && status !== 'wait') {
-      throw cacheError('E_BACKEND', 'redis', `not connected (${status}); counters are kept for the next flush`);
+      throw cacheError(
+        'E_BACKEND',
+        'redis',
+        `not connected (${status}); counters are kept for the next flush`,
+      );
     }
     const key = `${this.prefix}c:${scope}`;
     // One transaction: a flush that fails is retried whole, so no field is counted twice.

@@ -6,9 +6,9 @@ import { cacheError } from '../errors.ts';
 import { hashRequest } from '../keys/index.ts';
 import type { Duration } from '../ttl.ts';
 import { parseDuration } from '../ttl.ts';
+import { boundStore, ledgerTimeout, unbounded } from './bounded.ts';
 import type { RecordedError } from './errors.ts';
 import { IdempotencyConflictError, recordError } from './errors.ts';
-import { boundStore, ledgerTimeout, unbounded } from './bounded.ts';
 import type { StoredOutcome } from './internal.ts';
 import {
   BlobStore,

@@ -8,6 +8,7 @@ import { hashRequest, validateName } from '../keys/index.ts';
 import type { Duration } from '../ttl.ts';
 import { parseDuration } from '../ttl.ts';
 import { timerMs } from '../util/timers.ts';
+import { boundStore, ledgerTimeout } from './bounded.ts';
 import type { RecordedError } from './errors.ts';
 import {
   IdempotencyConflictError,
@@ -16,7 +17,6 @@ import {
   ToolOutcomeUnknownError,
 } from './errors.ts';
 import type { IdempotencyRecord, IdempotencyStats, IdempotencyStore } from './idempotency.ts';
-import { boundStore, ledgerTimeout } from './bounded.ts';
 import { createIdempotencyStore } from './idempotency.ts';
 import {
   copyValue,

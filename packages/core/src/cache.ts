@@ -1496,7 +1496,8 @@ export class CacheView {
     const levels = this.#tier.levels;
     const slowest = levels[levels.length - 1]!;
     let slowestStored = true;
-    const store = async (): Promise<void> => {
+    // Not async: a write with nothing to wait for (memory only) must not cost its caller extra ticks.
+    const store = (): Promise<unknown> | undefined => {
       const writes: Promise<void>[] = [];
       for (const level of levels) {
         const fitted = level.fit(stored, now);
@@ -1515,7 +1516,7 @@ export class CacheView {
           );
         }
       }
-      if (writes.length > 0) await Promise.all(writes);
+      return writes.length > 0 ? Promise.all(writes) : undefined;
     };
     if (quota?.onExceed === 'reject') {
       // Check and write one at a time per namespace: writes checked side by side would each see
@@ -1525,7 +1526,8 @@ export class CacheView {
         await store();
       });
     } else {
-      await store();
+      const writing = store();
+      if (writing) await writing;
     }
     // A write the store did not take is dropped (the memory level may still hold it).
     if (slowestStored) this.#counters.sets++;

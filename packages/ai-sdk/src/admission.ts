@@ -5,6 +5,7 @@ import type {
   LanguageModelV4GenerateResult,
   LanguageModelV4StreamPart,
 } from '@ai-sdk/provider';
+import { violatesSchema } from './json-schema.ts';
 
 /** A complete response offered for storage; `shouldCache` decides whether it is kept. */
 export type CacheCandidate =
@@ -67,12 +68,40 @@ function hasToolCall(candidate: CacheCandidate): boolean {
   return parts.some((part) => part.type === 'tool-call');
 }
 
+const UNPARSEABLE = Symbol('unparseable');
+
+/**
+ * Parses as the SDK does (`secureJsonParse`): JSON that would set a prototype (a `__proto__` key,
+ * or `constructor.prototype`) is refused like a syntax error.
+ */
+function parseJson(text: string): unknown {
+  let forbidden = false;
+  let value: unknown;
+  try {
+    value = JSON.parse(text, (key, item: unknown) => {
+      if (
+        key === '__proto__' ||
+        (key === 'constructor' &&
+          typeof item === 'object' &&
+          item !== null &&
+          Object.hasOwn(item, 'prototype'))
+      )
+        forbidden = true;
+      return item;
+    });
+  } catch {
+    return UNPARSEABLE;
+  }
+  return forbidden ? UNPARSEABLE : value;
+}
+
 /**
  * The default admission rule: a response is stored unless it finished with `error`,
  * `content-filter`, `length` or `interrupted`, produced nothing (no text, reasoning, tool call,
  * file or source), or was asked for JSON (`responseFormat: { type: 'json' }`, as
- * `generateObject` / `Output.object` do) and its text does not parse — a response the SDK would
- * reject must not be replayed. Compose with it in your own `shouldCache`:
+ * `generateObject`, `streamObject` and `Output.object` do) and its text does not parse or
+ * certainly violates the requested `responseFormat.schema` — a response the SDK would reject must
+ * not be replayed. Compose with it in your own `shouldCache`:
  * `shouldCache: (c) => defaultShouldCache(c) || c.finishReason.unified === 'length'`.
  */
 export function defaultShouldCache(candidate: CacheCandidate): boolean {
@@ -80,12 +109,12 @@ export function defaultShouldCache(candidate: CacheCandidate): boolean {
   const empty =
     candidate.type === 'generate' ? contentIsEmpty(candidate.result.content) : streamIsEmpty(candidate.parts);
   if (empty) return false;
-  if (candidate.params.responseFormat?.type === 'json' && !hasToolCall(candidate)) {
-    try {
-      JSON.parse(candidate.text);
-    } catch {
-      return false;
-    }
+  const format = candidate.params.responseFormat;
+  // A step that calls tools is not the structured answer: the SDK parses the last step only.
+  if (format?.type === 'json' && !hasToolCall(candidate)) {
+    const value = parseJson(candidate.text);
+    if (value === UNPARSEABLE) return false;
+    if (format.schema !== undefined && violatesSchema(value, format.schema)) return false;
   }
   return true;
 }

@@ -20,9 +20,9 @@ import {
 
 export interface EmbeddingCacheMiddlewareOptions extends CommonCacheOptions {
   /**
-   * How vectors are stored. `float32` keeps 4 bytes per dimension (what providers compute in);
-   * a hit then returns each number rounded to float32. `float64` keeps every number exactly, at 8
-   * bytes per dimension.
+   * How vectors are stored and returned. `float32` keeps 4 bytes per dimension (what providers
+   * compute in) and returns each number rounded to float32, on a miss as on a hit. `float64` keeps
+   * every number exactly, at 8 bytes per dimension.
    * @default 'float32'
    */
   vectorType?: 'float32' | 'float64';
@@ -82,6 +82,8 @@ export function embeddingCacheMiddleware(
   if (vectorType !== 'float32' && vectorType !== 'float64') {
     throw invalidOption(`vectorType must be 'float32' or 'float64', got ${JSON.stringify(vectorType)}`);
   }
+  const toStored = (vector: readonly number[]): StoredVector =>
+    vectorType === 'float32' ? Float32Array.from(vector) : Float64Array.from(vector);
   const cacheRef: { current?: CacheView | undefined } = {};
   /** Values sent upstream and not yet written, by storage key, with what their callers get. */
   const inflight = new Map<string, Promise<SharedVector>>();
@@ -148,9 +150,8 @@ export function embeddingCacheMiddleware(
     const tags = mergeTags(options.tags, own.tags);
     if (tags) policy.tags = tags;
     const calls: EmbeddingModelV4Result[] = [];
-    const store = (value: string, vector: number[], tokens: number | undefined): Promise<void> => {
+    const store = (value: string, stored: StoredVector, tokens: number | undefined): Promise<void> => {
       if (own.noStore) return Promise.resolve();
-      const stored = vectorType === 'float32' ? Float32Array.from(vector) : Float64Array.from(vector);
       const usage =
         tokens === undefined ? undefined : { inputTokens: tokens, outputTokens: 0, model: model.modelId };
       return view
@@ -180,7 +181,10 @@ export function embeddingCacheMiddleware(
       const tokens = upstream.usage?.tokens;
       const totalChars = values.reduce((sum, value) => sum + value.length, 0);
       const writes = values.map((value, index) => {
-        const vector = upstream.embeddings[index]!;
+        const stored = toStored(upstream.embeddings[index]!);
+        // A miss returns what a later hit decodes (numbers rounded to float32 by default), so the
+        // same value gets the same vector whether it was cached or not, here and for waiting calls.
+        const vector = Array.from(stored);
         for (const position of missing.get(value)!) embeddings[position] = [...vector];
         // The call reports one token count for the batch; each value is credited its share by length.
         const portion =
@@ -188,7 +192,7 @@ export function embeddingCacheMiddleware(
             ? undefined
             : Math.round(tokens * (totalChars === 0 ? 1 / values.length : value.length / totalChars));
         leading.get(value)?.flight.resolve({ vector, tokens: portion });
-        return store(value, vector, portion);
+        return store(value, stored, portion);
       });
       await Promise.all(writes);
     };

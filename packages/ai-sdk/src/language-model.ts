@@ -36,7 +36,7 @@ export interface CacheMiddlewareOptions extends CommonCacheOptions {
    * (an error part, a stream error, an abort, a cancel, no finish part) and thrown errors are never
    * stored, whatever this returns.
    * @default defaultShouldCache — not stored: finishReason error / content-filter / length /
-   *   interrupted, empty output, JSON output that does not parse
+   *   interrupted, empty output, JSON output that does not parse or violates the requested schema
    */
   shouldCache?: (candidate: CacheCandidate) => boolean;
   /** Pace of a replayed stream. @default 'instant' */
@@ -73,6 +73,9 @@ interface CallContext {
 }
 
 const DEFAULT_JOIN_TIMEOUT = '60s';
+
+/** The marker of a call whose request no key can express, so it was neither read nor stored. */
+const UNCACHEABLE_ENTRY: JSONObject = { hit: false, cacheable: false };
 
 function zeroUsage(): LanguageModelV4Usage {
   return {
@@ -266,7 +269,11 @@ export function cacheMiddleware(options: CacheMiddlewareOptions = {}): LanguageM
         if (!led && isUnserializable(error)) {
           // A request the key cannot express (e.g. a function in a provider tool's args) is not
           // cacheable, but it is still a valid call: answer it uncached.
-          return model.doGenerate(params);
+          const uncached = await model.doGenerate(params);
+          return {
+            ...uncached,
+            providerMetadata: withMetadata(uncached.providerMetadata, UNCACHEABLE_ENTRY),
+          };
         }
         throw error;
       }
@@ -415,8 +422,18 @@ export function cacheMiddleware(options: CacheMiddlewareOptions = {}): LanguageM
     try {
       storageKey = view.key(keyInput);
     } catch (error) {
-      if (isUnserializable(error)) return model.doStream(params);
-      throw error;
+      if (!isUnserializable(error)) throw error;
+      // Not cacheable (see wrapGenerate): answered by the model, marked on its finish part.
+      const uncached = await model.doStream(params);
+      const mark = markFinish(UNCACHEABLE_ENTRY, false);
+      return {
+        ...uncached,
+        stream: uncached.stream.pipeThrough(
+          new TransformStream<LanguageModelV4StreamPart, LanguageModelV4StreamPart>({
+            transform: (part, controller) => controller.enqueue(mark(part)),
+          }),
+        ),
+      };
     }
     const context: CallContext = { view, keyInput, storageKey, own, params, model };
     // A call that skips the read still shares its fresh stream with identical calls that arrive

@@ -5,7 +5,11 @@ import { CacheError, getDefaultCache, parseDuration, validateName } from '@x/cac
 /** The `providerOptions` entry read for per-call control, and the `providerMetadata` entry written on results. */
 export const DEFAULT_OPTIONS_KEY = 'xCache';
 
-/** Key names of the entries this package writes; `cache.invalidate(GENERATE_KEY_NAME)` drops all of one kind. */
+/**
+ * Key names of the entries this package writes. `invalidate(name)` on the view of their tier and
+ * namespace drops all of one kind: `cache.invalidate(GENERATE_KEY_NAME)` (responses tier),
+ * `cache.tier('embeddings').invalidate(EMBED_KEY_NAME)`, `.withNamespace(ns)` for another namespace.
+ */
 export const GENERATE_KEY_NAME = 'ai-sdk.generate';
 export const STREAM_KEY_NAME = 'ai-sdk.stream';
 export const EMBED_KEY_NAME = 'ai-sdk.embed';

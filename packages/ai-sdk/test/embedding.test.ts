@@ -149,8 +149,48 @@ describe('embeddingCacheMiddleware', () => {
       { vectorType: 'float64' },
       embedder({}, () => vector),
     );
-    await embed({ model, value: 'v' });
     expect((await embed({ model, value: 'v' })).embedding).toEqual(vector);
+    expect((await embed({ model, value: 'v' })).embedding).toEqual(vector);
+  });
+
+  it('returns on a miss the float32 numbers a later hit returns, to every caller', async () => {
+    const raw = [0.1, 0.2, 1 / 3];
+    const rounded = raw.map((value) => Math.fround(value));
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const inner = new MockEmbeddingModelV4({
+      maxEmbeddingsPerCall: 100,
+      doEmbed: async (call) => {
+        await gate;
+        return { embeddings: call.values.map(() => [...raw]), warnings: [] };
+      },
+    });
+    const { model } = setup({}, inner);
+    const settled = () => new Promise<void>((resolve) => setImmediate(resolve));
+    const leader = embed({ model, value: 'v' });
+    await settled();
+    // Waits on the leader's request for 'v' and sends 'w' itself.
+    const waiter = embedMany({ model, values: ['v', 'w'] });
+    await settled();
+    release();
+    const [miss, joined] = await Promise.all([leader, waiter]);
+    expect(joined.providerMetadata?.xCache).toEqual({ hits: 0, misses: 2, coalesced: 1 });
+
+    const hit = await embedMany({ model, values: ['v', 'w'] });
+    expect(hit.providerMetadata?.xCache).toEqual({ hits: 2, misses: 0 });
+    expect(hit.embeddings).toEqual([rounded, rounded]);
+    expect(miss.embedding).toEqual(rounded);
+    expect(joined.embeddings).toEqual([rounded, rounded]);
+    // A call that neither reads nor stores gets the same numbers as everyone else.
+    const uncached = await embed({
+      model,
+      value: 'v',
+      providerOptions: { xCache: { noCache: true, noStore: true } },
+    });
+    expect(uncached.embedding).toEqual(rounded);
+    expect(inner.doEmbedCalls).toHaveLength(3);
   });
 
   it('honours per-call providerOptions and strips them before the model sees the call', async () => {

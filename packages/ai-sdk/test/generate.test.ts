@@ -1,6 +1,14 @@
 import type { LanguageModelV4CallOptions, LanguageModelV4GenerateResult } from '@ai-sdk/provider';
 import { CacheError, createCache, setDefaultCache } from '@x/cache-core';
-import { generateObject, generateText, Output, stepCountIs, tool, wrapLanguageModel } from 'ai';
+import {
+  generateObject,
+  generateText,
+  NoObjectGeneratedError,
+  Output,
+  stepCountIs,
+  tool,
+  wrapLanguageModel,
+} from 'ai';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { cacheMiddleware, defaultShouldCache, GENERATE_KEY_NAME } from '../src/index.ts';
@@ -486,6 +494,51 @@ describe('cacheMiddleware — generate', () => {
       expect(inner.doGenerateCalls).toHaveLength(2);
     });
 
+    it('does not store JSON that parses but violates the requested schema', async () => {
+      const { inner, model } = setup((_call, index) =>
+        textResult(index === 0 ? '{"a":"not a number"}' : '{"a":1}'),
+      );
+      const schema = z.object({ a: z.number() });
+      await expect(generateObject({ model, schema, prompt: 'p' })).rejects.toSatisfy(
+        NoObjectGeneratedError.isInstance,
+      );
+      // The retry reaches the model instead of replaying the rejected answer.
+      const retried = await generateObject({ model, schema, prompt: 'p' });
+      expect(retried.object).toEqual({ a: 1 });
+      expect(retried.providerMetadata?.xCache?.hit).toBe(false);
+      // The valid answer is stored.
+      expect((await generateObject({ model, schema, prompt: 'p' })).providerMetadata?.xCache?.hit).toBe(true);
+      expect(inner.doGenerateCalls).toHaveLength(2);
+    });
+
+    it('does not store an Output.object answer that violates its schema', async () => {
+      const { inner, model } = setup((_call, index) =>
+        textResult(index === 0 ? '{"city":"Paris","extra":1}' : '{"city":"Paris"}'),
+      );
+      const output = Output.object({ schema: z.strictObject({ city: z.string() }) });
+      await expect(generateText({ model, output, prompt: 'city' })).rejects.toSatisfy(
+        NoObjectGeneratedError.isInstance,
+      );
+      expect((await generateText({ model, output, prompt: 'city' })).output).toEqual({ city: 'Paris' });
+      expect((await generateText({ model, output, prompt: 'city' })).providerMetadata?.xCache?.hit).toBe(
+        true,
+      );
+      expect(inner.doGenerateCalls).toHaveLength(2);
+    });
+
+    it('does not store JSON the SDK refuses to parse (a __proto__ key)', async () => {
+      const { inner, model } = setup((_call, index) =>
+        textResult(index === 0 ? '{"__proto__":{"admin":true}}' : '{"ok":true}'),
+      );
+      await expect(generateObject({ model, output: 'no-schema', prompt: 'p' })).rejects.toSatisfy(
+        NoObjectGeneratedError.isInstance,
+      );
+      expect((await generateObject({ model, output: 'no-schema', prompt: 'p' })).object).toEqual({
+        ok: true,
+      });
+      expect(inner.doGenerateCalls).toHaveLength(2);
+    });
+
     it('lets shouldCache override the default', async () => {
       const { inner, model } = setup(() => textResult('cut off', { finishReason: finish('length') }), {
         shouldCache: (candidate) =>
@@ -510,7 +563,10 @@ describe('cacheMiddleware — generate', () => {
       prompt: [{ role: 'user', content: [{ type: 'text', text: 'x' }] }],
       tools: [{ type: 'provider', id: 'mock.search', name: 'search', args: { rank: () => 1 } }],
     } as LanguageModelV4CallOptions;
-    expect((await model.doGenerate(call)).content).toEqual([{ type: 'text', text: 'hello' }]);
+    const first = await model.doGenerate(call);
+    expect(first.content).toEqual([{ type: 'text', text: 'hello' }]);
+    // Marked, so a caller can tell "not cacheable" from a miss that was stored.
+    expect(first.providerMetadata?.xCache).toEqual({ hit: false, cacheable: false });
     await model.doGenerate(call);
     expect(inner.doGenerateCalls).toHaveLength(2);
   });

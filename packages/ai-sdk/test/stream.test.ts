@@ -5,7 +5,17 @@ import type {
   LanguageModelV4StreamResult,
 } from '@ai-sdk/provider';
 import { CacheError, createCache } from '@x/cache-core';
-import { simulateReadableStream, stepCountIs, streamObject, streamText, tool, wrapLanguageModel } from 'ai';
+import {
+  NoObjectGeneratedError,
+  NoOutputGeneratedError,
+  Output,
+  simulateReadableStream,
+  stepCountIs,
+  streamObject,
+  streamText,
+  tool,
+  wrapLanguageModel,
+} from 'ai';
 import { convertReadableStreamToArray, MockLanguageModelV4 } from 'ai/test';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
@@ -321,6 +331,32 @@ describe('cacheMiddleware — stream', () => {
       },
     );
 
+    it('not a streamObject answer that violates its schema', async () => {
+      const { inner, model } = setup((_request, index) =>
+        textParts(index === 0 ? ['{"a":', '"not a number"}'] : ['{"a":', '1}']),
+      );
+      const schema = z.object({ a: z.number() });
+      const run = async () => {
+        const result = streamObject({ model, schema, prompt: 'p', onError: () => {} });
+        await convertReadableStreamToArray(result.fullStream);
+        return { object: await result.object, marker: (await result.providerMetadata)?.xCache };
+      };
+      await expect(run()).rejects.toSatisfy(NoObjectGeneratedError.isInstance);
+      expect(await run()).toMatchObject({ object: { a: 1 }, marker: { hit: false } });
+      expect(await run()).toMatchObject({ object: { a: 1 }, marker: { hit: true } });
+      expect(inner.doStreamCalls).toHaveLength(2);
+    });
+
+    it('not a streamText Output.object answer that violates its schema', async () => {
+      const { inner, model } = setup((_request, index) => textParts([index === 0 ? '{"n":1.5}' : '{"n":2}']));
+      const output = Output.object({ schema: z.object({ n: z.int() }) });
+      const run = () => streamText({ model, output, prompt: 'p' }).output;
+      await expect(run()).rejects.toSatisfy(NoObjectGeneratedError.isInstance);
+      expect(await run()).toEqual({ n: 2 });
+      expect(await run()).toEqual({ n: 2 });
+      expect(inner.doStreamCalls).toHaveLength(2);
+    });
+
     it('unless shouldCache says so', async () => {
       const { inner, model } = setup(() => textParts(['partial'], { reason: 'length' }), {
         shouldCache: (candidate) => candidate.type === 'stream' && candidate.text === 'partial',
@@ -360,7 +396,46 @@ describe('cacheMiddleware — stream', () => {
     expect(getEventListeners(shutdown.signal, 'abort')).toHaveLength(afterMiss);
   });
 
+  it('answers uncached, marked as such, when the request cannot be keyed', async () => {
+    const { inner, model } = setup(() => textParts(['fresh']));
+    const unkeyable = {
+      ...call,
+      tools: [{ type: 'provider', id: 'mock.search', name: 'search', args: { rank: () => 1 } }],
+    } as LanguageModelV4CallOptions;
+    for (let i = 0; i < 2; i++) {
+      const parts = await convertReadableStreamToArray((await model.doStream(unkeyable)).stream);
+      const last = parts.at(-1);
+      expect(last?.type === 'finish' && last.providerMetadata?.xCache).toEqual({
+        hit: false,
+        cacheable: false,
+      });
+      expect(last?.type === 'finish' && last.usage).toEqual(usage(7, 11));
+    }
+    expect(inner.doStreamCalls).toHaveLength(2);
+  });
+
   describe('per-call providerOptions', () => {
+    it('reports a mistyped option as an error part (onError), as the SDK does with stream errors', async () => {
+      const { inner, model } = setup(() => textParts(['x']));
+      const errors: unknown[] = [];
+      const result = streamText({
+        model,
+        prompt: 'a',
+        providerOptions: { xCache: { nocache: true } },
+        onError: ({ error }) => {
+          errors.push(error);
+        },
+      });
+      const parts = await convertReadableStreamToArray(result.fullStream);
+      const errorPart = parts.find((part) => part.type === 'error');
+      expect(errorPart?.type === 'error' && CacheError.isInstance(errorPart.error)).toBe(true);
+      expect(errors).toHaveLength(1);
+      expect(CacheError.isInstance(errors[0]) && errors[0].code).toBe('E_INVALID_OPTION');
+      // The SDK rejects the result promises with its own error, without the cause.
+      await expect(result.text).rejects.toSatisfy(NoOutputGeneratedError.isInstance);
+      expect(inner.doStreamCalls).toHaveLength(0);
+    });
+
     it('strips its entry and honours noCache and noStore', async () => {
       const { inner, model } = setup((_request, index) => textParts([`answer ${index}`]));
       const text = (xCache?: Record<string, boolean>) =>
@@ -385,6 +460,10 @@ describe('cacheMiddleware — stream', () => {
     async function recorded(pacing: CacheMiddlewareOptions['pacing'], gapMs = 0) {
       vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
       const setupResult = manualSetup(pacing === undefined ? {} : { pacing });
+      let stored = false;
+      setupResult.cache.on('set', () => {
+        stored = true;
+      });
       const recording = setupResult.model
         .doStream(call)
         .then((result) => convertReadableStreamToArray(result.stream));
@@ -396,6 +475,9 @@ describe('cacheMiddleware — stream', () => {
       setupResult.upstreams[0]!.push(...parts.slice(4));
       setupResult.upstreams[0]!.close();
       await recording;
+      // The recording is written after the stream ended; until then an identical call joins the
+      // finished flight (no pacing) instead of replaying the entry.
+      await until(() => stored, 'the recording to be stored');
       return setupResult.model;
     }
 

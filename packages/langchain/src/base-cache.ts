@@ -1,14 +1,24 @@
 import { BaseCache } from '@langchain/core/caches';
 import type { Generation } from '@langchain/core/outputs';
 import type { CachePolicy, CacheView } from '@x/cache-core';
+import type { AdmissionOptions, CacheCandidate } from './admission.ts';
+import { candidateOf, defaultShouldCache } from './admission.ts';
 import type { CachedGeneration } from './messages.ts';
 import { modelNameOf, restoreGeneration, storeGeneration, usageOfGenerations } from './messages.ts';
 import { keyable } from './normalize.ts';
 import type { SharedCacheOptions } from './options.ts';
-import { basePolicy, reportError, resolveView } from './options.ts';
+import {
+  ADMISSION_OPTION,
+  basePolicy,
+  checkOptions,
+  NAME_OPTION,
+  reportError,
+  resolveView,
+  SHARED_OPTIONS,
+} from './options.ts';
 import { isRuntimeOption, parseLlmString, redactLlmString, SecretFilter } from './secrets.ts';
 
-export interface LangChainCacheOptions extends SharedCacheOptions {
+export interface LangChainCacheOptions extends SharedCacheOptions, AdmissionOptions {
   /** Key name of the entries; `cache.invalidate(name)` drops them all. @default 'langchain.generate' */
   name?: string | undefined;
 }
@@ -23,8 +33,9 @@ interface CachedGenerations {
  * model or LLM (`new ChatOpenAI({ cache: new LangChainCache({ cache }) })`).
  *
  * A hit restores the complete generation — message class, content, tool calls, additional_kwargs,
- * response_metadata and id — with zero usage_metadata (as LangChain reports a cached response),
- * and the usage it replaced is counted as tokens saved. Credentials in LangChain's `llmString`
+ * response_metadata and id — with zero usage (as LangChain reports a cached response), and the
+ * usage it replaced is counted as tokens saved. Responses `shouldCache` refuses (by default: cut
+ * off, filtered, empty, unparsable JSON) are not stored. Credentials in LangChain's `llmString`
  * are dropped before keying, so they never reach the store and rotating a key keeps the cache.
  *
  * LangChain hands this class only a prompt string and that `llmString`; see `withCache` for a
@@ -37,9 +48,11 @@ export class LangChainCache extends BaseCache<Generation[]> {
   readonly #name: string;
   readonly #filter: SecretFilter;
   readonly #policy: CachePolicy<CachedGenerations>;
+  readonly #shouldCache: (candidate: CacheCandidate) => boolean;
 
   constructor(options: LangChainCacheOptions = {}) {
     super();
+    checkOptions('LangChainCache', options, { ...SHARED_OPTIONS, ...NAME_OPTION, ...ADMISSION_OPTION });
     this.view = resolveView(options, 'responses');
     this.#options = options;
     this.#name = options.name ?? 'langchain.generate';
@@ -47,21 +60,29 @@ export class LangChainCache extends BaseCache<Generation[]> {
     this.view.prefix(this.#name);
     this.#filter = new SecretFilter(options.secretKeys);
     this.#policy = basePolicy(options);
+    this.#shouldCache = options.shouldCache ?? defaultShouldCache;
   }
 
-  /** The key of one prompt under one `llmString`, without credentials. */
-  #key(prompt: string, llmString: string): { key: { name: string; request: unknown }; model?: string } {
+  /**
+   * The key of one prompt under one `llmString`, without credentials, and the parameters it was
+   * read from (none when the string has another form).
+   */
+  #key(
+    prompt: string,
+    llmString: string,
+  ): { key: { name: string; request: unknown }; params: Record<string, unknown>; model?: string } {
     const parsed = parseLlmString(llmString);
     if (!parsed) {
       return {
         key: { name: this.#name, request: { prompt, llm: redactLlmString(llmString, this.#filter) } },
+        params: {},
       };
     }
     for (const [option, value] of Object.entries(parsed)) {
       if (isRuntimeOption(option, value)) delete parsed[option];
     }
-    const llm = keyable(parsed, this.#filter);
-    return { key: { name: this.#name, request: { prompt, llm } }, model: modelNameOf(llm) };
+    const llm = keyable(parsed, this.#filter) as Record<string, unknown>;
+    return { key: { name: this.#name, request: { prompt, llm } }, params: llm, model: modelNameOf(llm) };
   }
 
   async lookup(prompt: string, llmString: string): Promise<Generation[] | null> {
@@ -77,7 +98,9 @@ export class LangChainCache extends BaseCache<Generation[]> {
 
   async update(prompt: string, llmString: string, value: Generation[]): Promise<void> {
     try {
-      const { key, model } = this.#key(prompt, llmString);
+      const { key, params, model } = this.#key(prompt, llmString);
+      // A refused response answered its call but is never written: the lookup counted the miss.
+      if (!this.#shouldCache(candidateOf('generate', value, params))) return;
       const record: CachedGenerations = { generations: value.map(storeGeneration) };
       const usage = usageOfGenerations(record.generations, undefined, model);
       await this.view.set(key, record, usage ? { ...this.#policy, usage } : this.#policy);

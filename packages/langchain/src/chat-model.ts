@@ -14,6 +14,8 @@ import {
 } from '@langchain/core/runnables';
 import type { CachePolicy, CacheView } from '@x/cache-core';
 import { LeaderAborted, leaderError } from '@x/cache-core';
+import type { AdmissionOptions, CacheCandidate } from './admission.ts';
+import { candidateOf, defaultShouldCache } from './admission.ts';
 import { langchainCacheError } from './errors.ts';
 import type { CachedChatRecord } from './messages.ts';
 import {
@@ -26,10 +28,17 @@ import {
 } from './messages.ts';
 import { keyable, messageForKey } from './normalize.ts';
 import type { SharedCacheOptions } from './options.ts';
-import { basePolicy, reportError, resolveView } from './options.ts';
+import {
+  ADMISSION_OPTION,
+  basePolicy,
+  checkOptions,
+  NAME_OPTION,
+  resolveView,
+  SHARED_OPTIONS,
+} from './options.ts';
 import { declaredSecrets, isRuntimeOption, SecretFilter } from './secrets.ts';
 
-export interface WithCacheOptions extends SharedCacheOptions {
+export interface WithCacheOptions extends SharedCacheOptions, AdmissionOptions {
   /** Key name of the entries; `cache.invalidate(name)` drops them all. @default 'langchain.chat' */
   name?: string | undefined;
   /**
@@ -125,6 +134,22 @@ class LiveStream<T> {
   }
 }
 
+/**
+ * LangChain's own cache path ends a run it answered from the cache with
+ * `handleLLMEnd(output, runId, parentRunId, tags, { cached: true })`, which tracers (LangSmith)
+ * show. A wrapper hit is ended by BaseChatModel after `_generate` or `_streamResponseChunks`
+ * returns, with no way to pass that flag: the hit's run manager (one per run) adds it to the
+ * `handleLLMEnd` call that ends the run.
+ */
+function markCached(runManager: CallbackManagerForLLMRun | undefined): void {
+  if (!runManager) return;
+  const end = runManager.handleLLMEnd;
+  runManager.handleLLMEnd = function (output, runId, parentRunId, tags, extraParams) {
+    runManager.handleLLMEnd = end;
+    return end.call(this, output, runId, parentRunId, tags, { ...extraParams, cached: true });
+  };
+}
+
 function cloneWith<T extends object>(node: T, fields: Record<string, unknown>): T {
   return Object.assign(Object.create(Object.getPrototypeOf(node)), node, fields) as T;
 }
@@ -135,7 +160,8 @@ function cloneWith<T extends object>(node: T, fields: Record<string, unknown>): 
  * messages (content blocks with their bytes, tool calls, tool results), the model's identity
  * (class, constructor arguments, identifying and invocation parameters, credentials removed) and
  * the call options (tools, tool_choice, response_format, stop …). Concurrent identical calls run
- * the model once; streams are recorded live and replayed chunk by chunk on a hit.
+ * the model once; streams are recorded live and replayed chunk by chunk on a hit. Responses
+ * `shouldCache` refuses (by default: cut off, filtered, empty, unparsable JSON) are not stored.
  */
 export class CachedChatModel<
   CallOptions extends BaseChatModelCallOptions = BaseChatModelCallOptions,
@@ -153,6 +179,7 @@ export class CachedChatModel<
   readonly #name: string;
   readonly #filter: SecretFilter;
   readonly #policy: CachePolicy<CachedChatRecord>;
+  readonly #shouldCache: (candidate: CacheCandidate) => boolean;
   #identity: { value: unknown; model: string | undefined } | undefined;
 
   constructor(inner: BaseChatModel<CallOptions, OutputMessageType>, options: WithCacheOptions = {}) {
@@ -171,6 +198,16 @@ export class CachedChatModel<
         'pass e.g. new ChatOpenAI(...); for an LLM use the `cache` option with new LangChainCache()',
       );
     }
+    checkOptions('withCache()', options, {
+      ...SHARED_OPTIONS,
+      ...NAME_OPTION,
+      ...ADMISSION_OPTION,
+      streams: {
+        valid: (value) => typeof value === 'boolean',
+        expected: 'true or false',
+        fix: 'streams: false',
+      },
+    });
     this.inner = inner;
     this.cacheOptions = options;
     this.view = resolveView(options, 'responses');
@@ -178,10 +215,9 @@ export class CachedChatModel<
     this.view.prefix(this.#name);
     this.#filter = new SecretFilter(options.secretKeys).withDeclared(declaredSecrets(inner));
     const policy = basePolicy<CachedChatRecord>(options);
-    policy.shouldCache = (record) => record.generations.length > 0;
     policy.usage = (record) => usageOfRecord(record, this.#modelIdentity().model);
-    policy.onStoreError = (error) => reportError(options, error);
     this.#policy = policy;
+    this.#shouldCache = options.shouldCache ?? defaultShouldCache;
     this.lc_namespace = inner.lc_namespace;
     // LangChain decides whether a model streams by comparing this method with the base one, so a
     // model that cannot stream must not look as if it could.
@@ -259,8 +295,14 @@ export class CachedChatModel<
     return this.#identity;
   }
 
-  /** The key of one call: model identity, invocation parameters, call options and messages. */
-  #key(messages: BaseMessage[], options: this['ParsedCallOptions']): { name: string; request: unknown } {
+  /**
+   * The key of one call (model identity, invocation parameters, call options and messages) and
+   * its policy, whose admission rule sees the call's parameters (did it ask for JSON?).
+   */
+  #request(
+    messages: BaseMessage[],
+    options: this['ParsedCallOptions'],
+  ): { key: { name: string; request: unknown }; policy: CachePolicy<CachedChatRecord> } {
     const callOptions: Record<string, unknown> = {};
     for (const [field, value] of Object.entries(options ?? {})) {
       if (!isRuntimeOption(field, value)) callOptions[field] = value;
@@ -271,15 +313,31 @@ export class CachedChatModel<
     } catch {
       invocation = undefined;
     }
+    const keyedOptions = keyable(callOptions, this.#filter) as Record<string, unknown>;
+    const params = { ...keyedOptions, ...(invocation as Record<string, unknown> | undefined) };
     return {
-      name: this.#name,
-      request: {
-        model: this.#modelIdentity().value,
-        invocation,
-        options: keyable(callOptions, this.#filter),
-        messages: messages.map(messageForKey),
+      key: {
+        name: this.#name,
+        request: {
+          model: this.#modelIdentity().value,
+          invocation,
+          options: keyedOptions,
+          messages: messages.map(messageForKey),
+        },
       },
+      policy: { ...this.#policy, shouldCache: (record) => this.#admits(record, params) },
     };
+  }
+
+  /**
+   * Whether a computed response is stored. A record without generations has nothing to replay;
+   * the others go to `shouldCache` as LangChain would return them (a stream aggregated), with the
+   * usage the provider reported.
+   */
+  #admits(record: CachedChatRecord, params: Record<string, unknown>): boolean {
+    if (record.generations.length === 0) return false;
+    const { generations } = resultOfRecord(record);
+    return this.#shouldCache(candidateOf(record.streamed ? 'stream' : 'generate', generations, params));
   }
 
   async _generate(
@@ -287,7 +345,7 @@ export class CachedChatModel<
     options: this['ParsedCallOptions'],
     runManager?: CallbackManagerForLLMRun,
   ): Promise<ChatResult> {
-    const key = this.#key(messages, options);
+    const { key, policy } = this.#request(messages, options);
     for (let attempt = 0; ; attempt++) {
       let computed = false;
       let own: ChatResult | undefined;
@@ -303,11 +361,13 @@ export class CachedChatModel<
             }
             return recordOfResult(own);
           },
-          this.#policy,
+          policy,
         );
         // The caller that paid for the response gets it as the provider sent it; everyone else
-        // gets a copy that reports no usage.
-        return own ?? resultOfRecord(result.value);
+        // gets a copy that reports no usage, and a run LangChain ends as a cached one.
+        if (own) return own;
+        markCached(runManager);
+        return resultOfRecord(result.value, { zeroUsage: true });
       } catch (error) {
         if (computed) throw error instanceof LeaderAborted ? error.reason : error;
         // A joined call whose first caller aborted, or stopped reading the stream it joined, asks
@@ -341,7 +401,7 @@ export class CachedChatModel<
     options: this['ParsedCallOptions'],
     runManager?: CallbackManagerForLLMRun,
   ): AsyncGenerator<ChatGenerationChunk> {
-    const key = this.#key(messages, options);
+    const { key, policy } = this.#request(messages, options);
     for (let attempt = 0; ; attempt++) {
       const live = new LiveStream<ChatGenerationChunk>();
       let leader = false;
@@ -356,7 +416,7 @@ export class CachedChatModel<
           started();
           return this.#record(live, messages, options, runManager);
         },
-        this.#policy,
+        policy,
       );
       // The leader learns of failures through the live stream; this only silences the duplicate.
       outcome.catch(() => undefined);
@@ -380,6 +440,7 @@ export class CachedChatModel<
         if (gone && !options?.signal?.aborted && attempt < MAX_JOIN_ATTEMPTS) continue;
         throw error instanceof LeaderAborted ? (options?.signal?.reason ?? error.reason) : error;
       }
+      markCached(runManager);
       yield* this.#replay(record, options, runManager);
       return;
     }

@@ -4,7 +4,15 @@ import type { CachePolicy, CacheView, KeyInput, Usage } from '@x/cache-core';
 import { countTokens } from '@x/cache-core';
 import { langchainCacheError } from './errors.ts';
 import type { SharedCacheOptions } from './options.ts';
-import { basePolicy, reportError, resolveView } from './options.ts';
+import {
+  basePolicy,
+  checkOptions,
+  isFunction,
+  NAME_OPTION,
+  reportError,
+  resolveView,
+  SHARED_OPTIONS,
+} from './options.ts';
 import { SecretFilter } from './secrets.ts';
 
 export interface CachedEmbeddingsOptions extends SharedCacheOptions {
@@ -76,6 +84,26 @@ export class CachedEmbeddings extends Embeddings {
         'pass e.g. new OpenAIEmbeddings(...) as the first argument',
       );
     }
+    checkOptions('CachedEmbeddings', options, {
+      ...SHARED_OPTIONS,
+      ...NAME_OPTION,
+      model: {
+        valid: (value) => typeof value === 'string',
+        expected: 'a model id',
+        fix: "model: 'text-embedding-3-small'",
+      },
+      precision: {
+        valid: (value) => value === 'float32' || value === 'float64',
+        expected: "'float32' or 'float64'",
+        fix: "precision: 'float64'",
+      },
+      usage: {
+        valid: (value) =>
+          value === 'estimate' || isFunction(value) || (typeof value === 'object' && value !== null),
+        expected: "'estimate', a function of the vector or a usage object",
+        fix: "usage: 'estimate'",
+      },
+    });
     this.embeddings = embeddings;
     this.#options = options;
     this.view = resolveView(options, 'embeddings');

@@ -1,3 +1,5 @@
+export type { AdmissionOptions, CacheCandidate } from './admission.ts';
+export { defaultShouldCache, UNCACHEABLE_FINISH_REASONS } from './admission.ts';
 export type { LangChainCacheOptions } from './base-cache.ts';
 export { LangChainCache } from './base-cache.ts';
 export type { WithCacheOptions } from './chat-model.ts';

@@ -103,8 +103,32 @@ function hasToolCallChunks(source: AnyRecord): boolean {
 export interface RestoreOptions {
   /** Rebuild as a chunk class (`AIMessageChunk`) whatever the stored message was. @default false */
   asChunk?: boolean;
-  /** Report zero token usage, as LangChain does for a response it did not pay for. @default false */
+  /**
+   * Report zero token usage, as LangChain does for a response it did not pay for: `usage_metadata`
+   * and every usage record in `response_metadata` and `generationInfo` keep their shape with
+   * their counts at zero. @default false
+   */
   zeroUsage?: boolean;
+}
+
+/** Fields that hold token counts: `usage`, `tokenUsage`, `usageMetadata`, `estimatedTokenUsage` … */
+const USAGE_KEYS = /usage/i;
+
+/** The same data with every number at zero: a hit keeps the fields callers read, not the counts. */
+function zeroCounts(value: unknown): unknown {
+  if (typeof value === 'number') return 0;
+  if (Array.isArray(value)) return value.map(zeroCounts);
+  if (typeof value === 'object' && value !== null && !ArrayBuffer.isView(value) && !(value instanceof Date)) {
+    return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, zeroCounts(item)]));
+  }
+  return value;
+}
+
+/** A copy of provider metadata (`response_metadata`, `generationInfo`, `llmOutput`) with its usage records zeroed. */
+function withZeroUsage(metadata: AnyRecord): AnyRecord {
+  return Object.fromEntries(
+    Object.entries(metadata).map(([key, value]) => [key, USAGE_KEYS.test(key) ? zeroCounts(value) : value]),
+  );
 }
 
 export function restoreMessage(stored: CachedMessage, options: RestoreOptions = {}): BaseMessage {
@@ -122,8 +146,15 @@ export function restoreMessage(stored: CachedMessage, options: RestoreOptions = 
       index: undefined,
     }));
   }
-  if (options.zeroUsage && fields.usage_metadata !== undefined) {
-    fields.usage_metadata = { input_tokens: 0, output_tokens: 0, total_tokens: 0 };
+  if (options.zeroUsage) {
+    if (fields.usage_metadata !== undefined) {
+      fields.usage_metadata = { input_tokens: 0, output_tokens: 0, total_tokens: 0 };
+    }
+    // Providers repeat their raw counts here (ChatOpenAI and ChatAnthropic `usage`, Google
+    // `usageMetadata`); left as stored, code reading them would count tokens a hit never spent.
+    if (fields.response_metadata && typeof fields.response_metadata === 'object') {
+      fields.response_metadata = withZeroUsage(fields.response_metadata as AnyRecord);
+    }
   }
   if (fields.content === undefined) fields.content = '';
   const Class = chunk ? classes[1] : classes[0];
@@ -152,7 +183,7 @@ export function restoreGeneration(
   options: RestoreOptions = {},
 ): Generation | ChatGeneration {
   const generation: Generation & { message?: BaseMessage } = { text: stored.text };
-  if (stored.info) generation.generationInfo = { ...stored.info };
+  if (stored.info) generation.generationInfo = infoOf(stored, options);
   if (stored.message) generation.message = restoreMessage(stored.message, options);
   return generation;
 }
@@ -165,8 +196,13 @@ export function restoreChunk(stored: CachedGeneration, options: RestoreOptions =
   return new ChatGenerationChunk({
     text: stored.text,
     message: message as AIMessageChunk,
-    ...(stored.info ? { generationInfo: { ...stored.info } } : {}),
+    ...(stored.info ? { generationInfo: infoOf(stored, options) } : {}),
   });
+}
+
+/** A generation's info as stored; LangChain merges it into `response_metadata`, so usage is zeroed alike. */
+function infoOf(stored: CachedGeneration, options: RestoreOptions): AnyRecord {
+  return options.zeroUsage ? withZeroUsage(stored.info!) : { ...stored.info };
 }
 
 export function recordOfResult(result: ChatResult): CachedChatRecord {
@@ -177,26 +213,29 @@ export function recordOfResult(result: ChatResult): CachedChatRecord {
   return record;
 }
 
-/** Usage counters a cached response must not report again: it cost nothing this time. */
-const USAGE_KEYS = /usage/i;
-
-/** A ChatResult rebuilt from a record for a hit: real message instances, zero usage. */
-export function resultOfRecord(record: CachedChatRecord): ChatResult {
+/**
+ * A ChatResult rebuilt from a record: real message instances, a stream's chunks aggregated into one
+ * generation as LangChain aggregates them. A hit passes `zeroUsage`; admission sees the usage as
+ * the provider reported it.
+ */
+export function resultOfRecord(record: CachedChatRecord, options: RestoreOptions = {}): ChatResult {
   if (record.streamed) {
     let aggregated: ChatGenerationChunk | undefined;
     for (const stored of record.generations) {
-      const chunk = restoreChunk(stored, { zeroUsage: true });
+      const chunk = restoreChunk(stored, options);
       aggregated = aggregated ? aggregated.concat(chunk) : chunk;
     }
     return { generations: aggregated ? [aggregated] : [] };
   }
   const generations = record.generations.map(
-    (stored) => restoreGeneration(stored, { zeroUsage: true }) as ChatGeneration,
+    (stored) => restoreGeneration(stored, options) as ChatGeneration,
   );
-  const llmOutput = record.llmOutput
-    ? Object.fromEntries(Object.entries(record.llmOutput).filter(([key]) => !USAGE_KEYS.test(key)))
-    : undefined;
-  return llmOutput ? { generations, llmOutput } : { generations };
+  if (!record.llmOutput) return { generations };
+  return {
+    generations,
+    // LangChain merges llmOutput (`tokenUsage`) into the message's response_metadata.
+    llmOutput: options.zeroUsage ? withZeroUsage(record.llmOutput) : { ...record.llmOutput },
+  };
 }
 
 function num(value: unknown): number {

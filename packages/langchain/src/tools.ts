@@ -7,6 +7,8 @@ import { createToolLedger, getDefaultCache, raceAbort, validateName } from '@x/c
 import { langchainCacheError } from './errors.ts';
 import type { CachedMessage } from './messages.ts';
 import { restoreMessage, storeMessage } from './messages.ts';
+import type { OptionCheck } from './options.ts';
+import { checkOptions, isFunction, SHARED_OPTIONS } from './options.ts';
 
 /**
  * Options of `cachedTool`. Pass the `ledger` your tools share (one history, one set of policies),
@@ -54,6 +56,24 @@ export interface CachedToolOptions {
 }
 
 const KNOWN_OPTIONS = new Set(['ledger', 'policy', 'cache', 'name', 'scope', 'idempotencyKey', 'force']);
+
+/** Type checks of the options the ledger does not check itself (it checks `policy`). */
+const OPTION_CHECKS: Readonly<Record<string, OptionCheck>> = {
+  cache: SHARED_OPTIONS.cache,
+  name: { valid: (value) => typeof value === 'string', expected: 'a tool name', fix: "name: 'get_weather'" },
+  scope: {
+    valid: (value) =>
+      isFunction(value) || (typeof value === 'object' && value !== null && !Array.isArray(value)),
+    expected: '{ taskId, workItemId } or a function returning it',
+    fix: 'scope: { taskId: run.id } or scope: (input, config) => ({ taskId: config.configurable?.thread_id })',
+  },
+  idempotencyKey: {
+    valid: isFunction,
+    expected: 'a function of (input, config)',
+    fix: "idempotencyKey: (input) => 'order:' + input.id",
+  },
+  force: { valid: (value) => typeof value === 'boolean', expected: 'true or false', fix: 'force: true' },
+};
 
 /** The body of a StructuredTool, after LangChain parsed the input and before it formats the output. */
 type ToolBody = (
@@ -164,24 +184,7 @@ function resolveLedger(tool: StructuredToolInterface, options: CachedToolOptions
       );
     }
   }
-  if (
-    options.scope !== undefined &&
-    typeof options.scope !== 'function' &&
-    typeof options.scope !== 'object'
-  ) {
-    throw langchainCacheError(
-      'E_INVALID_OPTION',
-      `${where}: scope must be { taskId, workItemId } or a function returning it`,
-      'pass scope: { taskId: run.id } or scope: (input, config) => ({ taskId: config.configurable?.thread_id })',
-    );
-  }
-  if (options.idempotencyKey !== undefined && typeof options.idempotencyKey !== 'function') {
-    throw langchainCacheError(
-      'E_INVALID_OPTION',
-      `${where}: idempotencyKey must be a function of (input, config)`,
-      "pass idempotencyKey: (input) => 'order:' + input.id",
-    );
-  }
+  checkOptions(where, options, OPTION_CHECKS);
   if (options.ledger !== undefined) {
     if (options.policy !== undefined || options.cache !== undefined) {
       throw langchainCacheError(

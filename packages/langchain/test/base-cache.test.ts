@@ -230,6 +230,25 @@ describe('LangChainCache', () => {
     expect(second.content).toMatch(/^answer /);
     expect(errors).toHaveLength(1);
     expect(CacheError.isInstance(errors[0]) && errors[0].code).toBe('E_QUOTA_EXCEEDED');
+    // Written with view.set, which has no dropped-write counter: reported to onError only (as documented).
+    expect(await cache.stats()).toMatchObject({ sets: 1, droppedWrites: 0 });
+  });
+
+  it("zeroes the provider's usage records in response_metadata on a hit", async () => {
+    const usage = { input_tokens: 12, output_tokens: 5, cache_creation: { ephemeral_5m_input_tokens: 4 } };
+    const model = new ScriptedChatModel({
+      cache: new LangChainCache({ cache: memoryCache() }),
+      respond: () => ({ content: 'Paris.', response_metadata: { usage } }),
+    });
+    const first = await model.invoke('Capital of France?');
+    const hit = await model.invoke('Capital of France?');
+    expect(first.response_metadata.usage).toEqual(usage);
+    expect(hit.response_metadata.usage).toEqual({
+      input_tokens: 0,
+      output_tokens: 0,
+      cache_creation: { ephemeral_5m_input_tokens: 0 },
+    });
+    expect(hit.usage_metadata).toEqual({ input_tokens: 0, output_tokens: 0, total_tokens: 0 });
   });
 
   describe('where LangChain hands it too little (use withCache there)', () => {

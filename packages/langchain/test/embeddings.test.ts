@@ -152,6 +152,28 @@ describe('CachedEmbeddings', () => {
     await expect(embeddings.embedDocuments(['a', 'b'])).rejects.toThrow(/1 vectors for 2 texts — check/);
   });
 
+  it('reports a vector the cache refuses to store to onError, for documents and queries alike', async () => {
+    const cache = createCache({ quotas: { default: { maxEntries: 1, onExceed: 'reject' } } });
+    closers.push(() => cache.close());
+    const errors: unknown[] = [];
+    const embeddings = new CachedEmbeddings(new RecordingEmbeddings(), {
+      cache,
+      onError: (error) => errors.push(error),
+    });
+    await embeddings.embedDocuments(['alpha']);
+    expect(errors).toEqual([]);
+
+    expect(await embeddings.embedQuery('beta')).toHaveLength(8);
+    expect(await embeddings.embedDocuments(['gamma'])).toHaveLength(1);
+    expect(errors.map((error) => (error as { code?: string }).code)).toEqual([
+      'E_QUOTA_EXCEEDED',
+      'E_QUOTA_EXCEEDED',
+    ]);
+    // The query goes through getOrCompute, which counts the refusal; documents are written with
+    // view.set, which has no such counter (see the README's failure behaviour).
+    expect(await embeddings.view.stats()).toMatchObject({ sets: 1, droppedWrites: 1 });
+  });
+
   it("usage: 'estimate' saves the text's tokens, priced for the embeddings model", async () => {
     const cache = memoryCache();
     const embeddings = new CachedEmbeddings(new RecordingEmbeddings('text-embedding-3-small'), {

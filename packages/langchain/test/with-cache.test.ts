@@ -1,6 +1,8 @@
+import { BaseCallbackHandler } from '@langchain/core/callbacks/base';
 import type { BaseMessage } from '@langchain/core/messages';
 import { AIMessage, AIMessageChunk, HumanMessage, ToolMessage } from '@langchain/core/messages';
 import { StringOutputParser } from '@langchain/core/output_parsers';
+import type { LLMResult } from '@langchain/core/outputs';
 import { ChatPromptTemplate } from '@langchain/core/prompts';
 import { RunnableLambda } from '@langchain/core/runnables';
 import { tool } from '@langchain/core/tools';
@@ -41,6 +43,26 @@ function weatherAgentResponder(messages: BaseMessage[]) {
   };
 }
 
+/** Records the extra parameters each LLM run ends with (LangChain's own cache passes `{ cached: true }`). */
+class EndRecorder extends BaseCallbackHandler {
+  name = 'end-recorder';
+  ends: unknown[] = [];
+
+  constructor() {
+    super({ _awaitHandler: true });
+  }
+
+  override handleLLMEnd(
+    _output: LLMResult,
+    _runId: string,
+    _parentRunId?: string,
+    _tags?: string[],
+    extraParams?: Record<string, unknown>,
+  ): void {
+    this.ends.push(extraParams);
+  }
+}
+
 async function collect<T>(stream: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
   for await (const item of stream) out.push(item);
@@ -79,7 +101,48 @@ describe('withCache', () => {
     expect(stats).toMatchObject({ hits: 1, misses: 1, inputTokensSaved: 12, outputTokensSaved: 5 });
   });
 
-  it('reports a response the cache refuses to store through onError and still answers', async () => {
+  it('reports every usage record of a hit as zero, keeping its shape', async () => {
+    const usage = {
+      input_tokens: 12,
+      output_tokens: 5,
+      cache_read_input_tokens: 3,
+      service_tier: 'standard',
+    };
+    const inner = new ScriptedChatModel({
+      respond: () => ({ content: 'Paris.', response_metadata: { usage } }),
+    });
+    const model = withCache(inner, { cache: memoryCache() });
+
+    const first = await model.invoke('Capital of France?');
+    const hit = await model.invoke('Capital of France?');
+    const streamed = await collect(await model.stream('Capital of France?'));
+
+    expect(first.response_metadata).toMatchObject({ usage, tokenUsage: { promptTokens: 12 } });
+    const zero = { input_tokens: 0, output_tokens: 0, cache_read_input_tokens: 0, service_tier: 'standard' };
+    expect(hit.response_metadata).toMatchObject({ usage: zero, tokenUsage: { promptTokens: 0 } });
+    expect(hit.usage_metadata).toEqual({ input_tokens: 0, output_tokens: 0, total_tokens: 0 });
+    expect(streamed.at(-1)!.response_metadata.usage).toEqual(zero);
+  });
+
+  it('ends the callbacks of a hit as cached, as LangChain does for its own cache', async () => {
+    const handler = new EndRecorder();
+    const model = withCache(new ScriptedChatModel(), { cache: memoryCache() });
+    const options = { callbacks: [handler] };
+
+    await model.invoke('Capital of France?', options);
+    await model.invoke('Capital of France?', options);
+    await collect(await model.stream('Capital of Italy?', options));
+    await collect(await model.stream('Capital of Italy?', options));
+    expect(handler.ends).toEqual([undefined, { cached: true }, undefined, { cached: true }]);
+
+    // A batch ends one run per input; a call that joined an identical one did not pay either.
+    handler.ends = [];
+    await model.batch(['Capital of France?', 'Capital of Spain?', 'Capital of Spain?'], options);
+    expect(handler.ends).toHaveLength(3);
+    expect(handler.ends.filter((extra) => extra === undefined)).toHaveLength(1);
+  });
+
+  it('reports a response the cache refuses to store through onError and counts a dropped write', async () => {
     const cache = createCache({ quotas: { default: { maxEntries: 1, onExceed: 'reject' } } });
     closers.push(() => cache.close());
     const errors: unknown[] = [];
@@ -90,6 +153,7 @@ describe('withCache', () => {
     expect(String(second.content)).toMatch(/^answer /);
     expect(errors).toHaveLength(1);
     expect((errors[0] as { code?: string }).code).toBe('E_QUOTA_EXCEEDED');
+    expect(await cache.stats()).toMatchObject({ sets: 1, droppedWrites: 1 });
   });
 
   it("keeps LangChain's fake list model from moving on to its next response", async () => {

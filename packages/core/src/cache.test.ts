@@ -685,6 +685,12 @@ describe('createCache > namespaces and quotas', () => {
     // A full namespace can still refresh what it holds: an overwrite adds no entry.
     await capped.set('a', 10);
     expect(await capped.get('a')).toBe(10);
+    // Given onStoreError, set reports a refusal there and counts it instead of throwing.
+    const refused: unknown[] = [];
+    await capped.set('e', 5, { onStoreError: (error) => refused.push(error) });
+    expect(refused).toHaveLength(1);
+    expect(refused[0]).toBeInstanceOf(QuotaExceededError);
+    expect((await capped.stats()).droppedWrites).toBe(2);
   });
 
   it('rejects writes over a quota also when they are made at the same time', async () => {

@@ -164,7 +164,8 @@ export interface CachePolicy<T = unknown> {
   model?: string;
   /**
    * Called when the computed value could not be stored (unserialisable value, quota with
-   * `reject`); the caller still gets the value. @default none (counted and emitted as `error`)
+   * `reject`); the caller still gets the value. Given to `set`, it makes such a refusal a dropped
+   * write reported here instead of a thrown error. @default none (counted and emitted as `error`)
    */
   onStoreError?: (error: unknown) => void;
 }
@@ -985,11 +986,22 @@ export class CacheView {
   }
 
   /** Stores a value. Throws on bad input (unserialisable value, quota with `reject`); backend failures are counted, not thrown. */
+  /**
+   * Stores `value`. A value or write the cache refuses (unserialisable, over a quota with
+   * `reject`) throws, unless `policy.onStoreError` is given: then it is a dropped write, counted
+   * and reported there, as in `getOrCompute`.
+   */
   async set<T>(key: KeyInput, value: T, policy: CachePolicy<T> = {}): Promise<void> {
     if (!this.engine.enabled) return;
     const timing = this.#timing(policy);
-    const usage = await this.#usageOf(key, value, policy);
-    await this.#write(this.key(key), { v: value, u: usage }, policy, timing, true);
+    const storageKey = this.key(key);
+    try {
+      const usage = await this.#usageOf(key, value, policy);
+      await this.#write(storageKey, { v: value, u: usage }, policy, timing, true);
+    } catch (error) {
+      if (!policy.onStoreError) throw error;
+      this.#dropped(storageKey, error, policy.onStoreError);
+    }
   }
 
   async has(key: KeyInput): Promise<boolean> {
@@ -1427,17 +1439,22 @@ export class CacheView {
       encoded = await this.#write(storageKey, { v: value, u: usage }, policy, timing);
     } catch (error) {
       // The caller still gets its value: a value that cannot be stored is reported, not thrown.
-      this.#counters.droppedWrites++;
-      if (this.engine.emitter.has('error')) {
-        this.engine.emitter.emit('error', { operation: 'set', tier: this.tierName, key: storageKey, error });
-      }
-      try {
-        policy.onStoreError?.(error);
-      } catch {
-        // a reporting hook must not fail the call
-      }
+      this.#dropped(storageKey, error, policy.onStoreError);
     }
     return { result, encoded };
+  }
+
+  /** A write that did not happen: counted, emitted as `error`, and handed to `onStoreError`. */
+  #dropped(storageKey: string, error: unknown, onStoreError: ((error: unknown) => void) | undefined): void {
+    this.#counters.droppedWrites++;
+    if (this.engine.emitter.has('error')) {
+      this.engine.emitter.emit('error', { operation: 'set', tier: this.tierName, key: storageKey, error });
+    }
+    try {
+      onStoreError?.(error);
+    } catch {
+      // a reporting hook must not fail the call
+    }
   }
 
   async #usageOf<T>(key: KeyInput, value: T, policy: CachePolicy<T>): Promise<Usage | undefined> {

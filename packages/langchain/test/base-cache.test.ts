@@ -230,8 +230,8 @@ describe('LangChainCache', () => {
     expect(second.content).toMatch(/^answer /);
     expect(errors).toHaveLength(1);
     expect(CacheError.isInstance(errors[0]) && errors[0].code).toBe('E_QUOTA_EXCEEDED');
-    // Written with view.set, which has no dropped-write counter: reported to onError only (as documented).
-    expect(await cache.stats()).toMatchObject({ sets: 1, droppedWrites: 0 });
+    // view.set with the policy's onStoreError: reported there and counted as a dropped write.
+    expect(await cache.stats()).toMatchObject({ sets: 1, droppedWrites: 1 });
   });
 
   it("zeroes the provider's usage records in response_metadata on a hit", async () => {

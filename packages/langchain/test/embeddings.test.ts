@@ -169,9 +169,9 @@ describe('CachedEmbeddings', () => {
       'E_QUOTA_EXCEEDED',
       'E_QUOTA_EXCEEDED',
     ]);
-    // The query goes through getOrCompute, which counts the refusal; documents are written with
-    // view.set, which has no such counter (see the README's failure behaviour).
-    expect(await embeddings.view.stats()).toMatchObject({ sets: 1, droppedWrites: 1 });
+    // Both count the refusal: the query through getOrCompute, the documents through view.set
+    // with the policy's onStoreError.
+    expect(await embeddings.view.stats()).toMatchObject({ sets: 1, droppedWrites: 2 });
   });
 
   it("usage: 'estimate' saves the text's tokens, priced for the embeddings model", async () => {

@@ -210,6 +210,75 @@ describe.skipIf(skip)('persisted counters across a Redis outage', () => {
 });
 
 describe.skipIf(skip)('the tool ledger on a frozen Redis', () => {
+  it('records the outcome of a tool that ran through a Redis pause longer than its lease: a retry replays', async () => {
+    const own = await startRedis();
+    const cache = createCache({
+      store: { backend: redisBackend({ url: own.url, keyPrefix: 'ledger-pause:' }), timeout: TIMEOUT_MS },
+      memory: false,
+    });
+    const ledger = createToolLedger({ cache, leaseTtl: '1s', tools: { email: { kind: 'write' } } });
+    let sent = 0;
+    const call = () =>
+      ledger.executeOrReplay({
+        tool: 'email',
+        input: { to: 'ada' },
+        execute: async () => {
+          sent++;
+          // Redis freezes right after the side effect, for longer than the lease.
+          own.process!.kill('SIGSTOP');
+          setTimeout(() => own.process!.kill('SIGCONT'), 1500).unref();
+          return 'sent';
+        },
+      });
+    try {
+      expect((await call()).value).toBe('sent');
+      // Once Redis is back, the outcome lands (the caller did not have to wait for it).
+      let status: string | undefined;
+      for (let i = 0; i < 100 && status !== 'succeeded'; i++) {
+        await sleep(100);
+        status = (await ledger.idempotency.list().catch(() => []))[0]?.status;
+      }
+      expect(status).toBe('succeeded');
+      await sleep(1200);
+      const retry = await call();
+      expect(retry).toMatchObject({ source: 'replayed', value: 'sent' });
+      expect(sent).toBe(1);
+    } finally {
+      own.process!.kill('SIGCONT');
+      await cache.close();
+      await own.stop();
+    }
+  }, 30_000);
+
+  it('withdraws a claim that timed out but landed later, so the retry runs at once', async () => {
+    const own = await startRedis();
+    const admin = new Redis(own.url);
+    const cache = createCache({
+      store: { backend: redisBackend({ url: own.url, keyPrefix: 'ledger-late:' }), timeout: TIMEOUT_MS },
+      memory: false,
+    });
+    const ledger = createToolLedger({ cache, leaseTtl: '30s', tools: { charge: { kind: 'write' } } });
+    let runs = 0;
+    const charge = () =>
+      ledger.executeOrReplay({ tool: 'charge', input: { amount: 5 }, execute: async () => ++runs });
+    try {
+      // Reads answer, writes (the claim's swap) wait: the claim times out, then lands.
+      await admin.call('CLIENT', 'PAUSE', '400', 'WRITE');
+      await expect(charge()).rejects.toMatchObject({ code: 'E_TIMEOUT' });
+      expect(runs).toBe(0);
+      await sleep(600);
+      const started = performance.now();
+      expect((await charge()).value).toBe(1);
+      // Not held up by the 30 s lease of a claim whose call never ran.
+      expect(performance.now() - started).toBeLessThan(5000);
+      expect(runs).toBe(1);
+    } finally {
+      await cache.close();
+      admin.disconnect();
+      await own.stop();
+    }
+  }, 30_000);
+
   it('fails a write tool with E_TIMEOUT instead of hanging, still runs read tools, and recovers', async () => {
     const own = await startRedis();
     const cache = createCache({

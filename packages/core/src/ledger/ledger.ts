@@ -597,14 +597,24 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
     // Real time, not the injected clock: a fake clock must not make a wait endless or instant.
     const deadline = waitMs === undefined ? undefined : Date.now() + waitMs;
     for (;;) {
-      const claim = await idempotency.checkOrCreate<O>(key, request, {
-        leaseTtl: policy.leaseTtl,
-        ttl: policy.ttl,
-        force: call.force,
-        retryFailed: policy.onFailed === 'retry',
-        takeOver: call.force === true || policy.onAbandoned !== 'throw',
-        metadata: { tool: call.tool, taskId: call.scope?.taskId, workItemId: call.scope?.workItemId },
-      });
+      const owner = randomUUID();
+      let claim: Awaited<ReturnType<typeof idempotency.checkOrCreate<O>>>;
+      try {
+        claim = await idempotency.checkOrCreate<O>(key, request, {
+          owner,
+          leaseTtl: policy.leaseTtl,
+          ttl: policy.ttl,
+          force: call.force,
+          retryFailed: policy.onFailed === 'retry',
+          takeOver: call.force === true || policy.onAbandoned !== 'throw',
+          metadata: { tool: call.tool, taskId: call.scope?.taskId, workItemId: call.scope?.workItemId },
+        });
+      } catch (error) {
+        if (CacheError.isInstance(error) && error.code === 'E_TIMEOUT') {
+          withdrawLater(key, owner, leaseMsOf(policy));
+        }
+        throw error;
+      }
       if (claim.status === 'created') {
         claimed(true);
         return execute(call, policy, key, claim.owner, claim.record, claim.recovered);
@@ -668,7 +678,7 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
     recovered: boolean,
   ): Promise<LedgerOutcome<O>> {
     const startedAt = clock.now();
-    const leaseMs = parseDuration(policy.leaseTtl ?? options.leaseTtl ?? '30s', 'leaseTtl') ?? 30_000;
+    const leaseMs = leaseMsOf(policy);
     const lost = new AbortController();
     // Renewed well before it runs out, so that a live holder is never taken over.
     const renew = setInterval(
@@ -697,20 +707,22 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
     try {
       value = await toolCallStorage.run(context, () => call.execute(context));
     } catch (error) {
-      clearInterval(renew);
       if (isControlFlow(call, error)) {
+        clearInterval(renew);
         // Not an outcome: the tool will run again when the caller resumes.
         await idempotency.release(key, owner).catch((failure) => report(failure, 'record', call.tool, key));
         throw error;
       }
-      try {
-        // A failure is recorded as one even when the tool threw nothing (`throw undefined`,
-        // `Promise.reject()`), so that a retry replays the failure instead of an `undefined` success.
-        const failure = error === undefined ? new Error(`tool "${call.tool}" threw undefined`) : error;
-        await idempotency.markFailed(key, failure, owner, { ttl: policy.ttl });
-      } catch (recordFailure) {
-        report(recordFailure, 'record', call.tool, key);
-      }
+      // A failure is recorded as one even when the tool threw nothing (`throw undefined`,
+      // `Promise.reject()`), so that a retry replays the failure instead of an `undefined` success.
+      const failure = error === undefined ? new Error(`tool "${call.tool}" threw undefined`) : error;
+      await keepOutcome(
+        () => idempotency.markFailed(key, failure, owner, { ttl: policy.ttl }),
+        call.tool,
+        key,
+        lost.signal,
+        renew,
+      );
       // A failed write may still have changed something: what depends on it is stale either way.
       await invalidateAfter(call.tool, policy);
       await remember(
@@ -727,33 +739,28 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
       failed
         ? idempotency.markFailed(key, undefined, owner, { ttl: policy.ttl, ...options })
         : idempotency.markSucceeded(key, options.result, owner, { ttl: policy.ttl, ...options });
-    // The lease is renewed until the outcome is recorded, and a store that is briefly busy is
-    // asked again: a record left pending would let another caller run the side effect again.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await recordOutcome({ result: value });
-        break;
-      } catch (error) {
-        if (
-          CacheError.isInstance(error) &&
-          (error.code === 'E_UNSERIALIZABLE' || error.code === 'E_INVALID_OPTION')
-        ) {
+    await keepOutcome(
+      async () => {
+        try {
+          await recordOutcome({ result: value });
+        } catch (error) {
+          if (
+            !CacheError.isInstance(error) ||
+            (error.code !== 'E_UNSERIALIZABLE' && error.code !== 'E_INVALID_OPTION')
+          ) {
+            throw error;
+          }
           // The value cannot be kept (not data, or over the store's maxBytes): asking again would
           // not help. Recorded as done without it: a replay must not run the side effect again.
-          await recordOutcome({ resultNotStored: error.message }).catch((again: unknown) =>
-            report(again, 'record', call.tool, key),
-          );
+          await recordOutcome({ resultNotStored: error.message });
           report(error, 'record', call.tool, key);
-          break;
         }
-        if (attempt >= RECORD_ATTEMPTS || lost.signal.aborted) {
-          report(error, 'record', call.tool, key);
-          break;
-        }
-        await sleep(RECORD_RETRY_MS * 4 ** (attempt - 1));
-      }
-    }
-    clearInterval(renew);
+      },
+      call.tool,
+      key,
+      lost.signal,
+      renew,
+    );
     await invalidateAfter(call.tool, policy);
     const entry = entryOf(call, 'write', key, 'executed', startedAt, {
       ...extra,
@@ -762,6 +769,74 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
     });
     await remember(entry);
     return outcome(value, 'executed', entry, 'write');
+  }
+
+  function leaseMsOf(policy: ToolPolicy): number {
+    return parseDuration(policy.leaseTtl ?? options.leaseTtl ?? '30s', 'leaseTtl') ?? 30_000;
+  }
+
+  /**
+   * Records a write's outcome, asking again while the store does not answer (busy, stalled, timing
+   * out) for as long as this caller holds the claim, with its lease renewed meanwhile: a record
+   * left pending would let the next caller run the side effect again once the lease ran out. The
+   * caller waits up to RECORD_WAIT_MS; past that it gets its outcome while recording goes on in
+   * the background (it ends when recorded, when the claim is lost, or when the store is closed).
+   */
+  async function keepOutcome(
+    record: () => Promise<unknown>,
+    tool: string,
+    key: string,
+    lost: AbortSignal,
+    renew: ReturnType<typeof setInterval>,
+  ): Promise<void> {
+    const recording = (async () => {
+      try {
+        for (let attempt = 1; ; attempt++) {
+          try {
+            await record();
+            return;
+          } catch (error) {
+            const closed = CacheError.isInstance(error) && error.code === 'E_CLOSED';
+            if (lost.aborted || closed) {
+              report(error, 'record', tool, key);
+              return;
+            }
+            // Said once, while it keeps trying: the store is not taking the record.
+            if (attempt === RECORD_ATTEMPTS) report(error, 'record', tool, key);
+            await sleep(Math.min(RECORD_RETRY_MS * 4 ** (attempt - 1), RECORD_RETRY_MAX_MS));
+          }
+        }
+      } finally {
+        clearInterval(renew);
+      }
+    })();
+    let waited: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      recording,
+      new Promise<void>((resolve) => {
+        waited = setTimeout(resolve, RECORD_WAIT_MS);
+      }),
+    ]);
+    clearTimeout(waited);
+  }
+
+  /**
+   * A claim that timed out may still land when the store wakes up: withdrawn then (as long as its
+   * lease could keep others waiting), so that the retry of a call that never ran is not held up.
+   */
+  function withdrawLater(key: string, owner: string, leaseMs: number): void {
+    const until = Date.now() + leaseMs;
+    void (async () => {
+      while (Date.now() < until) {
+        try {
+          await idempotency.release(key, owner);
+          return;
+        } catch (error) {
+          if (CacheError.isInstance(error) && error.code === 'E_CLOSED') return;
+          await sleep(RECORD_RETRY_MAX_MS, undefined, { ref: false });
+        }
+      }
+    })();
   }
 
   function outcome<O>(
@@ -901,9 +976,13 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
   return ledger;
 }
 
-/** Tries at recording an outcome, 25 ms, 100 ms and 400 ms apart, before reporting the failure. */
+/** Tries at recording an outcome (25 ms, 100 ms, 400 ms apart) before the failure is reported; it goes on after. */
 const RECORD_ATTEMPTS = 4;
 const RECORD_RETRY_MS = 25;
+/** Longest pause between two tries at recording, or at withdrawing a claim. */
+const RECORD_RETRY_MAX_MS = 1000;
+/** How long a caller waits for its outcome to be recorded before it gets it anyway. */
+const RECORD_WAIT_MS = 2000;
 
 function isControlFlow(call: ExecuteOrReplayCall<unknown, unknown>, error: unknown): boolean {
   try {

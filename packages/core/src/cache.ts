@@ -279,10 +279,11 @@ const NOTHING_STORED_PREFIX = '~sf/';
 const PROBE_KEY = '~probe';
 
 /**
- * Operations of a lookup (reads, lock, quota check, write, unlock) skip a stalled level;
- * invalidations, clears and the rest still try it, so a stall never silently drops an invalidation.
+ * Operations of a lookup (reads, lock, quota check, write) skip a stalled level; invalidations,
+ * clears, unlocks and the rest still try it, so a stall never silently drops an invalidation nor
+ * leaves a lock held once the store answers again.
  */
-const SKIPPED_WHILE_STALLED = new Set(['get', 'getMany', 'set', 'lock', 'unlock', 'quota']);
+const SKIPPED_WHILE_STALLED = new Set(['get', 'getMany', 'set', 'lock', 'quota']);
 
 /** The policy of a call that passes none (one shared object, not one per call). */
 const NO_POLICY: CachePolicy<never> = Object.freeze({});
@@ -576,24 +577,31 @@ class Engine {
   /**
    * Marks a level that let a call time out as stalled and probes it in the background (a read of
    * a key nobody writes) until it answers: one caller pays the timeout, not every one after it.
+   * The probe has no deadline: on a frozen store it is answered the moment the store wakes, which
+   * ends the stall at once. At most one is outstanding; a failed one is followed by another.
    */
   #stall(level: Level): void {
     if (level.stalled) return;
     level.stalled = true;
+    let outstanding = false;
+    const every = timerMs(Math.min(level.timeoutMs ?? 1000, 1000));
     const probe = (): void => {
       if (this.closed || !level.stalled) return;
-      runWithDeadline(
-        level,
-        'probe',
-        () => level.backend.get(PROBE_KEY),
-        () => {
-          level.stalled = false;
-        },
-        () => {
-          if (this.closed || !level.stalled) return;
-          setTimeout(probe, timerMs(Math.min(level.timeoutMs ?? 1000, 1000))).unref();
-        },
-      );
+      if (!outstanding) {
+        outstanding = true;
+        Promise.resolve()
+          .then(() => level.backend.get(PROBE_KEY))
+          .then(
+            () => {
+              level.stalled = false;
+            },
+            () => undefined,
+          )
+          .finally(() => {
+            outstanding = false;
+          });
+      }
+      setTimeout(probe, every).unref();
     };
     probe();
   }
@@ -1377,9 +1385,12 @@ export class CacheView {
       if (acquired === undefined) return { value: await compute() };
       if (acquired) {
         const release = async () => {
-          await engine.guard(this.tierName, level, 'unlock', storageKey, false, () =>
+          const unlocking = engine.guard(this.tierName, level, 'unlock', storageKey, false, () =>
             backend.releaseLock!(name, owner),
           );
+          // A stalled store still gets the unlock (it lands when the store answers), but the
+          // caller does not wait for it: that would cost it a timeout.
+          if (!level.stalled) await unlocking;
         };
         // The value may have landed between our miss and the lock.
         const found = forceRefresh ? undefined : await this.#read(storageKey, lockDepth);

@@ -117,6 +117,51 @@ describe.skipIf(skip)('fail-open against a real Redis', () => {
   }, 20_000);
 });
 
+describe.skipIf(skip)('a lock holder whose store stalled and woke up', () => {
+  it('still releases the cross-process lock, so other processes do not wait out its ttl', async () => {
+    const own = await startRedis();
+    const open = () =>
+      createCache({
+        store: { backend: redisBackend({ url: own.url, keyPrefix: 'stall-lock:' }), timeout: TIMEOUT_MS },
+        memory: false,
+        lockTtl: '6s',
+      });
+    const a = open();
+    const b = open();
+    let finish!: () => void;
+    const computing = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    try {
+      let started!: () => void;
+      const lockTaken = new Promise<void>((resolve) => {
+        started = resolve;
+      });
+      const first = a.getOrCompute('k', async () => {
+        started();
+        await computing;
+        return 'from a';
+      });
+      await lockTaken;
+      // The store freezes while A computes; one of A's reads times out, so A's level is stalled.
+      own.process!.kill('SIGSTOP');
+      await a.get('other');
+      own.process!.kill('SIGCONT');
+      // A finishes at once, before anything else told it the store is back.
+      finish();
+      expect(await first).toBe('from a');
+      const waited = performance.now();
+      await b.getOrCompute('k', async () => 'from b');
+      expect(performance.now() - waited).toBeLessThan(3000);
+    } finally {
+      own.process!.kill('SIGCONT');
+      await a.close();
+      await b.close();
+      await own.stop();
+    }
+  }, 30_000);
+});
+
 describe.skipIf(skip)('the invalidation bus across a Redis outage', () => {
   it('joins the bus when Redis comes back, for a process that started while it was down', async () => {
     const own = await startRedis();

@@ -633,6 +633,32 @@ describe('createCache > invalidation', () => {
   });
 });
 
+describe('createCache > caches sharing one SQLite backend', () => {
+  it('drop what another cache overwrote or deleted from their memory levels', async () => {
+    const store = sqliteBackend({ path: join(dir, 'shared-instance.db'), busPollMs: 5 });
+    const a = make({ store });
+    const b = make({ store });
+    await a.ready();
+    await b.ready();
+    await a.set('k', 'old');
+    expect(await b.getResult('k')).toMatchObject({ value: 'old', level: 'sqlite' });
+    expect(await b.getResult('k')).toMatchObject({ value: 'old', level: 'memory' });
+    await a.set('k', 'new');
+    let seen: unknown;
+    for (let i = 0; i < 100 && seen !== 'new'; i++) {
+      seen = await b.get('k');
+      if (seen !== 'new') await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect(seen).toBe('new');
+    await a.delete('k');
+    for (let i = 0; i < 100 && seen !== undefined; i++) {
+      seen = await b.get('k');
+      if (seen !== undefined) await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect(seen).toBeUndefined();
+  });
+});
+
 describe('createCache > namespaces and quotas', () => {
   it('never serves one namespace entries from another', async () => {
     const path = join(dir, 'ns.db');

@@ -450,6 +450,51 @@ describe('sqliteBackend', () => {
     }, 60_000);
   });
 
+  describe('invalidation bus', () => {
+    const received = (into: string[]) => (message: string) => into.push(message);
+    const until = async (check: () => boolean) => {
+      for (let i = 0; i < 200 && !check(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    };
+
+    it('delivers messages between connections in order, and to subscribers of the same backend', async () => {
+      const a = backend({ busPollMs: 5 });
+      const b = backend({ busPollMs: 5 });
+      const onA: string[] = [];
+      const onB: string[] = [];
+      await a.subscribe('bus', received(onA));
+      await b.subscribe('bus', received(onB));
+      await b.subscribe('other', received([]));
+      for (const n of [1, 2, 3]) void a.publish('bus', `a${n}`);
+      await a.publish('other', 'elsewhere');
+      await until(() => onB.length >= 3 && onA.length >= 3);
+      expect(onB).toEqual(['a1', 'a2', 'a3']);
+      expect(onA).toEqual(['a1', 'a2', 'a3']);
+      // A's own subscriber hears it too, once (its own commits do not move data_version).
+      await b.publish('bus', 'b1');
+      await until(() => onA.length >= 4);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(onA).toEqual(['a1', 'a2', 'a3', 'b1']);
+    });
+
+    it('prunes old messages on a backend’s first publish and on prune(), so short-lived writers do not grow the file', async () => {
+      let now = Date.UTC(2030, 0, 1);
+      const clock = { now: () => now };
+      const count = () => inspect().prepare('SELECT count(*) AS n FROM cache_bus').get() as { n: number };
+      const first = backend({ clock });
+      for (let i = 0; i < 10; i++) void first.publish('bus', `m${i}`);
+      await first.publish('bus', 'last');
+      await first.close();
+      expect(count().n).toBe(11);
+      now += 2 * 60_000;
+      const second = backend({ clock });
+      await second.publish('bus', 'new');
+      expect(count().n).toBe(1);
+      now += 2 * 60_000;
+      await second.prune();
+      expect(count().n).toBe(0);
+    });
+  });
+
   describe('schema', () => {
     it('records its version in cache_meta and keeps data and version on reopen', async () => {
       const first = backend();

@@ -395,6 +395,11 @@ class SqliteStore implements SqliteBackend {
   /** `PRAGMA data_version` at the last check: it changes when another connection commits. */
   private dataVersion = -1;
   private published = 0;
+  /** Messages waiting for the end of the tick, written together by `writeBus`. */
+  private busQueue: [channel: string, message: string][] = [];
+  private busWrite: Promise<void> | undefined;
+  /** Ids of rows this backend wrote past the poll position: delivered already, skipped when read. */
+  private readonly ownIds = new Set<number>();
 
   constructor(db: BetterSqlite3.Database, owned: boolean, location: string, settings: Settings) {
     this.db = db;
@@ -526,7 +531,12 @@ class SqliteStore implements SqliteBackend {
   }
 
   async prune(): Promise<number> {
-    return this.run('prune', () => this.s.prune.run(this.clock.now()).changes);
+    return this.run('prune', () => {
+      const now = this.clock.now();
+      // Bus messages are not entries (not counted), but old ones go too.
+      this.s.pruneBus.run(now - BUS_RETENTION_MS);
+      return this.s.prune.run(now).changes;
+    });
   }
 
   async *keys(options: ScanOptions = {}): AsyncIterable<string> {
@@ -672,12 +682,72 @@ class SqliteStore implements SqliteBackend {
     });
   }
 
+  /**
+   * Appends `message` to the file's bus. Messages published in the same tick are written in one
+   * transaction (a burst of writes costs one commit, not one each). Subscribers of this same
+   * backend get it at once: `data_version` does not change for a connection's own commits.
+   */
   async publish(channel: string, message: string): Promise<void> {
+    if (this.closed) throw this.closedError();
+    if (this.listeners.has(channel)) {
+      queueMicrotask(() => this.deliver(channel, message));
+    }
+    this.busQueue.push([channel, message]);
+    this.busWrite ??= new Promise<void>((resolve, reject) => {
+      setImmediate(() => {
+        this.busWrite = undefined;
+        try {
+          this.writeBus();
+          resolve();
+        } catch (error) {
+          reject(error);
+        }
+      });
+    });
+    return this.busWrite;
+  }
+
+  private writeBus(): void {
+    const batch = this.busQueue;
+    this.busQueue = [];
+    if (batch.length === 0) return;
     this.run('publish', () => {
       const now = this.clock.now();
-      this.s.publish.run(channel, message, now);
-      if (++this.published % BUS_PRUNE_EVERY === 0) this.s.pruneBus.run(now - BUS_RETENTION_MS);
+      let last = 0;
+      this.db
+        .transaction(() => {
+          for (const [channel, message] of batch)
+            last = Number(this.s.publish.run(channel, message, now).lastInsertRowid);
+          // Old messages go now and then, and on a backend's first publish: short-lived writers
+          // (a CLI, a cron job) may never reach the periodic prune.
+          const previous = this.published;
+          this.published += batch.length;
+          if (
+            previous === 0 ||
+            Math.floor(previous / BUS_PRUNE_EVERY) !== Math.floor(this.published / BUS_PRUNE_EVERY)
+          ) {
+            this.s.pruneBus.run(now - BUS_RETENTION_MS);
+          }
+        })
+        .immediate();
+      if (!this.busTimer) return;
+      // Our own rows were delivered already: skip them when the poll reads past them. Ids are
+      // consecutive inside the transaction, so when nothing foreign is pending before them the
+      // poll position simply moves past them.
+      const first = last - batch.length + 1;
+      if (first === this.busSeen + 1) this.busSeen = last;
+      else for (let id = first; id <= last; id++) this.ownIds.add(id);
     });
+  }
+
+  private deliver(channel: string, message: string): void {
+    for (const listener of this.listeners.get(channel) ?? []) {
+      try {
+        listener(message);
+      } catch {
+        // one listener's failure must not stop the others, nor the next check
+      }
+    }
   }
 
   /**
@@ -715,13 +785,7 @@ class SqliteStore implements SqliteBackend {
         const rows = this.s.busAfter.all(this.busSeen, BUS_BATCH);
         for (const row of rows) {
           this.busSeen = row.id;
-          for (const listener of this.listeners.get(row.channel) ?? []) {
-            try {
-              listener(row.message);
-            } catch {
-              // one listener's failure must not stop the others, nor the next check
-            }
-          }
+          if (!this.ownIds.delete(row.id)) this.deliver(row.channel, row.message);
         }
         if (rows.length < BUS_BATCH) break;
       }
@@ -737,6 +801,11 @@ class SqliteStore implements SqliteBackend {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    try {
+      this.writeBus();
+    } catch {
+      // best effort, like the LRU touches below
+    }
     this.stopBus();
     this.listeners.clear();
     this.cancelFlush();

@@ -5,7 +5,7 @@ import type {
   EmbeddingModelV4Result,
   SharedV4ProviderMetadata,
 } from '@ai-sdk/provider';
-import type { CachePolicy, CacheView } from '@x/cache-core';
+import type { CacheError, CachePolicy, CacheView } from '@x/cache-core';
 import { LeaderAborted, leaderError, raceAbort } from '@x/cache-core';
 import { embeddingRequest } from './key.ts';
 import type { CommonCacheOptions } from './options.ts';
@@ -129,20 +129,6 @@ export function embeddingCacheMiddleware(
     const send: string[] = [];
     const joins: [string, Promise<SharedVector>][] = [];
     const leading = new Map<string, { storageKey: string; flight: Deferred<SharedVector> }>();
-    for (const [value, positions] of missing) {
-      const storageKey = canJoin ? view.key(keys[positions[0]!]!) : undefined;
-      const existing = storageKey === undefined ? undefined : inflight.get(storageKey);
-      if (existing) {
-        joins.push([value, existing]);
-        continue;
-      }
-      send.push(value);
-      if (storageKey !== undefined && canLead) {
-        const flight = deferred<SharedVector>();
-        inflight.set(storageKey, flight.promise);
-        leading.set(value, { storageKey, flight });
-      }
-    }
 
     const policy: CachePolicy<StoredVector> = {};
     const ttl = own.ttl ?? options.ttl;
@@ -160,41 +146,39 @@ export function embeddingCacheMiddleware(
           // A vector that cannot be stored is just not cached; the caller has it already.
         });
     };
-    /** One upstream call for `values`; fills their positions, stores them, settles their flights. */
+    /**
+     * One upstream call for `values`; fills their positions, stores them, settles their flights —
+     * on every exit: a flight left pending would strand every call waiting on it. Rejecting one
+     * already resolved is a no-op.
+     */
     const fetchUpstream = async (values: string[]): Promise<void> => {
-      let upstream: EmbeddingModelV4Result;
       try {
-        upstream = await model.doEmbed({ ...params, values });
-        if (upstream.embeddings.length !== values.length) {
-          throw invalidOption(
-            `the embedding model returned ${upstream.embeddings.length} vectors for ${values.length} values — ` +
-              'this is a provider bug; call it without embeddingCacheMiddleware to see its raw answer',
-          );
-        }
+        const upstream = await model.doEmbed({ ...params, values });
+        checkVectors(upstream.embeddings, values.length);
+        calls.push(upstream);
+        const tokens = upstream.usage?.tokens;
+        const totalChars = values.reduce((sum, value) => sum + value.length, 0);
+        const writes = values.map((value, index) => {
+          const stored = toStored(upstream.embeddings[index]!);
+          // A miss returns what a later hit decodes (numbers rounded to float32 by default), so the
+          // same value gets the same vector whether it was cached or not, here and for waiting calls.
+          const vector = Array.from(stored);
+          for (const position of missing.get(value)!) embeddings[position] = [...vector];
+          // The call reports one token count for the batch; each value is credited its share by length.
+          const portion =
+            tokens === undefined
+              ? undefined
+              : Math.round(tokens * (totalChars === 0 ? 1 / values.length : value.length / totalChars));
+          leading.get(value)?.flight.resolve({ vector, tokens: portion });
+          return store(value, stored, portion);
+        });
+        await Promise.all(writes);
       } catch (error) {
         // Callers that joined share the failure, except one our own abort caused: they ask again.
         const shared = leaderError(error, params.abortSignal);
         for (const value of values) leading.get(value)?.flight.reject(shared);
         throw error;
       }
-      calls.push(upstream);
-      const tokens = upstream.usage?.tokens;
-      const totalChars = values.reduce((sum, value) => sum + value.length, 0);
-      const writes = values.map((value, index) => {
-        const stored = toStored(upstream.embeddings[index]!);
-        // A miss returns what a later hit decodes (numbers rounded to float32 by default), so the
-        // same value gets the same vector whether it was cached or not, here and for waiting calls.
-        const vector = Array.from(stored);
-        for (const position of missing.get(value)!) embeddings[position] = [...vector];
-        // The call reports one token count for the batch; each value is credited its share by length.
-        const portion =
-          tokens === undefined
-            ? undefined
-            : Math.round(tokens * (totalChars === 0 ? 1 / values.length : value.length / totalChars));
-        leading.get(value)?.flight.resolve({ vector, tokens: portion });
-        return store(value, stored, portion);
-      });
-      await Promise.all(writes);
     };
 
     let coalesced = 0;
@@ -222,6 +206,23 @@ export function embeddingCacheMiddleware(
     };
 
     try {
+      // Every flight registered here is settled by the fetchUpstream started right after, in the
+      // same synchronous run, so no call can join a flight that nothing will settle; should the loop
+      // throw, the finally unregisters its flights before anyone could see them.
+      for (const [value, positions] of missing) {
+        const storageKey = canJoin ? view.key(keys[positions[0]!]!) : undefined;
+        const existing = storageKey === undefined ? undefined : inflight.get(storageKey);
+        if (existing) {
+          joins.push([value, existing]);
+          continue;
+        }
+        send.push(value);
+        if (storageKey !== undefined && canLead) {
+          const flight = deferred<SharedVector>();
+          inflight.set(storageKey, flight.promise);
+          leading.set(value, { storageKey, flight });
+        }
+      }
       await Promise.all([send.length > 0 ? fetchUpstream(send) : undefined, ...joins.map(join)]);
       if (retry.length > 0) await fetchUpstream(retry);
     } finally {
@@ -248,6 +249,38 @@ export function embeddingCacheMiddleware(
   }
 
   return { specificationVersion: 'v4', wrapEmbed };
+}
+
+function providerBug(problem: string): CacheError {
+  return invalidOption(
+    `the embedding model ${problem} — this is a provider bug; ` +
+      'call it without embeddingCacheMiddleware to see its raw answer',
+  );
+}
+
+/**
+ * Refuses an answer the middleware cannot turn into one vector per value before any of it is
+ * used, so the caller and the calls waiting on its values get this error, not a TypeError from
+ * deep inside (`Float32Array.from(null)`).
+ */
+function checkVectors(embeddings: readonly unknown[], count: number): void {
+  if (embeddings.length !== count)
+    throw providerBug(`returned ${embeddings.length} vectors for ${count} values`);
+  const bad = embeddings.findIndex((vector) => vectorProblem(vector) !== undefined);
+  if (bad !== -1) {
+    throw providerBug(`returned a malformed vector at index ${bad} (${vectorProblem(embeddings[bad])})`);
+  }
+}
+
+/** What makes `vector` no vector, if anything: it must be an array (or typed array) of numbers. */
+function vectorProblem(vector: unknown): string | undefined {
+  if (!Array.isArray(vector) && !(ArrayBuffer.isView(vector) && !(vector instanceof DataView))) {
+    return vector === null ? 'null' : typeof vector;
+  }
+  for (const item of vector as Iterable<unknown>) {
+    if (typeof item !== 'number') return `an item of type ${item === null ? 'null' : typeof item}`;
+  }
+  return undefined;
 }
 
 /** What `ai` calls to slice a model's provider options per value (`embedMany`). */

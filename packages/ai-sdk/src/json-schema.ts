@@ -5,21 +5,33 @@
  * `items`/`prefixItems`/`additionalItems`, `enum`, `const`, `anyOf`/`oneOf`/`allOf`, lengths,
  * bounds, local `$ref`) and treats everything else as passing: a wrong "violates" keeps a good
  * answer out of the cache for good, a wrong "passes" only falls back to the behaviour without this
- * check. Where drafts differ, it reports a violation only when every reading agrees.
+ * check. Where drafts differ, it reports a violation only when every reading agrees, and where the
+ * SDK's own parse is laxer than the schema it sends, it follows the parse (`additionalProperties:
+ * false`, a `$ref` to the root below the root).
  */
 
 type SchemaObject = Record<string, unknown>;
 
 /** Nesting (values and `$ref` hops) beyond which a subschema is taken as passing. */
 const MAX_DEPTH = 128;
-/** Subschema visits after which the whole check gives up (and passes): `anyOf` inside `anyOf` is exponential. */
+/**
+ * Subschema visits and enum comparisons after which the whole check gives up (and passes): `anyOf`
+ * inside `anyOf` is exponential, and a long array against a long enum is quadratic.
+ */
 const MAX_STEPS = 100_000;
 
 const GIVE_UP = Symbol('give up');
 
+/** An `enum`'s options split once per check: primitives found by a Set lookup, the rest compared. */
+interface EnumIndex {
+  primitives: Set<unknown>;
+  composites: unknown[];
+}
+
 interface Context {
   root: unknown;
   steps: number;
+  enums: Map<unknown[], EnumIndex>;
 }
 
 /**
@@ -27,7 +39,7 @@ interface Context {
  * unresolvable `$ref`s and checks too deep or too costly to finish count as satisfied.
  */
 export function violatesSchema(value: unknown, schema: unknown): boolean {
-  const context: Context = { root: schema, steps: 0 };
+  const context: Context = { root: schema, steps: 0, enums: new Map() };
   try {
     return !satisfies(value, schema, context, 0);
   } catch (error) {
@@ -40,20 +52,29 @@ function isObject(value: unknown): value is SchemaObject {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+function step(context: Context): void {
+  if (++context.steps > MAX_STEPS) throw GIVE_UP;
+}
+
 function satisfies(value: unknown, schema: unknown, context: Context, depth: number): boolean {
   if (schema === false) return false;
   if (!isObject(schema) || depth > MAX_DEPTH) return true;
-  if (++context.steps > MAX_STEPS) throw GIVE_UP;
+  step(context);
   const next = depth + 1;
 
   if (typeof schema.$ref === 'string') {
     // Draft 7 ignores a $ref's siblings and later drafts apply them: only the target is checked.
     const target = resolvePointer(context.root, schema.$ref);
-    return target === undefined || satisfies(value, target, context, next);
+    // Below the root, a ref to the root may not mean this root: `Output.array` copies a recursive
+    // element schema (zod writes its recursion as `$ref: '#'`) into a wrapper object, where `#` is
+    // the wrapper, which no element matches. Such a ref passes; a recursive schema sent as it is
+    // (Output.object) is still checked down to its first recursion.
+    if (target === undefined || (target === context.root && depth > 0)) return true;
+    return satisfies(value, target, context, next);
   }
 
   if (!typeMatches(value, schema)) return false;
-  if (Array.isArray(schema.enum) && !schema.enum.some((option) => jsonEqual(option, value))) return false;
+  if (Array.isArray(schema.enum) && !inEnum(value, schema.enum, context)) return false;
   if (Object.hasOwn(schema, 'const') && !jsonEqual(schema.const, value)) return false;
 
   if (typeof value === 'number' && !withinBounds(value, schema)) return false;
@@ -157,7 +178,14 @@ function objectSatisfies(
     return false;
   const properties = isObject(schema.properties) ? schema.properties : {};
   // With patternProperties (not checked here) a key missing from `properties` may still be declared.
-  const additional = isObject(schema.patternProperties) ? undefined : schema.additionalProperties;
+  // `additionalProperties: false` is not checked: the SDK sends it for every zod object and for the
+  // Output.choice / Output.array wrappers, yet accepts an extra key there (a default zod object
+  // strips it, the wrappers read only `result` / `elements`); only a strict object would refuse it,
+  // and the schema cannot tell which. A schema there (z.record, .catchall) is one zod enforces.
+  const additional =
+    isObject(schema.patternProperties) || schema.additionalProperties === false
+      ? undefined
+      : schema.additionalProperties;
   for (const key of Object.keys(value)) {
     // hasOwn, not `in`: a key such as "constructor" must not find Object.prototype's.
     const declared = Object.hasOwn(properties, key);
@@ -182,6 +210,25 @@ function resolvePointer(root: unknown, ref: string): unknown {
     current = (current as Record<string, unknown>)[segment];
   }
   return current;
+}
+
+/** Whether `value` is one of `options`, without comparing a primitive to each option in turn. */
+function inEnum(value: unknown, options: unknown[], context: Context): boolean {
+  let index = context.enums.get(options);
+  if (!index) {
+    index = { primitives: new Set(), composites: [] };
+    for (const option of options) {
+      if (typeof option === 'object' && option !== null) index.composites.push(option);
+      else index.primitives.add(option);
+    }
+    context.enums.set(options, index);
+  }
+  // JSON equality never holds between a primitive and an object or array: each is looked up among its kind.
+  if (typeof value !== 'object' || value === null) return index.primitives.has(value);
+  return index.composites.some((option) => {
+    step(context);
+    return jsonEqual(option, value);
+  });
 }
 
 /** Equality of JSON values, as `enum` and `const` compare them (object key order does not matter). */

@@ -74,8 +74,11 @@ interface CallContext {
 
 const DEFAULT_JOIN_TIMEOUT = '60s';
 
-/** The marker of a call whose request no key can express, so it was neither read nor stored. */
-const UNCACHEABLE_ENTRY: JSONObject = { hit: false, cacheable: false };
+/**
+ * The marker of a call whose request no key can express, so it was neither read nor stored. A new
+ * object per call: the caller owns its result and may change it.
+ */
+const uncacheableEntry = (): JSONObject => ({ hit: false, cacheable: false });
 
 function zeroUsage(): LanguageModelV4Usage {
   return {
@@ -272,7 +275,7 @@ export function cacheMiddleware(options: CacheMiddlewareOptions = {}): LanguageM
           const uncached = await model.doGenerate(params);
           return {
             ...uncached,
-            providerMetadata: withMetadata(uncached.providerMetadata, UNCACHEABLE_ENTRY),
+            providerMetadata: withMetadata(uncached.providerMetadata, uncacheableEntry()),
           };
         }
         throw error;
@@ -425,7 +428,7 @@ export function cacheMiddleware(options: CacheMiddlewareOptions = {}): LanguageM
       if (!isUnserializable(error)) throw error;
       // Not cacheable (see wrapGenerate): answered by the model, marked on its finish part.
       const uncached = await model.doStream(params);
-      const mark = markFinish(UNCACHEABLE_ENTRY, false);
+      const mark = markFinish(uncacheableEntry(), false);
       return {
         ...uncached,
         stream: uncached.stream.pipeThrough(

@@ -5,6 +5,7 @@ import { MockEmbeddingModelV4 } from 'ai/test';
 import { describe, expect, it } from 'vitest';
 import type { EmbeddingCacheMiddlewareOptions } from '../src/index.ts';
 import { embeddingCacheMiddleware } from '../src/index.ts';
+import { until } from './helpers.ts';
 
 /** A vector per text whose numbers are exact in float32, so equality checks stay simple. */
 const vectorOf = (value: string): number[] => [value.length / 8, value.charCodeAt(0) / 256, -0.25];
@@ -232,7 +233,7 @@ describe('embeddingCacheMiddleware', () => {
     const settled = () => new Promise<void>((resolve) => setImmediate(resolve));
 
     /** A model whose calls wait until released; `started` resolves when a call reaches it. */
-    function gated(fail?: (call: EmbeddingModelV4CallOptions) => unknown) {
+    function gated(fail?: (call: EmbeddingModelV4CallOptions) => unknown, vector = vectorOf) {
       const gates: (() => void)[] = [];
       let started: () => void = () => {};
       const inner = new MockEmbeddingModelV4({
@@ -248,7 +249,7 @@ describe('embeddingCacheMiddleware', () => {
           const error = fail?.(call);
           if (error) throw error;
           return {
-            embeddings: call.values.map(vectorOf),
+            embeddings: call.values.map(vector),
             usage: { tokens: call.values.reduce((sum, value) => sum + value.length, 0) },
             warnings: [],
           };
@@ -317,6 +318,28 @@ describe('embeddingCacheMiddleware', () => {
       gates[0]!();
       await expect(first).rejects.toThrow('rate limited');
       await expect(second).rejects.toThrow('rate limited');
+      expect(inner.doEmbedCalls).toHaveLength(1);
+    });
+
+    it('fails, never strands, a call waiting on a value the provider answered with a malformed vector', async () => {
+      // The provider answers two values with one vector and a null: the first value's vector is fine.
+      const malformed = (value: string) => (value === 'bad' ? null : vectorOf(value)) as number[];
+      const { inner, gates, nextStart } = gated(undefined, malformed);
+      const { model } = setup({}, inner);
+      const started = nextStart();
+      const first = embedMany({ model, values: ['good', 'bad'], maxRetries: 0 });
+      await started;
+      const waiting = embed({ model, value: 'bad', maxRetries: 0 });
+      let outcome: unknown;
+      waiting.then(
+        () => (outcome = 'resolved'),
+        (error: unknown) => (outcome = error),
+      );
+      await settled();
+      gates[0]!();
+      await expect(first).rejects.toThrow(/malformed vector at index 1 \(null\)/);
+      await until(() => outcome !== undefined, 'the waiting call to settle');
+      expect(String(outcome)).toMatch(/malformed vector/);
       expect(inner.doEmbedCalls).toHaveLength(1);
     });
 

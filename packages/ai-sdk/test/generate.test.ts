@@ -513,9 +513,9 @@ describe('cacheMiddleware — generate', () => {
 
     it('does not store an Output.object answer that violates its schema', async () => {
       const { inner, model } = setup((_call, index) =>
-        textResult(index === 0 ? '{"city":"Paris","extra":1}' : '{"city":"Paris"}'),
+        textResult(index === 0 ? '{"city":42}' : '{"city":"Paris"}'),
       );
-      const output = Output.object({ schema: z.strictObject({ city: z.string() }) });
+      const output = Output.object({ schema: z.object({ city: z.string() }) });
       await expect(generateText({ model, output, prompt: 'city' })).rejects.toSatisfy(
         NoObjectGeneratedError.isInstance,
       );
@@ -524,6 +524,78 @@ describe('cacheMiddleware — generate', () => {
         true,
       );
       expect(inner.doGenerateCalls).toHaveLength(2);
+    });
+
+    type Node = { name: string; children: Node[] };
+    const node: z.ZodType<Node> = z.lazy(() => z.object({ name: z.string(), children: z.array(node) }));
+    const tree = '{"name":"a","children":[{"name":"b","children":[{"name":"c","children":[]}]}]}';
+
+    // The SDK sends additionalProperties: false for each of these objects, yet accepts an extra key:
+    // a default zod object strips it, choice and array read only `result` and `elements`.
+    it.each([
+      ['Output.choice', Output.choice({ options: ['red', 'blue'] }), '{"result":"red","why":"warm"}', 'red'],
+      ['Output.array', Output.array({ element: z.number() }), '{"elements":[1,2],"count":2}', [1, 2]],
+      [
+        'Output.object',
+        Output.object({ schema: z.object({ city: z.string() }) }),
+        '{"city":"Paris","confidence":0.9}',
+        { city: 'Paris' },
+      ],
+      // The element's recursive `$ref: '#'` now sits inside the array wrapper, where `#` is the wrapper.
+      [
+        'a recursive Output.array element',
+        Output.array({ element: node }),
+        `{"elements":[${tree}]}`,
+        [JSON.parse(tree)],
+      ],
+      ['a recursive Output.object', Output.object({ schema: node }), tree, JSON.parse(tree)],
+    ] as [string, Parameters<typeof generateText>[0]['output'], string, unknown][])(
+      'stores a valid %s answer',
+      async (_name, output, text, expected) => {
+        const { inner, model } = setup(() => textResult(text));
+        expect((await generateText({ model, output, prompt: 'p' })).output).toEqual(expected);
+        const second = await generateText({ model, output, prompt: 'p' });
+        expect(second.output).toEqual(expected);
+        expect(second.providerMetadata?.xCache?.hit).toBe(true);
+        expect(inner.doGenerateCalls).toHaveLength(1);
+      },
+    );
+
+    it('still refuses a recursive Output.object answer that violates its schema', async () => {
+      const { inner, model } = setup((_call, index) =>
+        textResult(index === 0 ? '{"name":1,"children":[]}' : tree),
+      );
+      const output = Output.object({ schema: node });
+      await expect(generateText({ model, output, prompt: 'p' })).rejects.toSatisfy(
+        NoObjectGeneratedError.isInstance,
+      );
+      expect((await generateText({ model, output, prompt: 'p' })).output).toEqual(JSON.parse(tree));
+      expect(inner.doGenerateCalls).toHaveLength(2);
+    });
+
+    it('stores a z.strictObject answer with an extra key unless shouldCache checks it (documented limit)', async () => {
+      const schema = z.strictObject({ city: z.string() });
+      const output = Output.object({ schema });
+      const answer = () => textResult('{"city":"Paris","extra":1}');
+      const { inner, model } = setup(answer);
+      // The schema cannot tell a strict object from a default one: the SDK's rejection is replayed.
+      for (let i = 0; i < 2; i++) {
+        await expect(generateText({ model, output, prompt: 'p' })).rejects.toSatisfy(
+          NoObjectGeneratedError.isInstance,
+        );
+      }
+      expect(inner.doGenerateCalls).toHaveLength(1);
+
+      const strict = setup(answer, {
+        shouldCache: (candidate) =>
+          defaultShouldCache(candidate) && schema.safeParse(JSON.parse(candidate.text)).success,
+      });
+      for (let i = 0; i < 2; i++) {
+        await expect(generateText({ model: strict.model, output, prompt: 'p' })).rejects.toSatisfy(
+          NoObjectGeneratedError.isInstance,
+        );
+      }
+      expect(strict.inner.doGenerateCalls).toHaveLength(2);
     });
 
     it('does not store JSON the SDK refuses to parse (a __proto__ key)', async () => {
@@ -567,7 +639,10 @@ describe('cacheMiddleware — generate', () => {
     expect(first.content).toEqual([{ type: 'text', text: 'hello' }]);
     // Marked, so a caller can tell "not cacheable" from a miss that was stored.
     expect(first.providerMetadata?.xCache).toEqual({ hit: false, cacheable: false });
-    await model.doGenerate(call);
+    // Each result owns its marker: a caller changing it changes no later result.
+    (first.providerMetadata!.xCache as Record<string, unknown>).hit = true;
+    const second = await model.doGenerate(call);
+    expect(second.providerMetadata?.xCache).toEqual({ hit: false, cacheable: false });
     expect(inner.doGenerateCalls).toHaveLength(2);
   });
 

@@ -1,4 +1,4 @@
-import { zodSchema } from 'ai';
+import { Output, zodSchema } from 'ai';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { violatesSchema } from '../src/json-schema.ts';
@@ -34,15 +34,19 @@ describe('violatesSchema', () => {
     expect(violatesSchema({ a: 1, b: 'x' }, schema)).toBe(false);
     expect(violatesSchema({ b: 'x' }, schema)).toBe(true);
     expect(violatesSchema({ a: 'not a number' }, schema)).toBe(true);
-    expect(violatesSchema({ a: 1, c: true }, schema)).toBe(true);
+    // additionalProperties: false is what the SDK sends for every object, strict or not, and the SDK
+    // (a default zod object strips the key) accepts the answer: an extra key is not a violation.
+    expect(violatesSchema({ a: 1, c: true }, schema)).toBe(false);
+    // Nor when two such objects are combined, where each would refuse the other's keys.
+    const left = { type: 'object', properties: { a: { type: 'number' } }, additionalProperties: false };
+    const right = { type: 'object', properties: { b: { type: 'string' } }, additionalProperties: false };
+    expect(violatesSchema({ a: 1, b: 'x' }, { allOf: [left, right] })).toBe(false);
+    // A schema there (z.record, .catchall) is enforced by zod, so it is checked.
+    const typed = { ...schema, additionalProperties: { type: 'number' } };
+    expect(violatesSchema({ a: 1, c: 2 }, typed)).toBe(false);
+    expect(violatesSchema({ a: 1, c: 'x' }, typed)).toBe(true);
     // A key named like an Object.prototype member is an additional property, not a declared one.
-    expect(violatesSchema({ a: 1, constructor: 1 }, schema)).toBe(true);
-    expect(violatesSchema({ a: 1, c: 2 }, { ...schema, additionalProperties: { type: 'number' } })).toBe(
-      false,
-    );
-    expect(violatesSchema({ a: 1, c: 'x' }, { ...schema, additionalProperties: { type: 'number' } })).toBe(
-      true,
-    );
+    expect(violatesSchema({ a: 1, constructor: 'x' }, typed)).toBe(true);
     // patternProperties is not checked, so additionalProperties cannot be either.
     expect(violatesSchema({ a: 1, x_1: 2 }, { ...schema, patternProperties: { '^x_': {} } })).toBe(false);
   });
@@ -68,12 +72,38 @@ describe('violatesSchema', () => {
     expect(violatesSchema(['a', 1, 2], prefixTuple)).toBe(true);
   });
 
+  it('finds a primitive in a large enum without comparing it to every option', () => {
+    const options = Array.from({ length: 20_000 }, (_, index) => `option-${index}`);
+    const schema = { type: 'array', items: { enum: options } };
+    const last = options.at(-1)!;
+    const started = performance.now();
+    // 50,000 values × 20,000 options: a billion comparisons (seconds) when each is compared in turn.
+    expect(violatesSchema([...new Array(50_000).fill(last), 'none'], schema)).toBe(true);
+    expect(violatesSchema(new Array(50_000).fill(last), schema)).toBe(false);
+    expect(performance.now() - started).toBeLessThan(1_000);
+  });
+
+  it('counts comparisons with object and array enum options against the budget', () => {
+    const options = Array.from({ length: 1_000 }, (_, index) => ({ id: index }));
+    const schema = { type: 'array', items: { enum: options } };
+    // A few values are compared in full; the violation is found.
+    expect(violatesSchema([{ id: 999 }, { id: -1 }], schema)).toBe(true);
+    // 200 values × 1,000 options exceed the step budget: the check gives up (passes) instead of
+    // comparing on, so even this certain violation at the end is not found.
+    expect(violatesSchema([...new Array(200).fill({ id: 999 }), { id: -1 }], schema)).toBe(false);
+  });
+
   it('checks enum and const by JSON equality', () => {
     expect(violatesSchema('z', { enum: ['x', 'y'] })).toBe(true);
     expect(violatesSchema('y', { enum: ['x', 'y'] })).toBe(false);
     expect(violatesSchema({ b: [1], a: 2 }, { const: { a: 2, b: [1] } })).toBe(false);
     expect(violatesSchema({ a: 2 }, { const: { a: 2, b: [1] } })).toBe(true);
     expect(violatesSchema(null, { const: null })).toBe(false);
+    expect(violatesSchema(null, { enum: [null, [1], { a: 1 }] })).toBe(false);
+    expect(violatesSchema([1], { enum: [null, [1], { a: 1 }] })).toBe(false);
+    expect(violatesSchema({ a: 1 }, { enum: [null, [1], { a: 1 }] })).toBe(false);
+    expect(violatesSchema('1', { enum: [1, [1], { a: 1 }] })).toBe(true);
+    expect(violatesSchema([], { enum: [1, [1], { a: 1 }] })).toBe(true);
     expect(violatesSchema(0, { const: null })).toBe(true);
   });
 
@@ -110,17 +140,16 @@ describe('violatesSchema', () => {
     expect(violatesSchema('x', { minimum: 1 })).toBe(false);
   });
 
-  it('follows local $refs to definitions, $defs and the root', () => {
+  it('follows local $refs to definitions and $defs', () => {
     const schema = {
       type: 'object',
-      properties: { a: { $ref: '#/definitions/num' }, b: { $ref: '#/$defs/str' }, self: { $ref: '#' } },
+      properties: { a: { $ref: '#/definitions/num' }, b: { $ref: '#/$defs/str' } },
       definitions: { num: { type: 'number' } },
       $defs: { str: { type: 'string' } },
     };
-    expect(violatesSchema({ a: 1, b: 'x', self: { a: 2 } }, schema)).toBe(false);
+    expect(violatesSchema({ a: 1, b: 'x' }, schema)).toBe(false);
     expect(violatesSchema({ a: 'x' }, schema)).toBe(true);
     expect(violatesSchema({ b: 1 }, schema)).toBe(true);
-    expect(violatesSchema({ self: { a: 'x' } }, schema)).toBe(true);
     const escaped = {
       properties: { a: { $ref: '#/definitions/a~1b%20c' } },
       definitions: { 'a/b c': false },
@@ -139,8 +168,27 @@ describe('violatesSchema', () => {
     expect(violatesSchema(1, 'not a schema')).toBe(false);
   });
 
-  it('gives up (passes) on self-referencing, too deep or too costly checks', () => {
+  it('reads a $ref to the root below the root as unknown (a wrapper may have moved the root)', async () => {
+    // Output.array copies a recursive element schema, whose `$ref: '#'` meant the element, into a
+    // wrapper object: there `#` is the wrapper, which an element can never match.
+    type Node = { name: string; children: Node[] };
+    const node: z.ZodType<Node> = z.lazy(() => z.object({ name: z.string(), children: z.array(node) }));
+    const format = await Output.array({ element: node }).responseFormat;
+    const wrapped = format?.type === 'json' ? format.schema : undefined;
+    expect(wrapped).toBeDefined();
+    const tree = { name: 'a', children: [{ name: 'b', children: [] }] };
+    expect(violatesSchema({ elements: [tree] }, wrapped)).toBe(false);
+    expect(violatesSchema({ elements: [{ name: 1, children: [] }] }, wrapped)).toBe(true);
+    // The same schema at the root (Output.object) is still checked down to the first `#`.
+    const root = await sdkSchema(node);
+    expect(violatesSchema(tree, root)).toBe(false);
+    expect(violatesSchema({ name: 1, children: [] }, root)).toBe(true);
+    expect(violatesSchema({ name: 'a', children: [1] }, root)).toBe(false);
+    // A root that refers to itself resolves once, then passes.
     expect(violatesSchema(1, { $ref: '#' })).toBe(false);
+  });
+
+  it('gives up (passes) on self-referencing, too deep or too costly checks', () => {
     expect(
       violatesSchema(1, {
         definitions: { a: { $ref: '#/definitions/b' }, b: { $ref: '#/definitions/a' } },
@@ -148,19 +196,24 @@ describe('violatesSchema', () => {
       }),
     ).toBe(false);
 
+    const list = { definitions: { list: { type: 'array', items: { $ref: '#/definitions/list' } } } };
+    const lists = { ...list, $ref: '#/definitions/list' };
     let deep: unknown = 'x';
     for (let i = 0; i < 10_000; i++) deep = [deep];
-    expect(violatesSchema(deep, { type: 'array', items: { $ref: '#' } })).toBe(false);
+    expect(violatesSchema(deep, lists)).toBe(false);
     // The same violation near the surface is still found.
-    expect(violatesSchema([['x']], { type: 'array', items: { $ref: '#' } })).toBe(true);
+    expect(violatesSchema([['x']], lists)).toBe(true);
 
     // A violation at the bottom of nested anyOfs makes every branch be tried at every level:
     // 3^30 visits without the step budget (the test would never finish). Past the budget the check
     // gives up, so even this certain violation passes.
     let nested: unknown = 0;
     for (let i = 0; i < 30; i++) nested = { a: nested };
-    const branch = { type: 'object', properties: { a: { $ref: '#' } } };
-    const branchy = { anyOf: [branch, branch, branch] };
+    const branch = { type: 'object', properties: { a: { $ref: '#/definitions/node' } } };
+    const branchy = {
+      definitions: { node: { anyOf: [branch, branch, branch] } },
+      $ref: '#/definitions/node',
+    };
     expect(violatesSchema(nested, branchy)).toBe(false);
     expect(violatesSchema({ a: { a: 0 } }, branchy)).toBe(true);
   });
@@ -229,10 +282,11 @@ describe('violatesSchema', () => {
       }
       const { id: _id, ...missing } = valid;
       expect(violatesSchema(missing, json)).toBe(true);
-      // The SDK sends additionalProperties: false for every object, strict or not; a non-strict zod
-      // object would strip the key, a strict one reject it. The schema cannot tell them apart, so the
-      // answer is refused (not stored), never a failure replayed.
-      expect(violatesSchema({ ...valid, unexpected: true }, json)).toBe(true);
+      // The SDK sends additionalProperties: false for every object, strict or not: a default zod
+      // object strips the key and the SDK accepts the answer, so it must not be refused.
+      const extra = { ...valid, unexpected: true, pet: { ...valid.pet, spots: 3 } };
+      expect(schema.safeParse(extra).success).toBe(true);
+      expect(violatesSchema(extra, json)).toBe(false);
     }
   });
 });

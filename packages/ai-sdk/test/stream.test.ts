@@ -410,6 +410,8 @@ describe('cacheMiddleware — stream', () => {
         cacheable: false,
       });
       expect(last?.type === 'finish' && last.usage).toEqual(usage(7, 11));
+      // Each stream owns its marker: a caller changing it changes no later stream.
+      if (last?.type === 'finish') (last.providerMetadata!.xCache as Record<string, unknown>).hit = true;
     }
     expect(inner.doStreamCalls).toHaveLength(2);
   });

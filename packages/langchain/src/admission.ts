@@ -1,4 +1,5 @@
 import type { BaseMessage } from '@langchain/core/messages';
+import { parseJsonMarkdown } from '@langchain/core/output_parsers';
 import type { ChatGeneration, Generation } from '@langchain/core/outputs';
 
 type AnyRecord = Record<string, unknown>;
@@ -20,7 +21,8 @@ export interface CacheCandidate {
   params: Readonly<AnyRecord>;
   /**
    * The first generation's finish reason as its provider spells it (`'stop'`, `'length'`,
-   * `'max_tokens'`, `'MAX_TOKENS'` …), from `response_metadata` or `generationInfo`.
+   * `'max_tokens'`, `'MAX_TOKENS'` …), from `response_metadata`, `generationInfo` or
+   * `additional_kwargs`.
    */
   finishReason: string | undefined;
   /** The first generation's text. */
@@ -97,12 +99,18 @@ function reasonsIn(metadata: unknown): string[] {
 }
 
 /**
- * A generation's finish reasons: LangChain chat models report them in the message's
- * `response_metadata` or (before LangChain merges it there, as ChatOpenAI does) in `generationInfo`.
- * All are kept, since merged metadata can hold more than one spelling.
+ * A generation's finish reasons. LangChain chat models report them in the message's
+ * `response_metadata`, in `generationInfo` (ChatOpenAI, before LangChain merges it into
+ * `response_metadata` after `_generate` returns) or in `additional_kwargs`: a streamed ChatAnthropic
+ * answer carries its `stop_reason` (from `message_delta`) only there, in the chunk and in the
+ * message LangChain aggregates from the chunks. All are kept, since merged metadata can hold more
+ * than one spelling.
  */
 function finishReasonsOf(generation: Generation | ChatGeneration): string[] {
-  return [...reasonsIn(messageOf(generation)?.response_metadata), ...reasonsIn(generation.generationInfo)];
+  const message = messageOf(generation);
+  return [message?.response_metadata, generation.generationInfo, message?.additional_kwargs].flatMap(
+    reasonsIn,
+  );
 }
 
 function hasToolCalls(message: BaseMessage): boolean {
@@ -132,11 +140,15 @@ function textOf(generation: Generation | ChatGeneration): string {
   return message ? message.text : (generation.text ?? '');
 }
 
-/** Whether the text is JSON, allowing the Markdown fence LangChain's JSON parsers also strip. */
+/**
+ * Whether the text is JSON as LangChain's JSON-mode parsers read it (`JsonOutputParser`,
+ * `StandardSchemaOutputParser`): from the first Markdown fence when there is one, prose around it
+ * allowed. Admitting only what they parse keeps a structured-output retry from getting an answer
+ * its parser already refused, without refusing one it accepted.
+ */
 function parsesAsJson(text: string): boolean {
-  const fenced = /^\s*```(?:json)?\s*([\s\S]*?)\s*```\s*$/i.exec(text);
   try {
-    JSON.parse(fenced ? fenced[1]! : text);
+    parseJsonMarkdown(text, JSON.parse);
     return true;
   } catch {
     return false;

@@ -52,7 +52,11 @@ export class LangChainCache extends BaseCache<Generation[]> {
 
   constructor(options: LangChainCacheOptions = {}) {
     super();
-    checkOptions('LangChainCache', options, { ...SHARED_OPTIONS, ...NAME_OPTION, ...ADMISSION_OPTION });
+    options = checkOptions('LangChainCache', options, {
+      ...SHARED_OPTIONS,
+      ...NAME_OPTION,
+      ...ADMISSION_OPTION,
+    });
     this.view = resolveView(options, 'responses');
     this.#options = options;
     this.#name = options.name ?? 'langchain.generate';

@@ -198,7 +198,7 @@ export class CachedChatModel<
         'pass e.g. new ChatOpenAI(...); for an LLM use the `cache` option with new LangChainCache()',
       );
     }
-    checkOptions('withCache()', options, {
+    options = checkOptions('withCache()', options, {
       ...SHARED_OPTIONS,
       ...NAME_OPTION,
       ...ADMISSION_OPTION,

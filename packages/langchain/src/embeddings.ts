@@ -84,7 +84,7 @@ export class CachedEmbeddings extends Embeddings {
         'pass e.g. new OpenAIEmbeddings(...) as the first argument',
       );
     }
-    checkOptions('CachedEmbeddings', options, {
+    options = checkOptions('CachedEmbeddings', options, {
       ...SHARED_OPTIONS,
       ...NAME_OPTION,
       model: {

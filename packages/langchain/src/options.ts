@@ -114,14 +114,17 @@ function show(value: unknown): string {
 
 /**
  * Checks the types of an adapter's options when it is created: a wrong type (`tags: 'geo'`)
- * would otherwise be accepted and fail every call later, or throw a bare TypeError.
+ * would otherwise be accepted and fail every call later, or throw a bare TypeError. Returns the
+ * options to use, without those set to `null`: JavaScript callers and configuration files write
+ * `null` for "not set", so it means the default for every option, and the adapters only ever see
+ * `undefined` for an option that is not given.
  */
-export function checkOptions(
+export function checkOptions<T extends object>(
   where: string,
-  options: unknown,
+  options: T | undefined,
   checks: Readonly<Record<string, OptionCheck>>,
-): void {
-  if (options === undefined) return;
+): T {
+  if (options === undefined) return {} as T;
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     throw langchainCacheError(
       'E_INVALID_OPTION',
@@ -136,8 +139,9 @@ export function checkOptions(
       'pass it as { cache }',
     );
   }
+  const given = Object.fromEntries(Object.entries(options).filter(([, value]) => value !== null));
   for (const [option, check] of Object.entries(checks)) {
-    const value = (options as Record<string, unknown>)[option];
+    const value = given[option];
     if (value === undefined || check.valid(value)) continue;
     throw langchainCacheError(
       'E_INVALID_OPTION',
@@ -145,6 +149,7 @@ export function checkOptions(
       `pass ${typeof check.fix === 'function' ? check.fix(value) : check.fix}`,
     );
   }
+  return given as T;
 }
 
 /** The view an adapter reads and writes, with its options validated up front. */

@@ -115,10 +115,12 @@ export function cachedTool<T extends StructuredToolInterface>(tool: T, options: 
       'pass the tool object; for a runnable.asTool(), build it with tool(fn, { name, schema }) instead',
     );
   }
-  const ledger = resolveLedger(tool, options);
-  const name = checkName(options.name ?? tool.name);
+  const where = `cachedTool(${JSON.stringify(tool.name)})`;
+  const given = checkToolOptions(where, options);
+  const name = checkName(given.name ?? tool.name);
+  const ledger = resolveLedger(where, name, given);
   const run = body as ToolBody;
-  const { scope, idempotencyKey, force } = options;
+  const { scope, idempotencyKey, force } = given;
 
   // A retriever-style tool returns [content, artifact]: the artifact (Documents…) keeps its classes.
   const contentAndArtifact = (tool as { responseFormat?: unknown }).responseFormat === 'content_and_artifact';
@@ -166,8 +168,8 @@ export function cachedTool<T extends StructuredToolInterface>(tool: T, options: 
   return wrapped;
 }
 
-function resolveLedger(tool: StructuredToolInterface, options: CachedToolOptions): ToolLedger {
-  const where = `cachedTool(${JSON.stringify(tool.name)})`;
+/** The options of `cachedTool`, type-checked, without those set to `null` (see `checkOptions`). */
+function checkToolOptions(where: string, options: CachedToolOptions): CachedToolOptions {
   if (typeof options !== 'object' || options === null) {
     throw langchainCacheError(
       'E_INVALID_OPTION',
@@ -184,7 +186,10 @@ function resolveLedger(tool: StructuredToolInterface, options: CachedToolOptions
       );
     }
   }
-  checkOptions(where, options, OPTION_CHECKS);
+  return checkOptions(where, options, OPTION_CHECKS);
+}
+
+function resolveLedger(where: string, name: string, options: CachedToolOptions): ToolLedger {
   if (options.ledger !== undefined) {
     if (options.policy !== undefined || options.cache !== undefined) {
       throw langchainCacheError(
@@ -209,7 +214,6 @@ function resolveLedger(tool: StructuredToolInterface, options: CachedToolOptions
       "pass { ledger } (shared by your tools) or { policy: { kind: 'read', ttl: '30s' } }",
     );
   }
-  const name = checkName(options.name ?? tool.name);
   return createToolLedger({ cache: options.cache ?? getDefaultCache(), tools: { [name]: options.policy } });
 }
 

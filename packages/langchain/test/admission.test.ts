@@ -8,7 +8,7 @@ import { z } from 'zod';
 import type { CacheCandidate } from '../src/index.ts';
 import { defaultShouldCache, LangChainCache, withCache } from '../src/index.ts';
 import type { ScriptedCallOptions } from './helpers.ts';
-import { ScriptedChatModel, ScriptedJsonModel } from './helpers.ts';
+import { AnthropicLikeModel, ScriptedChatModel, ScriptedJsonModel } from './helpers.ts';
 
 const closers: Array<() => unknown> = [];
 afterEach(async () => {
@@ -135,6 +135,19 @@ describe('withCache admission', () => {
     expect(inner.log.generate).toBe(2);
   });
 
+  it.each([
+    ['a Zod schema', z.object({ city: z.string() })],
+    ['a JSON schema', { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] }],
+  ])('stores JSON that LangChain parses from a fence after prose, with %s', async (_, schema) => {
+    const inner = new ScriptedJsonModel({
+      respond: () => ({ content: 'Here you go:\n```json\n{"city":"Paris"}\n```' }),
+    });
+    const structured = withCache(inner, { cache: memoryCache() }).withStructuredOutput(schema);
+    expect(await structured.invoke('Where?')).toEqual({ city: 'Paris' });
+    expect(await structured.invoke('Where?')).toEqual({ city: 'Paris' });
+    expect(inner.log.generate).toBe(1);
+  });
+
   it('checks JSON asked for with a response_format call option, fenced JSON included', async () => {
     let content = 'Sure! Here is the JSON: {"a": 1}';
     const inner = new ScriptedChatModel({ respond: () => ({ content }) });
@@ -210,6 +223,59 @@ describe('withCache admission', () => {
     expect(String((await model.invoke('hi')).content)).toMatch(/^answer /);
     expect(errors).toEqual([new Error('rule failed')]);
     expect(await cache.stats()).toMatchObject({ sets: 0, droppedWrites: 1 });
+  });
+});
+
+describe('admission of answers whose stop reason is only in additional_kwargs (a streamed ChatAnthropic)', () => {
+  it.each(['max_tokens', 'refusal', 'pause_turn'])(
+    'does not store a streamed answer that stopped with %s, through any path',
+    async (stopReason) => {
+      const seen: Array<string | undefined> = [];
+      const shouldCache = (candidate: CacheCandidate) => {
+        seen.push(candidate.finishReason);
+        return defaultShouldCache(candidate);
+      };
+      // .stream(): judged by the message aggregated from the recorded chunks.
+      const streamed = new AnthropicLikeModel({ stopReason });
+      const model = withCache(streamed, { cache: memoryCache(), shouldCache });
+      await drain(await model.stream('Write a long story'));
+      await drain(await model.stream('Write a long story'));
+      expect(streamed.requests).toBe(2);
+
+      // streamEvents (like LangGraph's streamMode: 'messages') attaches a streaming handler, so
+      // LangChain streams invoke() through the same recording.
+      await drain(model.streamEvents('Another story', { version: 'v2' }));
+      await drain(model.streamEvents('Another story', { version: 'v2' }));
+      expect(streamed.requests).toBe(4);
+
+      // streaming: true makes invoke() concatenate the stream inside the model.
+      const invoked = new AnthropicLikeModel({ stopReason, streaming: true });
+      const invokedModel = withCache(invoked, { cache: memoryCache(), shouldCache });
+      await invokedModel.invoke('Write a long story');
+      await invokedModel.invoke('Write a long story');
+      expect(invoked.requests).toBe(2);
+
+      // LangChain's own cache path is handed the same concatenated message.
+      const classic = new AnthropicLikeModel({
+        stopReason,
+        streaming: true,
+        cache: new LangChainCache({ cache: memoryCache(), shouldCache }),
+      });
+      await classic.invoke('Write a long story');
+      await classic.invoke('Write a long story');
+      expect(classic.requests).toBe(2);
+      expect(seen).toEqual(Array(8).fill(stopReason));
+    },
+  );
+
+  it('stores a streamed answer that ended its turn', async () => {
+    const inner = new AnthropicLikeModel();
+    const model = withCache(inner, { cache: memoryCache() });
+    await drain(await model.stream('Write a short story'));
+    const replay: string[] = [];
+    for await (const chunk of await model.stream('Write a short story')) replay.push(chunk.text);
+    expect(inner.requests).toBe(1);
+    expect(replay.join('')).toBe('Once upon a time');
   });
 });
 

@@ -206,6 +206,95 @@ export class ScriptedJsonModel extends ScriptedChatModel {
   }
 }
 
+export interface AnthropicLikeFields extends BaseChatModelParams {
+  /** What `message_delta` reports: `end_turn`, `max_tokens`, `refusal`, `pause_turn` … */
+  stopReason?: string;
+  /** ChatAnthropic's `streaming`: `_generate` aggregates the stream instead of one request. */
+  streaming?: boolean;
+}
+
+/**
+ * Reproduces ChatAnthropic's message shapes (@langchain/anthropic is not a dependency): its stream
+ * is a `message_start` chunk, text chunks and a `message_delta` chunk whose `stop_reason` is only in
+ * `additional_kwargs` (`_makeMessageChunkFromAnthropicEvent`); with `streaming: true`, `_generate`
+ * concatenates that stream as ChatAnthropic's does. A non-streaming answer has the stop reason in
+ * `response_metadata` too (`anthropicResponseToChatMessages`).
+ */
+export class AnthropicLikeModel extends BaseChatModel {
+  static override lc_name(): string {
+    return 'AnthropicLikeModel';
+  }
+
+  stopReason: string;
+  streaming: boolean;
+  /** Requests sent to the provider, streamed or not. */
+  requests = 0;
+
+  constructor(fields: AnthropicLikeFields = {}) {
+    super(fields);
+    this.stopReason = fields.stopReason ?? 'end_turn';
+    this.streaming = fields.streaming ?? false;
+  }
+
+  _llmType(): string {
+    return 'anthropic-like';
+  }
+
+  override async *_streamResponseChunks(
+    _messages: BaseMessage[],
+    _options: this['ParsedCallOptions'],
+    runManager?: CallbackManagerForLLMRun,
+  ): AsyncGenerator<ChatGenerationChunk> {
+    this.requests++;
+    const provider = { model_provider: 'anthropic' };
+    const messages = [
+      new AIMessageChunk({
+        content: '',
+        id: 'msg_01',
+        additional_kwargs: { id: 'msg_01', type: 'message', role: 'assistant', model: 'claude-like' },
+        response_metadata: { ...provider, usage: {} },
+        usage_metadata: { input_tokens: 12, output_tokens: 1, total_tokens: 13 },
+      }),
+      new AIMessageChunk({ content: 'Once upon ', response_metadata: provider }),
+      new AIMessageChunk({ content: 'a time', response_metadata: provider }),
+      new AIMessageChunk({
+        content: '',
+        additional_kwargs: { stop_reason: this.stopReason, stop_sequence: null },
+        response_metadata: {},
+        usage_metadata: { input_tokens: 0, output_tokens: 4, total_tokens: 4 },
+      }),
+    ];
+    for (const message of messages) {
+      const chunk = new ChatGenerationChunk({ text: message.text, message });
+      yield chunk;
+      await runManager?.handleLLMNewToken(chunk.text, undefined, undefined, undefined, undefined, { chunk });
+    }
+  }
+
+  async _generate(
+    messages: BaseMessage[],
+    options: this['ParsedCallOptions'],
+    runManager?: CallbackManagerForLLMRun,
+  ): Promise<ChatResult> {
+    if (this.streaming) {
+      let final: ChatGenerationChunk | undefined;
+      for await (const chunk of this._streamResponseChunks(messages, options, runManager)) {
+        final = final ? final.concat(chunk) : chunk;
+      }
+      return { generations: [{ text: final!.text, message: final!.message }] };
+    }
+    this.requests++;
+    const kwargs = { id: 'msg_01', model: 'claude-like', stop_reason: this.stopReason, stop_sequence: null };
+    const message = new AIMessage({
+      content: 'Once upon a time',
+      id: 'msg_01',
+      additional_kwargs: kwargs,
+      response_metadata: { ...kwargs, model_provider: 'anthropic' },
+    });
+    return { generations: [{ text: message.text, message }] };
+  }
+}
+
 /** A chat model whose llmKey leaves its model name out, as some providers' do. */
 export class NamelessKeyModel extends ScriptedChatModel {
   static override lc_name(): string {

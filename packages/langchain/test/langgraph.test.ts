@@ -23,7 +23,7 @@ import { createCache, createToolLedger } from '@x/cache-core';
 import { describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { cachedTool, LangChainCache, withCache } from '../src/index.ts';
-import { ScriptedChatModel } from './helpers.ts';
+import { AnthropicLikeModel, ScriptedChatModel } from './helpers.ts';
 
 const State = Annotation.Root({
   ...MessagesAnnotation.spec,
@@ -306,6 +306,29 @@ describe('a cached model called inside a LangGraph node with the node config', (
     await graph.invoke(ask(), { configurable: { thread_id: 't1' } });
     await graph.invoke(ask(), { configurable: { thread_id: 't2' } });
     expect(inner.log.generate).toBe(1);
+  });
+
+  it("streams with streamMode: 'messages' and replays only complete answers", async () => {
+    const inner = new AnthropicLikeModel({ stopReason: 'max_tokens' });
+    const graph = graphCalling(withCache(inner, { cache: createCache() }));
+    const run = async (thread: string) => {
+      const texts: string[] = [];
+      const stream = await graph.stream(ask(), {
+        streamMode: 'messages',
+        configurable: { thread_id: thread },
+      });
+      for await (const [chunk] of stream) texts.push(chunk.text);
+      return texts.join('');
+    };
+    expect(await run('t1')).toBe('Once upon a time');
+    expect(await run('t2')).toBe('Once upon a time');
+    // A truncated answer (stop_reason only in the streamed chunks' additional_kwargs) is not replayed.
+    expect(inner.requests).toBe(2);
+
+    inner.stopReason = 'end_turn';
+    await run('t3');
+    expect(await run('t4')).toBe('Once upon a time');
+    expect(inner.requests).toBe(3);
   });
 
   it('still keys on a call option that changes the answer', async () => {

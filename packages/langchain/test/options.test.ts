@@ -104,6 +104,49 @@ describe('option types', () => {
     invalidOption(() => new LangChainCache('memory' as never));
   });
 
+  it('treats an option set to null as not given, in every adapter', async () => {
+    const cache = memoryCache();
+    const unset = {
+      tier: null,
+      namespace: null,
+      ttl: null,
+      tags: null,
+      secretKeys: null,
+      onError: null,
+      name: null,
+    } as unknown as SharedCacheOptions;
+
+    const inner = new ScriptedChatModel();
+    const model = withCache(inner, { cache, ...unset, streams: null, shouldCache: null } as never);
+    await model.invoke('hi');
+    await model.invoke('hi');
+    expect(inner.log.generate).toBe(1);
+    expect(model.view.namespace).toBe(cache.namespace);
+
+    const classic = new ScriptedChatModel({
+      cache: new LangChainCache({ cache, ...unset, shouldCache: null } as never),
+    });
+    await classic.invoke('hi');
+    await classic.invoke('hi');
+    expect(classic.log.generate).toBe(1);
+
+    const embeddings = new CachedEmbeddings(new SyntheticEmbeddings({ vectorSize: 4 }), {
+      cache,
+      ...unset,
+      model: null,
+      precision: null,
+      usage: null,
+    } as never);
+    expect(await embeddings.embedQuery('alpha')).toHaveLength(4);
+
+    const ledger = createToolLedger({ cache, tools: { echo: { kind: 'write' } } });
+    const nulls = { name: null, scope: null, idempotencyKey: null, force: null };
+    const shared = cachedTool(echo, { ledger, policy: null, cache: null, ...nulls } as never);
+    expect(await shared.invoke({ text: 'once' })).toBe('once');
+    const own = cachedTool(echo, { ledger: null, policy: { kind: 'read' }, cache, ...nulls } as never);
+    expect(await own.invoke({ text: 'twice' })).toBe('twice');
+  });
+
   it('accepts well-typed options', () => {
     const cache = memoryCache();
     const options = {

@@ -1,4 +1,5 @@
 import { BaseCallbackHandler } from '@langchain/core/callbacks/base';
+import type { ChatModelStreamEvent } from '@langchain/core/language_models/event';
 import type { BaseMessage } from '@langchain/core/messages';
 import { AIMessage, AIMessageChunk, HumanMessage, ToolMessage } from '@langchain/core/messages';
 import { StringOutputParser } from '@langchain/core/output_parsers';
@@ -140,6 +141,34 @@ describe('withCache', () => {
     await model.batch(['Capital of France?', 'Capital of Spain?', 'Capital of Spain?'], options);
     expect(handler.ends).toHaveLength(3);
     expect(handler.ends.filter((extra) => extra === undefined)).toHaveLength(1);
+  });
+
+  it('answers a call LangChain streams as chat-model stream events from the cache, unmarked', async () => {
+    // A handler that prefers chat-model stream events (LangGraph's streamEvents v3 handler) makes
+    // LangChain call the model's _streamChatModelEvents without the run manager, so the hit is
+    // served but its run cannot be marked cached (the README says so). If this starts failing,
+    // LangChain hands the run manager over now: mark the run and update the README.
+    class StreamEventRecorder extends EndRecorder {
+      readonly lc_prefer_chat_model_stream_events = true;
+      texts: string[] = [];
+      override handleChatModelStreamEvent(event: ChatModelStreamEvent): void {
+        if (event.event === 'content-block-delta' && event.delta.type === 'text-delta') {
+          this.texts.push(event.delta.text);
+        }
+      }
+    }
+    const handler = new StreamEventRecorder();
+    const inner = new ScriptedChatModel();
+    const model = withCache(inner, { cache: memoryCache() });
+
+    const first = await model.invoke('Capital of France?', { callbacks: [handler] });
+    const firstTexts = handler.texts.splice(0);
+    const second = await model.invoke('Capital of France?', { callbacks: [handler] });
+    expect(inner.log).toMatchObject({ generate: 0, stream: 1 });
+    expect(second.text).toBe(first.text);
+    expect(handler.texts.join('')).toBe(first.text);
+    expect(firstTexts.join('')).toBe(first.text);
+    expect(handler.ends).toEqual([undefined, undefined]);
   });
 
   it('reports a response the cache refuses to store through onError and counts a dropped write', async () => {

@@ -32,7 +32,7 @@ afterEach(async () => {
 });
 
 /** The same backend, answering `method` 30 ms late (as a remote store can). */
-function slowReads<B extends object>(backend: B, method: 'get' | 'getMany'): B {
+function slowReads<B extends object>(backend: B, method: 'get' | 'getMany', delayMs = 30): B {
   return new Proxy(backend, {
     get(target, property) {
       const member = Reflect.get(target, property, target);
@@ -40,7 +40,7 @@ function slowReads<B extends object>(backend: B, method: 'get' | 'getMany'): B {
       if (property !== method) return member.bind(target);
       return async (...args: unknown[]) => {
         const found = await member.apply(target, args);
-        await new Promise((resolve) => setTimeout(resolve, 30));
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
         return found;
       };
     },
@@ -630,6 +630,21 @@ describe('createCache > invalidation', () => {
     const stats = await cache.getAllStats();
     expect(stats.totals.sets).toBe(0);
     expect(stats.tiers.responses?.entries).toBe(0);
+  });
+});
+
+describe('createCache > a store slower than its timeout', () => {
+  it('stays stalled while it answers late, instead of costing a caller a timeout on every probe', async () => {
+    const store = slowReads(sqliteBackend({ path: join(dir, 'slow.db') }), 'get', 100);
+    const cache = make({ store: { backend: store, timeout: 20, breaker: false }, memory: false });
+    const failures: string[] = [];
+    cache.on('error', (event) => failures.push(event.operation));
+    for (let i = 0; i < 20; i++) {
+      await cache.get(`k${i}`);
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    expect(failures).toEqual(['get']);
+    expect((await cache.getAllStats()).levels.sqlite?.skipped).toBeGreaterThanOrEqual(19);
   });
 });
 

@@ -576,34 +576,40 @@ class Engine {
 
   /**
    * Marks a level that let a call time out as stalled and probes it in the background (a read of
-   * a key nobody writes) until it answers: one caller pays the timeout, not every one after it.
-   * The probe has no deadline: on a frozen store it is answered the moment the store wakes, which
-   * ends the stall at once. At most one is outstanding; a failed one is followed by another.
+   * a key nobody writes) until it answers in time: one caller pays the timeout, not every one after
+   * it. The probe has no deadline, so on a frozen store it is answered the moment the store wakes;
+   * an answer slower than the level's timeout only sends the next probe at once (a store that is
+   * alive but too slow stays stalled instead of costing a caller a timeout on every cycle). One
+   * probe per level is outstanding at a time.
    */
   #stall(level: Level): void {
     if (level.stalled) return;
     level.stalled = true;
-    let outstanding = false;
     const every = timerMs(Math.min(level.timeoutMs ?? 1000, 1000));
     const probe = (): void => {
-      if (this.closed || !level.stalled) return;
-      if (!outstanding) {
-        outstanding = true;
-        Promise.resolve()
-          .then(() => level.backend.get(PROBE_KEY))
-          .then(
-            () => {
-              level.stalled = false;
-            },
-            () => undefined,
-          )
-          .finally(() => {
-            outstanding = false;
-          });
-      }
-      setTimeout(probe, every).unref();
+      if (this.closed || !level.stalled || level.probeOutstanding) return;
+      level.probeOutstanding = true;
+      const sent = performance.now();
+      const answered = (inTime: boolean) => {
+        level.probeOutstanding = false;
+        if (inTime) level.stalled = false;
+        else probe();
+      };
+      Promise.resolve()
+        .then(() => level.backend.get(PROBE_KEY))
+        .then(
+          () => answered(performance.now() - sent <= (level.timeoutMs ?? Number.POSITIVE_INFINITY)),
+          () => {
+            level.probeOutstanding = false;
+          },
+        );
     };
-    probe();
+    const tick = (): void => {
+      if (this.closed || !level.stalled) return;
+      probe();
+      setTimeout(tick, every).unref();
+    };
+    tick();
   }
 
   expand(name: string): string[] {

@@ -295,6 +295,39 @@ describe.skipIf(skip)('the tool ledger on a frozen Redis', () => {
     }
   }, 30_000);
 
+  it('a retry in the same process joins an outcome still being recorded, even once its lease ran out', async () => {
+    const own = await startRedis();
+    const cache = createCache({
+      store: { backend: redisBackend({ url: own.url, keyPrefix: 'ledger-join:' }), timeout: TIMEOUT_MS },
+      memory: false,
+    });
+    const ledger = createToolLedger({ cache, leaseTtl: '1s', tools: { email: { kind: 'write' } } });
+    let runs = 0;
+    const call = () =>
+      ledger.executeOrReplay({
+        tool: 'email',
+        input: { to: 'bo' },
+        execute: async () => {
+          runs++;
+          own.process!.kill('SIGSTOP');
+          return `sent ${runs}`;
+        },
+      });
+    try {
+      // The caller gets its outcome while Redis is still frozen; the lease (1 s) runs out.
+      expect((await call()).value).toBe('sent 1');
+      own.process!.kill('SIGCONT');
+      const retry = await call();
+      expect(retry.value).toBe('sent 1');
+      expect(retry.source).not.toBe('executed');
+      expect(runs).toBe(1);
+    } finally {
+      own.process!.kill('SIGCONT');
+      await cache.close();
+      await own.stop();
+    }
+  }, 30_000);
+
   it('withdraws a claim that timed out but landed later, so the retry runs at once', async () => {
     const own = await startRedis();
     const admin = new Redis(own.url);

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -5,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Clock } from '../src/backends/backend.ts';
+import { memoryBackend } from '../src/backends/memory.ts';
 import { sqliteBackend } from '../src/backends/sqlite.ts';
 import type { Cache, CacheOptions } from '../src/cache.ts';
 import { createCache } from '../src/cache.ts';
@@ -663,6 +665,101 @@ describe('tool ledger: write tools', () => {
     const replay = await ledger.executeOrReplay(call).catch((error) => error);
     expect(CacheError.isInstance(replay) && replay.code).toBe('E_UNSERIALIZABLE');
     expect(runs).toBe(1);
+  });
+
+  it('records a failure whose error is too large (or cannot be printed) with a short stand-in, at once', async () => {
+    const errors: string[] = [];
+    const { ledger } = open({
+      cacheOptions: {
+        store: sqliteBackend({ path: join(dir, 'small-errors.db'), maxBytes: 1_500 }),
+        memory: false,
+      },
+      tools: { send_email: { kind: 'write' } },
+      onError: (error) => errors.push(String(error)),
+    });
+    let runs = 0;
+    const failing = (key: string, thrown: () => unknown) => ({
+      tool: 'send_email',
+      input: { to: key },
+      idempotencyKey: key,
+      execute: async () => {
+        runs++;
+        throw thrown();
+      },
+    });
+    const noise = randomBytes(3_000).toString('base64');
+    const huge = failing('huge', () => new RangeError(`declined ${noise}`));
+    const started = performance.now();
+    await expect(ledger.executeOrReplay(huge)).rejects.toBeInstanceOf(RangeError);
+    expect(performance.now() - started).toBeLessThan(1_000);
+    expect(errors.join()).toMatch(/maxBytes/);
+    const replayed = await ledger.executeOrReplay(huge).catch((error) => error);
+    expect(replayed).toBeInstanceOf(RecordedToolError);
+    expect(replayed.message).toMatch(
+      /failed with RangeError: declined \S+ \(the full error was too large to record\)/,
+    );
+    // An error whose message cannot even be made a string is recorded too.
+    const odd = failing('odd', () => Object.assign(Object.create(null), { message: Object.create(null) }));
+    await expect(ledger.executeOrReplay(odd)).rejects.toBeDefined();
+    expect(await ledger.executeOrReplay(odd).catch((error) => error)).toBeInstanceOf(RecordedToolError);
+    expect(runs).toBe(2);
+  });
+
+  it('an isFailure that throws is reported and the value recorded as a success', async () => {
+    const errors: string[] = [];
+    const { ledger } = open({
+      tools: {
+        charge: {
+          kind: 'write',
+          isFailure: () => {
+            throw new Error('predicate broke');
+          },
+        },
+      },
+      onError: (error, context) => errors.push(`${context.operation}: ${(error as Error).message}`),
+    });
+    let runs = 0;
+    const call = { tool: 'charge', input: 1, execute: async () => ({ ok: ++runs }) };
+    expect(await ledger.executeOrReplay(call)).toMatchObject({ status: 'succeeded', value: { ok: 1 } });
+    expect(errors).toEqual(['isFailure: predicate broke']);
+    expect(await ledger.executeOrReplay(call)).toMatchObject({ source: 'replayed', value: { ok: 1 } });
+    expect(runs).toBe(1);
+  });
+
+  it('withdraws a timed-out claim that lands after the first try at withdrawing it', async () => {
+    // A store whose next swap is slow: the claim times out, the withdrawal finds nothing, then the
+    // claim lands (a reordered network write).
+    let slowSwap = false;
+    const base = memoryBackend();
+    const store = new Proxy(base, {
+      get(target, property) {
+        const member = Reflect.get(target, property, target);
+        if (typeof member !== 'function') return member;
+        if (property !== 'compareAndSwap') return member.bind(target);
+        return async (...args: unknown[]) => {
+          if (slowSwap) {
+            slowSwap = false;
+            await sleep(300);
+          }
+          return member.apply(target, args);
+        };
+      },
+    });
+    const { ledger } = open({
+      store,
+      timeout: '100ms',
+      leaseTtl: '20s',
+      tools: { charge: { kind: 'write' } },
+    });
+    let runs = 0;
+    const charge = () =>
+      ledger.executeOrReplay({ tool: 'charge', input: { amount: 5 }, execute: async () => ++runs });
+    slowSwap = true;
+    await expect(charge()).rejects.toMatchObject({ code: 'E_TIMEOUT' });
+    await sleep(1_500);
+    const started = performance.now();
+    expect((await charge()).value).toBe(1);
+    expect(performance.now() - started).toBeLessThan(3_000);
   });
 
   it('keeps recorded writes in a SQLite store bounded by maxEntries, however many entries follow', async () => {

@@ -148,12 +148,21 @@ export function recordError(error: unknown): RecordedError {
     const code = source.code;
     return {
       name: typeof source.name === 'string' ? source.name : 'Error',
-      message: String(source.message),
+      message: printable(source.message),
       code: typeof code === 'string' || typeof code === 'number' ? code : undefined,
       stack: typeof source.stack === 'string' ? source.stack : undefined,
     };
   }
-  return { name: 'Error', message: String(error) };
+  return { name: 'Error', message: printable(error) };
+}
+
+/** `String(value)`, or a description when it cannot be made a string (no `toString`, one that throws). */
+function printable(value: unknown): string {
+  try {
+    return String(value);
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
 }
 
 function shorten(text: string): string {

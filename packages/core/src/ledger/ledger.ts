@@ -13,6 +13,7 @@ import type { RecordedError } from './errors.ts';
 import {
   IdempotencyConflictError,
   RecordedToolError,
+  recordError,
   ToolInProgressError,
   ToolOutcomeUnknownError,
 } from './errors.ts';
@@ -349,6 +350,8 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
   const maxWait = options.maxWait;
   const pollInterval = options.pollInterval;
   const flights = new Map<string, Flight>();
+  /** Outcomes still being recorded after their caller got them: same-process calls of the key wait. */
+  const recordings = new Map<string, Promise<void>>();
   /** Counters for stores without persistent ones (memory). */
   const local = new Map<string, ToolStats>();
   let historySeq = 0;
@@ -477,7 +480,7 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
       throw error;
     }
     await invalidateAfter(call.tool, policy);
-    const failed = (policy.isFailure ?? defaultIsFailure)(value);
+    const failed = judge(policy, value, call.tool);
     const entry = entryOf(call, 'none', key, 'executed', startedAt, {
       status: failed ? 'failed' : 'succeeded',
       exitCode: exitCodeOf(value),
@@ -493,7 +496,7 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
     const startedAt = clock.now();
     const cacheKey = { name: call.tool, request: call.input };
     const storageKey = tools.key(cacheKey);
-    const isFailure = policy.isFailure ?? defaultIsFailure;
+    const isFailure = (value: unknown) => judge(policy, value, call.tool);
     const context: ToolCallContext = {
       tool: call.tool,
       idempotencyKey: storageKey,
@@ -576,10 +579,19 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
       }),
       promise: undefined as never,
     };
-    flight.promise = lead(call, policy, key, request, onConcurrent, claimed).finally(() => {
-      claimed(false);
+    flight.promise = lead(call, policy, key, request, onConcurrent, claimed);
+    const leave = () => {
       if (flights.get(key) === flight) flights.delete(key);
-    });
+    };
+    // Kept while its outcome is still being recorded in the background: a call of the same key in
+    // this process joins it then, instead of finding the record pending (or its lease run out).
+    const settled = () => {
+      claimed(false);
+      const recording = recordings.get(key);
+      if (recording) void recording.then(leave);
+      else leave();
+    };
+    flight.promise.then(settled, settled);
     flights.set(key, flight);
     return flight.promise as Promise<LedgerOutcome<O>>;
   }
@@ -717,7 +729,23 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
       // `Promise.reject()`), so that a retry replays the failure instead of an `undefined` success.
       const failure = error === undefined ? new Error(`tool "${call.tool}" threw undefined`) : error;
       await keepOutcome(
-        () => idempotency.markFailed(key, failure, owner, { ttl: policy.ttl }),
+        async () => {
+          try {
+            await idempotency.markFailed(key, failure, owner, { ttl: policy.ttl });
+          } catch (recordFailure) {
+            if (!unstorable(recordFailure)) throw recordFailure;
+            // The error itself cannot be kept (over the store's maxBytes): a short one stands in
+            // for it, so the failure is still recorded and replayed, never run again.
+            const { name, message } = brief(failure);
+            // No stack: it would repeat the message and carry the frames.
+            const stand = {
+              name: 'Error',
+              message: `tool "${call.tool}" failed with ${name}: ${message.slice(0, 200)} (the full error was too large to record)`,
+            };
+            await idempotency.markFailed(key, stand, owner, { ttl: policy.ttl });
+            report(recordFailure, 'record', call.tool, key);
+          }
+        },
         call.tool,
         key,
         lost.signal,
@@ -734,7 +762,7 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
       );
       throw error;
     }
-    const failed = (policy.isFailure ?? defaultIsFailure)(value);
+    const failed = judge(policy, value, call.tool);
     const recordOutcome = (options: { result?: unknown; resultNotStored?: string }) =>
       failed
         ? idempotency.markFailed(key, undefined, owner, { ttl: policy.ttl, ...options })
@@ -744,12 +772,7 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
         try {
           await recordOutcome({ result: value });
         } catch (error) {
-          if (
-            !CacheError.isInstance(error) ||
-            (error.code !== 'E_UNSERIALIZABLE' && error.code !== 'E_INVALID_OPTION')
-          ) {
-            throw error;
-          }
+          if (!unstorable(error)) throw error;
           // The value cannot be kept (not data, or over the store's maxBytes): asking again would
           // not help. Recorded as done without it: a replay must not run the side effect again.
           await recordOutcome({ resultNotStored: error.message });
@@ -771,16 +794,31 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
     return outcome(value, 'executed', entry, 'write');
   }
 
+  /**
+   * The policy's `isFailure`; one that throws is reported and the value taken as a success (the
+   * tool did return it), so a faulty predicate never leaves a claim pending or a call unanswered.
+   */
+  function judge(policy: ToolPolicy, value: unknown, tool: string): boolean {
+    try {
+      return (policy.isFailure ?? defaultIsFailure)(value);
+    } catch (error) {
+      report(error, 'isFailure', tool);
+      return false;
+    }
+  }
+
   function leaseMsOf(policy: ToolPolicy): number {
     return parseDuration(policy.leaseTtl ?? options.leaseTtl ?? '30s', 'leaseTtl') ?? 30_000;
   }
 
   /**
    * Records a write's outcome, asking again while the store does not answer (busy, stalled, timing
-   * out) for as long as this caller holds the claim, with its lease renewed meanwhile: a record
-   * left pending would let the next caller run the side effect again once the lease ran out. The
-   * caller waits up to RECORD_WAIT_MS; past that it gets its outcome while recording goes on in
-   * the background (it ends when recorded, when the claim is lost, or when the store is closed).
+   * out, unreachable) for as long as this caller holds the claim, with its lease renewed
+   * meanwhile: a record left pending would let the next caller run the side effect again once the
+   * lease ran out. A refusal that will not change (an error of ours, not the store's) ends it after
+   * RECORD_ATTEMPTS, and so does RECORD_GIVE_UP_MS without an answer. The caller waits up to
+   * RECORD_WAIT_MS; past that it gets its outcome while recording goes on in the background, and
+   * callers of the same key in this process join it meanwhile (see `recordings`).
    */
   async function keepOutcome(
     record: () => Promise<unknown>,
@@ -789,6 +827,7 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
     lost: AbortSignal,
     renew: ReturnType<typeof setInterval>,
   ): Promise<void> {
+    const giveUp = Date.now() + RECORD_GIVE_UP_MS;
     const recording = (async () => {
       try {
         for (let attempt = 1; ; attempt++) {
@@ -797,7 +836,14 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
             return;
           } catch (error) {
             const closed = CacheError.isInstance(error) && error.code === 'E_CLOSED';
-            if (lost.aborted || closed) {
+            const storeDown =
+              !CacheError.isInstance(error) || error.code === 'E_TIMEOUT' || error.code === 'E_BACKEND';
+            if (
+              lost.aborted ||
+              closed ||
+              Date.now() >= giveUp ||
+              (!storeDown && attempt >= RECORD_ATTEMPTS)
+            ) {
               report(error, 'record', tool, key);
               return;
             }
@@ -811,30 +857,39 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
       }
     })();
     let waited: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      recording,
-      new Promise<void>((resolve) => {
-        waited = setTimeout(resolve, RECORD_WAIT_MS);
+    const done = await Promise.race([
+      recording.then(() => true),
+      new Promise<false>((resolve) => {
+        waited = setTimeout(() => resolve(false), RECORD_WAIT_MS);
       }),
     ]);
     clearTimeout(waited);
+    if (!done) {
+      recordings.set(key, recording);
+      void recording.then(() => {
+        if (recordings.get(key) === recording) recordings.delete(key);
+      });
+    }
   }
 
   /**
-   * A claim that timed out may still land when the store wakes up: withdrawn then (as long as its
-   * lease could keep others waiting), so that the retry of a call that never ran is not held up.
+   * A claim that timed out may still land when the store wakes up: withdrawn then (until its lease
+   * would have run out), so that the retry of a call that never ran is not held up. A release that
+   * finds nothing may have come before the claim: asked again until the record is ours and
+   * released, someone else's, or complete.
    */
   function withdrawLater(key: string, owner: string, leaseMs: number): void {
     const until = Date.now() + leaseMs;
     void (async () => {
       while (Date.now() < until) {
         try {
-          await idempotency.release(key, owner);
-          return;
+          if (await idempotency.release(key, owner)) return;
+          const record = await idempotency.check(key);
+          if (record && (record.status !== 'pending' || record.owner !== owner)) return;
         } catch (error) {
           if (CacheError.isInstance(error) && error.code === 'E_CLOSED') return;
-          await sleep(RECORD_RETRY_MAX_MS, undefined, { ref: false });
         }
+        await sleep(RECORD_RETRY_MAX_MS, undefined, { ref: false });
       }
     })();
   }
@@ -983,6 +1038,8 @@ const RECORD_RETRY_MS = 25;
 const RECORD_RETRY_MAX_MS = 1000;
 /** How long a caller waits for its outcome to be recorded before it gets it anyway. */
 const RECORD_WAIT_MS = 2000;
+/** How long recording an outcome goes on without an answer from the store before it is given up. */
+const RECORD_GIVE_UP_MS = 10 * 60_000;
 
 function isControlFlow(call: ExecuteOrReplayCall<unknown, unknown>, error: unknown): boolean {
   try {
@@ -1082,9 +1139,14 @@ function exitCodeOf(value: unknown): number | undefined {
 }
 
 function brief(error: unknown): Pick<RecordedError, 'name' | 'message'> {
-  if (error instanceof Error) return { name: error.name, message: error.message };
-  if (typeof error === 'object' && error !== null && 'message' in error) {
-    return { name: String((error as { name?: unknown }).name ?? 'Error'), message: String(error.message) };
-  }
-  return { name: 'Error', message: String(error) };
+  // recordError never throws, whatever was thrown (an object without toString, say).
+  const { name, message } = recordError(error);
+  return { name, message };
+}
+
+/** A record the store refuses for what it holds (not data, over its maxBytes): trying again would not help. */
+function unstorable(error: unknown): error is CacheError {
+  return (
+    CacheError.isInstance(error) && (error.code === 'E_UNSERIALIZABLE' || error.code === 'E_INVALID_OPTION')
+  );
 }

@@ -49,6 +49,8 @@ export class Level {
    * background probe waits for its answer; any answer clears it.
    */
   stalled = false;
+  /** The stalled level's background probe is waiting for an answer. */
+  probeOutstanding = false;
   /** The engine's counter bucket for this level, cached here because every hit increments it. */
   counters: object | undefined;
 

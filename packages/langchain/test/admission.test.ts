@@ -2,24 +2,14 @@ import type { BaseMessage } from '@langchain/core/messages';
 import { AIMessage } from '@langchain/core/messages';
 import type { ChatResult } from '@langchain/core/outputs';
 import { FakeLLM } from '@langchain/core/utils/testing';
-import { createCache } from '@x/cache-core';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import type { CacheCandidate } from '../src/index.ts';
 import { defaultShouldCache, LangChainCache, withCache } from '../src/index.ts';
 import type { ScriptedCallOptions } from './helpers.ts';
-import { AnthropicLikeModel, ScriptedChatModel, ScriptedJsonModel } from './helpers.ts';
+import { AnthropicLikeModel, cleanupAfterEach, ScriptedChatModel, ScriptedJsonModel } from './helpers.ts';
 
-const closers: Array<() => unknown> = [];
-afterEach(async () => {
-  while (closers.length > 0) await closers.pop()!();
-});
-
-function memoryCache() {
-  const cache = createCache();
-  closers.push(() => cache.close());
-  return cache;
-}
+const { memoryCache } = cleanupAfterEach();
 
 async function drain(stream: AsyncIterable<unknown>): Promise<void> {
   for await (const _ of stream);

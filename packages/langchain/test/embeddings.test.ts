@@ -1,9 +1,9 @@
 import { SyntheticEmbeddings } from '@langchain/core/utils/testing';
 import { countTokens, createCache } from '@x/cache-core';
 import { sqliteBackend } from '@x/cache-core/sqlite';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CachedEmbeddings } from '../src/index.ts';
-import { deferred, tempDir } from './helpers.ts';
+import { cleanupAfterEach, deferred, tempDir } from './helpers.ts';
 
 /** LangChain's synthetic embeddings with a model name, recording what reaches the "provider". */
 class RecordingEmbeddings extends SyntheticEmbeddings {
@@ -35,16 +35,7 @@ class RecordingEmbeddings extends SyntheticEmbeddings {
   }
 }
 
-const closers: Array<() => unknown> = [];
-afterEach(async () => {
-  while (closers.length > 0) await closers.pop()!();
-});
-
-function memoryCache() {
-  const cache = createCache();
-  closers.push(() => cache.close());
-  return cache;
-}
+const { closers, memoryCache } = cleanupAfterEach();
 
 describe('CachedEmbeddings', () => {
   it('sends only the texts it has not seen, once each, and keeps the input order', async () => {

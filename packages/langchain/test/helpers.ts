@@ -18,7 +18,9 @@ import { ChatGenerationChunk } from '@langchain/core/outputs';
 import type { Runnable } from '@langchain/core/runnables';
 import { convertToOpenAITool } from '@langchain/core/utils/function_calling';
 import { toJsonSchema } from '@langchain/core/utils/json_schema';
-import type { Clock } from '@x/cache-core';
+import type { Cache, Clock } from '@x/cache-core';
+import { createCache } from '@x/cache-core';
+import { afterEach } from 'vitest';
 
 export interface ScriptedCallOptions extends BaseChatModelCallOptions {
   tools?: Record<string, unknown>[];
@@ -339,4 +341,21 @@ export function bytesOnDisk(dir: string): string {
   return readdirSync(dir)
     .map((name) => readFileSync(join(dir, name)).toString('latin1'))
     .join('\n');
+}
+
+/**
+ * Cleanups run after each test of the calling file (it registers the `afterEach`), and a memory
+ * cache that is closed by them.
+ */
+export function cleanupAfterEach(): { closers: Array<() => unknown>; memoryCache: () => Cache } {
+  const closers: Array<() => unknown> = [];
+  afterEach(async () => {
+    while (closers.length > 0) await closers.pop()!();
+  });
+  const memoryCache = (): Cache => {
+    const cache = createCache();
+    closers.push(() => cache.close());
+    return cache;
+  };
+  return { closers, memoryCache };
 }

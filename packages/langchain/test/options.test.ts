@@ -1,22 +1,13 @@
 import { tool } from '@langchain/core/tools';
 import { SyntheticEmbeddings } from '@langchain/core/utils/testing';
-import { CacheError, createCache, createToolLedger } from '@x/cache-core';
-import { afterEach, describe, expect, it } from 'vitest';
+import { CacheError, createToolLedger } from '@x/cache-core';
+import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import type { SharedCacheOptions } from '../src/index.ts';
 import { CachedEmbeddings, cachedTool, LangChainCache, withCache } from '../src/index.ts';
-import { ScriptedChatModel } from './helpers.ts';
+import { cleanupAfterEach, ScriptedChatModel } from './helpers.ts';
 
-const closers: Array<() => unknown> = [];
-afterEach(async () => {
-  while (closers.length > 0) await closers.pop()!();
-});
-
-function memoryCache() {
-  const cache = createCache();
-  closers.push(() => cache.close());
-  return cache;
-}
+const { memoryCache } = cleanupAfterEach();
 
 const echo = tool(async ({ text }: { text: string }) => text, {
   name: 'echo',

@@ -10,11 +10,12 @@ import { tool } from '@langchain/core/tools';
 import { FakeChatModel, FakeListChatModel, FakeStreamingChatModel } from '@langchain/core/utils/testing';
 import { createCache } from '@x/cache-core';
 import { sqliteBackend } from '@x/cache-core/sqlite';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { CachedChatModel, withCache } from '../src/index.ts';
 import {
   bytesOnDisk,
+  cleanupAfterEach,
   deferred,
   NamelessKeyModel,
   ScriptedChatModel,
@@ -70,16 +71,7 @@ async function collect<T>(stream: AsyncIterable<T>): Promise<T[]> {
   return out;
 }
 
-const closers: Array<() => unknown> = [];
-afterEach(async () => {
-  while (closers.length > 0) await closers.pop()!();
-});
-
-function memoryCache() {
-  const cache = createCache();
-  closers.push(() => cache.close());
-  return cache;
-}
+const { closers, memoryCache } = cleanupAfterEach();
 
 describe('withCache', () => {
   it('answers a repeated invoke from the cache with the complete message and zero usage', async () => {

@@ -100,6 +100,14 @@ export const MIGRATIONS: readonly string[] = [
   `,
 ];
 
+/**
+ * Per version (index `v - 1`), the oldest schema version whose code can still use a file at
+ * version `v`: a migration that only adds tables or indexes older code never reads keeps it low,
+ * so that during a rolling upgrade the processes not upgraded yet go on using the file. Stored in
+ * `cache_meta` as `readable_from`; builds from this one on accept a newer file that allows them.
+ */
+export const READABLE_FROM: readonly number[] = [1, 1, 1];
+
 /** Schema version of `db` (0 for a database this backend never opened). */
 export function schemaVersion(db: BetterSqlite3.Database): number {
   const hasMeta = db
@@ -115,23 +123,33 @@ export function schemaVersion(db: BetterSqlite3.Database): number {
  * Otherwise the upgrade runs in one `BEGIN IMMEDIATE` transaction that re-reads the version
  * under the write lock, so processes opening a new file at the same time migrate it once.
  */
-export function migrate(db: BetterSqlite3.Database, migrations: readonly string[] = MIGRATIONS): number {
+export function migrate(
+  db: BetterSqlite3.Database,
+  migrations: readonly string[] = MIGRATIONS,
+  readableFrom: readonly number[] = READABLE_FROM,
+): number {
   const latest = migrations.length;
   const current = schemaVersion(db);
   if (current === latest) return latest;
-  assertKnown(current, latest);
+  // A newer file this build may still use is left as it is (never migrated down).
+  if (usableNewer(db, current, latest)) return current;
   db.transaction(() => {
     db.exec('CREATE TABLE IF NOT EXISTS cache_meta (name TEXT NOT NULL PRIMARY KEY, value) WITHOUT ROWID');
     const locked = schemaVersion(db);
-    assertKnown(locked, latest);
+    if (usableNewer(db, locked, latest)) return;
     for (let version = locked; version < latest; version++) db.exec(migrations[version]!);
-    db.prepare("INSERT OR REPLACE INTO cache_meta (name, value) VALUES ('schema_version', ?)").run(latest);
+    const meta = db.prepare('INSERT OR REPLACE INTO cache_meta (name, value) VALUES (?, ?)');
+    meta.run('schema_version', latest);
+    meta.run('readable_from', readableFrom[latest - 1] ?? latest);
   }).immediate();
-  return latest;
+  return Math.max(latest, schemaVersion(db));
 }
 
-function assertKnown(version: number, latest: number): void {
-  if (version <= latest) return;
+/** Whether `version` is newer than this build (`latest`) but declares it can still be used by it; throws when it cannot. */
+function usableNewer(db: BetterSqlite3.Database, version: number, latest: number): boolean {
+  if (version <= latest) return false;
+  const readable = db.prepare("SELECT value FROM cache_meta WHERE name = 'readable_from'").pluck().get();
+  if (typeof readable === 'number' && readable <= latest) return true;
   throw cacheError(
     'E_BACKEND',
     'sqlite',

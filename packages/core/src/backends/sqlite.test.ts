@@ -522,12 +522,26 @@ describe('sqliteBackend', () => {
       expect(await cache.deleteByTag('x')).toBe(1);
     });
 
-    it('refuses a file from a newer schema with a message naming the fix', () => {
+    it('refuses a file from a newer schema it cannot use, with a message naming the fix', () => {
       const db = new Database(path);
       migrate(db);
-      db.prepare("UPDATE cache_meta SET value = 99 WHERE name = 'schema_version'").run();
+      db.prepare("UPDATE cache_meta SET value = 99 WHERE name IN ('schema_version', 'readable_from')").run();
       db.close();
       expect(() => backend()).toThrowError(/schema v99 .* upgrade @x\/cache-core/);
+    });
+
+    it('uses a file from a newer schema that declares this version can still read it, and leaves it as is', async () => {
+      const db = new Database(path);
+      expect(migrate(db)).toBe(MIGRATIONS.length);
+      expect(db.prepare("SELECT value FROM cache_meta WHERE name = 'readable_from'").pluck().get()).toBe(1);
+      // A later build added a table (an additive migration) and kept readable_from.
+      db.exec('CREATE TABLE cache_future (id INTEGER PRIMARY KEY)');
+      db.prepare("UPDATE cache_meta SET value = ? WHERE name = 'schema_version'").run(MIGRATIONS.length + 1);
+      db.close();
+      const cache = backend();
+      await cache.set('n:a', { value: text('a') });
+      expect(decode((await cache.get('n:a'))?.value)).toBe('a');
+      expect(schemaVersion(inspect())).toBe(MIGRATIONS.length + 1);
     });
 
     it('uses its own cache_ tables and leaves a passed database, its user_version and its tables alone', async () => {

@@ -797,6 +797,8 @@ class SqliteStore implements SqliteBackend {
   private stopBus(): void {
     if (this.busTimer) clearInterval(this.busTimer);
     this.busTimer = undefined;
+    // A later subscription starts from the end of the bus: rows skipped for being ours are moot.
+    this.ownIds.clear();
   }
 
   async close(): Promise<void> {

@@ -705,6 +705,50 @@ describe('tool ledger: write tools', () => {
     expect(runs).toBe(2);
   });
 
+  it('a forced call waits for an outcome still being recorded, then runs, without blocking the process', async () => {
+    let down = false;
+    const base = memoryBackend();
+    const store = new Proxy(base, {
+      get(target, property) {
+        const member = Reflect.get(target, property, target);
+        if (typeof member !== 'function') return member;
+        return (...args: unknown[]) =>
+          down ? Promise.reject(new Error('store unreachable')) : member.apply(target, args);
+      },
+    });
+    const { ledger } = open({ store, tools: { charge: { kind: 'write' } } });
+    let runs = 0;
+    const charge = (force?: boolean, onConcurrent?: 'throw') =>
+      ledger.executeOrReplay({
+        tool: 'charge',
+        input: { amount: 5 },
+        force,
+        onConcurrent,
+        execute: async () => {
+          runs++;
+          // The store goes away right after the side effect, for longer than the caller waits.
+          down = true;
+          setTimeout(() => {
+            down = false;
+          }, 2_500);
+          return `charged ${runs}`;
+        },
+      });
+    expect((await charge()).value).toBe('charged 1');
+    // Finished, though still being recorded: not "in progress" for a caller that would rather throw.
+    expect(await charge(false, 'throw')).toMatchObject({ source: 'joined', value: 'charged 1' });
+    let beats = 0;
+    const heartbeat = setInterval(() => beats++, 100);
+    try {
+      const forced = await charge(true);
+      expect(forced).toMatchObject({ source: 'executed', value: 'charged 2' });
+      expect(beats).toBeGreaterThan(0);
+    } finally {
+      clearInterval(heartbeat);
+      down = false;
+    }
+  }, 20_000);
+
   it('an isFailure that throws is reported and the value recorded as a success', async () => {
     const errors: string[] = [];
     const { ledger } = open({

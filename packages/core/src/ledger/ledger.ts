@@ -292,6 +292,10 @@ interface Flight {
   /** Resolves true once the leader knows it executes (false: it replays or waits elsewhere). */
   claimed: Promise<boolean>;
   promise: Promise<LedgerOutcome<unknown>>;
+  /** The leader has its outcome (its recording may still go on in the background). */
+  done: boolean;
+  /** Resolves when the flight leaves `flights` (after its recording): forced calls wait for it. */
+  left: Promise<void>;
 }
 
 type Counter = keyof ToolStats;
@@ -548,7 +552,8 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
       if (!flight) break;
       if (flight.requestHash !== requestHash)
         throw new IdempotencyConflictError(key, flight.requestHash, requestHash);
-      if (onConcurrent === 'throw' && (await flight.claimed)) {
+      // A call that has finished is not in progress, even while its outcome is being recorded.
+      if (onConcurrent === 'throw' && !flight.done && (await flight.claimed) && !flight.done) {
         throw new ToolInProgressError(key, call.tool, undefined, 'running');
       }
       const startedAt = clock.now();
@@ -556,11 +561,18 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
       try {
         joined = await flight.promise;
       } catch (error) {
-        if (call.force) continue;
+        if (call.force) {
+          await flight.left;
+          continue;
+        }
         throw error;
       }
-      // A forced call does not take another call's result: it waits its turn, then runs.
-      if (call.force) continue;
+      // A forced call does not take another call's result: it waits its turn (until the flight
+      // has left, its outcome recorded), then runs.
+      if (call.force) {
+        await flight.left;
+        continue;
+      }
       // Sharing a replay is a replay; sharing an execution is a join.
       const source: OutcomeSource = joined.source === 'executed' ? 'joined' : joined.source;
       const entry = entryOf(call, 'write', key, source, startedAt, {
@@ -572,20 +584,27 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
       return outcome(copyValue(joined.value as O), source, entry, 'write');
     }
     let claimed!: (executes: boolean) => void;
+    let left!: () => void;
     const flight: Flight = {
       requestHash,
       claimed: new Promise<boolean>((resolve) => {
         claimed = resolve;
       }),
       promise: undefined as never,
+      done: false,
+      left: new Promise<void>((resolve) => {
+        left = resolve;
+      }),
     };
     flight.promise = lead(call, policy, key, request, onConcurrent, claimed);
     const leave = () => {
       if (flights.get(key) === flight) flights.delete(key);
+      left();
     };
     // Kept while its outcome is still being recorded in the background: a call of the same key in
     // this process joins it then, instead of finding the record pending (or its lease run out).
     const settled = () => {
+      flight.done = true;
       claimed(false);
       const recording = recordings.get(key);
       if (recording) void recording.then(leave);

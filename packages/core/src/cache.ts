@@ -553,7 +553,7 @@ class Engine {
         run,
         (result) => {
           if (level.failures > 0) level.succeeded(admitted);
-          level.stalled = false;
+          if (level.stalled) level.answered(performance.now());
           resolve(result);
         },
         (error) => {
@@ -584,7 +584,7 @@ class Engine {
    */
   #stall(level: Level): void {
     if (level.stalled) return;
-    level.stalled = true;
+    level.stall(performance.now());
     const every = timerMs(Math.min(level.timeoutMs ?? 1000, 1000));
     const probe = (): void => {
       if (this.closed || !level.stalled || level.probeOutstanding) return;
@@ -592,7 +592,8 @@ class Engine {
       const sent = performance.now();
       const answered = (inTime: boolean) => {
         level.probeOutstanding = false;
-        if (inTime) level.stalled = false;
+        // A held stall waits for a later probe (the tick below sends one each interval).
+        if (inTime) level.answered(performance.now());
         else probe();
       };
       Promise.resolve()

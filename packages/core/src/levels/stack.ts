@@ -28,6 +28,10 @@ export interface LevelOptions {
 
 export type LevelInput = CacheBackend | LevelOptions;
 
+/** A stall that starts within this long of the last one's end lengthens the streak. */
+const STALL_MEMORY_MS = 30_000;
+const MAX_STALL_HOLD_MS = 30_000;
+
 const IN_PROCESS = new Set(['memory', 'sqlite']);
 
 export class Level {
@@ -51,6 +55,31 @@ export class Level {
   stalled = false;
   /** The stalled level's background probe is waiting for an answer. */
   probeOutstanding = false;
+  /** Stalls in a row, each soon after the previous one ended; lengthens the next one's hold. */
+  stallStreak = 0;
+  /** Until when (performance.now) the current stall holds whatever answers come. */
+  stallHoldUntil = 0;
+  /** When (performance.now) the last stall ended. */
+  stallEndedAt = Number.NEGATIVE_INFINITY;
+
+  /**
+   * Marks the level stalled. A store that stalls again soon after its last stall ended (its quick
+   * answers hid slow ones: a missing key answers fast, a big value does not) is held stalled for
+   * a while, 1 s doubling to 30 s, so it costs one timeout per hold rather than one per call.
+   */
+  stall(now: number): void {
+    this.stallStreak = now - this.stallEndedAt < STALL_MEMORY_MS ? this.stallStreak + 1 : 0;
+    const hold = this.stallStreak === 0 ? 0 : Math.min(1000 * 2 ** (this.stallStreak - 1), MAX_STALL_HOLD_MS);
+    this.stallHoldUntil = now + hold;
+    this.stalled = true;
+  }
+
+  /** An answer from the level: ends the stall unless it is still held. */
+  answered(now: number): void {
+    if (!this.stalled || now < this.stallHoldUntil) return;
+    this.stalled = false;
+    this.stallEndedAt = now;
+  }
   /** The engine's counter bucket for this level, cached here because every hit increments it. */
   counters: object | undefined;
 

@@ -614,7 +614,7 @@ describe('tool ledger: write tools', () => {
       },
     };
     expect(typeof (await ledger.executeOrReplay(call)).value.send).toBe('function');
-    expect(errors).toEqual(['record']);
+    expect(errors).toEqual(['record-partial']);
     const replay = await ledger.executeOrReplay(call).catch((e) => e);
     expect(CacheError.isInstance(replay)).toBe(true);
     expect(replay.code).toBe('E_UNSERIALIZABLE');

@@ -180,8 +180,12 @@ export interface ToolLedgerOptions {
    */
   timeout?: Duration | undefined;
   /**
-   * Called when bookkeeping fails after a tool ran (recording its outcome, history, stats); the
-   * caller still gets the tool's value. @default none
+   * Called when bookkeeping fails after a tool ran; the caller still gets the tool's value.
+   * `operation` says what: `record` (the outcome could not be recorded and the ledger gave up: a
+   * later call may run the tool again), `record-retrying` (the store is not taking the outcome
+   * yet; the ledger keeps asking), `record-partial` (recorded without its result, or with a short
+   * stand-in for an error too large to keep), `release`, `renew`, `history`, `stats`,
+   * `invalidate`, `isFailure`. @default none
    */
   onError?:
     | ((error: unknown, context: { operation: string; tool: string; key?: string }) => void)
@@ -741,7 +745,7 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
       if (isControlFlow(call, error)) {
         clearInterval(renew);
         // Not an outcome: the tool will run again when the caller resumes.
-        await idempotency.release(key, owner).catch((failure) => report(failure, 'record', call.tool, key));
+        await idempotency.release(key, owner).catch((failure) => report(failure, 'release', call.tool, key));
         throw error;
       }
       // A failure is recorded as one even when the tool threw nothing (`throw undefined`,
@@ -762,7 +766,7 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
               message: `tool "${call.tool}" failed with ${name}: ${message.slice(0, 200)} (the full error was too large to record)`,
             };
             await idempotency.markFailed(key, stand, owner, { ttl: policy.ttl });
-            report(recordFailure, 'record', call.tool, key);
+            report(recordFailure, 'record-partial', call.tool, key);
           }
         },
         call.tool,
@@ -795,7 +799,7 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
           // The value cannot be kept (not data, or over the store's maxBytes): asking again would
           // not help. Recorded as done without it: a replay must not run the side effect again.
           await recordOutcome({ resultNotStored: error.message });
-          report(error, 'record', call.tool, key);
+          report(error, 'record-partial', call.tool, key);
         }
       },
       call.tool,
@@ -867,7 +871,7 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
               return;
             }
             // Said once, while it keeps trying: the store is not taking the record.
-            if (attempt === RECORD_ATTEMPTS) report(error, 'record', tool, key);
+            if (attempt === RECORD_ATTEMPTS) report(error, 'record-retrying', tool, key);
             await sleep(Math.min(RECORD_RETRY_MS * 4 ** (attempt - 1), RECORD_RETRY_MAX_MS));
           }
         }

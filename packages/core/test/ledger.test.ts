@@ -39,6 +39,21 @@ function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => voi
   return { promise, resolve };
 }
 
+/**
+ * A real memory store whose every call goes through `around` (a fault: a delay, an outage), as a
+ * network store's calls can; `run` makes the call itself.
+ */
+function faultyMemoryStore(around: (method: string, run: () => Promise<unknown>) => Promise<unknown>) {
+  return new Proxy(memoryBackend(), {
+    get(target, property) {
+      const member = Reflect.get(target, property, target);
+      if (typeof member !== 'function') return member;
+      return (...args: unknown[]) =>
+        around(String(property), () => Promise.resolve(member.apply(target, args)));
+    },
+  });
+}
+
 let dir: string;
 const caches: Cache[] = [];
 beforeEach(() => {
@@ -707,15 +722,9 @@ describe('tool ledger: write tools', () => {
 
   it('a forced call waits for an outcome still being recorded, then runs, without blocking the process', async () => {
     let down = false;
-    const base = memoryBackend();
-    const store = new Proxy(base, {
-      get(target, property) {
-        const member = Reflect.get(target, property, target);
-        if (typeof member !== 'function') return member;
-        return (...args: unknown[]) =>
-          down ? Promise.reject(new Error('store unreachable')) : member.apply(target, args);
-      },
-    });
+    const store = faultyMemoryStore((_method, run) =>
+      down ? Promise.reject(new Error('store unreachable')) : run(),
+    );
     const { ledger } = open({ store, tools: { charge: { kind: 'write' } } });
     let runs = 0;
     const charge = (force?: boolean, onConcurrent?: 'throw') =>
@@ -774,20 +783,12 @@ describe('tool ledger: write tools', () => {
     // A store whose next swap is slow: the claim times out, the withdrawal finds nothing, then the
     // claim lands (a reordered network write).
     let slowSwap = false;
-    const base = memoryBackend();
-    const store = new Proxy(base, {
-      get(target, property) {
-        const member = Reflect.get(target, property, target);
-        if (typeof member !== 'function') return member;
-        if (property !== 'compareAndSwap') return member.bind(target);
-        return async (...args: unknown[]) => {
-          if (slowSwap) {
-            slowSwap = false;
-            await sleep(300);
-          }
-          return member.apply(target, args);
-        };
-      },
+    const store = faultyMemoryStore(async (method, run) => {
+      if (method === 'compareAndSwap' && slowSwap) {
+        slowSwap = false;
+        await sleep(300);
+      }
+      return run();
     });
     const { ledger } = open({
       store,

@@ -1000,11 +1000,10 @@ export class CacheView {
     return out;
   }
 
-  /** Stores a value. Throws on bad input (unserialisable value, quota with `reject`); backend failures are counted, not thrown. */
   /**
    * Stores `value`. A value or write the cache refuses (unserialisable, over a quota with
    * `reject`) throws, unless `policy.onStoreError` is given: then it is a dropped write, counted
-   * and reported there, as in `getOrCompute`.
+   * and reported there, as in `getOrCompute`. Backend failures are counted, never thrown.
    */
   async set<T>(key: KeyInput, value: T, policy: CachePolicy<T> = {}): Promise<void> {
     if (!this.engine.enabled) return;

@@ -434,6 +434,15 @@ class Engine {
     const level = this.busLevel;
     if (!level || this.closed || !(this.options.bus ?? this.memoryFront)) return;
     const text = JSON.stringify({ ...message, o: this.owner });
+    if (level.stalled) {
+      // Sent without a deadline (it is delivered when the store wakes) and without counting: a
+      // timeout per write while the store is frozen would only open the breaker, which would keep
+      // the store skipped for a while after it is back.
+      Promise.resolve()
+        .then(() => level.backend.publish!(BUS_CHANNEL, text))
+        .catch(() => undefined);
+      return;
+    }
     void this.guard('*', level, 'publish', undefined, undefined, () =>
       level.backend.publish!(BUS_CHANNEL, text),
     );

@@ -117,6 +117,45 @@ describe.skipIf(skip)('fail-open against a real Redis', () => {
   }, 20_000);
 });
 
+describe.skipIf(skip)('a frozen Redis behind a memory level', () => {
+  it('costs one timeout in all (bus messages do not time out one by one) and is used again once it wakes', async () => {
+    const own = await startRedis();
+    const keyPrefix = 'frozen-l1:';
+    const cache = createCache({
+      store: { backend: redisBackend({ url: own.url, keyPrefix }), timeout: TIMEOUT_MS },
+    });
+    const reader = createCache({ store: redisBackend({ url: own.url, keyPrefix }), memory: false });
+    const failed: string[] = [];
+    cache.on('error', (event) => failed.push(event.operation));
+    try {
+      await cache.ready();
+      own.process!.kill('SIGSTOP');
+      try {
+        for (let i = 0; i < 12; i++) expect(await cache.getOrCompute(`frozen-${i}`, () => 'v')).toBe('v');
+        // Long enough for anything sent with a deadline to have timed out.
+        await sleep(TIMEOUT_MS * 3);
+        expect(failed).toEqual(['get']);
+      } finally {
+        own.process!.kill('SIGCONT');
+      }
+      // Well within the breaker's 5 s: no run of publish timeouts opened it.
+      let stored: string | undefined;
+      const woke = performance.now();
+      for (let i = 0; i < 40 && stored !== 'after'; i++) {
+        await cache.getOrCompute(`after-${i}`, () => 'after');
+        stored = (await reader.getResult<string>(`after-${i}`))?.value;
+        if (stored !== 'after') await sleep(50);
+      }
+      expect(stored).toBe('after');
+      expect(performance.now() - woke).toBeLessThan(2_500);
+    } finally {
+      await cache.close();
+      await reader.close();
+      await own.stop();
+    }
+  }, 30_000);
+});
+
 describe.skipIf(skip)('a lock holder whose store stalled and woke up', () => {
   it('still releases the cross-process lock, so other processes do not wait out its ttl', async () => {
     const own = await startRedis();

@@ -288,6 +288,7 @@ describe('tool ledger: write tools', () => {
     expect(() => open({ onAbandoned: 'rerun' as never })).toThrow(
       /onAbandoned must be 'reexecute' or 'throw'/,
     );
+    expect(() => open({ maxWait: 'soon' as never })).toThrow(/maxWait/);
     expect(() => open({ tools: { t: { kind: 'write', onFailed: 'again' as never } } })).toThrow(
       /tools\.t\.onFailed must be 'replay' or 'retry'/,
     );

@@ -1134,6 +1134,9 @@ function checkChoices(
 /** The ledger-wide policy defaults, checked. */
 function checkDefaults(options: ToolLedgerOptions): Omit<ToolPolicy, 'kind'> {
   checkChoices(options, 'createToolLedger');
+  // Checked here, not on the first call: a bad value would otherwise fail every write call.
+  if (options.maxWait !== undefined) parseDuration(options.maxWait, 'maxWait');
+  if (options.pollInterval !== undefined) parseDuration(options.pollInterval, 'pollInterval');
   const defaults: Omit<ToolPolicy, 'kind'> = {};
   if (options.onFailed !== undefined) defaults.onFailed = options.onFailed;
   if (options.onAbandoned !== undefined) defaults.onAbandoned = options.onAbandoned;

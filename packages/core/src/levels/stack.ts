@@ -48,9 +48,10 @@ export class Level {
   openUntil = 0;
   probing = false;
   /**
-   * A call timed out and the level has not answered since. Calls on a lookup's path (get, lock,
-   * set, unlock) then skip it instead of each waiting out a timeout on a frozen store, while one
-   * background probe waits for its answer; any answer clears it.
+   * A call timed out and the level has not answered (in time) since. Calls on a lookup's path
+   * (get, getMany, lock, quota, set) then skip it instead of each waiting out a timeout on a frozen
+   * store, while one background probe waits for its answer; bus publishes go out without a
+   * deadline. See `stall` / `answered`.
    */
   stalled = false;
   /** The stalled level's background probe is waiting for an answer. */

@@ -1,8 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { redisBackend } from '../src/backends/redis.ts';
-import type { Cache } from '../src/cache.ts';
+import type { Cache, CacheOptions } from '../src/cache.ts';
 import { createCache } from '../src/cache.ts';
 import { createToolLedger } from '../src/ledger/ledger.ts';
 import type { RedisHandle } from './redis-server.ts';
@@ -117,189 +117,162 @@ describe.skipIf(skip)('fail-open against a real Redis', () => {
   }, 20_000);
 });
 
+/** What the tests below opened on a server of their own: undone after each test, the server woken first. */
+const owned: { servers: RedisHandle[]; closers: (() => unknown)[] } = { servers: [], closers: [] };
+afterEach(async () => {
+  for (const own of owned.servers) own.process?.kill('SIGCONT');
+  while (owned.closers.length > 0) await owned.closers.pop()!();
+  while (owned.servers.length > 0) await owned.servers.pop()!.stop();
+});
+
+/** A redis-server of this test's own (these tests stop, freeze and restart it), caches and clients on it. */
+async function ownRedis() {
+  const server = await startRedis();
+  owned.servers.push(server);
+  const open = (
+    keyPrefix: string,
+    options: Omit<CacheOptions, 'store'> & { timeout?: number } = {},
+  ): Cache => {
+    const { timeout = TIMEOUT_MS, ...rest } = options;
+    const cache = createCache({
+      store: { backend: redisBackend({ url: server.url, keyPrefix }), timeout },
+      ...rest,
+    });
+    owned.closers.push(() => cache.close());
+    return cache;
+  };
+  const admin = (): Redis => {
+    const client = new Redis(server.url);
+    owned.closers.push(() => client.disconnect());
+    return client;
+  };
+  return { server, open, admin };
+}
+
 describe.skipIf(skip)('a frozen Redis behind a memory level', () => {
   it('costs one timeout in all (bus messages do not time out one by one) and is used again once it wakes', async () => {
-    const own = await startRedis();
-    const keyPrefix = 'frozen-l1:';
-    const cache = createCache({
-      store: { backend: redisBackend({ url: own.url, keyPrefix }), timeout: TIMEOUT_MS },
-    });
-    const reader = createCache({ store: redisBackend({ url: own.url, keyPrefix }), memory: false });
+    const { server: own, open } = await ownRedis();
+    const cache = open('frozen-l1:');
+    const reader = open('frozen-l1:', { memory: false });
     const failed: string[] = [];
     cache.on('error', (event) => failed.push(event.operation));
-    try {
-      await cache.ready();
-      own.process!.kill('SIGSTOP');
-      try {
-        for (let i = 0; i < 12; i++) expect(await cache.getOrCompute(`frozen-${i}`, () => 'v')).toBe('v');
-        // Long enough for anything sent with a deadline to have timed out.
-        await sleep(TIMEOUT_MS * 3);
-        expect(failed).toEqual(['get']);
-      } finally {
-        own.process!.kill('SIGCONT');
-      }
-      // Well within the breaker's 5 s: no run of publish timeouts opened it.
-      let stored: string | undefined;
-      const woke = performance.now();
-      for (let i = 0; i < 40 && stored !== 'after'; i++) {
-        await cache.getOrCompute(`after-${i}`, () => 'after');
-        stored = (await reader.getResult<string>(`after-${i}`))?.value;
-        if (stored !== 'after') await sleep(50);
-      }
-      expect(stored).toBe('after');
-      expect(performance.now() - woke).toBeLessThan(2_500);
-    } finally {
-      await cache.close();
-      await reader.close();
-      await own.stop();
+    await cache.ready();
+    own.process!.kill('SIGSTOP');
+    for (let i = 0; i < 12; i++) expect(await cache.getOrCompute(`frozen-${i}`, () => 'v')).toBe('v');
+    // Long enough for anything sent with a deadline to have timed out.
+    await sleep(TIMEOUT_MS * 3);
+    expect(failed).toEqual(['get']);
+    own.process!.kill('SIGCONT');
+    // Well within the breaker's 5 s: no run of publish timeouts opened it.
+    let stored: string | undefined;
+    const woke = performance.now();
+    for (let i = 0; i < 40 && stored !== 'after'; i++) {
+      await cache.getOrCompute(`after-${i}`, () => 'after');
+      stored = (await reader.getResult<string>(`after-${i}`))?.value;
+      if (stored !== 'after') await sleep(50);
     }
+    expect(stored).toBe('after');
+    expect(performance.now() - woke).toBeLessThan(2_500);
   }, 30_000);
 });
 
 describe.skipIf(skip)('a lock holder whose store stalled and woke up', () => {
   it('still releases the cross-process lock, so other processes do not wait out its ttl', async () => {
-    const own = await startRedis();
-    const open = () =>
-      createCache({
-        store: { backend: redisBackend({ url: own.url, keyPrefix: 'stall-lock:' }), timeout: TIMEOUT_MS },
-        memory: false,
-        lockTtl: '6s',
-      });
-    const a = open();
-    const b = open();
+    const { server: own, open } = await ownRedis();
+    const a = open('stall-lock:', { memory: false, lockTtl: '6s' });
+    const b = open('stall-lock:', { memory: false, lockTtl: '6s' });
     let finish!: () => void;
     const computing = new Promise<void>((resolve) => {
       finish = resolve;
     });
-    try {
-      let started!: () => void;
-      const lockTaken = new Promise<void>((resolve) => {
-        started = resolve;
-      });
-      const first = a.getOrCompute('k', async () => {
-        started();
-        await computing;
-        return 'from a';
-      });
-      await lockTaken;
-      // The store freezes while A computes; one of A's reads times out, so A's level is stalled.
-      own.process!.kill('SIGSTOP');
-      await a.get('other');
-      own.process!.kill('SIGCONT');
-      // A finishes at once, before anything else told it the store is back.
-      finish();
-      expect(await first).toBe('from a');
-      const waited = performance.now();
-      await b.getOrCompute('k', async () => 'from b');
-      expect(performance.now() - waited).toBeLessThan(3000);
-    } finally {
-      own.process!.kill('SIGCONT');
-      await a.close();
-      await b.close();
-      await own.stop();
-    }
+    let started!: () => void;
+    const lockTaken = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    const first = a.getOrCompute('k', async () => {
+      started();
+      await computing;
+      return 'from a';
+    });
+    await lockTaken;
+    // The store freezes while A computes; one of A's reads times out, so A's level is stalled.
+    own.process!.kill('SIGSTOP');
+    await a.get('other');
+    own.process!.kill('SIGCONT');
+    // A finishes at once, before anything else told it the store is back.
+    finish();
+    expect(await first).toBe('from a');
+    const waited = performance.now();
+    await b.getOrCompute('k', async () => 'from b');
+    expect(performance.now() - waited).toBeLessThan(3000);
   }, 30_000);
 });
 
 describe.skipIf(skip)('the invalidation bus across a Redis outage', () => {
   it('joins the bus when Redis comes back, for a process that started while it was down', async () => {
-    const own = await startRedis();
-    const keyPrefix = 'bus-outage:';
-    const open = () =>
-      createCache({ store: { backend: redisBackend({ url: own.url, keyPrefix }), timeout: TIMEOUT_MS } });
-    try {
-      own.process!.kill('SIGKILL');
+    const { server: own, open } = await ownRedis();
+    own.process!.kill('SIGKILL');
+    await sleep(50);
+    const early = open('bus-outage:');
+    await early.ready();
+    await restartRedis(own);
+    const late = open('bus-outage:');
+    await late.ready();
+    // The early process subscribes once its connection is back (ioredis retries on its own).
+    let early_sees = '';
+    for (let i = 0; i < 60 && early_sees !== 'v2'; i++) {
+      await early.set('k', 'v1');
+      await late.set('k', 'v2');
       await sleep(50);
-      const early = open();
-      await early.ready();
-      await restartRedis(own);
-      const late = open();
-      await late.ready();
-      // The early process subscribes once its connection is back (ioredis retries on its own).
-      let early_sees = '';
-      for (let i = 0; i < 60 && early_sees !== 'v2'; i++) {
-        await early.set('k', 'v1');
-        await late.set('k', 'v2');
-        await sleep(50);
-        early_sees = String(await early.get('k'));
-      }
-      expect(early_sees).toBe('v2');
-      await early.close();
-      await late.close();
-    } finally {
-      await own.stop();
+      early_sees = String(await early.get('k'));
     }
+    expect(early_sees).toBe('v2');
   }, 30_000);
 });
 
 describe.skipIf(skip)('persisted counters across a slow Redis', () => {
   it('counts a flush that timed out but still landed once, not twice', async () => {
-    const own = await startRedis();
-    const admin = new Redis(own.url);
-    const cache = createCache({
-      store: { backend: redisBackend({ url: own.url, keyPrefix: 'cnt:' }), timeout: 100 },
-      memory: false,
-      statsFlushInterval: 0,
-    });
-    try {
-      await cache.set('k', 'v');
-      for (let i = 0; i < 3; i++) await cache.getOrCompute('k', () => 'x');
-      // The server stops answering for longer than the timeout, then executes what it received.
-      await admin.call('CLIENT', 'PAUSE', '300', 'ALL');
-      await cache.flushStats();
-      await sleep(400);
-      await cache.flushStats();
-      expect((await cache.getAllStats()).totals.hits).toBe(3);
-    } finally {
-      await cache.close();
-      admin.disconnect();
-      await own.stop();
-    }
+    const { open, admin } = await ownRedis();
+    const cache = open('cnt:', { timeout: 100, memory: false, statsFlushInterval: 0 });
+    await cache.set('k', 'v');
+    for (let i = 0; i < 3; i++) await cache.getOrCompute('k', () => 'x');
+    // The server stops answering for longer than the timeout, then executes what it received.
+    await admin().call('CLIENT', 'PAUSE', '300', 'ALL');
+    await cache.flushStats();
+    await sleep(400);
+    await cache.flushStats();
+    expect((await cache.getAllStats()).totals.hits).toBe(3);
   }, 20_000);
 });
 
 describe.skipIf(skip)('persisted counters across a Redis outage', () => {
   it('keeps the counts of flushes made while Redis was down and persists them when it is back', async () => {
-    const own = await startRedis();
-    const keyPrefix = 'cnt-down:';
-    const cache = createCache({
-      store: { backend: redisBackend({ url: own.url, keyPrefix }), timeout: 100 },
-      memory: false,
-      statsFlushInterval: 0,
-    });
-    try {
-      await cache.ready();
-      own.process!.kill('SIGKILL');
-      await sleep(50);
-      for (let i = 0; i < 5; i++) {
-        await cache.getOrCompute(`down-${i}`, () => 'v');
-        await cache.flushStats();
-      }
-      await restartRedis(own);
-      // Another process reads what was persisted once this one has flushed after the restart.
-      const reader = createCache({ store: redisBackend({ url: own.url, keyPrefix }), memory: false });
-      let persisted = 0;
-      for (let i = 0; i < 50 && persisted < 5; i++) {
-        await cache.flushStats();
-        persisted = (await reader.getAllStats()).totals.misses;
-        if (persisted < 5) await sleep(100);
-      }
-      expect(persisted).toBe(5);
-      await reader.close();
-    } finally {
-      await cache.close();
-      await own.stop();
+    const { server: own, open } = await ownRedis();
+    const cache = open('cnt-down:', { timeout: 100, memory: false, statsFlushInterval: 0 });
+    await cache.ready();
+    own.process!.kill('SIGKILL');
+    await sleep(50);
+    for (let i = 0; i < 5; i++) {
+      await cache.getOrCompute(`down-${i}`, () => 'v');
+      await cache.flushStats();
     }
+    await restartRedis(own);
+    // Another process reads what was persisted once this one has flushed after the restart.
+    const reader = open('cnt-down:', { memory: false });
+    let persisted = 0;
+    for (let i = 0; i < 50 && persisted < 5; i++) {
+      await cache.flushStats();
+      persisted = (await reader.getAllStats()).totals.misses;
+      if (persisted < 5) await sleep(100);
+    }
+    expect(persisted).toBe(5);
   }, 20_000);
 });
 
 describe.skipIf(skip)('the tool ledger on a frozen Redis', () => {
   it('records the outcome of a tool that ran through a Redis pause longer than its lease: a retry replays', async () => {
-    const own = await startRedis();
-    const cache = createCache({
-      store: { backend: redisBackend({ url: own.url, keyPrefix: 'ledger-pause:' }), timeout: TIMEOUT_MS },
-      memory: false,
-    });
+    const { server: own, open } = await ownRedis();
+    const cache = open('ledger-pause:', { memory: false });
     const ledger = createToolLedger({ cache, leaseTtl: '1s', tools: { email: { kind: 'write' } } });
     let sent = 0;
     const call = () =>
@@ -314,32 +287,23 @@ describe.skipIf(skip)('the tool ledger on a frozen Redis', () => {
           return 'sent';
         },
       });
-    try {
-      expect((await call()).value).toBe('sent');
-      // Once Redis is back, the outcome lands (the caller did not have to wait for it).
-      let status: string | undefined;
-      for (let i = 0; i < 100 && status !== 'succeeded'; i++) {
-        await sleep(100);
-        status = (await ledger.idempotency.list().catch(() => []))[0]?.status;
-      }
-      expect(status).toBe('succeeded');
-      await sleep(1200);
-      const retry = await call();
-      expect(retry).toMatchObject({ source: 'replayed', value: 'sent' });
-      expect(sent).toBe(1);
-    } finally {
-      own.process!.kill('SIGCONT');
-      await cache.close();
-      await own.stop();
+    expect((await call()).value).toBe('sent');
+    // Once Redis is back, the outcome lands (the caller did not have to wait for it).
+    let status: string | undefined;
+    for (let i = 0; i < 100 && status !== 'succeeded'; i++) {
+      await sleep(100);
+      status = (await ledger.idempotency.list().catch(() => []))[0]?.status;
     }
+    expect(status).toBe('succeeded');
+    await sleep(1200);
+    const retry = await call();
+    expect(retry).toMatchObject({ source: 'replayed', value: 'sent' });
+    expect(sent).toBe(1);
   }, 30_000);
 
   it('a retry in the same process joins an outcome still being recorded, even once its lease ran out', async () => {
-    const own = await startRedis();
-    const cache = createCache({
-      store: { backend: redisBackend({ url: own.url, keyPrefix: 'ledger-join:' }), timeout: TIMEOUT_MS },
-      memory: false,
-    });
+    const { server: own, open } = await ownRedis();
+    const cache = open('ledger-join:', { memory: false });
     const ledger = createToolLedger({ cache, leaseTtl: '1s', tools: { email: { kind: 'write' } } });
     let runs = 0;
     const call = () =>
@@ -352,56 +316,37 @@ describe.skipIf(skip)('the tool ledger on a frozen Redis', () => {
           return `sent ${runs}`;
         },
       });
-    try {
-      // The caller gets its outcome while Redis is still frozen; the lease (1 s) runs out.
-      expect((await call()).value).toBe('sent 1');
-      own.process!.kill('SIGCONT');
-      const retry = await call();
-      expect(retry.value).toBe('sent 1');
-      expect(retry.source).not.toBe('executed');
-      expect(runs).toBe(1);
-    } finally {
-      own.process!.kill('SIGCONT');
-      await cache.close();
-      await own.stop();
-    }
+    // The caller gets its outcome while Redis is still frozen; the lease (1 s) runs out.
+    expect((await call()).value).toBe('sent 1');
+    own.process!.kill('SIGCONT');
+    const retry = await call();
+    expect(retry.value).toBe('sent 1');
+    expect(retry.source).not.toBe('executed');
+    expect(runs).toBe(1);
   }, 30_000);
 
   it('withdraws a claim that timed out but landed later, so the retry runs at once', async () => {
-    const own = await startRedis();
-    const admin = new Redis(own.url);
-    const cache = createCache({
-      store: { backend: redisBackend({ url: own.url, keyPrefix: 'ledger-late:' }), timeout: TIMEOUT_MS },
-      memory: false,
-    });
+    const { open, admin } = await ownRedis();
+    const cache = open('ledger-late:', { memory: false });
     const ledger = createToolLedger({ cache, leaseTtl: '30s', tools: { charge: { kind: 'write' } } });
     let runs = 0;
     const charge = () =>
       ledger.executeOrReplay({ tool: 'charge', input: { amount: 5 }, execute: async () => ++runs });
-    try {
-      // Reads answer, writes (the claim's swap) wait: the claim times out, then lands.
-      await admin.call('CLIENT', 'PAUSE', '400', 'WRITE');
-      await expect(charge()).rejects.toMatchObject({ code: 'E_TIMEOUT' });
-      expect(runs).toBe(0);
-      await sleep(600);
-      const started = performance.now();
-      expect((await charge()).value).toBe(1);
-      // Not held up by the 30 s lease of a claim whose call never ran.
-      expect(performance.now() - started).toBeLessThan(5000);
-      expect(runs).toBe(1);
-    } finally {
-      await cache.close();
-      admin.disconnect();
-      await own.stop();
-    }
+    // Reads answer, writes (the claim's swap) wait: the claim times out, then lands.
+    await admin().call('CLIENT', 'PAUSE', '400', 'WRITE');
+    await expect(charge()).rejects.toMatchObject({ code: 'E_TIMEOUT' });
+    expect(runs).toBe(0);
+    await sleep(600);
+    const started = performance.now();
+    expect((await charge()).value).toBe(1);
+    // Not held up by the 30 s lease of a claim whose call never ran.
+    expect(performance.now() - started).toBeLessThan(5000);
+    expect(runs).toBe(1);
   }, 30_000);
 
   it('fails a write tool with E_TIMEOUT instead of hanging, still runs read tools, and recovers', async () => {
-    const own = await startRedis();
-    const cache = createCache({
-      store: { backend: redisBackend({ url: own.url, keyPrefix: 'ledger-hang:' }), timeout: TIMEOUT_MS },
-      memory: false,
-    });
+    const { server: own, open } = await ownRedis();
+    const cache = open('ledger-hang:', { memory: false });
     const ledger = createToolLedger({
       cache,
       tools: { send: { kind: 'write' }, status: { kind: 'read' } },
@@ -416,35 +361,27 @@ describe.skipIf(skip)('the tool ledger on a frozen Redis', () => {
       const [outcome] = await Promise.allSettled([run()]);
       return { ms: performance.now() - started, outcome: outcome! };
     };
-    try {
-      await send('a');
-      own.process!.kill('SIGSTOP');
-      try {
-        const write = await timed(() => send('b'));
-        expect(write.outcome).toMatchObject({ status: 'rejected', reason: { code: 'E_TIMEOUT' } });
-        // Never run unrecorded.
-        expect(sends).toBe(1);
-        expect(write.ms).toBeLessThan(BOUND_MS);
-        const read = await timed(() =>
-          ledger.executeOrReplay({ tool: 'status', input: {}, execute: async () => 'green' }),
-        );
-        expect(read.outcome).toMatchObject({ status: 'fulfilled', value: { value: 'green' } });
-        expect(read.ms).toBeLessThan(BOUND_MS);
-      } finally {
-        own.process!.kill('SIGCONT');
-      }
-      // Back: the same write runs once (its claim may have landed late: it is taken over or
-      // replayed, never run twice).
-      let outcome: Awaited<ReturnType<typeof send>> | undefined;
-      for (let i = 0; i < 50 && !outcome; i++) {
-        outcome = await send('c').catch(() => undefined);
-        if (!outcome) await sleep(100);
-      }
-      expect(outcome?.value).toBe(2);
-      expect((await send('c')).replayed).toBe(true);
-    } finally {
-      await cache.close();
-      await own.stop();
+    await send('a');
+    own.process!.kill('SIGSTOP');
+    const write = await timed(() => send('b'));
+    expect(write.outcome).toMatchObject({ status: 'rejected', reason: { code: 'E_TIMEOUT' } });
+    // Never run unrecorded.
+    expect(sends).toBe(1);
+    expect(write.ms).toBeLessThan(BOUND_MS);
+    const read = await timed(() =>
+      ledger.executeOrReplay({ tool: 'status', input: {}, execute: async () => 'green' }),
+    );
+    expect(read.outcome).toMatchObject({ status: 'fulfilled', value: { value: 'green' } });
+    expect(read.ms).toBeLessThan(BOUND_MS);
+    own.process!.kill('SIGCONT');
+    // Back: the same write runs once (its claim may have landed late: it is taken over or
+    // replayed, never run twice).
+    let outcome: Awaited<ReturnType<typeof send>> | undefined;
+    for (let i = 0; i < 50 && !outcome; i++) {
+      outcome = await send('c').catch(() => undefined);
+      if (!outcome) await sleep(100);
     }
+    expect(outcome?.value).toBe(2);
+    expect((await send('c')).replayed).toBe(true);
   }, 20_000);
 });

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
+import { Money } from '../../test/fixtures/opaque.ts';
 import { CacheError, UnserializableValueError } from '../errors.ts';
 import {
   decodeEntry,
@@ -287,15 +288,6 @@ describe('unserializable values', () => {
   });
 
   it('refuses values whose data it cannot see instead of storing them as {}', () => {
-    class Money {
-      readonly #cents: number;
-      constructor(cents: number) {
-        this.#cents = cents;
-      }
-      get cents() {
-        return this.#cents;
-      }
-    }
     for (const [value, name] of [
       [new Money(5), 'Money'],
       [new Error('boom'), 'Error'],

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { Money } from '../../test/fixtures/opaque.ts';
 import { CacheError, UnserializableValueError } from '../errors.ts';
 import {
   buildKey,
@@ -295,15 +296,6 @@ describe('canonicalize errors', () => {
   });
 
   it('rejects objects whose data a key cannot see, naming the fix', () => {
-    class Money {
-      readonly #cents: number;
-      constructor(cents: number) {
-        this.#cents = cents;
-      }
-      get cents() {
-        return this.#cents;
-      }
-    }
     for (const [value, name] of [
       [new FormData(), 'FormData'],
       [new Blob(['a']), 'Blob'],

@@ -723,6 +723,26 @@ describe('createCache > namespaces and quotas', () => {
     expect(await tenantB.get({ name: 'chat', request: 'same prompt' })).toBeUndefined();
   });
 
+  it('getOrCompute reports a bad key as a rejected promise, never a synchronous throw, on every level layout', async () => {
+    const layouts: CacheOptions[] = [
+      {},
+      { store: sqliteBackend({ path: join(dir, 'bad-key-store.db') }), memory: false },
+      { store: sqliteBackend({ path: join(dir, 'bad-key-tiered.db') }) },
+    ];
+    for (const options of layouts) {
+      const cache = make(options);
+      let computed = 0;
+      // An invalid name fails while the key is built: the call still returns a (rejected) promise.
+      const call = cache.getOrCompute({ name: 'bad name with spaces', request: 1 }, () => ++computed);
+      expect(call).toBeInstanceOf(Promise);
+      await expect(call).rejects.toMatchObject({ code: 'E_INVALID_NAME' });
+      expect(computed).toBe(0);
+      // A good key on the same cache still computes once and then hits.
+      expect(await cache.getOrCompute({ name: 'ok', request: 1 }, () => ++computed)).toBe(1);
+      expect(await cache.getOrCompute({ name: 'ok', request: 1 }, () => ++computed)).toBe(1);
+    }
+  });
+
   it('rejects invalid namespace names with a typed error', () => {
     const cache = make();
     expect(() => cache.withNamespace('bad:name')).toThrow(/namespace/);

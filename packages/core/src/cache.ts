@@ -548,38 +548,54 @@ class Engine {
     fallback: T,
     run: () => Promise<T>,
   ): Promise<T> {
+    // One promise per call, settled from the deadline's callbacks.
+    return new Promise<T>((resolve) => this.guarded(tier, level, operation, key, fallback, run, resolve));
+  }
+
+  /**
+   * `guard` in callback form: `done` gets the result, or `fallback` when the level is skipped, the
+   * call fails or it times out. The read on every hit uses it to settle its caller's promise
+   * directly instead of chaining promises (each link is an allocation and a microtask turn).
+   */
+  guarded<T>(
+    tier: string,
+    level: Level,
+    operation: string,
+    key: string | undefined,
+    fallback: T,
+    run: () => Promise<T>,
+    done: (result: T) => void,
+  ): void {
     const admitted = level.admit(this.clock);
     if (admitted === 0 || (level.stalled && SKIPPED_WHILE_STALLED.has(operation))) {
       if (admitted === 2) level.probing = false;
       this.levelBucket(level).skipped++;
-      return Promise.resolve(fallback);
+      done(fallback);
+      return;
     }
-    // One promise per call, settled from the deadline's callbacks: this is every network read.
-    return new Promise<T>((resolve) =>
-      runWithDeadline(
-        level,
-        operation,
-        run,
-        (result) => {
-          if (level.failures > 0) level.succeeded(admitted);
-          if (level.stalled) level.answered(performance.now());
-          resolve(result);
-        },
-        (error) => {
-          if (error instanceof LevelTimeoutError) this.#stall(level);
-          if (level.failed(this.clock.now()) && this.emitter.has('error')) {
-            this.emitter.emit('error', {
-              operation: 'breaker-open',
-              tier,
-              level: level.name,
-              key,
-              error: new LevelUnavailableError(level.name),
-            });
-          }
-          this.levelError(tier, level, operation, key, error);
-          resolve(fallback);
-        },
-      ),
+    runWithDeadline(
+      level,
+      operation,
+      run,
+      (result) => {
+        if (level.failures > 0) level.succeeded(admitted);
+        if (level.stalled) level.answered(performance.now());
+        done(result);
+      },
+      (error) => {
+        if (error instanceof LevelTimeoutError) this.#stall(level);
+        if (level.failed(this.clock.now()) && this.emitter.has('error')) {
+          this.emitter.emit('error', {
+            operation: 'breaker-open',
+            tier,
+            level: level.name,
+            key,
+            error: new LevelUnavailableError(level.name),
+          });
+        }
+        this.levelError(tier, level, operation, key, error);
+        done(fallback);
+      },
     );
   }
 
@@ -840,30 +856,60 @@ export class CacheView {
     return name === undefined ? `${this.#prefix}:` : `${this.#prefix}:${validateName(name, 'name')}:`;
   }
 
-  async getOrCompute<T>(
+  getOrCompute<T>(
     key: KeyInput,
     compute: () => T | Promise<T>,
     policy: CachePolicy<T> = NO_POLICY as CachePolicy<T>,
   ): Promise<T> {
-    const storageKey = this.key(key);
-    const levels = this.#tier.levels;
-    const first = levels[0]!;
-    if (this.engine.enabled && !policy.forceRefresh) {
-      if (first.sync) {
-        // Fast path for a fresh hit in the memory level: no result object, no level walk.
-        const stored = first.sync.getSync(storageKey);
-        if (stored) {
-          const found = this.#decode(storageKey, stored, first, this.engine.clock.now());
-          if (found && !found.stale) return this.#served<T>(found, storageKey, false, true).value;
+    // Not an async function: a hit settles one promise, not a chain of them (each link is an
+    // allocation and a microtask turn on every hit). Every error still arrives as a rejection.
+    try {
+      const storageKey = this.key(key);
+      const levels = this.#tier.levels;
+      const first = levels[0]!;
+      if (this.engine.enabled && !policy.forceRefresh) {
+        if (first.sync) {
+          // Fast path for a fresh hit in the memory level: no result object, no level walk.
+          const stored = first.sync.getSync(storageKey);
+          if (stored) {
+            const found = this.#decode(storageKey, stored, first, this.engine.clock.now());
+            if (found && !found.stale)
+              return Promise.resolve(this.#served<T>(found, storageKey, false, true).value);
+          }
+        } else if (levels.length === 1) {
+          // A shared store alone (Redis without a memory level): one read, settled straight into
+          // the caller's promise; no level walk.
+          return new Promise<T>((resolve, reject) =>
+            this.engine.guarded(
+              this.tierName,
+              first,
+              'get',
+              storageKey,
+              undefined,
+              () => first.backend.get(storageKey),
+              (stored) => {
+                try {
+                  const found = stored
+                    ? this.#decode(storageKey, stored, first, this.engine.clock.now())
+                    : undefined;
+                  if (found && !found.stale) resolve(this.#served<T>(found, storageKey, false, true).value);
+                  else
+                    this.#lookup(storageKey, key, compute, policy, true, found ?? null).then(
+                      (result) => resolve(result.value),
+                      reject,
+                    );
+                } catch (error) {
+                  reject(error);
+                }
+              },
+            ),
+          );
         }
-      } else if (levels.length === 1) {
-        // A shared store alone (Redis without a memory level): one read here, no level walk.
-        const found = await this.#readOne(storageKey, first);
-        if (found && !found.stale) return this.#served<T>(found, storageKey, false, true).value;
-        return (await this.#lookup(storageKey, key, compute, policy, true, found ?? null)).value;
       }
+      return this.#lookup(storageKey, key, compute, policy, true).then((result) => result.value);
+    } catch (error) {
+      return Promise.reject(error);
     }
-    return (await this.#lookup(storageKey, key, compute, policy, true)).value;
   }
 
   /** `getOrCompute` that also says whether and where the value was found. */
@@ -1194,15 +1240,6 @@ export class CacheView {
     } finally {
       if (watch) this.engine.unwatch(storageKey, watch);
     }
-  }
-
-  /** The copy in one store level (not memory), decoded. */
-  #readOne(storageKey: string, level: Level): Promise<Found | undefined> {
-    return this.engine
-      .guard(this.tierName, level, 'get', storageKey, undefined, () => level.backend.get(storageKey))
-      .then((stored) =>
-        stored ? this.#decode(storageKey, stored, level, this.engine.clock.now()) : undefined,
-      );
   }
 
   #decode(storageKey: string, stored: StoredEntry, level: Level, now: number): Found | undefined {

@@ -78,8 +78,26 @@ function spawnServer(port: number, extra: string[] = [], dir?: string): ChildPro
   if (dir) args.push('--dir', dir);
   const child = spawn('redis-server', args, { stdio: 'ignore' });
   child.unref();
+  live.add(child);
+  child.once('exit', () => live.delete(child));
   return child;
 }
+
+/**
+ * Servers this process started and has not stopped. A process that ends without stopping them (a
+ * failed test's worker torn down, a script calling process.exit) kills them on its way out, so no
+ * redis-server outlives the run.
+ */
+const live = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of live) {
+    try {
+      process.kill(child.pid!, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+});
 
 async function kill(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;

@@ -158,14 +158,16 @@ function encodeValue(entry: StoredEntry, tags: readonly string[]): Buffer {
   return Buffer.concat([head, Buffer.from(body.buffer, body.byteOffset, body.byteLength)]);
 }
 
-/** Splits a stored value; undefined when it is malformed or expired (the clock is read only then). */
 /** What follows the prefix in the keys the backend owns: kind, then the bucket hash tag. */
 const BUCKETED = /^[ekt]\{\d+\}/;
 
+/** Splits a stored value; undefined when it is malformed or expired (the clock is read only then). */
 function decodeValue(raw: Buffer | null | undefined, clock: Clock): StoredEntry | undefined {
   if (!raw) return undefined;
-  const nl = raw.indexOf(NEWLINE);
-  if (nl < 0) return undefined;
+  // The line is short (an expiry, maybe a tag list): a loop here is cheaper than Buffer#indexOf.
+  let nl = 0;
+  while (nl < raw.length && raw[nl] !== NEWLINE) nl++;
+  if (nl === raw.length) return undefined;
   // The expiry is ASCII digits (epoch ms) before the first space or the newline.
   let end = 0;
   let expiry = 0;

@@ -156,7 +156,7 @@ function compress(kind: 'zstd' | 'brotli', payload: Uint8Array): Uint8Array {
   });
 }
 
-function decompress(kind: 'zstd' | 'brotli', stored: Uint8Array, payloadBytes: number): Uint8Array {
+function decompress(kind: 'zstd' | 'brotli', stored: Uint8Array, payloadBytes: number): Buffer {
   if (kind === 'zstd' && !hasZstd) {
     throw corrupt('entry is zstd-compressed but this Node.js has no zstd support (needs >= 22.15)');
   }
@@ -418,7 +418,8 @@ export interface DecodeOptions {
 
 export function decodeEntry<T = unknown>(bytes: Uint8Array, options?: DecodeOptions): DecodedEntry<T> {
   const header = parseHeader(bytes);
-  const stored = bytes.subarray(header.payloadOffset);
+  // One Buffer view of the payload serves the checksum, the decompression and the text.
+  const stored = Buffer.from(bytes.buffer, bytes.byteOffset + header.payloadOffset, header.storedBytes);
   if (options?.verifyChecksum !== false && crc32(stored) !== header.payloadCrc) {
     throw corrupt('payload checksum mismatch');
   }
@@ -430,7 +431,7 @@ export function decodeEntry<T = unknown>(bytes: Uint8Array, options?: DecodeOpti
     // Copy so the value never aliases the caller's (possibly reused) buffer and is a plain Uint8Array.
     value = new Uint8Array(payload);
   } else {
-    value = deserializeValue(asBuffer(payload).toString('utf8'), header.codec === 'json-tagged');
+    value = deserializeValue(payload.toString('utf8'), header.codec === 'json-tagged');
   }
   return {
     formatVersion: header.formatVersion,

@@ -1,3 +1,5 @@
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { memoryBackend } from '../backends/memory.ts';
 import { Level, LevelTimeoutError, withTimeout } from './stack.ts';
@@ -114,5 +116,55 @@ describe('withTimeout', () => {
     );
     expect(await Promise.all([...quick, ...more])).toHaveLength(4000);
     expect(await stuck).toBe('LevelTimeoutError');
+  });
+
+  it('fails only the stuck calls wherever they sit among calls that finish out of order', async () => {
+    const level = new Level({ backend: memoryBackend(), timeout: 40 });
+    const outcome = (call: Promise<unknown>) =>
+      call.then(
+        (value) => `ok ${String(value)}`,
+        (error: Error) => error.name,
+      );
+    // Stuck first, in the middle and last; the others finish in reverse order of their start.
+    const calls = [
+      outcome(withTimeout(level, 'get', never)),
+      ...[30, 20, 10].map((ms) => outcome(withTimeout(level, 'get', () => resolveAfter(ms, ms)))),
+      outcome(withTimeout(level, 'get', never)),
+      ...[15, 5].map((ms) => outcome(withTimeout(level, 'get', () => resolveAfter(ms, ms)))),
+      outcome(withTimeout(level, 'get', never)),
+    ];
+    expect(await Promise.all(calls)).toEqual([
+      'LevelTimeoutError',
+      'ok 30',
+      'ok 20',
+      'ok 10',
+      'LevelTimeoutError',
+      'ok 15',
+      'ok 5',
+      'LevelTimeoutError',
+    ]);
+    // The level keeps working after the sweeps emptied its list.
+    await expect(withTimeout(level, 'get', () => resolveAfter(1, 'again'))).resolves.toBe('again');
+  });
+
+  it('lets a finished call and its result be collected at once, not at the next deadline sweep', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    // A long timeout: the sweep that would drop a kept deadline is a minute away.
+    const level = new Level({ backend: memoryBackend(), timeout: '60s' });
+    // The calls run in a function of their own, so this test's frame holds none of their values.
+    const run = async (): Promise<WeakRef<object>[]> => {
+      const refs: WeakRef<object>[] = [];
+      for (let i = 0; i < 50; i++) {
+        refs.push(
+          new WeakRef(await withTimeout(level, 'get', async () => ({ payload: 'x'.repeat(1000), i }))),
+        );
+      }
+      return refs;
+    };
+    const refs = await run();
+    await new Promise((resolve) => setImmediate(resolve));
+    gc();
+    expect(refs.flatMap((ref, i) => (ref.deref() !== undefined ? [i] : []))).toEqual([]);
   });
 });

@@ -162,22 +162,26 @@ export class LevelTimeoutError extends Error {
 interface Deadline {
   /** The sweep count when the call started. */
   readonly tick: number;
-  settled: boolean;
-  readonly fail: () => void;
+  /** Undefined once the call has settled (finished or failed by its deadline). */
+  fail: (() => void) | undefined;
+  prev: Deadline | undefined;
+  next: Deadline | undefined;
 }
 
 /**
  * Deadlines of a level's calls in flight, checked by one repeating timer instead of a timer per
  * call: arming and clearing a timer on every network read cost more than the read's own
  * bookkeeping. Calls are stamped with the sweep count instead of a clock read and kept in start
- * order (one timeout per level), so starting and finishing a call is a push and a flag, and a
- * sweep only looks at the oldest calls. A call fails once `timeout` has passed: at most a
- * quarter of it late, or one sweep late when a busy event loop delays the sweeps.
+ * order (one timeout per level) in a list of the calls still in flight: starting a call appends
+ * it, finishing one unlinks it, so a finished call is garbage at once (a queue that kept finished
+ * calls until the next sweep held thousands of them through young-generation collections, which
+ * cost more than the reads' own bookkeeping), and a sweep only looks at the oldest calls. A call
+ * fails once `timeout` has passed: at most a quarter of it late, or one sweep late when a busy
+ * event loop delays the sweeps.
  */
 class Deadlines {
-  readonly #queue: Deadline[] = [];
-  #head = 0;
-  #live = 0;
+  #oldest: Deadline | undefined;
+  #newest: Deadline | undefined;
   #tick = 0;
   readonly #every: number;
   readonly #timeoutMs: number;
@@ -197,9 +201,11 @@ class Deadlines {
   }
 
   track(fail: () => void): Deadline {
-    const entry: Deadline = { tick: this.#tick, settled: false, fail };
-    this.#queue.push(entry);
-    this.#live++;
+    const newest = this.#newest;
+    const entry: Deadline = { tick: this.#tick, fail, prev: newest, next: undefined };
+    if (newest) newest.next = entry;
+    else this.#oldest = entry;
+    this.#newest = entry;
     if (!this.#timer) {
       this.#timer = setInterval(() => this.#sweep(), timerMs(this.#every));
       this.#timer.unref();
@@ -209,10 +215,20 @@ class Deadlines {
 
   /** Marks a call finished; false when its deadline already failed it. */
   done(entry: Deadline): boolean {
-    if (entry.settled) return false;
-    entry.settled = true;
-    this.#live--;
+    if (entry.fail === undefined) return false;
+    entry.fail = undefined;
+    this.#unlink(entry);
     return true;
+  }
+
+  #unlink(entry: Deadline): void {
+    const { prev, next } = entry;
+    if (prev) prev.next = next;
+    else this.#oldest = next;
+    if (next) next.prev = prev;
+    else this.#newest = prev;
+    entry.prev = undefined;
+    entry.next = undefined;
   }
 
   /**
@@ -229,28 +245,15 @@ class Deadlines {
     const tick = ++this.#tick;
     const now = performance.now();
     this.#sweptAt[tick % this.#sweptAt.length] = now;
-    const queue = this.#queue;
-    let head = this.#head;
-    while (head < queue.length) {
-      const entry = queue[head]!;
-      if (!entry.settled) {
-        if (!this.#expired(entry.tick, tick, now)) break;
-        entry.settled = true;
-        this.#live--;
-        entry.fail();
-      }
-      head++;
+    // Oldest first; a call that `fail` starts is stamped with this tick and ends the loop.
+    for (let entry = this.#oldest; entry && this.#expired(entry.tick, tick, now); entry = this.#oldest) {
+      const fail = entry.fail!;
+      entry.fail = undefined;
+      this.#unlink(entry);
+      fail();
     }
-    if (head === queue.length) {
-      queue.length = 0;
-      head = 0;
-    } else if (head > 1024 && head * 2 > queue.length) {
-      queue.splice(0, head);
-      head = 0;
-    }
-    this.#head = head;
     // Stop ticking after a few empty sweeps; the next call starts it again.
-    if (this.#live > 0) this.#idle = 0;
+    if (this.#oldest) this.#idle = 0;
     else if (++this.#idle > 8 && this.#timer) {
       clearInterval(this.#timer);
       this.#timer = undefined;

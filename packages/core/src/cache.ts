@@ -284,6 +284,21 @@ const PROBE_KEY = '~probe';
  * leaves a lock held once the store answers again.
  */
 const SKIPPED_WHILE_STALLED = new Set(['get', 'getMany', 'set', 'lock', 'quota']);
+/**
+ * Operations that walk a whole store or many keys: they run under the level's `bulkTimeout`, and
+ * one that outlives it does not mark the level stalled (a big shared Redis is slow to SCAN, not
+ * frozen).
+ */
+const BULK_OPERATIONS = new Set([
+  'deleteByTag',
+  'deleteByPrefix',
+  'keys',
+  'clear',
+  'prune',
+  'trim',
+  'stats',
+  'statsFor',
+]);
 
 /** The policy of a call that passes none (one shared object, not one per call). */
 const NO_POLICY: CachePolicy<never> = Object.freeze({});
@@ -573,6 +588,7 @@ class Engine {
       done(fallback);
       return;
     }
+    const bulk = BULK_OPERATIONS.has(operation);
     runWithDeadline(
       level,
       operation,
@@ -583,7 +599,7 @@ class Engine {
         done(result);
       },
       (error) => {
-        if (error instanceof LevelTimeoutError) this.#stall(level);
+        if (error instanceof LevelTimeoutError && !bulk) this.#stall(level);
         if (level.failed(this.clock.now()) && this.emitter.has('error')) {
           this.emitter.emit('error', {
             operation: 'breaker-open',
@@ -596,6 +612,7 @@ class Engine {
         this.levelError(tier, level, operation, key, error);
         done(fallback);
       },
+      bulk,
     );
   }
 
@@ -703,6 +720,21 @@ function encodeRecordEntry(
     const path = error.path.slice(error.path.startsWith('v.') ? 2 : 1);
     throw new UnserializableValueError(path, error.reason, 'value');
   }
+}
+
+/**
+ * Wraps a bulk backend call so that its caller learns whether it outlived its deadline: the call
+ * is in `late` until it settles, and its reaction is registered before the guard's, so a call that
+ * finished in time has left the set by the time its guard answers.
+ */
+function tracked<T>(late: Set<Promise<unknown>>, run: () => Promise<T>): () => Promise<T> {
+  return () => {
+    const call = Promise.resolve(run());
+    late.add(call);
+    const settle = (): void => void late.delete(call);
+    call.then(settle, settle);
+    return call;
+  };
 }
 
 function namespaceOfKey(key: string, tier: string): string | undefined {
@@ -893,11 +925,14 @@ export class CacheView {
                     ? this.#decode(storageKey, stored, first, this.engine.clock.now())
                     : undefined;
                   if (found && !found.stale) resolve(this.#served<T>(found, storageKey, false, true).value);
-                  else
-                    this.#lookup(storageKey, key, compute, policy, true, found ?? null).then(
-                      (result) => resolve(result.value),
-                      reject,
-                    );
+                  else {
+                    // A skipped level answers at once, inside this promise's executor, and a
+                    // timed-out read answers from the deadline's timer: the lookup (which may
+                    // compute) starts from a microtask, always after getOrCompute has returned.
+                    Promise.resolve()
+                      .then(() => this.#lookup(storageKey, key, compute, policy, true, found ?? null))
+                      .then((result) => resolve(result.value), reject);
+                  }
                 } catch (error) {
                   reject(error);
                 }
@@ -1122,15 +1157,7 @@ export class CacheView {
     let total = 0;
     for (const tag of tags) {
       const scoped = this.#scopedTag(tag);
-      this.engine.publish({ t: scoped });
-      let last = 0;
-      for (const level of this.#tier.levels) {
-        last = await this.engine.guard(this.tierName, level, 'deleteByTag', undefined, 0, () =>
-          level.backend.deleteByTag(scoped),
-        );
-      }
-      this.engine.publish({ t: scoped });
-      total += last;
+      total += await this.#bulkDelete({ t: scoped }, 'deleteByTag', (backend) => backend.deleteByTag(scoped));
     }
     return total;
   }
@@ -1148,14 +1175,43 @@ export class CacheView {
   }
 
   async #deletePrefix(prefix: string): Promise<number> {
-    this.engine.publish({ p: prefix });
+    return this.#bulkDelete({ p: prefix }, 'deleteByPrefix', (backend) => backend.deleteByPrefix(prefix));
+  }
+
+  /**
+   * A bulk delete on every level in order, announced on the bus before and after (a process that
+   * re-read the store in between drops its copy again). A store call that outlives its deadline
+   * keeps running on the store; the memory levels are cleared again and the closing message goes
+   * out when it finally finishes, so that no process, this one included, keeps a copy it re-read
+   * before the delete reached it. Returns what the slowest level removed.
+   */
+  async #bulkDelete(
+    message: BusMessage,
+    operation: 'deleteByPrefix' | 'deleteByTag',
+    remove: (backend: CacheBackend) => Promise<number>,
+  ): Promise<number> {
+    const engine = this.engine;
+    const levels = this.#tier.levels;
+    engine.publish(message);
+    const late = new Set<Promise<unknown>>();
     let last = 0;
-    for (const level of this.#tier.levels) {
-      last = await this.engine.guard(this.tierName, level, 'deleteByPrefix', undefined, 0, () =>
-        level.backend.deleteByPrefix(prefix),
+    for (const level of levels) {
+      last = await engine.guard(
+        this.tierName,
+        level,
+        operation,
+        undefined,
+        0,
+        tracked(late, () => remove(level.backend)),
       );
     }
-    this.engine.publish({ p: prefix });
+    if (late.size === 0) engine.publish(message);
+    else {
+      void Promise.allSettled([...late]).then(async () => {
+        for (const level of levels) if (level.sync) await remove(level.backend).catch(() => 0);
+        engine.publish(message);
+      });
+    }
     return last;
   }
 
@@ -1797,6 +1853,9 @@ export class Cache extends CacheView {
    */
   async clearAll(): Promise<void> {
     const engine = this.engine;
+    // As in #bulkDelete: deletes that outlive their deadline clear the memory levels again and
+    // announce the clear when they finish.
+    const late = new Set<Promise<unknown>>();
     for (const { tier, level } of [...engine.distinctLevels()]) {
       if (level.sync) {
         // A memory level holds this cache's entries only.
@@ -1813,12 +1872,25 @@ export class Cache extends CacheView {
         }
       });
       for (const name of tiers) {
-        await engine.guard(tier, level, 'deleteByPrefix', undefined, 0, () =>
-          level.backend.deleteByPrefix(`${name}/`),
+        await engine.guard(
+          tier,
+          level,
+          'deleteByPrefix',
+          undefined,
+          0,
+          tracked(late, () => level.backend.deleteByPrefix(`${name}/`)),
         );
       }
     }
     engine.publish({ c: 1 });
+    if (late.size > 0) {
+      void Promise.allSettled([...late]).then(async () => {
+        for (const { level } of [...engine.distinctLevels()]) {
+          if (level.sync) await level.backend.clear().catch(() => undefined);
+        }
+        engine.publish({ c: 1 });
+      });
+    }
     // The cache's own counters only: the tool ledger's (`~ledger/…` scopes) stay with its records.
     await engine.stats.reset(`${COUNTER_SCOPE}:`);
     await engine.stats.reset(`${LEVEL_SCOPE}:`);

@@ -385,3 +385,97 @@ describe.skipIf(skip)('the tool ledger on a frozen Redis', () => {
     expect((await send('c')).replayed).toBe(true);
   }, 20_000);
 });
+
+describe.skipIf(skip)('compute order on a Redis whose level is skipped', () => {
+  it('runs compute only after getOrCompute has returned, also when the breaker skips Redis at once', async () => {
+    const { server: own, open } = await ownRedis();
+    const cache = open('order:', { memory: false, singleFlight: 'process', timeout: 100 });
+    await cache.getOrCompute('warm', () => 'v');
+    own.process!.kill('SIGKILL');
+    await sleep(50);
+    const orders: string[] = [];
+    // Enough failures to open the breaker: the later calls are skipped synchronously.
+    for (let i = 0; i < 8; i++) {
+      const events: string[] = [];
+      const call = cache.getOrCompute(`k${i}`, () => {
+        events.push('compute');
+        return i;
+      });
+      events.push('returned');
+      expect(await call).toBe(i);
+      orders.push(events.join(','));
+    }
+    expect(new Set(orders)).toEqual(new Set(['returned,compute']));
+  }, 20_000);
+});
+
+/** 200,000 keys of another application: prefix invalidation and clear SCAN them all. */
+async function fillWithOtherKeys(redis: Redis): Promise<void> {
+  const batch = 10_000;
+  for (let start = 0; start < 200_000; start += batch) {
+    const args: string[] = [];
+    for (let i = start; i < start + batch; i++) args.push(`other-app:${i}`, 'x');
+    await redis.mset(...args);
+  }
+}
+
+describe.skipIf(skip)('whole-store operations on a big shared Redis', () => {
+  it('wait for a slow SCAN under bulkTimeout instead of marking Redis stalled', async () => {
+    const { server: own, admin } = await ownRedis();
+    const redis = admin();
+    await fillWithOtherKeys(redis);
+    const cache = createCache({
+      store: { backend: redisBackend({ url: own.url, keyPrefix: 'big:' }), timeout: 50, bulkTimeout: '20s' },
+      memory: false,
+    });
+    owned.closers.push(() => cache.close());
+    const errors: string[] = [];
+    cache.on('error', (event) => errors.push(event.operation));
+    for (let i = 0; i < 5; i++) await cache.set(`k${i}`, i);
+    const started = performance.now();
+    // Slower than the 50 ms lookup timeout (a SCAN over 200k keys), well within bulkTimeout.
+    await cache.clear();
+    expect(performance.now() - started).toBeGreaterThan(50);
+    expect(errors).toEqual([]);
+    expect(await redis.keys('big:e*')).toEqual([]);
+    expect(await cache.getOrCompute('k0', () => 'fresh')).toBe('fresh');
+    expect(await cache.get('k0')).toBe('fresh');
+    expect(errors).toEqual([]);
+  }, 60_000);
+
+  it('a delete that outlives bulkTimeout is announced again when it finishes, so other memory levels drop what they re-read', async () => {
+    const { server: own, admin } = await ownRedis();
+    const redis = admin();
+    await fillWithOtherKeys(redis);
+    const make = (bulkTimeout: '1ms' | '20s') => {
+      const cache = createCache({
+        store: { backend: redisBackend({ url: own.url, keyPrefix: 'late:' }), timeout: 500, bulkTimeout },
+      });
+      owned.closers.push(() => cache.close());
+      return cache;
+    };
+    const clearing = make('1ms');
+    const reader = make('20s');
+    await clearing.ready();
+    await reader.ready();
+    for (let i = 0; i < 20; i++) await clearing.set(`k${i}`, `old-${i}`);
+    const errors: string[] = [];
+    clearing.on('error', (event) => errors.push(event.operation));
+    // The SCAN outlives its 1 ms deadline; clear() returns while Redis is still deleting.
+    await clearing.clear();
+    expect(errors).toContain('deleteByPrefix');
+    // Meanwhile the other process reads (some entries are still in Redis) into its memory level.
+    for (let i = 0; i < 20; i++) await reader.get(`k${i}`);
+    // Once the deletes are done (announced again), no process serves an old copy.
+    let left = 20;
+    for (let attempt = 0; attempt < 100 && left > 0; attempt++) {
+      await sleep(50);
+      left = 0;
+      for (let i = 0; i < 20; i++) {
+        if ((await reader.get(`k${i}`)) !== undefined) left++;
+        if ((await clearing.get(`k${i}`)) !== undefined) left++;
+      }
+    }
+    expect(left).toBe(0);
+  }, 60_000);
+});

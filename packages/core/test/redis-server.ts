@@ -89,7 +89,7 @@ function spawnServer(port: number, extra: string[] = [], dir?: string): ChildPro
  * redis-server outlives the run.
  */
 const live = new Set<ChildProcess>();
-process.once('exit', () => {
+function killLive(): void {
   for (const child of live) {
     try {
       process.kill(child.pid!, 'SIGKILL');
@@ -97,7 +97,18 @@ process.once('exit', () => {
       // already gone
     }
   }
-});
+  live.clear();
+}
+process.once('exit', killLive);
+// A signal ends a process without 'exit' (vitest stops its workers with SIGTERM): kill the
+// servers, then die of the same signal as before, unless someone else handles it.
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  const onSignal = (): void => {
+    killLive();
+    if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+  };
+  process.once(signal, onSignal);
+}
 
 async function kill(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;

@@ -121,6 +121,37 @@ d('redisBackend', () => {
     client.disconnect();
   });
 
+  it('refuses a keyPrefix given to the client it creates (redisOptions, URL, clusterOptions), naming the fix', () => {
+    const fix = /give ioredis a keyPrefix of its own.*redisBackend\(\{ keyPrefix/;
+    expect(() => redisBackend({ url: server!.url, redisOptions: { keyPrefix: 'io:' } })).toThrow(fix);
+    expect(() => redisBackend({ url: `${server!.url}?keyPrefix=io:` })).toThrow(fix);
+    if (cluster) {
+      const nodes = cluster.nodes;
+      expect(() => redisBackend({ cluster: nodes, clusterOptions: { keyPrefix: 'io:' } })).toThrow(fix);
+      expect(() =>
+        redisBackend({ cluster: nodes, clusterOptions: { redisOptions: { keyPrefix: 'io:' } } }),
+      ).toThrow(fix);
+    }
+  });
+
+  // Freezes a server of its own, so not with REDIS_URL.
+  it.skipIf(process.env.REDIS_URL)(
+    'close() gives up on a frozen Redis after a second instead of hanging',
+    async () => {
+      const own = await startRedis();
+      try {
+        const backend = redisBackend({ url: own.url, keyPrefix: freshPrefix('close') });
+        await backend.set('k', { value: new Uint8Array([1]) });
+        own.process!.kill('SIGSTOP');
+        const started = performance.now();
+        await backend.close();
+        expect(performance.now() - started).toBeLessThan(3000);
+      } finally {
+        await own.stop();
+      }
+    },
+  );
+
   it('serves a hit with one GET and a miss + store with a GET and one script call', async () => {
     const { client, sent } = countingClient(server!.url);
     const cache = createCache({

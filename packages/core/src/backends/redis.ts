@@ -118,6 +118,8 @@ const CAPABILITIES: BackendCapabilities = {
 };
 
 const NEWLINE = 0x0a;
+/** How long close() waits for Redis to answer QUIT before it drops the connection. */
+const CLOSE_WAIT_MS = 1000;
 const SCRIPTS = {
   xcacheSet: { numberOfKeys: 2, lua: SET_SCRIPT },
   xcacheDel: { numberOfKeys: 2, lua: DELETE_SCRIPT },
@@ -244,18 +246,6 @@ class RedisStore implements RedisBackend {
     if (options.client) {
       this.client = options.client;
       this.ownsClient = false;
-      const clientOptions = (
-        options.client as { options?: { keyPrefix?: string; redisOptions?: { keyPrefix?: string } } }
-      ).options;
-      if (clientOptions?.keyPrefix || clientOptions?.redisOptions?.keyPrefix) {
-        // ioredis prefixes KEYS and commands but not script arguments or SCAN patterns, so tags
-        // and prefix invalidation would silently find nothing.
-        throw cacheError(
-          'E_INVALID_OPTION',
-          'redis',
-          "the ioredis client has its own keyPrefix, which tag and prefix invalidation cannot see; create the client without it and pass redisBackend({ client, keyPrefix: '…' })",
-        );
-      }
     } else {
       const io = loadIoRedis();
       this.ownsClient = true;
@@ -271,6 +261,21 @@ class RedisStore implements RedisBackend {
           ...options.redisOptions,
         });
       }
+    }
+    const clientOptions = (
+      this.client as { options?: { keyPrefix?: string; redisOptions?: { keyPrefix?: string } } }
+    ).options;
+    if (clientOptions?.keyPrefix || clientOptions?.redisOptions?.keyPrefix) {
+      // ioredis prefixes KEYS and commands but not script arguments or SCAN patterns, so tags
+      // and prefix invalidation would silently find nothing.
+      if (this.ownsClient) this.client.disconnect();
+      throw cacheError(
+        'E_INVALID_OPTION',
+        'redis',
+        this.ownsClient
+          ? "redisOptions, clusterOptions or the URL (?keyPrefix=) give ioredis a keyPrefix of its own, which tag and prefix invalidation cannot see; remove it and pass redisBackend({ keyPrefix: '…' })"
+          : "the ioredis client has its own keyPrefix, which tag and prefix invalidation cannot see; create the client without it and pass redisBackend({ client, keyPrefix: '…' })",
+      );
     }
     // Connection errors surface as failed commands, which the engine counts and fails open on;
     // without a listener ioredis would also print each reconnect attempt.
@@ -819,11 +824,19 @@ class RedisStore implements RedisBackend {
     this.subscriber = undefined;
     if (subscriber) subscriber.disconnect();
     if (this.ownsClient) {
-      try {
-        await this.client.quit();
-      } catch {
-        this.client.disconnect();
-      }
+      // QUIT lets the commands already sent finish; a frozen or unreachable Redis never answers
+      // it, so after CLOSE_WAIT_MS the connection is dropped instead (close() never hangs).
+      let timer: NodeJS.Timeout | undefined;
+      const gaveUp = new Promise<'timeout'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), CLOSE_WAIT_MS);
+      });
+      const quit = this.client.quit().then(
+        () => 'quit' as const,
+        () => 'failed' as const,
+      );
+      const outcome = await Promise.race([quit, gaveUp]);
+      clearTimeout(timer);
+      if (outcome !== 'quit') this.client.disconnect();
     }
   }
 }

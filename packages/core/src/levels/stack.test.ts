@@ -40,6 +40,23 @@ describe('Level circuit breaker', () => {
   });
 });
 
+describe('Level bulkTimeout', () => {
+  // A backend by another name: the defaults depend on whether it lives in this process.
+  const remote = Object.defineProperty(Object.create(memoryBackend()), 'name', {
+    value: 'redis',
+  }) as ReturnType<typeof memoryBackend>;
+  it('defaults to 20 × timeout and at least 10 s for a network level, none for an in-process one', () => {
+    expect(new Level({ backend: remote }).bulkTimeoutMs).toBe(10_000);
+    expect(new Level({ backend: remote, timeout: '2s' }).bulkTimeoutMs).toBe(40_000);
+    expect(new Level({ backend: remote, timeout: 100, bulkTimeout: '3s' }).bulkTimeoutMs).toBe(3000);
+    expect(new Level({ backend: memoryBackend() }).bulkTimeoutMs).toBeUndefined();
+  });
+
+  it('rejects a malformed bulkTimeout with a typed error', () => {
+    expect(() => new Level({ backend: remote, bulkTimeout: 'soon' as '1s' })).toThrow(/bulkTimeout/);
+  });
+});
+
 describe('withTimeout', () => {
   const never = () => new Promise<never>(() => undefined);
   const resolveAfter = <T>(ms: number, value: T) =>

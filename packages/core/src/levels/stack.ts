@@ -18,6 +18,15 @@ export interface LevelOptions {
    */
   timeout?: Duration;
   /**
+   * Timeout of the operations that walk a whole store or many keys — invalidation by tag or
+   * prefix, `clear`, `clearAll`, `prune`, stats — which on a big shared Redis can take longer than
+   * a lookup's `timeout` without anything being wrong. One that takes longer is counted as an
+   * error but does not mark the level stalled; while the level is already stalled they get
+   * `timeout` instead, so a frozen store still costs one short timeout.
+   * @default none when `timeout` is none, else 20 × timeout and at least 10 s
+   */
+  bulkTimeout?: Duration;
+  /**
    * Circuit breaker: after `failures` consecutive errors or timeouts the level is skipped (reads
    * miss, writes drop, nothing waits) for `openFor`, then one call probes it; success closes the
    * breaker. `false` disables it.
@@ -39,6 +48,10 @@ export class Level {
   readonly name: string;
   readonly maxTtlMs: number | undefined;
   readonly timeoutMs: number | undefined;
+  readonly bulkTimeoutMs: number | undefined;
+  /** Deadlines of the calls in flight, for `timeoutMs` and `bulkTimeoutMs` (see runWithDeadline). */
+  deadlines: Deadlines | undefined;
+  bulkDeadlines: Deadlines | undefined;
   readonly sync: SyncReadableBackend | undefined;
   readonly breakerFailures: number;
   readonly breakerOpenMs: number;
@@ -102,6 +115,12 @@ export class Level {
         : IN_PROCESS.has(options.backend.name)
           ? undefined
           : 500;
+    this.bulkTimeoutMs =
+      options.bulkTimeout !== undefined
+        ? parseDuration(options.bulkTimeout, 'bulkTimeout')
+        : this.timeoutMs === undefined
+          ? undefined
+          : Math.max(20 * this.timeoutMs, 10_000);
     this.sync = isSyncBackend(options.backend) ? options.backend : undefined;
     const breaker = options.breaker ?? (options.backend.name === 'memory' ? false : {});
     this.breakerFailures = breaker === false ? 0 : (breaker.failures ?? 5);
@@ -262,12 +281,18 @@ class Deadlines {
   }
 }
 
-const deadlines = new WeakMap<Level, Deadlines>();
+function trackerFor(level: Level, long: boolean, ms: number): Deadlines {
+  const tracker = new Deadlines(ms);
+  if (long) level.bulkDeadlines = tracker;
+  else level.deadlines = tracker;
+  return tracker;
+}
 
 /**
- * Runs a backend call with the level's timeout and reports the outcome once, through `ok` or
- * `fail` (a `LevelTimeoutError` when the deadline passes first). Callback-style so that a caller
- * can settle its own promise without wrapping another one: this runs on every network read.
+ * Runs a backend call with the level's timeout (`bulkTimeoutMs` for a `bulk` call, unless the
+ * level is stalled) and reports the outcome once, through `ok` or `fail` (a `LevelTimeoutError`
+ * when the deadline passes first). Callback-style so that a caller can settle its own promise
+ * without wrapping another one: this runs on every network read.
  */
 export function runWithDeadline<T>(
   level: Level,
@@ -275,8 +300,10 @@ export function runWithDeadline<T>(
   run: () => Promise<T>,
   ok: (value: T) => void,
   fail: (error: unknown) => void,
+  bulk = false,
 ): void {
-  const ms = level.timeoutMs;
+  const long = bulk && !level.stalled;
+  const ms = long ? level.bulkTimeoutMs : level.timeoutMs;
   let pending: Promise<T>;
   if (ms === undefined || ms === Number.POSITIVE_INFINITY) {
     try {
@@ -289,12 +316,7 @@ export function runWithDeadline<T>(
     pending.then(ok, fail);
     return;
   }
-  let tracker = deadlines.get(level);
-  if (!tracker) {
-    tracker = new Deadlines(ms);
-    deadlines.set(level, tracker);
-  }
-  const clock = tracker;
+  const clock = (long ? level.bulkDeadlines : level.deadlines) ?? trackerFor(level, long, ms);
   const entry = clock.track(() => fail(new LevelTimeoutError(level.name, operation, ms)));
   try {
     pending = Promise.resolve(run());

@@ -142,6 +142,28 @@ describe('tool ledger: write tools', () => {
     }
   });
 
+  it('keeps the counts of a call whose counter write SQLite refused (busy), instead of losing them', async () => {
+    const path = join(dir, 'busy.db');
+    const errors: string[] = [];
+    const { ledger } = open({
+      cacheOptions: { store: sqliteBackend({ path, busyTimeoutMs: 20 }), memory: false },
+      onError: (_error, context) => errors.push(context.operation),
+    });
+    const status = counted(() => 'clean');
+    const locker = new Database(path);
+    try {
+      locker.exec('BEGIN IMMEDIATE');
+      const result = await ledger.executeOrReplay({ tool: 'git_status', input: {}, execute: status.execute });
+      expect(result.value).toBe('clean');
+      // The counter write met the lock (it is reported), and the call still answered.
+      expect(errors).toContain('stats');
+      locker.exec('COMMIT');
+    } finally {
+      locker.close();
+    }
+    expect(await ledger.stats()).toMatchObject({ calls: 1, executions: 1 });
+  });
+
   it('never replays a write from another key: each key runs once', async () => {
     const { ledger } = open();
     const email = counted((run) => run);

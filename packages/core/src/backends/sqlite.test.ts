@@ -476,6 +476,73 @@ describe('sqliteBackend', () => {
       expect(onA).toEqual(['a1', 'a2', 'a3', 'b1']);
     });
 
+    it('retries a bus write another connection’s lock refused, so the message still arrives', async () => {
+      const a = backend({ busPollMs: 5, busyTimeoutMs: 20 });
+      const b = backend({ busPollMs: 5 });
+      const onB: string[] = [];
+      await b.subscribe('bus', received(onB));
+      const locker = inspect();
+      locker.exec('BEGIN IMMEDIATE');
+      const published = a.publish('bus', 'through the lock');
+      // Held past a's busy timeout: the first write fails with SQLITE_BUSY.
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      locker.exec('COMMIT');
+      await published;
+      await until(() => onB.length > 0);
+      expect(onB).toEqual(['through the lock']);
+    });
+
+    it('delivers a message another connection commits while a subscriber starts listening', async () => {
+      const db = new Database(path);
+      raw.push(db);
+      const b = sqliteBackend({ database: db, busPollMs: 5 });
+      open.push(b);
+      const writer = inspect();
+      // Another process commits a bus row just before b's first look at data_version.
+      const pragma = db.pragma.bind(db);
+      let injected = false;
+      db.pragma = ((source: string, options?: Database.PragmaOptions) => {
+        if (source === 'data_version' && !injected) {
+          injected = true;
+          writer
+            .prepare('INSERT INTO cache_bus (channel, message, at) VALUES (?, ?, ?)')
+            .run('bus', 'meanwhile', Date.now());
+        }
+        return pragma(source, options);
+      }) as typeof db.pragma;
+      const onB: string[] = [];
+      await b.subscribe('bus', received(onB));
+      // No other commit follows: the message must not wait for one.
+      await until(() => onB.length > 0);
+      expect(injected).toBe(true);
+      expect(onB).toEqual(['meanwhile']);
+    });
+
+    it('stops quietly when the application closes the connection it passed in before close()', async () => {
+      const db = new Database(path);
+      const shared = sqliteBackend({
+        database: db,
+        touchFlushIntervalMs: 20,
+        touchGranularityMs: 0,
+        busPollMs: 5,
+      });
+      await shared.subscribe('bus', () => undefined);
+      await shared.set('k', { value: text('v') });
+      await shared.get('k');
+      db.close();
+      const uncaught: unknown[] = [];
+      const onError = (error: unknown) => uncaught.push(error);
+      process.on('uncaughtException', onError);
+      try {
+        // Past the touch flush timer and many bus polls.
+        await new Promise((resolve) => setTimeout(resolve, 150));
+      } finally {
+        process.off('uncaughtException', onError);
+      }
+      expect(uncaught).toEqual([]);
+      await shared.close();
+    });
+
     it('prunes old messages on a backend’s first publish and on prune(), so short-lived writers do not grow the file', async () => {
       let now = Date.UTC(2030, 0, 1);
       const clock = { now: () => now };

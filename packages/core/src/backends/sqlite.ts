@@ -118,6 +118,10 @@ const BUS_RETENTION_MS = 60_000;
 const BUS_PRUNE_EVERY = 128;
 /** Messages read per query when a subscriber catches up. */
 const BUS_BATCH = 1000;
+/** A bus write refused by another connection's lock is retried this often… */
+const BUS_RETRY_MS = 100;
+/** …for this long before its publishers are told it failed. */
+const BUS_GIVE_UP_MS = 30_000;
 
 interface BusRow {
   id: number;
@@ -398,6 +402,9 @@ class SqliteStore implements SqliteBackend {
   /** Messages waiting for the end of the tick, written together by `writeBus`. */
   private busQueue: [channel: string, message: string][] = [];
   private busWrite: Promise<void> | undefined;
+  /** Settles `busWrite`; set while a batch waits to be written (or retried). */
+  private busSettle: { resolve(): void; reject(error: unknown): void; since: number } | undefined;
+  private busRetry: NodeJS.Timeout | undefined;
   /** Ids of rows this backend wrote past the poll position: delivered already, skipped when read. */
   private readonly ownIds = new Set<number>();
 
@@ -694,22 +701,48 @@ class SqliteStore implements SqliteBackend {
     }
     this.busQueue.push([channel, message]);
     this.busWrite ??= new Promise<void>((resolve, reject) => {
-      setImmediate(() => {
-        this.busWrite = undefined;
-        try {
-          this.writeBus();
-          resolve();
-        } catch (error) {
-          reject(error);
-        }
-      });
+      this.busSettle = { resolve, reject, since: performance.now() };
+      setImmediate(this.flushBus);
     });
     return this.busWrite;
   }
 
+  /**
+   * Writes the queued bus messages. A write refused by another connection's lock (SQLITE_BUSY)
+   * keeps them queued and is retried every BUS_RETRY_MS, its publishers waiting, for up to
+   * BUS_GIVE_UP_MS: a message dropped here would leave other processes serving what it
+   * invalidated from their memory levels.
+   */
+  private readonly flushBus = (): void => {
+    this.busRetry = undefined;
+    const settle = this.busSettle;
+    if (this.closed || !settle) return;
+    try {
+      this.writeBus();
+    } catch (error) {
+      if (performance.now() - settle.since < BUS_GIVE_UP_MS) {
+        this.busRetry = setTimeout(this.flushBus, BUS_RETRY_MS);
+        this.busRetry.unref();
+        return;
+      }
+      this.busQueue = [];
+      this.endBusWrite()?.reject(error);
+      return;
+    }
+    this.endBusWrite()?.resolve();
+  };
+
+  private endBusWrite(): { resolve(): void; reject(error: unknown): void } | undefined {
+    const settle = this.busSettle;
+    this.busSettle = undefined;
+    this.busWrite = undefined;
+    if (this.busRetry) clearTimeout(this.busRetry);
+    this.busRetry = undefined;
+    return settle;
+  }
+
   private writeBus(): void {
     const batch = this.busQueue;
-    this.busQueue = [];
     if (batch.length === 0) return;
     this.run('publish', () => {
       const now = this.clock.now();
@@ -730,6 +763,8 @@ class SqliteStore implements SqliteBackend {
           }
         })
         .immediate();
+      // Written: only now may the batch leave the queue (a failed write keeps it for a retry).
+      this.busQueue = [];
       if (!this.busTimer) return;
       // Our own rows were delivered already: skip them when the poll reads past them. Ids are
       // consecutive inside the transaction, so when nothing foreign is pending before them the
@@ -759,7 +794,10 @@ class SqliteStore implements SqliteBackend {
     this.run('subscribe', () => {
       if (!this.busTimer) {
         this.busSeen = this.s.lastBusId.get() ?? 0;
-        this.dataVersion = this.db.pragma('data_version', { simple: true }) as number;
+        // No data_version yet: the first poll reads past busSeen whatever the version says, so a
+        // message another process commits while this subscription starts is delivered, not
+        // counted as seen by a version read after it.
+        this.dataVersion = -1;
         this.busTimer = setInterval(() => this.pollBus(), this.busPollMs);
         this.busTimer.unref();
       }
@@ -777,10 +815,14 @@ class SqliteStore implements SqliteBackend {
 
   private pollBus(): void {
     if (this.closed) return;
+    if (!this.db.open) {
+      // The application closed the connection it gave us: nothing more to hear.
+      this.stopBus();
+      return;
+    }
     try {
       const version = this.db.pragma('data_version', { simple: true }) as number;
       if (version === this.dataVersion) return;
-      this.dataVersion = version;
       for (;;) {
         const rows = this.s.busAfter.all(this.busSeen, BUS_BATCH);
         for (const row of rows) {
@@ -789,6 +831,8 @@ class SqliteStore implements SqliteBackend {
         }
         if (rows.length < BUS_BATCH) break;
       }
+      // Only once read: a failed read is tried again by the next check.
+      this.dataVersion = version;
     } catch {
       // A busy or briefly unreadable file: the next check catches up from busSeen.
     }
@@ -803,10 +847,15 @@ class SqliteStore implements SqliteBackend {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    try {
-      this.writeBus();
-    } catch {
-      // best effort, like the LRU touches below
+    // Queued bus messages get one last try; their publishers learn whether it worked.
+    if (this.busSettle) {
+      try {
+        this.writeBus();
+        this.endBusWrite()?.resolve();
+      } catch (error) {
+        this.busQueue = [];
+        this.endBusWrite()?.reject(error);
+      }
     }
     this.stopBus();
     this.listeners.clear();
@@ -916,12 +965,18 @@ class SqliteStore implements SqliteBackend {
   private readonly backgroundFlush = (): void => {
     this.cancelFlush();
     if (this.closed || this.touches.size === 0) return;
+    if (!this.db.open) {
+      // The application closed the connection it gave us: the hints have nowhere to go.
+      this.touches.clear();
+      return;
+    }
     const pending = this.touches;
     // A background flush must not block the event loop for busyTimeoutMs behind another
     // process's write, so it gives up at once and retries when the timer fires again.
-    const timeout = Number(this.db.pragma('busy_timeout', { simple: true }));
-    this.db.pragma('busy_timeout = 0');
+    let timeout: number | undefined;
     try {
+      timeout = Number(this.db.pragma('busy_timeout', { simple: true }));
+      this.db.pragma('busy_timeout = 0');
       this.writeTouches();
       this.backingOff = false;
     } catch {
@@ -931,7 +986,7 @@ class SqliteStore implements SqliteBackend {
       this.backingOff = true;
       this.armFlushTimer();
     } finally {
-      this.db.pragma(`busy_timeout = ${timeout}`);
+      if (timeout !== undefined && this.db.open) this.db.pragma(`busy_timeout = ${timeout}`);
     }
   };
 

@@ -27,6 +27,17 @@ const PROBE_KEY = '~probe';
 /** Each bounded store, to the store it wraps. */
 const wrapped = new WeakMap<object, SwapBackend>();
 
+/** Errors of calls the ledger stopped waiting for: sent, unanswered, and so may still land. */
+const unanswered = new WeakSet<object>();
+
+/**
+ * Whether `error` is the ledger's own deadline passing on a call that was sent: it may still
+ * land. A store's own E_TIMEOUT (SQLite's busy wait) means the call did not happen.
+ */
+export function outlivedDeadline(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && unanswered.has(error);
+}
+
 /** The store a bounded store wraps (itself for any other store): per-store checks key on it. */
 export function unbounded(store: CacheBackend): CacheBackend {
   return wrapped.get(store) ?? store;
@@ -89,13 +100,13 @@ export function boundStore(store: SwapBackend, timeoutMs?: number): BoundedStore
           stalled = true;
           probe();
         }
-        reject(
-          cacheError(
-            'E_TIMEOUT',
-            'ledger',
-            `${store.name} ${operation} did not answer within ${ms} ms; check the store, or raise the ledger's timeout`,
-          ),
+        const error = cacheError(
+          'E_TIMEOUT',
+          'ledger',
+          `${store.name} ${operation} did not answer within ${ms} ms; check the store, or raise the ledger's timeout`,
         );
+        unanswered.add(error);
+        reject(error);
       }, timerMs(ms));
       timer.unref();
       promise.then(

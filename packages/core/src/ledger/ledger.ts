@@ -8,7 +8,7 @@ import { hashRequest, validateName } from '../keys/index.ts';
 import type { Duration } from '../ttl.ts';
 import { parseDuration } from '../ttl.ts';
 import { timerMs } from '../util/timers.ts';
-import { boundStore, ledgerTimeout } from './bounded.ts';
+import { boundStore, ledgerTimeout, outlivedDeadline } from './bounded.ts';
 import type { RecordedError } from './errors.ts';
 import {
   IdempotencyConflictError,
@@ -385,7 +385,8 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
       } catch (error) {
         report(error, 'stats', tool);
         // Sent but unanswered: it may still land, and counting it here too would count it twice.
-        if (CacheError.isInstance(error) && error.code === 'E_TIMEOUT') return;
+        // (A store that refused it, SQLite busy past its busy timeout, did not count it: kept here.)
+        if (outlivedDeadline(error)) return;
       }
     }
     const into = local.get(tool) ?? emptyStats();

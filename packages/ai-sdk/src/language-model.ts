@@ -441,8 +441,9 @@ export function cacheMiddleware(options: CacheMiddlewareOptions = {}): LanguageM
     const context: CallContext = { view, keyInput, storageKey, own, params, model };
     // A call that skips the read still shares its fresh stream with identical calls that arrive
     // meanwhile, and stays joinable until its recording is stored, so the next call sees it.
-    // A noStore call's stream is not shared: a caller joining it would see its answer go unstored.
-    const shared = !own.noStore;
+    // A call that stores nothing (noStore, ttl 0) does not share its stream: a caller joining it
+    // would see its answer go unstored.
+    const shared = !own.noStore && parseDuration(own.ttl ?? options.ttl, 'ttl') !== 0;
     if (own.noCache) return lead(context, shared);
     const inFlight = flights.get(storageKey);
     if (inFlight?.joinable) return join(context, inFlight);

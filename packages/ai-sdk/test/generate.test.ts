@@ -422,6 +422,27 @@ describe('cacheMiddleware — generate', () => {
       expect(inner.doGenerateCalls).toHaveLength(2);
     });
 
+    it('noCache calls the model even while an identical call is in flight, instead of joining it', async () => {
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      const { inner, model } = setup(async (_call, index) => {
+        if (index === 0) await gate;
+        return textResult(`answer ${index}`);
+      });
+      const first = generateText({ model, prompt: 'a' });
+      while (inner.doGenerateCalls.length === 0) await new Promise((resolve) => setImmediate(resolve));
+      const forced = await generateText({
+        model,
+        prompt: 'a',
+        providerOptions: { xCache: { noCache: true } },
+      });
+      expect(forced.text).toBe('answer 1');
+      expect(forced.providerMetadata?.xCache).toMatchObject({ hit: false });
+      release();
+      expect((await first).text).toBe('answer 0');
+      expect(inner.doGenerateCalls).toHaveLength(2);
+    });
+
     it('noStore skips the write but still serves hits', async () => {
       const { inner, model } = setup((_call, index) => textResult(`answer ${index}`));
       await generateText({ model, prompt: 'a', providerOptions: { xCache: { noStore: true } } });

@@ -44,7 +44,10 @@ export function generateResult(
 
 /** A model whose every generate call answers with `respond(call, callIndex)`. */
 export function generateModel(
-  respond: (call: LanguageModelV4CallOptions, index: number) => LanguageModelV4GenerateResult,
+  respond: (
+    call: LanguageModelV4CallOptions,
+    index: number,
+  ) => LanguageModelV4GenerateResult | Promise<LanguageModelV4GenerateResult>,
   ids: { provider?: string; modelId?: string } = {},
 ): MockLanguageModelV4 {
   const model: MockLanguageModelV4 = new MockLanguageModelV4({

@@ -738,9 +738,12 @@ describe('cacheMiddleware — stream', () => {
       expect(inner.doStreamCalls).toHaveLength(2);
     });
 
-    it('does not share a noStore stream with a call that wants its answer stored', async () => {
+    it.each([
+      ['noStore', { noStore: true }],
+      ['ttl 0', { ttl: 0 }],
+    ])('does not share a %s stream with a call that wants its answer stored', async (_name, xCache) => {
       const { inner, model, upstreams } = manualSetup();
-      const peek = streamText({ model, prompt: 'same', providerOptions: { xCache: { noStore: true } } }).text;
+      const peek = streamText({ model, prompt: 'same', providerOptions: { xCache } }).text;
       await until(() => upstreams.length === 1);
       const wanted = streamText({ model, prompt: 'same' }).text;
       await until(() => upstreams.length === 2, 'a call of its own');

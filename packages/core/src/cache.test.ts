@@ -147,6 +147,29 @@ describe('createCache > getOrCompute', () => {
     expect(await cache.has('other')).toBe(false);
   });
 
+  it('a forced call computes itself instead of joining a computation already on its way', async () => {
+    const cache = make();
+    let computes = 0;
+    const first = cache.getOrCompute('k', async () => {
+      computes++;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      return 'first';
+    });
+    // The first call is computing (its flight registered) before the forced one starts.
+    while (computes === 0) await new Promise((resolve) => setImmediate(resolve));
+    const forced = cache.getOrCompute(
+      'k',
+      async () => {
+        computes++;
+        return 'forced';
+      },
+      { forceRefresh: true },
+    );
+    expect(await forced).toBe('forced');
+    expect(await first).toBe('first');
+    expect(computes).toBe(2);
+  });
+
   it('admits values through shouldCache and never stores undefined', async () => {
     const cache = make();
     const compute = counter({ finishReason: 'length' });

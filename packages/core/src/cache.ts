@@ -252,11 +252,13 @@ interface Watch {
 /** Whether a call with `policy` may take the answer of `flight` instead of computing its own. */
 function joinable(
   flight: Flight | undefined,
-  policy: { noStore?: boolean },
+  policy: { noStore?: boolean; forceRefresh?: boolean },
   timing: Timing,
 ): flight is Flight {
+  // A forced call computes itself: it asked for a new answer, not for the one already on its way.
+  if (flight === undefined || policy.forceRefresh === true) return false;
   // A caller that stores nothing itself (noStore, ttl 0) may take any answer.
-  return flight !== undefined && (!flight.noStore || policy.noStore === true || timing.ttlMs === 0);
+  return !flight.noStore || policy.noStore === true || timing.ttlMs === 0;
 }
 
 /** Invalidation bus message: keys, a prefix, a scoped tag, or everything. */

@@ -16,7 +16,14 @@ import {
   resolveView,
   SHARED_OPTIONS,
 } from './options.ts';
-import { isRuntimeOption, parseLlmString, redactLlmString, SecretFilter } from './secrets.ts';
+import {
+  hasUnserialisable,
+  isRuntimeOption,
+  mentionsUnserialisable,
+  parseLlmString,
+  redactLlmString,
+  SecretFilter,
+} from './secrets.ts';
 
 export interface LangChainCacheOptions extends SharedCacheOptions, AdmissionOptions {
   /** Key name of the entries; `cache.invalidate(name)` drops them all. @default 'langchain.generate' */
@@ -69,14 +76,19 @@ export class LangChainCache extends BaseCache<Generation[]> {
 
   /**
    * The key of one prompt under one `llmString`, without credentials, and the parameters it was
-   * read from (none when the string has another form).
+   * read from (none when the string has another form). `undefined` when the `llmString` cannot
+   * tell requests apart: it holds an object LangChain could not serialise (tools made with `tool()`
+   * passed as call options all read `not_implemented`), so the call is neither read nor stored.
    */
   #key(
     prompt: string,
     llmString: string,
-  ): { key: { name: string; request: unknown }; params: Record<string, unknown>; model?: string } {
+  ):
+    | { key: { name: string; request: unknown }; params: Record<string, unknown>; model?: string }
+    | undefined {
     const parsed = parseLlmString(llmString);
     if (!parsed) {
+      if (mentionsUnserialisable(llmString)) return undefined;
       return {
         key: { name: this.#name, request: { prompt, llm: redactLlmString(llmString, this.#filter) } },
         params: {},
@@ -85,13 +97,20 @@ export class LangChainCache extends BaseCache<Generation[]> {
     for (const [option, value] of Object.entries(parsed)) {
       if (isRuntimeOption(option, value)) delete parsed[option];
     }
+    if (hasUnserialisable(parsed)) return undefined;
     const llm = keyable(parsed, this.#filter) as Record<string, unknown>;
     return { key: { name: this.#name, request: { prompt, llm } }, params: llm, model: modelNameOf(llm) };
   }
 
   async lookup(prompt: string, llmString: string): Promise<Generation[] | null> {
     try {
-      const result = await this.view.getResult<CachedGenerations>(this.#key(prompt, llmString).key);
+      const keyed = this.#key(prompt, llmString);
+      if (!keyed) {
+        // Uncacheable: the call goes to the model, as after any miss.
+        this.view.recordLookup('miss');
+        return null;
+      }
+      const result = await this.view.getResult<CachedGenerations>(keyed.key);
       if (!result) return null;
       return result.value.generations.map((stored) => restoreGeneration(stored, { zeroUsage: true }));
     } catch (error) {
@@ -102,7 +121,9 @@ export class LangChainCache extends BaseCache<Generation[]> {
 
   async update(prompt: string, llmString: string, value: Generation[]): Promise<void> {
     try {
-      const { key, params, model } = this.#key(prompt, llmString);
+      const keyed = this.#key(prompt, llmString);
+      if (!keyed) return;
+      const { key, params, model } = keyed;
       // A refused response answered its call but is never written: the lookup counted the miss.
       if (!this.#shouldCache(candidateOf('generate', value, params))) return;
       const record: CachedGenerations = { generations: value.map(storeGeneration) };

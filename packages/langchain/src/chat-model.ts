@@ -13,7 +13,7 @@ import {
   RunnableWithFallbacks,
 } from '@langchain/core/runnables';
 import type { CachePolicy, CacheView } from '@x/cache-core';
-import { LeaderAborted, leaderError } from '@x/cache-core';
+import { LeaderAborted, leaderError, raceAbort } from '@x/cache-core';
 import type { AdmissionOptions, CacheCandidate } from './admission.ts';
 import { candidateOf, defaultShouldCache } from './admission.ts';
 import { langchainCacheError } from './errors.ts';
@@ -345,24 +345,34 @@ export class CachedChatModel<
     options: this['ParsedCallOptions'],
     runManager?: CallbackManagerForLLMRun,
   ): Promise<ChatResult> {
+    const signal = options?.signal;
+    // Already aborted: nothing is looked up, joined or computed.
+    signal?.throwIfAborted();
     const { key, policy } = this.#request(messages, options);
     for (let attempt = 0; ; attempt++) {
       let computed = false;
       let own: ChatResult | undefined;
       try {
-        const result = await this.view.getOrComputeResult(
+        const flight = this.view.getOrComputeResult(
           key,
           async () => {
             computed = true;
             try {
+              // A caller that left while the lookup ran does not start a model call.
+              signal?.throwIfAborted();
               own = await this.inner._generate(messages, options as never, runManager);
             } catch (error) {
-              throw leaderError(error, options?.signal);
+              throw leaderError(error, signal);
             }
             return recordOfResult(own);
           },
           policy,
         );
+        // The caller stops waiting as soon as its own signal aborts, whether it runs the model
+        // call or joined one. The model call sees only its first caller's signal, so a joiner
+        // leaving does not disturb it; a first caller's abort fails it as before (LeaderAborted:
+        // nothing stored, joiners ask again).
+        const result = await raceAbort(flight, signal);
         // The caller that paid for the response gets it as the provider sent it; everyone else
         // gets a copy that reports no usage, and a run LangChain ends as a cached one.
         if (own) return own;
@@ -373,8 +383,8 @@ export class CachedChatModel<
         // A joined call whose first caller aborted, or stopped reading the stream it joined, asks
         // again rather than failing with it.
         const gone = error instanceof LeaderAborted || error instanceof StreamAbandonedError;
-        if (gone && !options?.signal?.aborted && attempt < MAX_JOIN_ATTEMPTS) continue;
-        throw error instanceof LeaderAborted ? (options?.signal?.reason ?? error.reason) : error;
+        if (gone && !signal?.aborted && attempt < MAX_JOIN_ATTEMPTS) continue;
+        throw error instanceof LeaderAborted ? (signal?.reason ?? error.reason) : error;
       }
     }
   }

@@ -225,6 +225,25 @@ export function parseLlmString(llmString: string): Record<string, unknown> | und
   return out;
 }
 
+/**
+ * Whether a parsed `llmString` holds an object LangChain could not serialise: `JSON.stringify` of a
+ * LangChain object that is not serialisable (a tool made with `tool()`, a `DynamicStructuredTool`,
+ * a runnable) gives `{ lc: 1, type: 'not_implemented', id: [...class path] }`, the same for every
+ * instance of the class, so two different tools passed as call options would share a key.
+ */
+export function hasUnserialisable(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  if (Array.isArray(value)) return value.some(hasUnserialisable);
+  const object = value as Record<string, unknown>;
+  if ('lc' in object && object.type === 'not_implemented') return true;
+  return Object.values(object).some(hasUnserialisable);
+}
+
+/** The same test on an `llmString` `parseLlmString` could not read. */
+export function mentionsUnserialisable(llmString: string): boolean {
+  return /"lc"\s*:\s*\d+\s*,\s*"type"\s*:\s*"not_implemented"/.test(llmString);
+}
+
 const QUOTED_PAIR = /"([^"\\]*)"\s*:\s*("(?:[^"\\]|\\.)*"|\{[^{}]*\})/g;
 const TOP_LEVEL_PAIR = /(^|,)([A-Za-z_$][\w$]*):("(?:[^"\\]|\\.)*")/g;
 

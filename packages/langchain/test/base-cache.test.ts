@@ -1,9 +1,11 @@
 import { BaseCallbackHandler } from '@langchain/core/callbacks/base';
 import { AIMessage, AIMessageChunk, HumanMessage } from '@langchain/core/messages';
+import { tool } from '@langchain/core/tools';
 import { FakeListChatModel, FakeLLM } from '@langchain/core/utils/testing';
 import { CacheError, createCache } from '@x/cache-core';
 import { sqliteBackend } from '@x/cache-core/sqlite';
 import { afterEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { LangChainCache, withCache } from '../src/index.ts';
 import { bytesOnDisk, ManualClock, NamelessKeyModel, ScriptedChatModel, tempDir } from './helpers.ts';
 
@@ -26,6 +28,25 @@ const toolCallResponder = () => ({
   tool_calls: [{ id: 'call_42', name: 'lookup', args: { q: 'langchain' }, type: 'tool_call' as const }],
   additional_kwargs: { reasoning: { summary: 'user wants a lookup' } },
   response_metadata: { system_fingerprint: 'fp_1' },
+});
+
+const getWeather = tool(async ({ city }: { city: string }) => `It is sunny in ${city}.`, {
+  name: 'get_weather',
+  description: 'Current weather for a city',
+  schema: z.object({ city: z.string() }),
+});
+
+const getTime = tool(async ({ zone }: { zone: string }) => `12:00 in ${zone}`, {
+  name: 'get_time',
+  description: 'Current time in a zone',
+  schema: z.object({ zone: z.string() }),
+});
+
+/** Answers with the names of the tools the call offered, whatever their form. */
+const toolNamesResponder = (_messages: unknown, options: { tools?: Record<string, unknown>[] }) => ({
+  content: `tools: ${(options.tools ?? [])
+    .map((each) => (each.function as { name?: string } | undefined)?.name ?? each.name)
+    .join(',')}`,
 });
 
 const closers: Array<() => unknown> = [];
@@ -249,6 +270,48 @@ describe('LangChainCache', () => {
       cache_creation: { ephemeral_5m_input_tokens: 0 },
     });
     expect(hit.usage_metadata).toEqual({ input_tokens: 0, output_tokens: 0, total_tokens: 0 });
+  });
+
+  it('does not cache a call whose tools LangChain cannot serialise: tool() objects as call options', async () => {
+    const cache = memoryCache();
+    const model = new ScriptedChatModel({
+      cache: new LangChainCache({ cache }),
+      respond: toolNamesResponder,
+    });
+    // LangChain's llmString renders both tools as {"lc":1,"type":"not_implemented",…}: one key.
+    const weather = await model.invoke('What can you do?', { tools: [getWeather] as never });
+    const time = await model.invoke('What can you do?', { tools: [getTime] as never });
+    expect(weather.content).toBe('tools: get_weather');
+    expect(time.content).toBe('tools: get_time');
+    await model.invoke('What can you do?', { tools: [getWeather] as never });
+    expect(model.log.generate).toBe(3);
+    expect(await cache.stats()).toMatchObject({ hits: 0, misses: 3, sets: 0 });
+
+    // withCache keys such tools by name, description and schema.
+    const wrapped = new ScriptedChatModel({ respond: toolNamesResponder });
+    const cached = withCache(wrapped, { cache });
+    await cached.invoke('What can you do?', { tools: [getWeather] as never });
+    const timeAgain = await cached.invoke('What can you do?', { tools: [getTime] as never });
+    const weatherAgain = await cached.invoke('What can you do?', { tools: [getWeather] as never });
+    expect(timeAgain.content).toBe('tools: get_time');
+    expect(weatherAgain.content).toBe('tools: get_weather');
+    expect(wrapped.log.generate).toBe(2);
+  });
+
+  it('caches tools bound with bindTools (JSON schemas in the llmString), one entry per tool', async () => {
+    const cache = memoryCache();
+    const model = new ScriptedChatModel({
+      cache: new LangChainCache({ cache }),
+      respond: toolNamesResponder,
+    });
+    const weather = model.bindTools([getWeather]);
+    const time = model.bindTools([getTime]);
+    expect((await weather.invoke('What can you do?')).content).toBe('tools: get_weather');
+    expect((await time.invoke('What can you do?')).content).toBe('tools: get_time');
+    expect((await weather.invoke('What can you do?')).content).toBe('tools: get_weather');
+    expect((await time.invoke('What can you do?')).content).toBe('tools: get_time');
+    expect(model.log.generate).toBe(2);
+    expect(await cache.stats()).toMatchObject({ hits: 2, misses: 2, sets: 2 });
   });
 
   describe('where LangChain hands it too little (use withCache there)', () => {

@@ -229,6 +229,45 @@ describe('withCache', () => {
     expect(inner.log.generate).toBe(2);
   });
 
+  it.each([
+    ['aborted after it joined', false],
+    ['already aborted', true],
+  ])(
+    'rejects a joined invoke whose own signal is %s, without disturbing the call it joined',
+    async (_, early) => {
+      const inner = new ScriptedChatModel();
+      const gate = deferred();
+      inner.log.gate = gate.promise;
+      const cache = memoryCache();
+      const model = withCache(inner, { cache });
+      const leader = model.invoke('same');
+      await new Promise((resolve) => setImmediate(resolve));
+      const controller = new AbortController();
+      const reason = new Error('user navigated away');
+      if (early) controller.abort(reason);
+      const joiner = model.invoke('same', { signal: controller.signal }).then(
+        () => 'answered',
+        (error: unknown) => error,
+      );
+      await new Promise((resolve) => setImmediate(resolve));
+      if (!early) controller.abort(reason);
+      // The model call is still held: the joiner must not wait for it.
+      let timer: NodeJS.Timeout | undefined;
+      const stillPending = new Promise((resolve) => {
+        timer = setTimeout(() => resolve('still pending'), 500);
+      });
+      expect(await Promise.race([joiner, stillPending])).toBe(reason);
+      clearTimeout(timer);
+
+      gate.resolve();
+      expect((await leader).content).toMatch(/^answer /);
+      expect(inner.log.generate).toBe(1);
+      expect((await model.invoke('same')).content).toBe((await leader).content);
+      expect(inner.log.generate).toBe(1);
+      expect(await cache.stats()).toMatchObject({ sets: 1 });
+    },
+  );
+
   it('does not fail an invoke that joined a stream whose consumer stopped reading', async () => {
     const inner = new ScriptedChatModel();
     const second = deferred();

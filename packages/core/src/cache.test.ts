@@ -32,7 +32,11 @@ afterEach(async () => {
 });
 
 /** The same backend, answering `method` 30 ms late (as a remote store can). */
-function slowReads<B extends object>(backend: B, method: 'get' | 'getMany', delayMs = 30): B {
+function slowReads<B extends object>(
+  backend: B,
+  method: 'get' | 'getMany' | 'deleteByPrefix',
+  delayMs = 30,
+): B {
   return new Proxy(backend, {
     get(target, property) {
       const member = Reflect.get(target, property, target);
@@ -168,6 +172,45 @@ describe('createCache > getOrCompute', () => {
     expect(await forced).toBe('forced');
     expect(await first).toBe('first');
     expect(computes).toBe(2);
+  });
+
+  it('forced calls made at once share one computation', async () => {
+    const cache = make();
+    let computes = 0;
+    const compute = async () => {
+      computes++;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      return computes;
+    };
+    const forced = await Promise.all(
+      [1, 2, 3].map(() => cache.getOrCompute('k', compute, { forceRefresh: true })),
+    );
+    expect(forced).toEqual([1, 1, 1]);
+    expect(computes).toBe(1);
+  });
+
+  it('a slow bulk call that answers does not end a stall: only a lookup answered in time does', async () => {
+    const slow = slowReads(
+      slowReads(sqliteBackend({ path: join(dir, 'stall-bulk.db') }), 'get', 300),
+      'deleteByPrefix',
+      400,
+    );
+    const cache = make({
+      store: { backend: slow, timeout: 50, bulkTimeout: '2s', breaker: false },
+      memory: false,
+    });
+    const failed: string[] = [];
+    cache.on('error', (event) => failed.push(event.operation));
+    // Started before the stall, under the long bulk deadline.
+    const clearing = cache.clear();
+    expect(await cache.getOrCompute('a', () => 'A')).toBe('A');
+    expect(failed).toEqual(['get']);
+    await clearing;
+    // Reads still take 300 ms: the level stays stalled and the next call skips it at once.
+    const started = performance.now();
+    expect(await cache.getOrCompute('b', () => 'B')).toBe('B');
+    expect(failed).toEqual(['get']);
+    expect(performance.now() - started).toBeLessThan(45);
   });
 
   it('admits values through shouldCache and never stores undefined', async () => {

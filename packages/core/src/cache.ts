@@ -234,6 +234,8 @@ interface Flight {
   promise: Promise<{ result: CacheResult<unknown>; encoded: Uint8Array | undefined }>;
   /** Computed by a `noStore` call: callers that want their answer stored do not join it. */
   noStore: boolean;
+  /** Started by a `forceRefresh` call: other forced calls may join it (it reads nothing old). */
+  forced: boolean;
   /** The scoped tags its value will carry, to tell whether a tag invalidation concerns it. */
   tags: readonly string[];
 }
@@ -255,8 +257,9 @@ function joinable(
   policy: { noStore?: boolean; forceRefresh?: boolean },
   timing: Timing,
 ): flight is Flight {
-  // A forced call computes itself: it asked for a new answer, not for the one already on its way.
-  if (flight === undefined || policy.forceRefresh === true) return false;
+  // A forced call asked for a new answer: it joins only another forced call's computation (so
+  // forced calls at once still compute once), never one that may serve what was stored before.
+  if (flight === undefined || (policy.forceRefresh === true && !flight.forced)) return false;
   // A caller that stores nothing itself (noStore, ttl 0) may take any answer.
   return !flight.noStore || policy.noStore === true || timing.ttlMs === 0;
 }
@@ -597,7 +600,9 @@ class Engine {
       run,
       (result) => {
         if (level.failures > 0) level.succeeded(admitted);
-        if (level.stalled) level.answered(performance.now());
+        // A bulk call may answer long after `timeout` without the store being quick again: only
+        // lookups end a stall.
+        if (level.stalled && !bulk) level.answered(performance.now());
         done(result);
       },
       (error) => {
@@ -1369,6 +1374,7 @@ export class CacheView {
       }),
       // A ttl-0 call stores nothing either: a caller that wants its answer stored computes its own.
       noStore: policy.noStore === true || timing.ttlMs === 0,
+      forced: policy.forceRefresh === true,
       tags,
     };
     engine.inflight.set(storageKey, flight);

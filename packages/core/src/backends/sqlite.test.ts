@@ -492,6 +492,31 @@ describe('sqliteBackend', () => {
       expect(onB).toEqual(['through the lock']);
     });
 
+    it('retries a refused bus write without waiting on the lock, so the event loop is not held for busyTimeoutMs each time', async () => {
+      const a = backend({ busyTimeoutMs: 300 });
+      const locker = inspect();
+      locker.exec('BEGIN IMMEDIATE');
+      let blocked = 0;
+      let last = performance.now();
+      const monitor = setInterval(() => {
+        const now = performance.now();
+        if (now - last > 30) blocked += now - last;
+        last = now;
+      }, 5);
+      try {
+        const published = a.publish('bus', 'late');
+        await new Promise((resolve) => setTimeout(resolve, 1500));
+        locker.exec('COMMIT');
+        await published;
+      } finally {
+        clearInterval(monitor);
+      }
+      // The first attempt waits its busy timeout once (300 ms); the retries over the next 1.2 s
+      // must not each wait another 300 ms.
+      expect(blocked).toBeLessThan(800);
+      expect(inspect().prepare('SELECT message FROM cache_bus').pluck().all()).toEqual(['late']);
+    });
+
     it('delivers a message another connection commits while a subscriber starts listening', async () => {
       const db = new Database(path);
       raw.push(db);

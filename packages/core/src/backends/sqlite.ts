@@ -403,7 +403,9 @@ class SqliteStore implements SqliteBackend {
   private busQueue: [channel: string, message: string][] = [];
   private busWrite: Promise<void> | undefined;
   /** Settles `busWrite`; set while a batch waits to be written (or retried). */
-  private busSettle: { resolve(): void; reject(error: unknown): void; since: number } | undefined;
+  private busSettle:
+    | { resolve(): void; reject(error: unknown): void; since: number; retrying: boolean }
+    | undefined;
   private busRetry: NodeJS.Timeout | undefined;
   /** Ids of rows this backend wrote past the poll position: delivered already, skipped when read. */
   private readonly ownIds = new Set<number>();
@@ -701,7 +703,7 @@ class SqliteStore implements SqliteBackend {
     }
     this.busQueue.push([channel, message]);
     this.busWrite ??= new Promise<void>((resolve, reject) => {
-      this.busSettle = { resolve, reject, since: performance.now() };
+      this.busSettle = { resolve, reject, since: performance.now(), retrying: false };
       setImmediate(this.flushBus);
     });
     return this.busWrite;
@@ -711,16 +713,19 @@ class SqliteStore implements SqliteBackend {
    * Writes the queued bus messages. A write refused by another connection's lock (SQLITE_BUSY)
    * keeps them queued and is retried every BUS_RETRY_MS, its publishers waiting, for up to
    * BUS_GIVE_UP_MS: a message dropped here would leave other processes serving what it
-   * invalidated from their memory levels.
+   * invalidated from their memory levels. Retries do not wait on the lock (busy_timeout 0), so
+   * they never block the event loop for busyTimeoutMs each.
    */
   private readonly flushBus = (): void => {
     this.busRetry = undefined;
     const settle = this.busSettle;
     if (this.closed || !settle) return;
     try {
-      this.writeBus();
+      if (settle.retrying) this.withoutBusyWait(() => this.writeBus());
+      else this.writeBus();
     } catch (error) {
       if (performance.now() - settle.since < BUS_GIVE_UP_MS) {
+        settle.retrying = true;
         this.busRetry = setTimeout(this.flushBus, BUS_RETRY_MS);
         this.busRetry.unref();
         return;
@@ -731,6 +736,17 @@ class SqliteStore implements SqliteBackend {
     }
     this.endBusWrite()?.resolve();
   };
+
+  /** Runs `fn` with the connection's busy timeout at 0: a locked file fails at once instead of blocking. */
+  private withoutBusyWait(fn: () => void): void {
+    const timeout = Number(this.db.pragma('busy_timeout', { simple: true }));
+    this.db.pragma('busy_timeout = 0');
+    try {
+      fn();
+    } finally {
+      if (this.db.open) this.db.pragma(`busy_timeout = ${timeout}`);
+    }
+  }
 
   private endBusWrite(): { resolve(): void; reject(error: unknown): void } | undefined {
     const settle = this.busSettle;
@@ -973,11 +989,8 @@ class SqliteStore implements SqliteBackend {
     const pending = this.touches;
     // A background flush must not block the event loop for busyTimeoutMs behind another
     // process's write, so it gives up at once and retries when the timer fires again.
-    let timeout: number | undefined;
     try {
-      timeout = Number(this.db.pragma('busy_timeout', { simple: true }));
-      this.db.pragma('busy_timeout = 0');
-      this.writeTouches();
+      this.withoutBusyWait(() => this.writeTouches());
       this.backingOff = false;
     } catch {
       for (const [key, time] of pending) if (!this.touches.has(key)) this.touches.set(key, time);
@@ -985,8 +998,6 @@ class SqliteStore implements SqliteBackend {
       if (this.touches.size > 10 * this.touchFlushSize) this.touches.clear();
       this.backingOff = true;
       this.armFlushTimer();
-    } finally {
-      if (timeout !== undefined && this.db.open) this.db.pragma(`busy_timeout = ${timeout}`);
     }
   };
 

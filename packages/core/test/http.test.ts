@@ -139,6 +139,15 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
         .writeHead(200, { 'cache-control': 'private, max-age=60' })
         .end(`key=${req.headers['x-api-key'] ?? req.headers.authorization ?? 'none'}`);
       return;
+    case '/api-key':
+      // A public response whose body depends on the caller's API key (as many APIs answer).
+      res
+        .writeHead(200, { 'cache-control': 'max-age=60' })
+        .end(`data for ${req.headers['x-api-key'] ?? 'none'}`);
+      return;
+    case '/shared-max':
+      res.writeHead(200, { 'cache-control': 'max-age=600, s-maxage=0' }).end(`shared ${seen.length}`);
+      return;
     case '/cookie':
       res
         .writeHead(200, { 'cache-control': 'max-age=60', 'set-cookie': 'sid=abc; HttpOnly' })
@@ -471,6 +480,49 @@ describe('cachedFetch', () => {
     await get('/private', { headers: { authorization: 'Bearer alice' } });
     const alice = await get('/private', { headers: { authorization: 'Bearer alice' } });
     expect([alice.headers.get('x-cache'), await alice.text()]).toEqual(['HIT', 'key=Bearer alice']);
+  });
+
+  it('never serves one API key’s response to another: credential headers are always in the key', async () => {
+    for (const [header, a, b] of [
+      ['x-api-key', 'key-a', 'key-b'],
+      ['x-goog-api-key', 'g-a', 'g-b'],
+    ] as const) {
+      seen = [];
+      const first = await get('/api-key', { headers: { 'x-api-key': a, [header]: a } });
+      expect(await first.text()).toBe(`data for ${a}`);
+      const other = await get('/api-key', { headers: { 'x-api-key': b, [header]: b } });
+      expect([other.headers.get('x-cache'), await other.text()]).toEqual(['MISS', `data for ${b}`]);
+      const again = await get('/api-key', { headers: { 'x-api-key': a, [header]: a } });
+      expect([again.headers.get('x-cache'), await again.text()]).toEqual(['HIT', `data for ${a}`]);
+      expect(seen).toHaveLength(2);
+    }
+    // Also when keyHeaders is set without them.
+    const only = { keyHeaders: ['accept'] };
+    await get('/api-key', { headers: { 'x-api-key': 'c' } }, only);
+    const d = await get('/api-key', { headers: { 'x-api-key': 'd' } }, only);
+    expect(await d.text()).toBe('data for d');
+  });
+
+  it('lets s-maxage win over max-age (the store is shared)', async () => {
+    await get('/shared-max');
+    const second = await get('/shared-max');
+    expect(second.headers.get('x-cache')).not.toBe('HIT');
+    expect(seen.filter((request) => request.path === '/shared-max')).toHaveLength(2);
+  });
+
+  it('honours a request max-age: max-age=0 revalidates, max-age=N accepts only a copy that young', async () => {
+    await get('/etag');
+    const zero = await get('/etag', { headers: { 'cache-control': 'max-age=0' } });
+    expect(zero.headers.get('x-cache')).toBe('REVALIDATED');
+    clock.advance(5_000);
+    expect((await get('/etag', { headers: { 'cache-control': 'max-age=10' } })).headers.get('x-cache')).toBe(
+      'HIT',
+    );
+    clock.advance(10_000);
+    const old = await get('/etag', { headers: { 'cache-control': 'max-age=10' } });
+    expect(old.headers.get('x-cache')).toBe('REVALIDATED');
+    // Without the bound, the same copy is still fresh (max-age=60).
+    expect((await get('/etag')).headers.get('x-cache')).toBe('HIT');
   });
 
   it('fails at once on an aborted signal, as fetch does, even when it could answer from the cache', async () => {

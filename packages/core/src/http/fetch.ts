@@ -23,7 +23,11 @@ export interface CachedFetchOptions {
   keepStale?: Duration | undefined;
   /**
    * Request headers that select a different response, so they are part of the key (hashed,
-   * never stored in clear). @default ['accept', 'accept-language', 'authorization', 'cookie']
+   * never stored in clear). Credential headers are always part of it too, whatever this says:
+   * `authorization`, `proxy-authorization`, `cookie`, and any header whose name mentions a key,
+   * token, secret or auth (`x-api-key`, `api-key`, `x-goog-api-key`, `x-auth-token`, …), so one
+   * caller's response is never served to another.
+   * @default ['accept', 'accept-language', 'authorization', 'cookie']
    */
   keyHeaders?: readonly string[] | undefined;
   /** When revalidation fails with a network error, serve the stale copy (unless it says must-revalidate). @default false */
@@ -73,6 +77,9 @@ type Served = 'HIT' | 'MISS' | 'COALESCED' | 'REVALIDATED' | 'STALE';
 const flightsByCache = new WeakMap<object, Map<string, Promise<StoredResponse | undefined>>>();
 
 const DEFAULT_KEY_HEADERS = ['accept', 'accept-language', 'authorization', 'cookie'];
+/** Request headers that carry a credential: always in the key, and they make a response per-user. */
+const CREDENTIAL_HEADER =
+  /^(?:authorization|proxy-authorization|cookie)$|api[-_]?key|token|secret|auth|session/i;
 const DEFAULT_KEEP_STALE: Duration = '7d';
 const DEFAULT_MAX_BODY = 8 * 1024 * 1024;
 /** Statuses a cache may store without explicit freshness (RFC 9110 §15.1); only 200 and 203 get the default ttl. */
@@ -164,9 +171,20 @@ export function createCachedFetch(
       const value = request.headers.get(name);
       if (value !== null) variant[name] = value;
     }
+    // Credentials select the caller's own response, whether or not keyHeaders names them.
+    let perUser = false;
+    for (const [name, value] of request.headers) {
+      if (!CREDENTIAL_HEADER.test(name)) continue;
+      variant[name] = value;
+      perUser = true;
+    }
     const key = { name: 'fetch', request: { url, variant } };
     const reload = request.cache === 'reload';
-    const mustCheck = requestControl.has('no-cache') || request.cache === 'no-cache';
+    // A request max-age bounds the age of what it accepts; max-age=0 asks for a check, like no-cache.
+    const maxAgeHeader = requestControl.get('max-age');
+    const maxAgeMs =
+      maxAgeHeader !== undefined && /^\d+$/.test(maxAgeHeader) ? Number(maxAgeHeader) * 1000 : undefined;
+    const mustCheck = requestControl.has('no-cache') || request.cache === 'no-cache' || maxAgeMs === 0;
     // Plain lookups share a fetch already on the network for the same key; reload and
     // no-cache requests ask for their own trip to the server.
     const shareable = !reload && !mustCheck;
@@ -177,7 +195,12 @@ export function createCachedFetch(
     if (early) return join(early);
     // Read without counting: a stored response past its freshness is a miss, not a hit.
     const stored = reload ? undefined : usable(await http().peek<StoredResponse>(key));
-    if (stored && !mustCheck && now() < stored.freshUntil) {
+    if (
+      stored &&
+      !mustCheck &&
+      now() < stored.freshUntil &&
+      (maxAgeMs === undefined || now() - stored.receivedAt <= maxAgeMs)
+    ) {
       request.signal.throwIfAborted();
       http().recordLookup('hit');
       return build(stored, 'HIT', statusHeader);
@@ -271,7 +294,6 @@ export function createCachedFetch(
         .map((name) => name.trim().toLowerCase())
         .filter((name) => name !== '');
       // A private response is for one user: kept only when a credential header is in the key.
-      const perUser = 'authorization' in variant || 'cookie' in variant;
       // An event stream is live data that may never end: passed through as it arrives.
       const eventStream = /^text\/event-stream\b/i.test(response.headers.get('content-type') ?? '');
       const storable =
@@ -375,7 +397,9 @@ function freshness(
   const control = parseCacheControl(get('cache-control') ?? null);
   const mustRevalidate = control.has('must-revalidate') || control.has('no-cache');
   if (control.has('no-cache')) return { freshUntil: receivedAt, mustRevalidate };
-  const maxAge = control.get('max-age');
+  // The store may be shared by many users (Redis, a SQLite file): s-maxage, meant for shared
+  // caches, wins over max-age.
+  const maxAge = control.get('s-maxage') ?? control.get('max-age');
   if (maxAge !== undefined && /^\d+$/.test(maxAge)) {
     const age = Number(get('age') ?? 0);
     const lifetime = Number(maxAge) * 1000 - (Number.isFinite(age) ? age * 1000 : 0);

@@ -53,6 +53,18 @@ describe('cachedLlmCall option errors', () => {
   });
 });
 
+describe('generators', () => {
+  it.each([
+    ['an async generator', async function* tokens() {}, /cannot cache async generator function/],
+    ['a generator', function* tokens() {}, /cannot cache generator function/],
+  ])('refuses to wrap %s, naming the fix', (_, fn, message) => {
+    const error = thrown(() => cachedLlmCall('stream_tokens', fn as never));
+    expect(error.code).toBe('E_INVALID_OPTION');
+    expect(error.message).toMatch(message);
+    expect(error.message).toMatch(/returns the collected result.*@x\/ai-sdk-cache.*@x\/langchain-cache/);
+  });
+});
+
 describe('helper errors', () => {
   const cached = cachedLlmCall('helper_errors', noop, { cache: createCache() });
 

@@ -2,7 +2,7 @@ import type { CacheView } from '@x/cache-core';
 import { canonicalize, getDefaultCache } from '@x/cache-core';
 import { decoratorError } from './errors.ts';
 import type { Registration } from './registry.ts';
-import { checkPrefix, registrationOf, registrationsFor } from './registry.ts';
+import { argsKey, checkPrefix, registrationOf, registrationsFor } from './registry.ts';
 import type {
   AsyncFunction,
   AsyncMethodName,
@@ -261,13 +261,8 @@ export async function warm(target: unknown, ...rest: unknown[]): Promise<WarmRep
 
 /** The same call: equal arguments, where a trailing `undefined` is an argument not passed. */
 function sameArgs(a: readonly unknown[], b: readonly unknown[]): boolean {
-  const passed = (args: readonly unknown[]) => {
-    let end = args.length;
-    while (end > 0 && args[end - 1] === undefined) end--;
-    return args.slice(0, end);
-  };
   try {
-    return canonicalize(passed(a)) === canonicalize(passed(b));
+    return canonicalize(argsKey(a)) === canonicalize(argsKey(b));
   } catch {
     return false;
   }

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { CachePolicy, CacheResult, CacheView } from '@x/cache-core';
 import { CacheError, getDefaultCache, parseDuration, resolveTtl, validateName } from '@x/cache-core';
 import { decoratorError } from './errors.ts';
@@ -212,6 +213,43 @@ function trimTrailingUndefined(args: readonly unknown[]): readonly unknown[] {
 }
 
 /**
+ * The arguments as they are keyed. Trailing `undefined`s are dropped (an argument not passed). The
+ * core encodes `undefined` inside an array like `null` (JSON), so arguments with an `undefined`
+ * left in the middle are keyed as `{ args, undefinedAt }` instead: an object never canonicalises
+ * like an array, so those keys cannot meet the plain-array keys of every other call, which stay as
+ * they always were.
+ */
+export function argsKey(args: readonly unknown[]): unknown {
+  const passed = trimTrailingUndefined(args);
+  let undefinedAt: number[] | undefined;
+  for (let index = 0; index < passed.length; index++) {
+    if (passed[index] === undefined) (undefinedAt ??= []).push(index);
+  }
+  return undefinedAt === undefined ? passed : { args: passed, undefinedAt };
+}
+
+/**
+ * A storage key being computed by a cached body, in that body's async context. A nested call of the
+ * same key from inside the body would join (or wait for the lock of) the computation that waits
+ * for it; `Registration.run` runs such a call uncached instead.
+ */
+interface Computing {
+  readonly storageKey: string;
+  readonly parent: Computing | undefined;
+  /** Cleared when the body settles: work it left behind (timers, unawaited promises) is not nested. */
+  active: boolean;
+}
+
+const computing = new AsyncLocalStorage<Computing>();
+
+function isComputing(frame: Computing | undefined, storageKey: string): boolean {
+  for (; frame !== undefined; frame = frame.parent) {
+    if (frame.active && frame.storageKey === storageKey) return true;
+  }
+  return false;
+}
+
+/**
  * One decorated method or wrapped function: how its keys are built, which cache it uses and how
  * its body runs through `getOrComputeResult`.
  */
@@ -371,7 +409,7 @@ export class Registration {
     const select = this.options.key;
     const request: Record<string, unknown> = scope === undefined ? {} : { scope };
     if (select) request.key = this.kind === 'method' ? select(self, ...args) : select(...args);
-    else request.args = trimTrailingUndefined(args);
+    else request.args = argsKey(args);
     return { name: this.prefix, request };
   }
 
@@ -399,11 +437,36 @@ export class Registration {
     }
     let started = false;
     try {
+      const outer = computing.getStore();
+      if (outer !== undefined) {
+        const storageKey = view.key(input);
+        if (isComputing(outer, storageKey)) {
+          // Called from inside this key's own computation (an override that calls `super` on a
+          // method sharing its key, a recursive call): joining that computation would wait for
+          // itself forever, so the body runs uncached and the outer call stores its own answer.
+          started = true;
+          const value = await this.original.apply(self, args as unknown[]);
+          const { tierName: tier, namespace } = view;
+          return {
+            result: { value, hit: false, stale: false, coalesced: false, key: storageKey, tier, namespace },
+            admitted,
+          };
+        }
+      }
       const result = await view.getOrComputeResult(
         input,
-        () => {
+        async () => {
           started = true;
-          return this.original.apply(self, args as unknown[]);
+          const frame: Computing = {
+            storageKey: view.key(input),
+            parent: computing.getStore(),
+            active: true,
+          };
+          try {
+            return await computing.run(frame, () => this.original.apply(self, args as unknown[]));
+          } finally {
+            frame.active = false;
+          }
         },
         policy,
       );

@@ -46,6 +46,19 @@ function manualClock(start = 1_700_000_000_000) {
 
 const STORES = ['memory', 'sqlite'] as const;
 
+/** Fails instead of hanging when a call never settles (a deadlock). */
+async function settlesWithin<T>(promise: Promise<T>, ms = 2000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`did not settle within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export function decoratorSuite(mode: Mode): void {
   describe(`@cachedLlmCall compiled by tsc with ${mode} decorators`, async () => {
     const fx = await load<typeof Fixtures>(mode, 'test/fixtures/services.js');
@@ -260,6 +273,62 @@ export function decoratorSuite(mode: Mode): void {
         const plain = await new fx.Writer(llm).tagline('tea');
         expect(loud).toBe(plain.toUpperCase());
         expect(llm.calls).toBe(1);
+      });
+
+      it('runs an override that calls super on the same key (scope: false) without waiting for itself', async () => {
+        const llm = new TestLlm();
+        const answer = await settlesWithin(new fx.SharedSub(llm).shared('q'));
+        expect(answer).toBe('sub(answer 1: base q)');
+        // The outer call stored its own answer; the inner one ran uncached.
+        expect(await new fx.SharedSub(llm).shared('q')).toBe(answer);
+        expect(await new fx.SharedBase(llm).shared('q')).toBe(answer);
+        expect(llm.calls).toBe(1);
+        expect(await cache.stats()).toMatchObject({ sets: 1, hits: 2 });
+      });
+
+      it('still runs concurrent calls of one key from different callers once', async () => {
+        const llm = new TestLlm();
+        const release = llm.hold();
+        const calls = [
+          new fx.SharedSub(llm).shared('r'),
+          new fx.SharedSub(llm).shared('r'),
+          new fx.SharedBase(llm).shared('r'),
+        ];
+        await new Promise((resolve) => setImmediate(resolve));
+        release();
+        const answers = await settlesWithin(Promise.all(calls));
+        expect(answers).toEqual(Array(3).fill('sub(answer 1: base r)'));
+        expect(llm.calls).toBe(1);
+        expect(await cache.stats()).toMatchObject({ sets: 1, coalesced: 2 });
+      });
+
+      it('keeps undefined and null apart in the middle of the arguments', async () => {
+        const llm = new TestLlm();
+        const shapes = new fx.KeyShapes(llm);
+        const withUndefined = await shapes.mid(undefined, 'x');
+        const withNull = await shapes.mid(null, 'x');
+        expect(withUndefined).toBe('answer 1: mid undefined x');
+        expect(withNull).toBe('answer 2: mid null x');
+        expect(await shapes.mid(undefined, 'x')).toBe(withUndefined);
+        expect(await shapes.mid(null, 'x')).toBe(withNull);
+        expect(llm.calls).toBe(2);
+        expect(await invalidateCached(shapes, 'mid', undefined, 'x')).toBe(true);
+        expect(await shapes.mid(null, 'x')).toBe(withNull);
+        expect(llm.calls).toBe(2);
+      });
+
+      it('keys calls without an undefined in the middle as before (the arguments array)', async () => {
+        const llm = new TestLlm();
+        const shapes = new fx.KeyShapes(llm);
+        const answer = await shapes.mid('a', 'x');
+        const trailing = await (shapes.mid as (...args: unknown[]) => Promise<string>)('b', 'x', undefined);
+        const request = (args: unknown[]) => ({
+          name: 'key_shapes',
+          request: { scope: 'KeyShapes.mid', args },
+        });
+        expect(await cache.get(request(['a', 'x']))).toBe(answer);
+        expect(await cache.get(request(['b', 'x']))).toBe(trailing);
+        expect(llm.calls).toBe(2);
       });
 
       it('knows the declaring class from the first instance, before any call', async () => {
@@ -495,6 +564,25 @@ export function decoratorSuite(mode: Mode): void {
         expect(outcome.report.alreadyCached).toEqual([['math', 'fractions', 5]]);
         expect(outcome).toMatchObject({ removedOne: true, removedAll: 2, removedTagged: 1 });
       });
+    });
+
+    it('refuses to decorate an async generator or generator method, naming the fix', () => {
+      for (const kind of ['async', 'sync'] as const) {
+        let error: unknown;
+        try {
+          fx.defineGeneratorMethod(kind);
+        } catch (thrown) {
+          error = thrown;
+        }
+        expect(CacheError.isInstance(error)).toBe(true);
+        expect((error as CacheError).code).toBe('E_INVALID_OPTION');
+        expect((error as Error).message).toMatch(
+          kind === 'async'
+            ? /cannot cache async generator method tokens/
+            : /cannot cache generator method tokens/,
+        );
+        expect((error as Error).message).toMatch(/returns the collected result.*AI SDK.*LangChain/);
+      }
     });
 
     // Runs after the suites above: the second copy of the module registers its prefixes again.

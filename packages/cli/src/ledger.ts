@@ -101,6 +101,25 @@ export async function ledgerNamespacesInStore(store: CacheBackend): Promise<Set<
 }
 
 /**
+ * `store` for the ledger's reads: `get` and `getMany` go through `peekMany` where the backend has
+ * it, so that reading records for `stats` is not a use (SQLite would move their last-access time
+ * and so change the file). Everything else is the store's own.
+ */
+export function peekingStore(store: CacheBackend): CacheBackend {
+  const peekMany = store.peekMany;
+  if (typeof peekMany !== 'function') return store;
+  const peek = (keys: readonly string[]) => peekMany.call(store, keys);
+  return new Proxy(store, {
+    get(target, property) {
+      if (property === 'getMany') return peek;
+      if (property === 'get') return async (key: string) => (await peek([key]))[0];
+      const value: unknown = Reflect.get(target, property, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
+
+/**
  * Ledger statistics per namespace: through the ledger's own `stats()` (records by state; per task
  * from its history) when available, else from the per-tool counters alone.
  */
@@ -122,8 +141,10 @@ export async function readLedger(options: {
     return { namespaces, fromApi: false };
   }
   const names = new Set([...fromCounters.keys(), ...(await ledgerNamespacesInStore(options.store))]);
+  // A read-only command: reading records must not count as using them.
+  const store = peekingStore(options.store);
   for (const namespace of [...names].sort()) {
-    const ledger = create({ cache: options.cache(), store: options.store, namespace });
+    const ledger = create({ cache: options.cache(), store, namespace });
     const stats = await ledger.stats(options.taskId === undefined ? {} : { taskId: options.taskId });
     const tools: Record<string, ToolCounts> = {};
     for (const [tool, values] of Object.entries(stats.tools)) tools[tool] = toolCounts(values);

@@ -40,8 +40,20 @@ export interface Connection {
 const SCHEME = /^([a-z][a-z0-9+.-]*):/i;
 const DEFAULT_FILE = 'llm-cache.db';
 
+/**
+ * The URL as shown in messages: everything between `scheme://` and the LAST `@` hidden. A password
+ * may itself hold `@`, `/`, `?` or `#` (unencoded), so nothing short of the last `@` is safe to
+ * show. SQLite URLs carry no credentials, only a path that may hold `@`: they are shown as given.
+ */
 function redact(url: string): string {
-  return url.replace(/\/\/([^@/]*)@/, '//***@');
+  const scheme = SCHEME.exec(url);
+  const kind = scheme?.[1]?.toLowerCase();
+  if (kind === 'sqlite' || kind === 'file') return url;
+  const at = url.lastIndexOf('@');
+  if (at < 0) return url;
+  let start = scheme ? scheme[0].length : 0;
+  if (url.startsWith('//', start)) start += 2;
+  return `${url.slice(0, start)}***${url.slice(at)}`;
 }
 
 /**

@@ -1,10 +1,11 @@
+import { readFileSync } from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
 import * as core from '@x/cache-core';
 import { costOf, createCache, DEFAULT_PRICES } from '@x/cache-core';
 import { sqliteBackend } from '@x/cache-core/sqlite';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { ledgerApi } from '../src/ledger.ts';
-import { cli, DAY, HOUR, INTRO_USAGE, json, type Seeded, useSeededStore } from './helpers.ts';
+import { cli, DAY, fixedClock, HOUR, INTRO_USAGE, json, type Seeded, useSeededStore } from './helpers.ts';
 
 /** The tool ledger of @x/cache-core, when this core has it (typed loosely: the CLI does not depend on it). */
 const createToolLedger = (core as unknown as Record<string, any>).createToolLedger;
@@ -271,6 +272,45 @@ describe('reading commands and the LRU order', () => {
     // The seeding app wrote everything two hours ago; a read counted as a use would be "now".
     expect(accessed()).toEqual(before);
   });
+
+  it.skipIf(!ledgerApi())('stats reads ledger records without changing the file', async () => {
+    // A tool ledger that ran two hours ago: idempotency records and per-task history.
+    const clock = fixedClock(seeded.t0);
+    const store = sqliteBackend({ path, clock });
+    const cache = createCache({ store, clock, statsFlushInterval: 0 });
+    const ledger = createToolLedger({ cache, clock, tools: { send_email: { kind: 'write' } } });
+    for (const taskId of ['run-1', 'run-1', 'run-2']) {
+      await ledger.executeOrReplay({
+        tool: 'send_email',
+        input: { to: taskId },
+        scope: { taskId },
+        execute: async () => 'sent',
+      });
+    }
+    await cache.close();
+    const accessed = () => {
+      const db = new DatabaseSync(path, { readOnly: true });
+      try {
+        return db
+          .prepare("SELECT key, accessed_at FROM cache_entries WHERE key GLOB '~ledger/*' ORDER BY key")
+          .all();
+      } finally {
+        db.close();
+      }
+    };
+    const rows = accessed();
+    expect(rows.some((row) => String(row.key).includes(':idem:'))).toBe(true);
+    expect(rows.some((row) => String(row.key).includes(':hist:'))).toBe(true);
+    const bytes = readFileSync(path);
+    for (const args of [[], ['--task-id', 'run-1'], ['--format', 'json', '--task-id', 'run-2']]) {
+      const result = await cli(['stats', '--url', url, ...args]);
+      expect(result.code, args.join(' ')).toBe(0);
+      expect(accessed(), args.join(' ')).toEqual(rows);
+      expect(readFileSync(path).equals(bytes), args.join(' ')).toBe(true);
+    }
+    const report = json((await cli(['stats', '--url', url, '--format', 'json'])).stdout);
+    expect(report.ledger.namespaces.default.records).toMatchObject({ succeeded: 2, total: 2 });
+  });
 });
 
 describe('llm-cache inspect', () => {
@@ -334,6 +374,34 @@ describe('llm-cache inspect', () => {
       decodeError: null,
     });
     expect(report.preview).toMatch(/^<256 bytes> 00 01/);
+  });
+
+  it('never cuts an emoji (a surrogate pair) in half', async () => {
+    const cache = createCache({ store: sqliteBackend({ path }), memory: false, statsFlushInterval: 0 });
+    const value = { text: 'Hello 🌍 world' };
+    await cache.set({ name: 'greeting', request: 1 }, value);
+    const key = cache.key({ name: 'greeting', request: 1 });
+    await cache.close();
+    const whole = JSON.stringify(value, null, 2);
+    // --max-chars ends between the two halves of 🌍: the preview stops before it.
+    const max = whole.indexOf('🌍') + 1;
+    const kept = whole.slice(0, max - 1);
+    const suffix = `… (${whole.length - kept.length} more characters; --full shows all)`;
+    const args = ['inspect', key, '--url', url, '--max-chars', String(max)];
+    const report = json((await cli([...args, '--format', 'json'])).stdout);
+    expect(report.truncated).toBe(true);
+    expect(report.preview).toBe(`${kept}${suffix}`);
+    expect(report.preview.isWellFormed()).toBe(true);
+    const table = await cli(args);
+    expect(table.code).toBe(0);
+    expect(table.stdout).toContain(`value\n${kept}${suffix}\n`);
+    expect(table.stdout).not.toContain('\uFFFD');
+    // One more code unit takes the whole pair.
+    const after = json((await cli([...args.slice(0, -1), String(max + 1), '--format', 'json'])).stdout);
+    expect(after.preview).toBe(
+      `${whole.slice(0, max + 1)}… (${whole.length - max - 1} more characters; --full shows all)`,
+    );
+    expect(after.preview).toContain('🌍');
   });
 
   it("takes a hash that starts with '-' as the key, not as options", async () => {

@@ -169,6 +169,33 @@ describe('llm-cache: connecting', () => {
     );
   });
 
+  it('hides the whole password, even one holding @ or /, in every message', async () => {
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    // A valid URL (the earlier @ belongs to the password): the server is unreachable.
+    const at = await cli(['ls', '--url', `redis://:pa@ssw0rd@127.0.0.1:${port}`]);
+    expect(at.code).toBe(1);
+    expect(at.stderr).toMatch(
+      new RegExp(`^llm-cache: cannot reach Redis at redis://\\*\\*\\*@127\\.0\\.0\\.1:${port}: `),
+    );
+    // Not a valid URL (the / ends the host): the usage error echoes it.
+    const slash = await cli(['stats', '--url', `redis://:pa/ssw0rd@127.0.0.1:${port}`]);
+    expect(slash.code).toBe(2);
+    expect(slash.stderr).toMatch(/^llm-cache: invalid URL "redis:\/\/\*\*\*@127\.0\.0\.1:\d+" — /);
+    // Through LLM_CACHE_URL, and for schemes the CLI does not know, alike.
+    const env = await cli(['ls'], { env: { LLM_CACHE_URL: `redis://:pa/ssw0rd@127.0.0.1:${port}` } });
+    expect(env.code).toBe(2);
+    const unknown = await cli(['ls', '--url', 'postgres://me:pa/ss@w0rd@db.example:5432/app']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('"postgres://***@db.example:5432/app"');
+    for (const result of [at, slash, env, unknown]) {
+      expect(result.stderr).not.toMatch(/ssw0rd|pa\/ss|w0rd/);
+      expect(result.stdout).not.toMatch(/ssw0rd|pa\/ss|w0rd/);
+    }
+  });
+
   it('gives up on a Redis that never answers after --timeout', async () => {
     // Accepts connections and says nothing, like a firewall that swallows packets.
     const silent: Server = createServer(() => undefined);

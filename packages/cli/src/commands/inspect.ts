@@ -30,10 +30,17 @@ export function previewValue(value: unknown, codec: string | undefined, full: bo
   });
 }
 
+/** Whether `code` is the first half (high surrogate) of a UTF-16 surrogate pair. */
+function isHighSurrogate(code: number): boolean {
+  return code >= 0xd800 && code <= 0xdbff;
+}
+
+/** Cuts after `max` UTF-16 code units, one less rather than split a surrogate pair (an emoji). */
 function truncate(text: string, max: number): { text: string; truncated: boolean } {
   if (text.length <= max) return { text, truncated: false };
+  const end = isHighSurrogate(text.charCodeAt(max - 1)) ? max - 1 : max;
   return {
-    text: `${text.slice(0, max)}… (${formatInt(text.length - max)} more characters; --full shows all)`,
+    text: `${text.slice(0, end)}… (${formatInt(text.length - end)} more characters; --full shows all)`,
     truncated: true,
   };
 }

@@ -79,6 +79,12 @@ describe('createCacheFromEnv', () => {
     expect(CacheError.isInstance(scheme)).toBe(true);
     expect((scheme as Error).message).toContain('sqlite://');
     expect((scheme as Error).message).not.toContain('secret');
+    // A password holding @ or / is hidden whole.
+    for (const url of ['mongodb://user:se@cret@host/db', 'mongodb://user:se/cret@host/db']) {
+      const message = (bad({ LLM_CACHE_URL: url }) as Error).message;
+      expect(message).toContain('//***@host/db');
+      expect(message).not.toContain('cret');
+    }
     const number = bad({ LLM_CACHE_URL: 'memory://', LLM_CACHE_MAX_MEMORY_ENTRIES: 'lots' });
     expect((number as CacheError).code).toBe('E_INVALID_OPTION');
   });

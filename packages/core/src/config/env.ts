@@ -50,8 +50,9 @@ export function storeFromUrl(url: string): CacheBackend | undefined {
   );
 }
 
+/** Hides credentials: everything between `//` and the last `@` (a password may hold `@` or `/`). */
 function redact(url: string): string {
-  return url.replace(/\/\/([^@/]*)@/, '//***@');
+  return url.replace(/\/\/.*@/, '//***@');
 }
 
 /**

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import type { Cache, CacheBackend, StoredEntry } from '@x/cache-core';
-import { createCache, storeFromUrl } from '@x/cache-core';
+import { createCache, redactUrl, storeFromUrl } from '@x/cache-core';
 import type { RedisBackend } from '@x/cache-core/redis';
 import { CliError, messageOf, usageError } from './io.ts';
 
@@ -40,20 +40,10 @@ export interface Connection {
 const SCHEME = /^([a-z][a-z0-9+.-]*):/i;
 const DEFAULT_FILE = 'llm-cache.db';
 
-/**
- * The URL as shown in messages: everything between `scheme://` and the LAST `@` hidden. A password
- * may itself hold `@`, `/`, `?` or `#` (unencoded), so nothing short of the last `@` is safe to
- * show. SQLite URLs carry no credentials, only a path that may hold `@`: they are shown as given.
- */
+/** The URL as shown in messages: SQLite URLs (a path, no credentials) as given, others without credentials. */
 function redact(url: string): string {
-  const scheme = SCHEME.exec(url);
-  const kind = scheme?.[1]?.toLowerCase();
-  if (kind === 'sqlite' || kind === 'file') return url;
-  const at = url.lastIndexOf('@');
-  if (at < 0) return url;
-  let start = scheme ? scheme[0].length : 0;
-  if (url.startsWith('//', start)) start += 2;
-  return `${url.slice(0, start)}***${url.slice(at)}`;
+  const kind = SCHEME.exec(url)?.[1]?.toLowerCase();
+  return kind === 'sqlite' || kind === 'file' ? url : redactUrl(url);
 }
 
 /**

@@ -145,6 +145,17 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
         .writeHead(200, { 'cache-control': 'max-age=60' })
         .end(`data for ${req.headers['x-api-key'] ?? 'none'}`);
       return;
+    case '/aged':
+      // Already ten minutes old when it reaches us (from a CDN, say).
+      res.writeHead(200, { 'cache-control': 'max-age=3600', age: '600', etag }).end(`aged v${version}`);
+      return;
+    case '/shared-max-etag':
+      if (req.headers['if-none-match'] === etag) {
+        res.writeHead(304, { etag, 'cache-control': 'max-age=3600, s-maxage=60' }).end();
+        return;
+      }
+      res.writeHead(200, { etag, 'cache-control': 'max-age=3600, s-maxage=60' }).end(`shared v${version}`);
+      return;
     case '/shared-max':
       res.writeHead(200, { 'cache-control': 'max-age=600, s-maxage=0' }).end(`shared ${seen.length}`);
       return;
@@ -486,6 +497,8 @@ describe('cachedFetch', () => {
     for (const [header, a, b] of [
       ['x-api-key', 'key-a', 'key-b'],
       ['x-goog-api-key', 'g-a', 'g-b'],
+      ['ocp-apim-subscription-key', 'azure-a', 'azure-b'],
+      ['x-auth-token', 't-a', 't-b'],
     ] as const) {
       seen = [];
       const first = await get('/api-key', { headers: { 'x-api-key': a, [header]: a } });
@@ -501,6 +514,14 @@ describe('cachedFetch', () => {
     await get('/api-key', { headers: { 'x-api-key': 'c' } }, only);
     const d = await get('/api-key', { headers: { 'x-api-key': 'd' } }, only);
     expect(await d.text()).toBe('data for d');
+    // Headers that are not credentials do not split the cache.
+    seen = [];
+    await get('/plain', { headers: { 'x-session-id': 's1', 'x-max-tokens': '5', 'idempotency-key': 'i1' } });
+    const shared = await get('/plain', {
+      headers: { 'x-session-id': 's2', 'x-max-tokens': '9', 'idempotency-key': 'i2' },
+    });
+    expect(shared.headers.get('x-cache')).toBe('HIT');
+    expect(seen).toHaveLength(1);
   });
 
   it('lets s-maxage win over max-age (the store is shared)', async () => {
@@ -523,6 +544,22 @@ describe('cachedFetch', () => {
     expect(old.headers.get('x-cache')).toBe('REVALIDATED');
     // Without the bound, the same copy is still fresh (max-age=60).
     expect((await get('/etag')).headers.get('x-cache')).toBe('HIT');
+    // The age counts what the response already had when it arrived (Age: 600).
+    await get('/aged');
+    const young = await get('/aged', { headers: { 'cache-control': 'max-age=60' } });
+    expect(young.headers.get('x-cache')).not.toBe('HIT');
+    expect(seen.filter((request) => request.path === '/aged')).toHaveLength(2);
+  });
+
+  it('past s-maxage revalidates, and never serves the stale copy on a network error', async () => {
+    const failing: typeof fetch = async () => {
+      throw new TypeError('network down');
+    };
+    await get('/shared-max-etag', undefined, { staleIfError: true });
+    clock.advance(120_000);
+    await expect(get('/shared-max-etag', undefined, { staleIfError: true, fetch: failing })).rejects.toThrow(
+      'network down',
+    );
   });
 
   it('fails at once on an aborted signal, as fetch does, even when it could answer from the cache', async () => {

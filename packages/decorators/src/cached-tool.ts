@@ -1,6 +1,7 @@
 import type { ToolLedger, ToolScope } from '@x/cache-core';
 import { CacheError, validateName } from '@x/cache-core';
 import { decoratorError } from './errors.ts';
+import { argsKey } from './registry.ts';
 import type { CachedLlmCallDecorator } from './types.ts';
 
 /**
@@ -173,12 +174,6 @@ function checkOptions(input: unknown, where: string): Resolved {
   return options as unknown as Resolved;
 }
 
-function trimTrailingUndefined(args: readonly unknown[]): readonly unknown[] {
-  let end = args.length;
-  while (end > 0 && args[end - 1] === undefined) end--;
-  return end === args.length ? args : args.slice(0, end);
-}
-
 function wrap(name: string, options: Resolved, original: Function, where: string): Function {
   const wrapper = async function cachedTool(this: unknown, ...args: unknown[]): Promise<unknown> {
     const ledger = typeof options.ledger === 'function' ? options.ledger(this) : options.ledger;
@@ -195,7 +190,7 @@ function wrap(name: string, options: Resolved, original: Function, where: string
     try {
       const outcome = await ledger.executeOrReplay({
         tool: name,
-        input: options.input ? options.input(this, ...args) : trimTrailingUndefined(args),
+        input: options.input ? options.input(this, ...args) : argsKey(args),
         scope,
         idempotencyKey: options.idempotencyKey?.(this, ...args),
         force,

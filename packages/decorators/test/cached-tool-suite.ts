@@ -41,6 +41,7 @@ const POLICIES = {
   git_status: { kind: 'read', ttl: '30s' },
   git_commit: { kind: 'write', invalidates: ['git_status'] },
   deploy: { kind: 'write' },
+  post_note: { kind: 'write' },
   send_email: { kind: 'write' },
   send_digest: { kind: 'write' },
 } as const;
@@ -102,6 +103,15 @@ export function cachedToolSuite(mode: Mode): void {
         expect(world.commits).toEqual(['fix parser', 'bump version', 'fix parser']);
         const history = await ledger.history({ taskId: 'task-1', workItemId: 'commit:fix parser' });
         expect(history.map((entry) => entry.source)).toEqual(['executed', 'replayed']);
+      });
+
+      it('keeps undefined and null apart in the middle of the arguments', async () => {
+        const world = new World();
+        const repo = new Repo(ledger, 'task-n', world);
+        expect(await repo.postNote(null, 'hi')).toBe('posted to null');
+        expect(await repo.postNote(undefined, 'hi')).toBe('posted to undefined');
+        expect(await repo.postNote(null, 'hi')).toBe('posted to null');
+        expect(world.notes).toEqual(['null: hi', 'undefined: hi']);
       });
 
       it('serves a read from the cache while fresh, and runs it again after its TTL', async () => {

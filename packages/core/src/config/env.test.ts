@@ -6,7 +6,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import type { RedisHandle } from '../../test/redis-server.ts';
 import { redisUnavailable, startRedis } from '../../test/redis-server.ts';
 import { CacheError } from '../errors.ts';
-import { createCacheFromEnv, getDefaultCache, optionsFromEnv, setDefaultCache } from './env.ts';
+import { createCacheFromEnv, getDefaultCache, optionsFromEnv, redactUrl, setDefaultCache } from './env.ts';
 
 let dir: string;
 beforeEach(() => {
@@ -87,6 +87,22 @@ describe('createCacheFromEnv', () => {
     }
     const number = bad({ LLM_CACHE_URL: 'memory://', LLM_CACHE_MAX_MEMORY_ENTRIES: 'lots' });
     expect((number as CacheError).code).toBe('E_INVALID_OPTION');
+  });
+});
+
+describe('redactUrl', () => {
+  it('hides user and password, and nothing else', () => {
+    expect(redactUrl('redis://default:secret@host:6379/0?prefix=a@b')).toBe(
+      'redis://***@host:6379/0?prefix=a@b',
+    );
+    expect(redactUrl('redis://:pa@ssw0rd@127.0.0.1:1')).toBe('redis://***@127.0.0.1:1');
+    expect(redactUrl('redis://:pa/ssw0rd@127.0.0.1:1')).toBe('redis://***@127.0.0.1:1');
+    expect(redactUrl('redis://user:123/abc@host')).toBe('redis://***@host');
+    // An @ in the query is not a credential: the host stays visible.
+    expect(redactUrl('redis://127.0.0.1:1/0?prefix=team@app:')).toBe(
+      'redis://127.0.0.1:1/0?prefix=team@app:',
+    );
+    expect(redactUrl('redis://host:6379')).toBe('redis://host:6379');
   });
 });
 

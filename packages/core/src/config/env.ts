@@ -46,12 +46,30 @@ export function storeFromUrl(url: string): CacheBackend | undefined {
   throw cacheError(
     'E_INVALID_OPTION',
     'config',
-    `LLM_CACHE_URL "${redact(url)}" has an unknown scheme: use memory://, sqlite://path/to/file.db, sqlite:///abs/path.db or redis://host:port`,
+    `LLM_CACHE_URL "${redactUrl(url)}" has an unknown scheme: use memory://, sqlite://path/to/file.db, sqlite:///abs/path.db or redis://host:port`,
   );
 }
 
-/** Hides credentials: everything between `//` and the last `@` (a password may hold `@` or `/`). */
-function redact(url: string): string {
+/**
+ * A store URL as messages show it: without its user and password. A URL that parses shows them as
+ * `***` and the rest as written (an `@` in its query, `?prefix=team@app`, is not a credential);
+ * anything less clear (a password holding an unencoded `@` or `/`) hides everything between `//`
+ * and the last `@`.
+ */
+export function redactUrl(url: string): string {
+  const beforeQuery = url.split('?', 1)[0]!;
+  let parsed: URL | undefined;
+  try {
+    parsed = new URL(url);
+  } catch {
+    parsed = undefined;
+  }
+  if (parsed && parsed.username === '' && parsed.password === '' && !beforeQuery.includes('@')) return url;
+  if (parsed && (parsed.username !== '' || parsed.password !== '')) {
+    const at = beforeQuery.lastIndexOf('@');
+    const start = url.indexOf('//');
+    if (start >= 0 && at > start) return `${url.slice(0, start + 2)}***${url.slice(at)}`;
+  }
   return url.replace(/\/\/.*@/, '//***@');
 }
 

@@ -77,9 +77,19 @@ type Served = 'HIT' | 'MISS' | 'COALESCED' | 'REVALIDATED' | 'STALE';
 const flightsByCache = new WeakMap<object, Map<string, Promise<StoredResponse | undefined>>>();
 
 const DEFAULT_KEY_HEADERS = ['accept', 'accept-language', 'authorization', 'cookie'];
-/** Request headers that carry a credential: always in the key, and they make a response per-user. */
+/**
+ * Request headers that carry a credential: always in the key, and they make a response per-user.
+ * Any name ending in `key` (`x-api-key`, `api-key`, `x-goog-api-key`, `ocp-apim-subscription-key`,
+ * `x-functions-key`, `accesskey`), `authorization`, an `auth` part, and a final `token`, `secret`,
+ * `password` or `signature`; not `idempotency-key` nor the `sec-` headers browsers set.
+ */
 const CREDENTIAL_HEADER =
-  /^(?:authorization|proxy-authorization|cookie)$|api[-_]?key|token|secret|auth|session/i;
+  /^cookie$|authorization$|(?:^|[-_])auth(?:[-_]|$)|key$|(?:^|[-_])(?:token|secret|password|passwd|signature)$/i;
+const NOT_CREDENTIAL = /^sec-|idempotency/i;
+
+function isCredentialHeader(name: string): boolean {
+  return CREDENTIAL_HEADER.test(name) && !NOT_CREDENTIAL.test(name);
+}
 const DEFAULT_KEEP_STALE: Duration = '7d';
 const DEFAULT_MAX_BODY = 8 * 1024 * 1024;
 /** Statuses a cache may store without explicit freshness (RFC 9110 §15.1); only 200 and 203 get the default ttl. */
@@ -174,7 +184,7 @@ export function createCachedFetch(
     // Credentials select the caller's own response, whether or not keyHeaders names them.
     let perUser = false;
     for (const [name, value] of request.headers) {
-      if (!CREDENTIAL_HEADER.test(name)) continue;
+      if (!isCredentialHeader(name)) continue;
       variant[name] = value;
       perUser = true;
     }
@@ -199,7 +209,7 @@ export function createCachedFetch(
       stored &&
       !mustCheck &&
       now() < stored.freshUntil &&
-      (maxAgeMs === undefined || now() - stored.receivedAt <= maxAgeMs)
+      (maxAgeMs === undefined || ageOf(stored, now()) <= maxAgeMs)
     ) {
       request.signal.throwIfAborted();
       http().recordLookup('hit');
@@ -382,6 +392,12 @@ function build(
   return response;
 }
 
+/** How old a stored response is now, ms: time since it was received plus its `Age` then. */
+function ageOf(stored: StoredResponse, now: number): number {
+  const age = Number(stored.headers.find(([name]) => name === 'age')?.[1] ?? 0);
+  return now - stored.receivedAt + (Number.isFinite(age) && age > 0 ? age * 1000 : 0);
+}
+
 /** A request header's value as a Vary check keeps it: hashed, never in clear. */
 function hashedHeader(value: string | null): string | null {
   return value === null ? null : createHash('sha256').update(value).digest('base64url');
@@ -399,11 +415,16 @@ function freshness(
   if (control.has('no-cache')) return { freshUntil: receivedAt, mustRevalidate };
   // The store may be shared by many users (Redis, a SQLite file): s-maxage, meant for shared
   // caches, wins over max-age.
-  const maxAge = control.get('s-maxage') ?? control.get('max-age');
+  const sharedMaxAge = control.get('s-maxage');
+  const maxAge = sharedMaxAge ?? control.get('max-age');
   if (maxAge !== undefined && /^\d+$/.test(maxAge)) {
     const age = Number(get('age') ?? 0);
     const lifetime = Number(maxAge) * 1000 - (Number.isFinite(age) ? age * 1000 : 0);
-    return { freshUntil: receivedAt + Math.max(0, lifetime), mustRevalidate };
+    // Past s-maxage a shared cache must revalidate (RFC 9111 §5.2.2.10): no stale-if-error.
+    return {
+      freshUntil: receivedAt + Math.max(0, lifetime),
+      mustRevalidate: mustRevalidate || sharedMaxAge !== undefined,
+    };
   }
   const expires = get('expires');
   if (expires !== undefined) {

@@ -24,9 +24,10 @@ export interface CachedFetchOptions {
   /**
    * Request headers that select a different response, so they are part of the key (hashed,
    * never stored in clear). Credential headers are always part of it too, whatever this says:
-   * `authorization`, `proxy-authorization`, `cookie`, and any header whose name mentions a key,
-   * token, secret or auth (`x-api-key`, `api-key`, `x-goog-api-key`, `x-auth-token`, …), so one
-   * caller's response is never served to another.
+   * `authorization`, `proxy-authorization`, `cookie`, any name ending in `key` (`x-api-key`,
+   * `x-goog-api-key`, …; not `idempotency-key`), with an `auth` part, or ending in `token`,
+   * `secret`, `password` or `signature`, so one caller's response is never served to another.
+   * Name other credential headers here.
    * @default ['accept', 'accept-language', 'authorization', 'cookie']
    */
   keyHeaders?: readonly string[] | undefined;

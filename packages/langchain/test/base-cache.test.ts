@@ -1,13 +1,19 @@
 import { BaseCallbackHandler } from '@langchain/core/callbacks/base';
 import { AIMessage, AIMessageChunk, HumanMessage } from '@langchain/core/messages';
-import { tool } from '@langchain/core/tools';
 import { FakeListChatModel, FakeLLM } from '@langchain/core/utils/testing';
 import { CacheError, createCache } from '@x/cache-core';
 import { sqliteBackend } from '@x/cache-core/sqlite';
 import { afterEach, describe, expect, it } from 'vitest';
-import { z } from 'zod';
 import { LangChainCache, withCache } from '../src/index.ts';
-import { bytesOnDisk, ManualClock, NamelessKeyModel, ScriptedChatModel, tempDir } from './helpers.ts';
+import {
+  bytesOnDisk,
+  getTime,
+  getWeather,
+  ManualClock,
+  NamelessKeyModel,
+  ScriptedChatModel,
+  tempDir,
+} from './helpers.ts';
 
 class CountingLLM extends FakeLLM {
   calls = 0;
@@ -28,18 +34,6 @@ const toolCallResponder = () => ({
   tool_calls: [{ id: 'call_42', name: 'lookup', args: { q: 'langchain' }, type: 'tool_call' as const }],
   additional_kwargs: { reasoning: { summary: 'user wants a lookup' } },
   response_metadata: { system_fingerprint: 'fp_1' },
-});
-
-const getWeather = tool(async ({ city }: { city: string }) => `It is sunny in ${city}.`, {
-  name: 'get_weather',
-  description: 'Current weather for a city',
-  schema: z.object({ city: z.string() }),
-});
-
-const getTime = tool(async ({ zone }: { zone: string }) => `12:00 in ${zone}`, {
-  name: 'get_time',
-  description: 'Current time in a zone',
-  schema: z.object({ zone: z.string() }),
 });
 
 /** Answers with the names of the tools the call offered, whatever their form. */

@@ -16,11 +16,13 @@ import { AIMessage, AIMessageChunk } from '@langchain/core/messages';
 import type { ChatResult } from '@langchain/core/outputs';
 import { ChatGenerationChunk } from '@langchain/core/outputs';
 import type { Runnable } from '@langchain/core/runnables';
+import { tool } from '@langchain/core/tools';
 import { convertToOpenAITool } from '@langchain/core/utils/function_calling';
 import { toJsonSchema } from '@langchain/core/utils/json_schema';
 import type { Cache, Clock } from '@x/cache-core';
 import { createCache } from '@x/cache-core';
 import { afterEach } from 'vitest';
+import { z } from 'zod';
 
 export interface ScriptedCallOptions extends BaseChatModelCallOptions {
   tools?: Record<string, unknown>[];
@@ -359,3 +361,16 @@ export function cleanupAfterEach(): { closers: Array<() => unknown>; memoryCache
   };
   return { closers, memoryCache };
 }
+
+/** Two tools with different schemas, for keying tests. */
+export const getWeather = tool(async ({ city }: { city: string }) => `It is sunny in ${city}.`, {
+  name: 'get_weather',
+  description: 'Current weather for a city',
+  schema: z.object({ city: z.string() }),
+});
+
+export const getTime = tool(async ({ zone }: { zone: string }) => `12:00 in ${zone}`, {
+  name: 'get_time',
+  description: 'Current time in a zone',
+  schema: z.object({ zone: z.string() }),
+});

@@ -6,7 +6,6 @@ import { StringOutputParser } from '@langchain/core/output_parsers';
 import type { LLMResult } from '@langchain/core/outputs';
 import { ChatPromptTemplate } from '@langchain/core/prompts';
 import { RunnableLambda } from '@langchain/core/runnables';
-import { tool } from '@langchain/core/tools';
 import { FakeChatModel, FakeListChatModel, FakeStreamingChatModel } from '@langchain/core/utils/testing';
 import { createCache } from '@x/cache-core';
 import { sqliteBackend } from '@x/cache-core/sqlite';
@@ -17,23 +16,13 @@ import {
   bytesOnDisk,
   cleanupAfterEach,
   deferred,
+  getTime,
+  getWeather,
   NamelessKeyModel,
   ScriptedChatModel,
   ScriptedJsonModel,
   tempDir,
 } from './helpers.ts';
-
-const getWeather = tool(async ({ city }: { city: string }) => `It is sunny in ${city}.`, {
-  name: 'get_weather',
-  description: 'Current weather for a city',
-  schema: z.object({ city: z.string() }),
-});
-
-const getTime = tool(async ({ zone }: { zone: string }) => `12:00 in ${zone}`, {
-  name: 'get_time',
-  description: 'Current time in a zone',
-  schema: z.object({ zone: z.string() }),
-});
 
 /** A tool-calling turn: ask for the weather, then answer from the tool's result. */
 function weatherAgentResponder(messages: BaseMessage[]) {

@@ -1,4 +1,4 @@
-import { decoratorError } from './errors.ts';
+import { decoratorError, rejectGenerator } from './errors.ts';
 import type { NormalizedOptions } from './registry.ts';
 import { checkPrefix, normalizeOptions, Registration, register } from './registry.ts';
 import type {
@@ -80,23 +80,9 @@ function notAMethod(where: string, kind: string): Error {
   );
 }
 
-const GeneratorFunction = Object.getPrototypeOf(function* () {}).constructor as Function;
-const AsyncGeneratorFunction = Object.getPrototypeOf(async function* () {}).constructor as Function;
-
-/**
- * A generator's values arrive one by one, while a cached call returns one Promise: wrapping it
- * would hand `for await` a Promise. Refused when decorated (or wrapped) instead.
- */
-function rejectGenerator(fn: Function, where: string, what: string): void {
-  const async = fn instanceof AsyncGeneratorFunction;
-  if (!async && !(fn instanceof GeneratorFunction)) return;
-  throw decoratorError(
-    'E_INVALID_OPTION',
-    `${where} cannot cache ${async ? 'async generator' : 'generator'} ${what}: a cached call returns one Promise, not a stream of values`,
-    'cache a method that returns the collected result (e.g. the full text, or an array of the chunks), ' +
-      'or cache streams with the AI SDK (@x/ai-sdk-cache) or LangChain (@x/langchain-cache) adapters',
-  );
-}
+/** Where streams are cached instead, named when a generator is refused. */
+const STREAM_HINT =
+  'or cache streams with the AI SDK (@x/ai-sdk-cache) or LangChain (@x/langchain-cache) adapters';
 
 function makeWrapper(registration: Registration, original: Function): Function {
   const wrapper = async function cached(this: unknown, ...args: unknown[]): Promise<unknown> {
@@ -117,7 +103,7 @@ function decorateStandard(
   where: string,
 ): Function {
   if (context.kind !== 'method' || typeof value !== 'function') throw notAMethod(where, context.kind);
-  rejectGenerator(value, where, `method ${String(context.name)}`);
+  rejectGenerator(value, where, `method ${String(context.name)}`, STREAM_HINT);
   if (context.private && options.scope === undefined) {
     throw decoratorError(
       'E_INVALID_OPTION',
@@ -156,7 +142,7 @@ function decorateLegacy(
   if (typeof method !== 'function') {
     throw notAMethod(where, descriptor === undefined ? 'property' : 'getter or setter');
   }
-  rejectGenerator(method, where, `method ${String(member)}`);
+  rejectGenerator(method, where, `method ${String(member)}`, STREAM_HINT);
   const isStatic = typeof target === 'function';
   const registration = new Registration({
     prefix,
@@ -177,7 +163,7 @@ function decorateLegacy(
 function cacheFunction(prefix: string, fn: AsyncFunction, options: unknown): AsyncFunction {
   const where = `cachedLlmCall(${JSON.stringify(prefix)}, ${fn.name || 'fn'})`;
   checkPrefix(prefix, where);
-  rejectGenerator(fn, where, 'function');
+  rejectGenerator(fn, where, 'function', STREAM_HINT);
   const registration = new Registration({
     prefix,
     kind: 'function',

@@ -1,6 +1,6 @@
 import type { ToolLedger, ToolScope } from '@x/cache-core';
 import { CacheError, validateName } from '@x/cache-core';
-import { decoratorError } from './errors.ts';
+import { decoratorError, rejectGenerator } from './errors.ts';
 import { argsKey } from './registry.ts';
 import type { CachedLlmCallDecorator } from './types.ts';
 
@@ -87,6 +87,7 @@ export function cachedTool<This = any, Args extends unknown[] = any[], R = any>(
     if (typeof context === 'object' && context !== null && 'kind' in context) {
       const kind = (context as { kind: string }).kind;
       if (kind !== 'method' || typeof target !== 'function') throw notAMethod(where, kind);
+      rejectGenerator(target, where, `method ${String((context as { name?: unknown }).name)}`);
       return wrap(name, resolved, target, where);
     }
     if (typeof context === 'string' || typeof context === 'symbol') {
@@ -94,6 +95,7 @@ export function cachedTool<This = any, Args extends unknown[] = any[], R = any>(
       if (typeof method !== 'function') {
         throw notAMethod(where, descriptor === undefined ? 'property' : 'getter or setter');
       }
+      rejectGenerator(method, where, `method ${String(context)}`);
       const next = descriptor as PropertyDescriptor;
       next.value = wrap(name, resolved, method, where);
       return next;

@@ -1,6 +1,6 @@
-import { CacheError, createCache } from '@x/cache-core';
+import { CacheError, createCache, createToolLedger } from '@x/cache-core';
 import { describe, expect, it } from 'vitest';
-import { cachedLlmCall, invalidateCached, invalidateCachedPrefix, warm } from './index.ts';
+import { cachedLlmCall, cachedTool, invalidateCached, invalidateCachedPrefix, warm } from './index.ts';
 
 function thrown(run: () => unknown): CacheError {
   try {
@@ -62,6 +62,23 @@ describe('generators', () => {
     expect(error.code).toBe('E_INVALID_OPTION');
     expect(error.message).toMatch(message);
     expect(error.message).toMatch(/returns the collected result.*@x\/ai-sdk-cache.*@x\/langchain-cache/);
+  });
+
+  it('refuses a generator method under @cachedTool (both decorator forms)', () => {
+    const decorate = cachedTool('list_files', {
+      ledger: createToolLedger({ cache: createCache() }),
+    }) as unknown as (...args: unknown[]) => unknown;
+    // The argument shapes compilers pass: standard (value, context) and experimental (proto, name, descriptor).
+    const standard = thrown(() => decorate(async function* files() {}, { kind: 'method', name: 'files' }));
+    expect(standard.code).toBe('E_INVALID_OPTION');
+    expect(standard.message).toMatch(
+      /cannot cache async generator method files: a cached call returns one Promise/,
+    );
+    expect(() => decorate({}, 'walk', { value: function* walk() {} })).toThrow(
+      /cannot cache generator method walk.*returns the collected result/,
+    );
+    // An ordinary async method is still accepted.
+    expect(typeof decorate(async function run() {}, { kind: 'method', name: 'run' })).toBe('function');
   });
 });
 

@@ -404,6 +404,40 @@ describe('llm-cache inspect', () => {
     expect(after.preview).toContain('🌍');
   });
 
+  it.each([
+    ['a family (ZWJ sequence)', '👨‍👩‍👧', 3],
+    ['a flag (two regional indicators)', '🇫🇷', 2],
+    ['a letter and its combining accent', 'e\u0301', 1],
+  ])('never cuts %s in half', async (_, cluster, into) => {
+    const cache = createCache({ store: sqliteBackend({ path }), memory: false, statsFlushInterval: 0 });
+    const value = `Bonjour ${cluster} tout le monde`;
+    await cache.set({ name: 'cluster', request: 1 }, value);
+    const key = cache.key({ name: 'cluster', request: 1 });
+    await cache.close();
+    const whole = JSON.stringify(value, null, 2);
+    // --max-chars ends `into` code units inside the cluster: the preview stops before all of it.
+    const max = whole.indexOf(cluster) + into;
+    const report = json(
+      (await cli(['inspect', key, '--url', url, '--max-chars', String(max), '--format', 'json'])).stdout,
+    );
+    expect(report.preview).toBe(`"Bonjour … (${whole.length - 9} more characters; --full shows all)`);
+    const whole1 = json(
+      (
+        await cli([
+          'inspect',
+          key,
+          '--url',
+          url,
+          '--max-chars',
+          String(9 + cluster.length),
+          '--format',
+          'json',
+        ])
+      ).stdout,
+    );
+    expect(whole1.preview.startsWith(`"Bonjour ${cluster}…`)).toBe(true);
+  });
+
   it("takes a hash that starts with '-' as the key, not as options", async () => {
     const cache = createCache({ store: sqliteBackend({ path }), memory: false, statsFlushInterval: 0 });
     let request = 0;

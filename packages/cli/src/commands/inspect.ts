@@ -30,15 +30,33 @@ export function previewValue(value: unknown, codec: string | undefined, full: bo
   });
 }
 
+const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
+/** Code units around the cut that the grapheme search looks at: longer than any real cluster. */
+const CUT_WINDOW = 128;
+
 /** Whether `code` is the first half (high surrogate) of a UTF-16 surrogate pair. */
 function isHighSurrogate(code: number): boolean {
   return code >= 0xd800 && code <= 0xdbff;
 }
 
-/** Cuts after `max` UTF-16 code units, one less rather than split a surrogate pair (an emoji). */
+/**
+ * Where to cut `text` to keep at most `max` UTF-16 code units without splitting a character as
+ * the reader sees it: a surrogate pair (🌍), a ZWJ sequence (👨‍👩‍👧), a flag (🇫🇷), a letter and its
+ * combining accents. Only a window before the cut is segmented, so a huge value costs nothing.
+ */
+function cutPoint(text: string, max: number): number {
+  const start = Math.max(0, max - CUT_WINDOW);
+  const segment = graphemes.segment(text.slice(start, max + CUT_WINDOW)).containing(max - start);
+  const end = start + (segment?.index ?? max - start);
+  if (end > start || start === 0) return end;
+  // A cluster longer than the window: at least never leave half a surrogate pair.
+  return isHighSurrogate(text.charCodeAt(max - 1)) ? max - 1 : max;
+}
+
+/** Cuts after `max` UTF-16 code units, fewer rather than split a character (an emoji) in two. */
 function truncate(text: string, max: number): { text: string; truncated: boolean } {
   if (text.length <= max) return { text, truncated: false };
-  const end = isHighSurrogate(text.charCodeAt(max - 1)) ? max - 1 : max;
+  const end = cutPoint(text, max);
   return {
     text: `${text.slice(0, end)}… (${formatInt(text.length - end)} more characters; --full shows all)`,
     truncated: true,

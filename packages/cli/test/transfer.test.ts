@@ -100,7 +100,7 @@ describe('llm-cache export / import', () => {
     const result = await cli(['import', '--url', `sqlite://${join(dir, 'late.db')}`], {
       input: lines.join('\n'),
     });
-    expect(result.stdout).toBe('Imported 7 entries (1 had expired since the export and were skipped).\n');
+    expect(result.stdout).toBe('Imported 7 entries (1 had expired since the export and was skipped).\n');
   });
 
   it('names the bad line and exits 1, keeping the lines before it', async () => {

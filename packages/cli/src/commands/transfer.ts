@@ -275,7 +275,9 @@ export const importCommand: CommandSpec = {
     else {
       await context.say(
         `Imported ${entries(imported)}` +
-          (expired > 0 ? ` (${formatInt(expired)} had expired since the export and were skipped).` : '.'),
+          (expired > 0
+            ? ` (${formatInt(expired)} had expired since the export and ${expired === 1 ? 'was' : 'were'} skipped).`
+            : '.'),
       );
     }
     return 0;

@@ -34,7 +34,7 @@ afterEach(async () => {
 /** The same backend, answering `method` 30 ms late (as a remote store can). */
 function slowReads<B extends object>(
   backend: B,
-  method: 'get' | 'getMany' | 'deleteByPrefix',
+  method: 'get' | 'getMany' | 'deleteByPrefix' | 'set',
   delayMs = 30,
 ): B {
   return new Proxy(backend, {
@@ -696,6 +696,90 @@ describe('createCache > invalidation', () => {
     const stats = await cache.getAllStats();
     expect(stats.totals.sets).toBe(0);
     expect(stats.tiers.responses?.entries).toBe(0);
+  });
+});
+
+describe('createCache > invalidation racing reads and computations', () => {
+  const tick = () => new Promise((resolve) => setImmediate(resolve));
+
+  it.each([
+    ['delete', (cache: Cache) => cache.delete('k')],
+    ['invalidateTags', (cache: Cache) => cache.invalidateTags(['t'])],
+    ['clear', (cache: Cache) => cache.clear()],
+    ['clearAll', (cache: Cache) => cache.clearAll()],
+  ])('a read racing %s does not put the old value back in the memory level', async (_, remove) => {
+    const path = join(dir, 'race.db');
+    const cache = make({ store: sqliteBackend({ path }) });
+    await cache.set('k', 'v1', { tags: ['t'] });
+    // The read starts after the memory copy is gone and reads the store before its copy goes.
+    await Promise.all([remove(cache), cache.get('k')]);
+    expect(await cache.get('k')).toBeUndefined();
+    const after = await cache.getOrComputeResult('k', () => 'v2');
+    expect(after).toMatchObject({ value: 'v2', hit: false });
+    const fresh = make({ store: sqliteBackend({ path }), memory: false });
+    expect(await fresh.get('k')).toBe('v2');
+  });
+
+  it('a computation invalidated while its write waits for the quota check stores nothing', async () => {
+    const path = join(dir, 'quota-race.db');
+    // Writes answered 50 ms late: the first write holds the namespace's quota queue meanwhile.
+    const cache = make({
+      store: slowReads(sqliteBackend({ path }), 'set', 50),
+      quotas: { capped: { maxEntries: 100, onExceed: 'reject' } },
+    });
+    const capped = cache.withNamespace('capped');
+    let computed = false;
+    const earlier = capped.set('other', 'x');
+    const pending = capped.getOrCompute('k', () => {
+      computed = true;
+      return 'old';
+    });
+    while (!computed) await tick();
+    await capped.delete('k');
+    expect(await pending).toBe('old');
+    await earlier;
+    expect(await capped.get('k')).toBeUndefined();
+    const fresh = make({ store: sqliteBackend({ path }), memory: false });
+    expect(await fresh.withNamespace('capped').get('k')).toBeUndefined();
+    expect(await fresh.withNamespace('capped').get('other')).toBe('x');
+  });
+
+  it.each([
+    ['memory only', () => undefined],
+    ['SQLite (a cross-process lock)', () => sqliteBackend({ path: join(dir, 'force-race.db') })],
+  ])('forceRefresh wins over a computation already under way (%s)', async (_, store) => {
+    const cache = make({ store: store() });
+    const older = cache.getOrCompute('k', async () => {
+      await new Promise((resolve) => setTimeout(resolve, 60));
+      return 'old';
+    });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const forced = cache.getOrComputeResult(
+      'k',
+      async () => {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        return 'new';
+      },
+      { forceRefresh: true },
+    );
+    expect(await older).toBe('old');
+    expect(await forced).toMatchObject({ value: 'new', hit: false });
+    expect(await cache.get('k')).toBe('new');
+  });
+
+  it('grace: Infinity keeps the stale copy for as long as the store keeps it', async () => {
+    const clock = manualClock();
+    const cache = make({ clock, store: sqliteBackend({ path: join(dir, 'grace.db') }) });
+    await cache.getOrCompute('k', () => 'old', { ttl: '1m', grace: Number.POSITIVE_INFINITY });
+    clock.advance(30 * 24 * 3_600_000);
+    const result = await cache.getOrComputeResult(
+      'k',
+      () => {
+        throw new Error('provider down');
+      },
+      { ttl: '1m', grace: Number.POSITIVE_INFINITY },
+    );
+    expect(result).toMatchObject({ value: 'old', stale: true });
   });
 });
 

@@ -150,7 +150,7 @@ export interface CachePolicy<T = unknown> {
   shouldCache?: (value: T) => boolean;
   /**
    * How long past its TTL an entry is kept to be served if the recompute fails (a provider
-   * outage). @default 0
+   * outage); `Infinity` keeps it until it is evicted or invalidated. @default 0
    */
   grace?: Duration;
   /** Within `grace`, serve the stale value at once and refresh in the background. @default false */
@@ -238,6 +238,8 @@ interface Flight {
   forced: boolean;
   /** The scoped tags its value will carry, to tell whether a tag invalidation concerns it. */
   tags: readonly string[];
+  /** Marked outdated when the key changes, or when a forced refresh starts after it. */
+  watch: Watch;
 }
 
 /**
@@ -1128,17 +1130,10 @@ export class CacheView {
 
   /** Removes an entry by its full storage key (as returned in `CacheResult.key`). */
   async deleteStorageKey(storageKey: string): Promise<boolean> {
-    // Published before and after: a process that re-read the store in between drops it again.
-    this.engine.publish({ k: [storageKey] });
-    let removed = false;
-    for (const level of this.#tier.levels) {
-      removed =
-        (await this.engine.guard(this.tierName, level, 'delete', storageKey, false, () =>
-          level.backend.delete(storageKey),
-        )) || removed;
-    }
-    this.engine.publish({ k: [storageKey] });
-    return removed;
+    const removed = await this.#deleteOnLevels({ k: [storageKey] }, 'delete', storageKey, false, (backend) =>
+      backend.delete(storageKey),
+    );
+    return removed.includes(true);
   }
 
   /**
@@ -1186,40 +1181,60 @@ export class CacheView {
   }
 
   /**
-   * A bulk delete on every level in order, announced on the bus before and after (a process that
-   * re-read the store in between drops its copy again). A store call that outlives its deadline
-   * keeps running on the store; the memory levels are cleared again and the closing message goes
-   * out when it finally finishes, so that no process, this one included, keeps a copy it re-read
-   * before the delete reached it. Returns what the slowest level removed.
+   * A bulk delete on every level in order: the slowest level removed. See `#deleteOnLevels`.
    */
   async #bulkDelete(
     message: BusMessage,
     operation: 'deleteByPrefix' | 'deleteByTag',
     remove: (backend: CacheBackend) => Promise<number>,
   ): Promise<number> {
+    const removed = await this.#deleteOnLevels(message, operation, undefined, 0, remove);
+    return removed[removed.length - 1] ?? 0;
+  }
+
+  /**
+   * Runs a delete on every level in order (fastest first), announced before and after: a process
+   * that re-read the store in between drops its copy again. Then the memory levels are cleared
+   * once more, together with the closing announcement (synchronously): a read here that missed
+   * the memory level before the delete reached it and read a lower level before the delete
+   * reached that level may have promoted the old value; a read still under way is outdated by the
+   * announcement and promotes nothing. A store call that outlives its deadline keeps running on
+   * the store; that second clearing and the closing announcement then wait until it finishes.
+   * Returns what each level removed (the fallback for a level that failed).
+   */
+  async #deleteOnLevels<R>(
+    message: BusMessage,
+    operation: 'delete' | 'deleteByPrefix' | 'deleteByTag',
+    storageKey: string | undefined,
+    fallback: R,
+    remove: (backend: CacheBackend) => Promise<R>,
+  ): Promise<R[]> {
     const engine = this.engine;
     const levels = this.#tier.levels;
     engine.publish(message);
     const late = new Set<Promise<unknown>>();
-    let last = 0;
+    const removed: R[] = [];
     for (const level of levels) {
-      last = await engine.guard(
-        this.tierName,
-        level,
-        operation,
-        undefined,
-        0,
-        tracked(late, () => remove(level.backend)),
+      removed.push(
+        await engine.guard(
+          this.tierName,
+          level,
+          operation,
+          storageKey,
+          fallback,
+          tracked(late, () => remove(level.backend)),
+        ),
       );
     }
-    if (late.size === 0) engine.publish(message);
-    else {
-      void Promise.allSettled([...late]).then(async () => {
-        for (const level of levels) if (level.sync) await remove(level.backend).catch(() => 0);
-        engine.publish(message);
-      });
-    }
-    return last;
+    const close = (): void => {
+      if (levels.length > 1) {
+        for (const level of levels) if (level.sync) remove(level.backend).catch(() => fallback);
+      }
+      engine.publish(message);
+    };
+    if (late.size === 0) close();
+    else void Promise.allSettled([...late]).then(close);
+    return removed;
   }
 
   #scopedTag(tag: string): string {
@@ -1365,6 +1380,11 @@ export class CacheView {
     const engine = this.engine;
     const existing = engine.inflight.get(storageKey);
     if (joinable(existing, policy, timing)) return existing;
+    // A forced refresh asks for an answer newer than any already under way: the older computation
+    // still answers its callers but must not store (it would be written over the forced one, or
+    // be taken by it as "newer" while it waits for the lock that computation holds).
+    const older = engine.inflight.get(storageKey);
+    if (older && policy.forceRefresh && !older.forced) older.watch.outdated = true;
     const tags = policy.tags?.map((tag) => this.#scopedTag(tag)) ?? [];
     const watch = engine.watch(storageKey, tags);
     const flight: Flight = {
@@ -1376,6 +1396,7 @@ export class CacheView {
       noStore: policy.noStore === true || timing.ttlMs === 0,
       forced: policy.forceRefresh === true,
       tags,
+      watch,
     };
     engine.inflight.set(storageKey, flight);
     return flight;
@@ -1419,6 +1440,7 @@ export class CacheView {
         value,
         watch.outdated ? { ...policy, noStore: true } : policy,
         timing,
+        watch,
       );
       // Refused (shouldCache, undefined) or unstorable: tell the processes waiting on our lock to
       // compute now instead of queueing for the lock one after another.
@@ -1546,6 +1568,7 @@ export class CacheView {
     value: T,
     policy: CachePolicy<T>,
     timing: Timing,
+    watch: Watch,
   ): Promise<{ result: CacheResult<unknown>; encoded: Uint8Array | undefined }> {
     const result: CacheResult<T> = {
       value,
@@ -1563,7 +1586,7 @@ export class CacheView {
       if (!admitted) return { result, encoded: undefined };
       const usage = await this.#usageOf(key, value, policy);
       result.usage = usage;
-      encoded = await this.#write(storageKey, { v: value, u: usage }, policy, timing);
+      encoded = await this.#write(storageKey, { v: value, u: usage }, policy, timing, false, watch);
     } catch (error) {
       // The caller still gets its value: a value that cannot be stored is reported, not thrown.
       this.#dropped(storageKey, error, policy.onStoreError);
@@ -1603,7 +1626,9 @@ export class CacheView {
   #timing(policy: CachePolicy<any>): Timing {
     const ttlMs =
       policy.ttl !== undefined || policy.ttlHours !== undefined ? resolveTtl(policy) : this.#tier.ttlMs;
-    const graceMs = policy.grace === undefined ? 0 : (parseDuration(policy.grace, 'grace') ?? 0);
+    // `grace: Infinity` (parsed as "never expires"): stale copies are kept until evicted.
+    const graceMs =
+      policy.grace === undefined ? 0 : (parseDuration(policy.grace, 'grace') ?? Number.POSITIVE_INFINITY);
     if (policy.tags) for (const tag of policy.tags) validateName(tag, 'tag');
     return { ttlMs, graceMs };
   }
@@ -1615,6 +1640,11 @@ export class CacheView {
     { ttlMs, graceMs }: Timing,
     /** A `set`: the value replaces what the key holds, whatever it is. */
     replace = false,
+    /**
+     * The computation's watch: checked again at the moment the levels are written, since an
+     * invalidation may land while the usage is measured or the quota checked.
+     */
+    watch?: Watch,
   ): Promise<Uint8Array | undefined> {
     const engine = this.engine;
     const now = engine.clock.now();
@@ -1633,15 +1663,23 @@ export class CacheView {
     );
     const stored: StoredEntry = {
       value: bytes,
-      expiresAt: logicalExpiry === undefined ? undefined : logicalExpiry + graceMs,
+      expiresAt:
+        logicalExpiry === undefined || graceMs === Number.POSITIVE_INFINITY
+          ? undefined
+          : logicalExpiry + graceMs,
       tags: userTags.map((tag) => this.#scopedTag(tag)),
     };
     const quota = engine.quotas[this.namespace];
     const levels = this.#tier.levels;
     const slowest = levels[levels.length - 1]!;
     let slowestStored = true;
+    let outdated = false;
     // Not async: a write with nothing to wait for (memory only) must not cost its caller extra ticks.
     const store = (): Promise<unknown> | undefined => {
+      if (watch?.outdated) {
+        outdated = true;
+        return undefined;
+      }
       const writes: Promise<void>[] = [];
       for (const level of levels) {
         const fitted = level.fit(stored, now);
@@ -1673,6 +1711,8 @@ export class CacheView {
       const writing = store();
       if (writing) await writing;
     }
+    // Invalidated (or overtaken by a forced refresh) since the computation began: not written.
+    if (outdated) return undefined;
     // A write the store did not take is dropped (the memory level may still hold it).
     if (slowestStored) this.#counters.sets++;
     else this.#counters.droppedWrites++;
@@ -1861,8 +1901,10 @@ export class Cache extends CacheView {
    */
   async clearAll(): Promise<void> {
     const engine = this.engine;
-    // As in #bulkDelete: deletes that outlive their deadline clear the memory levels again and
-    // announce the clear when they finish.
+    // As in #deleteOnLevels: announced before and after, and the memory levels cleared again with
+    // the closing announcement (once deletes that outlive their deadline finish), so that no read
+    // promotes what it read from a store before the store was cleared.
+    engine.publish({ c: 1 });
     const late = new Set<Promise<unknown>>();
     for (const { tier, level } of [...engine.distinctLevels()]) {
       if (level.sync) {
@@ -1890,15 +1932,14 @@ export class Cache extends CacheView {
         );
       }
     }
-    engine.publish({ c: 1 });
-    if (late.size > 0) {
-      void Promise.allSettled([...late]).then(async () => {
-        for (const { level } of [...engine.distinctLevels()]) {
-          if (level.sync) await level.backend.clear().catch(() => undefined);
-        }
-        engine.publish({ c: 1 });
-      });
-    }
+    const close = (): void => {
+      for (const { level } of [...engine.distinctLevels()]) {
+        if (level.sync) level.backend.clear().catch(() => undefined);
+      }
+      engine.publish({ c: 1 });
+    };
+    if (late.size === 0) close();
+    else void Promise.allSettled([...late]).then(close);
     // The cache's own counters only: the tool ledger's (`~ledger/…` scopes) stay with its records.
     await engine.stats.reset(`${COUNTER_SCOPE}:`);
     await engine.stats.reset(`${LEVEL_SCOPE}:`);

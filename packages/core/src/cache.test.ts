@@ -592,6 +592,10 @@ describe('createCache > tiers and levels', () => {
     expect(errors).toContain('sqlite:set');
     const stats = await cache.getAllStats();
     expect(stats.levels.sqlite?.errors).toBeGreaterThan(0);
+    // Counted for the tier and namespace whose keys failed too.
+    expect(stats.totals.errors).toBeGreaterThan(0);
+    expect(stats.tiers.responses?.errors).toBeGreaterThan(0);
+    expect((await cache.stats()).errors).toBeGreaterThan(0);
   });
 
   it('getMany reads a batch in order across levels', async () => {
@@ -899,15 +903,32 @@ describe('createCache > namespaces and quotas', () => {
   });
 
   it('enforces a quota by evicting the least recently used entries', async () => {
+    // A clock that moves between writes: the levels agree on which entry is least recently used.
+    const clock = manualClock();
     const cache = make({
-      store: sqliteBackend({ path: join(dir, 'q.db') }),
+      clock,
+      store: sqliteBackend({ path: join(dir, 'q.db'), clock }),
       quotas: { small: { maxEntries: 3 } },
     });
     const small = cache.withNamespace('small');
-    for (let i = 0; i < 5; i++) await small.set({ name: 'n', request: i }, i);
+    const evicted: string[] = [];
+    cache.on('evict', (event) => evicted.push(`${event.level}:${event.reason}:${event.key}`));
+    for (let i = 0; i < 5; i++) {
+      await small.set({ name: 'n', request: i }, i);
+      clock.advance(1000);
+    }
     const stats = await cache.getAllStats();
     expect(stats.tiers.responses?.entries).toBeLessThanOrEqual(3);
     expect(await cache.withNamespace('small').stats()).toMatchObject({ evictions: 2 });
+    // Each entry the quota pushed out is named, in each level, with the reason.
+    const first = small.key({ name: 'n', request: 0 });
+    const second = small.key({ name: 'n', request: 1 });
+    expect(evicted).toEqual([
+      `memory:quota:${first}`,
+      `sqlite:quota:${first}`,
+      `memory:quota:${second}`,
+      `sqlite:quota:${second}`,
+    ]);
   });
 
   it('enforces a quota by refusing writes when asked to', async () => {

@@ -543,8 +543,8 @@ class Engine {
     return bucket;
   }
 
-  onMemoryEvict(tier: string, key: string, reason: 'size' | 'expired'): void {
-    if (reason === 'size') {
+  onMemoryEvict(tier: string, key: string, reason: 'size' | 'expired' | 'quota'): void {
+    if (reason !== 'expired') {
       const levels = this.tier(tier).levels;
       this.levelBucket(levels[0]!).evictions++;
       // A namespace loses an entry only when its slowest level drops it; with a store beneath,
@@ -557,6 +557,9 @@ class Engine {
 
   levelError(tier: string, level: Level, operation: string, key: string | undefined, error: unknown): void {
     this.levelBucket(level).errors++;
+    // Also the tier and namespace's own count when the call concerned one of its keys.
+    const namespace = key === undefined ? undefined : namespaceOfKey(key, tier);
+    if (namespace !== undefined) this.stats.bucket(`${COUNTER_SCOPE}:${tier}:${namespace}`).errors++;
     if (this.emitter.has('error'))
       this.emitter.emit('error', { operation, tier, level: level.name, key, error });
   }
@@ -1787,10 +1790,20 @@ export class CacheView {
     const levels = this.#tier.levels;
     for (const level of levels) {
       if (!level.backend.trim) continue;
+      // The memory level reports its own evictions (reason 'quota') through onEvict.
+      const named =
+        !level.sync && this.engine.emitter.has('evict')
+          ? (key: string) =>
+              this.engine.emitter.emit('evict', {
+                key,
+                tier: this.tierName,
+                level: level.name,
+                reason: 'quota',
+              })
+          : undefined;
       const evicted = await this.engine.guard(this.tierName, level, 'trim', undefined, 0, () =>
-        level.backend.trim!(prefix, { maxEntries: quota.maxEntries, maxBytes: quota.maxBytes }),
+        level.backend.trim!(prefix, { maxEntries: quota.maxEntries, maxBytes: quota.maxBytes }, named),
       );
-      // The memory level reports its own evictions through onEvict.
       if (evicted > 0 && !level.sync) {
         this.engine.levelBucket(level).evictions += evicted;
         if (level === levels[levels.length - 1]) this.#counters.evictions += evicted;

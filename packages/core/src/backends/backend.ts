@@ -98,11 +98,12 @@ export interface CacheBackend {
   statsFor?(prefix: string): Promise<{ entries: number; bytes: number }>;
   /**
    * Evicts entries under `prefix` until within the limits, expired ones first, then the least
-   * recently used; returns how many went.
+   * recently used; returns how many went, and names each live one to `onEvicted` when given.
    */
   trim?(
     prefix: string,
     limits: { maxEntries?: number | undefined; maxBytes?: number | undefined },
+    onEvicted?: (key: string) => void,
   ): Promise<number>;
 
   /**

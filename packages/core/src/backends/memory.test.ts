@@ -218,8 +218,8 @@ describe('memoryBackend', () => {
     backend.getSync('q:1');
     expect(await backend.trim('q:', { maxEntries: 2 })).toBe(2);
     expect(evicted).toEqual([
-      ['q:2', 'size'],
-      ['q:3', 'size'],
+      ['q:2', 'quota'],
+      ['q:3', 'quota'],
     ]);
     expect((await keysOf(backend)).sort()).toEqual(['other:1', 'other:2', 'q:1', 'q:4']);
     expect(await backend.trim('q:', { maxBytes: 10 })).toBe(1);

@@ -12,7 +12,7 @@ import { namespaceOf } from './prefix.ts';
 import type { PrefixStats, TrimBounds } from './quota.ts';
 import { checkLimit, tooLarge } from './quota.ts';
 
-export type MemoryEvictionReason = 'size' | 'expired';
+export type MemoryEvictionReason = 'size' | 'expired' | 'quota';
 
 export interface MemoryBackendOptions {
   /** Most entries held at once; the least recently used entry goes first. @default 10_000 */
@@ -28,8 +28,8 @@ export interface MemoryBackendOptions {
   /** Time source for expiry. @default systemClock */
   clock?: Clock | undefined;
   /**
-   * Called after an entry was dropped to respect a bound (`'size'`) or because it was found
-   * expired (`'expired'`); not called for `delete`, `deleteBy*` or `clear`. Runs synchronously
+   * Called after an entry was dropped to respect a bound (`'size'`), by `trim` to bring a prefix
+   * within its limits (`'quota'`), or because it was found expired (`'expired'`); not called for `delete`, `deleteBy*` or `clear`. Runs synchronously
    * inside the write that caused it, so it must not write to this backend; an error it throws is
    * rethrown on a microtask so that it cannot leave the LRU half-updated.
    * @default undefined
@@ -304,7 +304,7 @@ class MemoryStore implements MemoryBackend {
         const expired = this.isExpired(slot, now);
         if (expiredPass && !expired) continue;
         if (!expired) this.evictions++;
-        this.drop(key, slot, expired ? 'expired' : 'size');
+        this.drop(key, slot, expired ? 'expired' : 'quota');
         entries--;
         bytes -= slot.value.byteLength;
         removed++;

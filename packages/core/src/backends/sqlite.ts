@@ -82,7 +82,7 @@ export interface SqliteBackend extends CacheBackend {
    * Removes least recently used entries under `prefix` until it is within `limits` (expired ones
    * met on the way too) and returns how many went.
    */
-  trim(prefix: string, limits: TrimBounds): Promise<number>;
+  trim(prefix: string, limits: TrimBounds, onEvicted?: (key: string) => void): Promise<number>;
   incrementCounters(scope: string, deltas: Readonly<Record<string, number>>): Promise<void>;
   readCounters(): Promise<Record<string, Record<string, number>>>;
   clearCounters(scopePrefix?: string): Promise<void>;
@@ -575,10 +575,11 @@ class SqliteStore implements SqliteBackend {
     return this.run('statsFor', () => this.prefixTotals(prefix));
   }
 
-  async trim(prefix: string, bounds: TrimBounds): Promise<number> {
+  async trim(prefix: string, bounds: TrimBounds, onEvicted?: (key: string) => void): Promise<number> {
     const maxEntries = checkLimit('sqlite', 'trim maxEntries', bounds.maxEntries ?? Infinity, true);
     const maxBytes = checkLimit('sqlite', 'trim maxBytes', bounds.maxBytes ?? Infinity, true);
-    return this.run('trim', () =>
+    const live: string[] = [];
+    const removed = await this.run('trim', () =>
       this.db
         .transaction(() => {
           let { entries, bytes } = this.prefixTotals(prefix);
@@ -596,12 +597,17 @@ class SqliteStore implements SqliteBackend {
           }
           for (const victim of victims) {
             this.s.evictKey.run(victim.key);
-            if (isLive(victim.expires_at, now)) this.evictions++;
+            if (!isLive(victim.expires_at, now)) continue;
+            this.evictions++;
+            live.push(victim.key);
           }
           return victims.length;
         })
         .immediate(),
     );
+    // Named once the transaction committed (a listener runs outside it).
+    if (onEvicted) for (const key of live) onEvicted(key);
+    return removed;
   }
 
   async acquireLock(name: string, owner: string, ttlMs: number): Promise<boolean> {

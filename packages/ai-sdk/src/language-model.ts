@@ -26,25 +26,26 @@ import {
 import type { StreamRecording } from './stream-flight.ts';
 import { StreamFlight } from './stream-flight.ts';
 import type { ReplayPacing } from './streams.ts';
-import { replayStream, subscriberStream, validatePacing } from './streams.ts';
+import { replayStream, subscriberStream, timerMs, validatePacing } from './streams.ts';
 
 type JSONObject = SharedV4ProviderMetadata[string];
 
 export interface CacheMiddlewareOptions extends CommonCacheOptions {
   /**
    * Admission: return false to keep a complete response out of the cache. Incomplete streams
-   * (an error part, a stream error, an abort, a cancel, no finish part) and thrown errors are never
-   * stored, whatever this returns.
+   * (an error part, a stream error, no finish part, an upstream cut off by an abort or a cancel
+   * before its end) and thrown errors are never stored, whatever this returns.
    * @default defaultShouldCache — not stored: finishReason error / content-filter / length /
    *   interrupted, empty output, JSON output that does not parse or violates the requested schema
    */
   shouldCache?: (candidate: CacheCandidate) => boolean;
-  /** Pace of a replayed stream. @default 'instant' */
+  /** Pace of a replayed stream; a `delayMs` above 2^31 - 1 ms is clamped to it. @default 'instant' */
   pacing?: ReplayPacing;
   /**
    * How long a caller that joined an identical in-flight stream waits for the shared stream to
    * start and between its parts. Past it, a caller that has received nothing makes its own
-   * upstream call; one that has received parts ends with an error part.
+   * upstream call; one that has received parts ends with an error part. Above 2^31 - 1 ms (about
+   * 24.8 days, Node's timer limit) it is clamped to that: `'30d'` waits practically forever.
    * @default '60s'
    */
   joinTimeout?: Duration;
@@ -113,7 +114,7 @@ function within<T>(
 ): Promise<T | typeof TIMED_OUT> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<typeof TIMED_OUT>((resolve) => {
-    timer = setTimeout(() => resolve(TIMED_OUT), ms);
+    timer = setTimeout(() => resolve(TIMED_OUT), timerMs(ms));
   });
   return raceAbort(Promise.race([promise, timeout]), signal).finally(() => clearTimeout(timer));
 }
@@ -156,6 +157,7 @@ function toStoredGenerate(result: LanguageModelV4GenerateResult): StoredGenerate
 export function cacheMiddleware(options: CacheMiddlewareOptions = {}): LanguageModelV4Middleware {
   const optionsKey = validateCommon(options);
   const pacing = validatePacing(options.pacing ?? 'instant');
+  // Longer than ~24.8 days ('30d') is clamped where the timers are armed (timerMs): practically never.
   const joinTimeoutMs = parseDuration(options.joinTimeout ?? DEFAULT_JOIN_TIMEOUT, 'joinTimeout');
   if (joinTimeoutMs === undefined)
     throw invalidOption(`joinTimeout must be finite — e.g. '${DEFAULT_JOIN_TIMEOUT}'`);

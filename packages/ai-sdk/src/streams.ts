@@ -6,6 +6,18 @@ import type { FlightSink, StreamFlight, StreamRecording } from './stream-flight.
 type Part = LanguageModelV4StreamPart;
 
 /**
+ * The longest delay Node's timers honour (about 24.8 days): a longer one fires after 1 ms, which
+ * would cut a joiner off at once or replay a paced stream unpaced. Every timer here is armed
+ * with `timerMs(ms)`, so a longer `joinTimeout` or `delayMs` means "practically never".
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/** A delay a timer can be armed with: `ms` capped at {@link MAX_TIMER_MS}. */
+export function timerMs(ms: number): number {
+  return Math.min(MAX_TIMER_MS, ms);
+}
+
+/**
  * How a cached stream is replayed: `'instant'` (every part as fast as the consumer reads),
  * `'recorded'` (the gaps the original stream had), or a fixed `{ delayMs }` between parts.
  */
@@ -20,6 +32,7 @@ export function validatePacing(pacing: ReplayPacing): ReplayPacing {
     Number.isFinite(pacing.delayMs) &&
     pacing.delayMs >= 0
   ) {
+    // A delay past MAX_TIMER_MS is clamped to it where the timer is armed.
     return pacing;
   }
   throw invalidOption(
@@ -76,7 +89,7 @@ export function replayStream(
         if (wait > 0) {
           await new Promise<void>((resolve) => {
             wake = resolve;
-            timer = setTimeout(resolve, wait);
+            timer = setTimeout(resolve, timerMs(wait));
           });
           wake = undefined;
           if (signal?.aborted) return;
@@ -128,7 +141,7 @@ export function subscriberStream(flight: StreamFlight, options: SubscriberOption
   const arm = (): void => {
     if (idleTimeoutMs === undefined || ended) return;
     if (timer !== undefined) clearTimeout(timer);
-    timer = setTimeout(onStall, idleTimeoutMs);
+    timer = setTimeout(onStall, timerMs(idleTimeoutMs));
   };
   const end = (): void => {
     ended = true;

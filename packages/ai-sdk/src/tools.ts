@@ -79,8 +79,6 @@ export function cachedTools<TOOLS extends ToolSet>(tools: TOOLS, options: Cached
     }
     checkToolName(name);
     const run = execute as (input: unknown, callOptions: ToolExecutionOptions<any>) => unknown;
-    // `async *execute` is how a tool sends preliminary results.
-    const streaming = Object.prototype.toString.call(execute) === '[object AsyncGeneratorFunction]';
     wrapped[name] = {
       ...original,
       execute: (input: unknown, callOptions: ToolExecutionOptions<any>) => {
@@ -100,10 +98,8 @@ export function cachedTools<TOOLS extends ToolSet>(tools: TOOLS, options: Cached
               execute,
             })
             .then((outcome) => outcome.value);
-        if (streaming && ledger.policyOf(name, key !== undefined).kind === 'none') {
-          // Neither recorded nor cached: a streaming tool keeps sending its preliminary results,
-          // and the ledger's history gets the outcome when the last one is out.
-          return passThrough(run.call(original, input, callOptions) as AsyncIterable<unknown>, record);
+        if (ledger.policyOf(name, key !== undefined).kind === 'none') {
+          return runUnrecorded(() => run.call(original, input, callOptions), record);
         }
         // Recorded or cached, the tool's final output is what a replay or a hit gives back.
         return record(() => finalOutput(run.call(original, input, callOptions)));
@@ -174,29 +170,68 @@ function checkToolName(name: string): void {
 }
 
 /**
- * A streaming `execute` (an async iterable of preliminary outputs) is recorded by its last
- * output, which is the tool's result for the SDK too; it is then returned as a plain value.
+ * Runs a tool the ledger neither records nor caches, through the ledger (so it is in the history
+ * and sees `toolCallContext()`). Whether it streams is known only from what it returns, as in the
+ * SDK: an `async *execute`, or a plain function returning an async iterable, streams. Its outputs
+ * are then passed on as they come, and the ledger gets the last one (or the error) at the end.
  */
-/** Yields a streaming tool's outputs as they come, then records its last output (or its error). */
+function runUnrecorded(
+  execute: () => unknown,
+  record: (execute: () => unknown) => Promise<unknown>,
+): unknown {
+  let outputs: AsyncIterable<unknown> | undefined;
+  let settle: { resolve: (last: unknown) => void; reject: (error: unknown) => void } | undefined;
+  let synchronous = true;
+  const outcome = record(() => {
+    const result = execute();
+    if (!isAsyncIterable(result)) return result;
+    // A ledger that runs the tool later than in this call cannot hand its outputs on any more.
+    if (!synchronous) return finalOutput(result);
+    outputs = result;
+    return new Promise((resolve, reject) => {
+      settle = { resolve, reject };
+    });
+  });
+  synchronous = false;
+  if (outputs === undefined || settle === undefined) return outcome;
+  return passThrough(outputs, settle, outcome);
+}
+
+/** Yields a streaming tool's outputs as they come, then hands its last output (or its error) to the ledger. */
 async function* passThrough(
   outputs: AsyncIterable<unknown>,
-  record: (execute: () => unknown) => Promise<unknown>,
+  settle: { resolve: (last: unknown) => void; reject: (error: unknown) => void },
+  outcome: Promise<unknown>,
 ): AsyncGenerator<unknown> {
   let last: unknown;
+  let ended = false;
   try {
     for await (const output of outputs) {
       last = output;
       yield output;
     }
+    ended = true;
   } catch (error) {
-    await record(() => {
-      throw error;
-    }).catch(() => undefined);
+    ended = true;
+    settle.reject(error);
+    await outcome.catch(() => undefined);
     throw error;
+  } finally {
+    // The consumer stopped reading before the last output: the tool did not finish.
+    if (!ended) {
+      settle.reject(new Error('[@x/ai-sdk-cache] the tool was stopped before its last output'));
+      void outcome.catch(() => undefined);
+    }
   }
-  await record(() => last);
+  settle.resolve(last);
+  await outcome;
 }
 
+/**
+ * A streaming `execute` of a recorded or cached tool (an async iterable of preliminary outputs)
+ * is recorded by its last output, which is the tool's result for the SDK too; it is then returned
+ * as a plain value.
+ */
 async function finalOutput(value: unknown): Promise<unknown> {
   const resolved = await value;
   if (!isAsyncIterable(resolved)) return resolved;

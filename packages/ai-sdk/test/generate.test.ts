@@ -1,6 +1,7 @@
 import type { LanguageModelV4CallOptions, LanguageModelV4GenerateResult } from '@ai-sdk/provider';
 import { CacheError, createCache, setDefaultCache } from '@x/cache-core';
 import {
+  defaultSettingsMiddleware,
   generateObject,
   generateText,
   NoObjectGeneratedError,
@@ -255,6 +256,38 @@ describe('cacheMiddleware — generate', () => {
       await generateText({ model, prompt: 'same' });
       expect(inner.doGenerateCalls).toHaveLength(1);
     }
+  });
+
+  it('keys on the settings of a middleware listed before it, not of one listed after it', async () => {
+    const inner = generateModel((call) => textResult(`temperature ${call.temperature}`), {
+      modelId: 'gpt-4o-mini',
+    });
+    const wrapped = (temperature: number, order: 'settings first' | 'cache first') => {
+      const cache = cacheMiddleware({ cache: shared });
+      const settings = defaultSettingsMiddleware({ settings: { temperature } });
+      return wrapLanguageModel({
+        model: inner,
+        middleware: order === 'settings first' ? [settings, cache] : [cache, settings],
+      });
+    };
+    let shared = createCache();
+    // Listed first, the settings middleware is outermost: the cache sees (and keys on) its settings.
+    expect((await generateText({ model: wrapped(0, 'settings first'), prompt: 'q' })).text).toBe(
+      'temperature 0',
+    );
+    expect((await generateText({ model: wrapped(1, 'settings first'), prompt: 'q' })).text).toBe(
+      'temperature 1',
+    );
+    expect(inner.doGenerateCalls).toHaveLength(2);
+    // Listed after the cache, its settings are added below the key: another temperature hits.
+    shared = createCache();
+    expect((await generateText({ model: wrapped(0, 'cache first'), prompt: 'q' })).text).toBe(
+      'temperature 0',
+    );
+    expect((await generateText({ model: wrapped(1, 'cache first'), prompt: 'q' })).text).toBe(
+      'temperature 0',
+    );
+    expect(inner.doGenerateCalls).toHaveLength(3);
   });
 
   it("keys on an image's bytes", async () => {

@@ -301,6 +301,30 @@ describe('cacheMiddleware — stream', () => {
       expect(await text).toBe('fresh');
     });
 
+    it('but a stream whose upstream had ended before its caller aborted', async () => {
+      const { inner, model, upstreams } = manualSetup();
+      const controller = new AbortController();
+      const aborted = streamText({ model, prompt: 'a', abortSignal: controller.signal });
+      const reader = aborted.textStream[Symbol.asyncIterator]();
+      const firstDelta = reader.next();
+      await until(() => upstreams.length === 1);
+      upstreams[0]!.push(...textParts(['Hel', 'lo']).slice(0, 4));
+      expect((await firstDelta).value).toBe('Hel');
+      // The upstream ends (the middleware reads it on its own); the caller aborts after that.
+      upstreams[0]!.push(...textParts(['Hel', 'lo']).slice(4));
+      upstreams[0]!.close();
+      await ticks();
+      controller.abort();
+      while (!(await reader.next()).done) {
+        // drain what the SDK still emits after the abort
+      }
+      await ticks();
+      const again = streamText({ model, prompt: 'a' });
+      expect(await again.text).toBe('Hello');
+      expect((await again.providerMetadata)?.xCache).toMatchObject({ hit: true });
+      expect(inner.doStreamCalls).toHaveLength(1);
+    });
+
     it('not a stream its consumer cancelled', async () => {
       const { inner, model, upstreams } = manualSetup();
       const first = await model.doStream(call);
@@ -509,6 +533,19 @@ describe('cacheMiddleware — stream', () => {
       expect(second).toBeUndefined();
       await vi.advanceTimersByTimeAsync(1);
       expect(second).toMatchObject({ type: 'response-metadata' });
+    });
+
+    it('holds a replay for a delayMs past what a timer can hold, instead of not at all', async () => {
+      const model = await recorded({ delayMs: 30 * 86_400_000 });
+      const replay = (await model.doStream(call)).stream.getReader();
+      expect((await replay.read()).value).toMatchObject({ type: 'stream-start' });
+      let second: unknown;
+      void replay.read().then((part) => {
+        second = part.value;
+      });
+      await vi.advanceTimersByTimeAsync(60_000);
+      expect(second).toBeUndefined();
+      await replay.cancel();
     });
 
     it('replays everything at once by default, even when the original took its time', async () => {
@@ -756,6 +793,62 @@ describe('cacheMiddleware — stream', () => {
       await ticks();
       expect(await streamText({ model, prompt: 'same' }).text).toBe('hi');
       expect(inner.doStreamCalls).toHaveLength(2);
+    });
+
+    it('keeps a joiner with a joinTimeout past 24.8 days on the shared stream while it pauses', async () => {
+      vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+      const { inner, model, upstreams } = manualSetup({ joinTimeout: '30d' });
+      const parts = textParts(['slow ', 'answer']);
+      const leader = streamText({ model, prompt: 'same' });
+      const leaderText = leader.text;
+      await until(() => upstreams.length === 1);
+      upstreams[0]!.push(...parts.slice(0, 4));
+      await ticks();
+      const joiner = streamText({ model, prompt: 'same', onError: () => {} });
+      const joinerText = joiner.text;
+      await ticks();
+      // A minute without a part: far below 30 days.
+      await vi.advanceTimersByTimeAsync(60_000);
+      upstreams[0]!.push(...parts.slice(4));
+      upstreams[0]!.close();
+      expect(await leaderText).toBe('slow answer');
+      expect(await joinerText).toBe('slow answer');
+      expect((await joiner.providerMetadata)?.xCache).toMatchObject({ hit: true, coalesced: true });
+      expect(inner.doStreamCalls).toHaveLength(1);
+    });
+
+    it('keeps a joiner with a joinTimeout past 24.8 days waiting for the shared call to start', async () => {
+      vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+      const cache = createCache();
+      let start!: () => void;
+      const inner: MockLanguageModelV4 = new MockLanguageModelV4({
+        doStream: async () => {
+          await new Promise<void>((resolve) => {
+            start = resolve;
+          });
+          return {
+            stream: simulateReadableStream({
+              chunks: textParts(['late']),
+              initialDelayInMs: null,
+              chunkDelayInMs: null,
+            }),
+          };
+        },
+      });
+      const model = wrapLanguageModel({
+        model: inner,
+        middleware: cacheMiddleware({ cache, joinTimeout: 30 * 86_400_000 }),
+      });
+      const leader = model.doStream(call);
+      await until(() => inner.doStreamCalls.length === 1);
+      const joiner = model.doStream(call);
+      await ticks();
+      await vi.advanceTimersByTimeAsync(60_000);
+      start();
+      const parts = await convertReadableStreamToArray((await joiner).stream);
+      expect(parts.map((part) => (part.type === 'text-delta' ? part.delta : '')).join('')).toBe('late');
+      expect(inner.doStreamCalls).toHaveLength(1);
+      await convertReadableStreamToArray((await leader).stream);
     });
 
     it('ends a joined stream with an error part when the shared stream stalls midway', async () => {

@@ -121,6 +121,31 @@ function toolOutputs(result: Awaited<ReturnType<typeof run>>): unknown[] {
   return result.steps.flatMap((step) => step.toolResults.map((each) => each.output));
 }
 
+/**
+ * The tool results (preliminary ones too) and tool errors of a streamText run whose model calls
+ * `build` with { target: 'web' } once, then answers.
+ */
+async function streamedToolResults(tools: ToolSet) {
+  const model = streamModel((call) =>
+    call.prompt.some((message) => message.role === 'tool')
+      ? textParts(['Built.'])
+      : [
+          { type: 'stream-start', warnings: [] },
+          { type: 'tool-call', toolCallId: 'c1', toolName: 'build', input: '{"target":"web"}' },
+          { type: 'finish', finishReason: finish('tool-calls'), usage: usage(1, 1) },
+        ],
+  );
+  const seen: Array<{ type: string; preliminary: boolean; output: unknown }> = [];
+  const stream = streamText({ model, tools, stopWhen: stepCountIs(3), prompt: 'go', onError: () => {} });
+  for await (const part of stream.fullStream) {
+    if (part.type === 'tool-result')
+      seen.push({ type: part.type, preliminary: part.preliminary === true, output: part.output });
+    if (part.type === 'tool-error')
+      seen.push({ type: part.type, preliminary: false, output: (part.error as Error).message });
+  }
+  return seen;
+}
+
 describe('cachedTools in a generateText tool loop', () => {
   it('runs a write tool once across a retried run of the same task, and again in another task', async () => {
     const { ledger } = memoryLedger();
@@ -381,6 +406,67 @@ describe('cachedTools in a generateText tool loop', () => {
     const history = await ledger.history({ taskId: 'task-1' });
     expect(history.map((entry) => [entry.tool, entry.kind, entry.status])).toEqual([
       ['build', 'none', 'succeeded'],
+    ]);
+  });
+
+  it('streams the preliminary results of a plain execute that returns an async iterable', async () => {
+    const { ledger } = memoryLedger(manualClock(), { other: { kind: 'read' } });
+    const seenContext: Array<string | undefined> = [];
+    async function* progress(target: string) {
+      yield { status: 'queued' as const, target };
+      yield { status: 'building' as const, target };
+      yield { status: 'built' as const, target };
+    }
+    const tools = {
+      // Not an async generator function: streaming shows only in what it returns, as the SDK checks.
+      build: tool({
+        inputSchema: z.object({ target: z.string() }),
+        execute: ({ target }) => {
+          seenContext.push(toolCallContext()?.tool);
+          return progress(target);
+        },
+      }),
+    };
+    const plain = await streamedToolResults(tools);
+    expect(plain.filter((each) => each.preliminary).map((each) => each.output)).toEqual([
+      { status: 'queued', target: 'web' },
+      { status: 'building', target: 'web' },
+      { status: 'built', target: 'web' },
+    ]);
+    expect(await streamedToolResults(cachedTools(tools, { ledger, scope: { taskId: 'task-1' } }))).toEqual(
+      plain,
+    );
+    // It ran inside the ledger's call, and the history has its final outcome.
+    expect(seenContext).toEqual([undefined, 'build']);
+    const history = await ledger.history({ taskId: 'task-1' });
+    expect(history.map((entry) => [entry.tool, entry.kind, entry.status])).toEqual([
+      ['build', 'none', 'succeeded'],
+    ]);
+  });
+
+  it('passes on the outputs and the error of such a tool that fails midway, and records the failure', async () => {
+    const { ledger } = memoryLedger(manualClock(), { other: { kind: 'read' } });
+    async function* failing(target: string) {
+      yield { status: 'started' as const, target };
+      throw new Error('disk full');
+    }
+    const tools = {
+      build: tool({
+        inputSchema: z.object({ target: z.string() }),
+        execute: ({ target }) => failing(target),
+      }),
+    };
+    const plain = await streamedToolResults(tools);
+    expect(plain).toEqual([
+      { type: 'tool-result', preliminary: true, output: { status: 'started', target: 'web' } },
+      { type: 'tool-error', preliminary: false, output: 'disk full' },
+    ]);
+    expect(await streamedToolResults(cachedTools(tools, { ledger, scope: { taskId: 'task-1' } }))).toEqual(
+      plain,
+    );
+    const history = await ledger.history({ taskId: 'task-1' });
+    expect(history.map((entry) => [entry.tool, entry.kind, entry.status])).toEqual([
+      ['build', 'none', 'failed'],
     ]);
   });
 

@@ -787,6 +787,27 @@ describe('createCache > invalidation racing reads and computations', () => {
   });
 });
 
+describe('createCache > close', () => {
+  it('lets go of the store locks of computations still running, so other processes need not wait', async () => {
+    const path = join(dir, 'close-locks.db');
+    const closing = createCache({ store: sqliteBackend({ path }) });
+    let started = false;
+    const running = closing.getOrCompute('k', async () => {
+      started = true;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      return 'from the closed cache';
+    });
+    while (!started) await new Promise((resolve) => setImmediate(resolve));
+    await closing.close();
+    // Another process (another cache on the file) computes at once instead of waiting for the lock.
+    const other = make({ store: sqliteBackend({ path }), lockWait: '20s' });
+    const t0 = Date.now();
+    expect(await other.getOrCompute('k', () => 'computed here')).toBe('computed here');
+    expect(Date.now() - t0).toBeLessThan(250);
+    expect(await running).toBe('from the closed cache');
+  });
+});
+
 describe('createCache > a store slower than its timeout', () => {
   it('stays stalled while it answers late, instead of costing a caller a timeout on every probe', async () => {
     const store = slowReads(sqliteBackend({ path: join(dir, 'slow.db') }), 'get', 100);

@@ -319,6 +319,8 @@ class Engine {
   readonly emitter = new CacheEmitter();
   readonly stats: StatsCollector;
   readonly inflight = new Map<string, Flight>();
+  /** Releases of the store locks this process holds while it computes; `close()` runs them. */
+  readonly heldLocks = new Set<() => Promise<void>>();
   /** Per namespace, the last quota-checked write in flight: such writes go one at a time. */
   readonly quotaQueues = new Map<string, Promise<void>>();
   readonly storeLevels: Level[];
@@ -705,6 +707,9 @@ class Engine {
         await unsubscribe?.();
       }).catch(() => undefined);
     }
+    // Computations still running cannot store or unlock once the store is closed: their locks go
+    // now, so other processes compute at once instead of waiting out the lock's TTL.
+    await Promise.all([...this.heldLocks].map((release) => release().catch(() => undefined)));
     await this.stats.close();
     for (const { level } of [...this.distinctLevels()]) {
       try {
@@ -1526,6 +1531,7 @@ export class CacheView {
       if (acquired === undefined) return { value: await compute() };
       if (acquired) {
         const release = async () => {
+          if (!engine.heldLocks.delete(release)) return;
           const unlocking = engine.guard(this.tierName, level, 'unlock', storageKey, false, () =>
             backend.releaseLock!(name, owner),
           );
@@ -1533,13 +1539,18 @@ export class CacheView {
           // caller does not wait for it: that would cost it a timeout.
           if (!level.stalled) await unlocking;
         };
+        engine.heldLocks.add(release);
         // The value may have landed between our miss and the lock.
         const found = forceRefresh ? undefined : await this.#read(storageKey, lockDepth);
         if (usable(found)) {
           await release();
           return { found };
         }
-        const renew = setInterval(() => void tryLock(), timerMs(Math.max(10, Math.floor(ttl / 3))));
+        // Not renewed once the cache is closing: close() has let it go.
+        const renew = setInterval(
+          () => void (engine.closed ? undefined : tryLock()),
+          timerMs(Math.max(10, Math.floor(ttl / 3))),
+        );
         renew.unref();
         try {
           return { value: await compute(), release };

@@ -296,6 +296,21 @@ export class CachedChatModel<
   }
 
   /**
+   * The options the wrapped model answers a call with. ChatOpenAI (and the classes built on it)
+   * binds tools, structured output and `withConfig` options on a new copy of itself
+   * (`defaultOptions`), merged by `_combineCallOptions` in its own `invoke` / `stream`, in
+   * `invocationParams` and in `_streamResponseChunks`, but not in `_generate`: called through
+   * here, its `_generate` would send no tools while the key said it had. Each call merges them
+   * once and uses the result for its key and for the model. The merge is a spread (bound options
+   * first, the call's on top), so the inner paths that merge again get the same options back.
+   */
+  #callOptions(options: this['ParsedCallOptions']): this['ParsedCallOptions'] {
+    const inner = this.inner as unknown as { _combineCallOptions?: (options: unknown) => unknown };
+    if (typeof inner._combineCallOptions !== 'function') return options;
+    return inner._combineCallOptions(options) as this['ParsedCallOptions'];
+  }
+
+  /**
    * The key of one call (model identity, invocation parameters, call options and messages) and
    * its policy, whose admission rule sees the call's parameters (did it ask for JSON?).
    */
@@ -345,6 +360,7 @@ export class CachedChatModel<
     options: this['ParsedCallOptions'],
     runManager?: CallbackManagerForLLMRun,
   ): Promise<ChatResult> {
+    options = this.#callOptions(options);
     const signal = options?.signal;
     // Already aborted: nothing is looked up, joined or computed.
     signal?.throwIfAborted();
@@ -411,6 +427,7 @@ export class CachedChatModel<
     options: this['ParsedCallOptions'],
     runManager?: CallbackManagerForLLMRun,
   ): AsyncGenerator<ChatGenerationChunk> {
+    options = this.#callOptions(options);
     const { key, policy } = this.#request(messages, options);
     for (let attempt = 0; ; attempt++) {
       const live = new LiveStream<ChatGenerationChunk>();

@@ -156,8 +156,9 @@ function scanJson(text: string, start: number): number {
 /**
  * Call options that steer the run, not the request sent to the provider: LangChain's runnable
  * config, and what LangGraph adds when a node passes its `config` on (`model.invoke(messages,
- * config)`): per-step ids (`executionInfo`), the runtime's functions and the store. None of them
- * may enter a key, or every graph step would miss.
+ * config)`): per-step ids (`executionInfo`), the runtime's functions, the store and the graph run's
+ * own options (`durability` …, LangGraph's `CONFIG_KEYS`). None of them may enter a key, or every
+ * graph step would miss.
  */
 export const RUNTIME_OPTIONS: ReadonlySet<string> = new Set([
   'signal',
@@ -181,6 +182,13 @@ export const RUNTIME_OPTIONS: ReadonlySet<string> = new Set([
   'executionInfo',
   'serverInfo',
   'control',
+  // LangGraph's run options: graph.invoke(input, { durability: 'exit' }) puts it in every node's config
+  'durability',
+  'checkpointDuring',
+  'streamMode',
+  'outputKeys',
+  'interruptBefore',
+  'interruptAfter',
 ]);
 
 /**

@@ -210,6 +210,90 @@ export class ScriptedJsonModel extends ScriptedChatModel {
   }
 }
 
+/** What one request to the provider carried. */
+export interface SentRequest {
+  tools: string[];
+  response_format: string | undefined;
+}
+
+/**
+ * Keeps what `bindTools`, `withStructuredOutput` and `withConfig` bind on a new copy of itself, as
+ * ChatOpenAI (@langchain/openai 1.x) does: `withConfig` returns a new instance holding them in
+ * `defaultOptions`, which `_combineCallOptions` merges in its own `invoke` / `stream`, in
+ * `invocationParams` and in `_streamResponseChunks`, but not in `_generate`. Its
+ * `withStructuredOutput` is ChatOpenAI's `jsonSchema` method. Copies share `log` and `sent`.
+ */
+export class OpenAILikeModel extends ScriptedChatModel {
+  static override lc_name(): string {
+    return 'OpenAILikeModel';
+  }
+
+  defaultOptions: Partial<ScriptedCallOptions> = {};
+  /** Every request the provider received, from this model and its copies. */
+  sent: SentRequest[] = [];
+  readonly #fields: ScriptedChatModelFields;
+
+  constructor(fields: ScriptedChatModelFields = {}) {
+    super(fields);
+    this.#fields = fields;
+  }
+
+  _combineCallOptions(options?: Partial<ScriptedCallOptions>): Partial<ScriptedCallOptions> {
+    return { ...this.defaultOptions, ...(options ?? {}) };
+  }
+
+  override withConfig(config: Partial<ScriptedCallOptions>): any {
+    const copy = new OpenAILikeModel(this.#fields);
+    copy.log = this.log;
+    copy.sent = this.sent;
+    copy.defaultOptions = { ...this.defaultOptions, ...config };
+    return copy;
+  }
+
+  override invoke(input: BaseLanguageModelInput, options?: Partial<ScriptedCallOptions>) {
+    return super.invoke(input, this._combineCallOptions(options));
+  }
+
+  override stream(input: BaseLanguageModelInput, options?: Partial<ScriptedCallOptions>) {
+    return super.stream(input, this._combineCallOptions(options));
+  }
+
+  override invocationParams(options?: this['ParsedCallOptions']): Record<string, unknown> {
+    return super.invocationParams(this._combineCallOptions(options) as this['ParsedCallOptions']);
+  }
+
+  #send(options: Partial<ScriptedCallOptions>): void {
+    const tools = (options.tools ?? []).map((tool) => (tool as { function: { name: string } }).function.name);
+    this.sent.push({ tools, response_format: options.response_format?.type as string | undefined });
+  }
+
+  override async _generate(messages: BaseMessage[], options: this['ParsedCallOptions']): Promise<ChatResult> {
+    this.#send(options);
+    return super._generate(messages, options);
+  }
+
+  override async *_streamResponseChunks(
+    messages: BaseMessage[],
+    options: this['ParsedCallOptions'],
+    runManager?: CallbackManagerForLLMRun,
+  ): AsyncGenerator<ChatGenerationChunk> {
+    const combined = this._combineCallOptions(options) as this['ParsedCallOptions'];
+    this.#send(combined);
+    yield* super._streamResponseChunks(messages, combined, runManager);
+  }
+
+  override withStructuredOutput(schema: any): any {
+    const response_format = {
+      type: 'json_schema',
+      json_schema: { name: 'extract', schema, strict: undefined },
+    };
+    return this.withConfig({
+      response_format,
+      ls_structured_output_format: { kwargs: { method: 'json_schema' }, schema: toJsonSchema(schema) },
+    } as Partial<ScriptedCallOptions>).pipe(createContentParser(schema));
+  }
+}
+
 export interface AnthropicLikeFields extends BaseChatModelParams {
   /** What `message_delta` reports: `end_turn`, `max_tokens`, `refusal`, `pause_turn` … */
   stopReason?: string;

@@ -308,6 +308,32 @@ describe('a cached model called inside a LangGraph node with the node config', (
     expect(inner.log.generate).toBe(1);
   });
 
+  // LangGraph hands run options (`durability`, and the older `checkpointDuring`) on to the nodes'
+  // config; they decide when the graph checkpoints, not what the model answers.
+  const runs = [
+    { configurable: { thread_id: 't1' } },
+    { configurable: { thread_id: 't2' } },
+    { configurable: { thread_id: 't3' }, durability: 'exit' as const },
+    { configurable: { thread_id: 't4' }, durability: 'sync' as const },
+    { configurable: { thread_id: 't5' }, checkpointDuring: false },
+  ];
+
+  it('hits whatever durability the run asks for, through withCache', async () => {
+    const inner = new ScriptedChatModel();
+    const graph = graphCalling(withCache(inner, { cache: createCache() }));
+    const answers = [];
+    for (const run of runs) answers.push((await graph.invoke(ask(), run)).messages.at(-1)?.content);
+    expect(inner.log.generate).toBe(1);
+    expect(new Set(answers).size).toBe(1);
+  });
+
+  it('hits whatever durability the run asks for, through LangChainCache', async () => {
+    const inner = new ScriptedChatModel({ cache: new LangChainCache({ cache: createCache() }) });
+    const graph = graphCalling(inner);
+    for (const run of runs) await graph.invoke(ask(), run);
+    expect(inner.log.generate).toBe(1);
+  });
+
   it("streams with streamMode: 'messages' and replays only complete answers", async () => {
     const inner = new AnthropicLikeModel({ stopReason: 'max_tokens' });
     const graph = graphCalling(withCache(inner, { cache: createCache() }));

@@ -38,6 +38,17 @@ describe('isRuntimeOption', () => {
     expect(isRuntimeOption('temperature', 0)).toBe(false);
     expect(isRuntimeOption('config', { callbacks: [] })).toBe(true);
     expect(isRuntimeOption('version', 'v2')).toBe(true);
+    // The graph run's options, which LangGraph hands on to the nodes' config.
+    for (const [name, value] of Object.entries({
+      durability: 'exit',
+      checkpointDuring: false,
+      streamMode: 'values',
+      outputKeys: ['messages'],
+      interruptBefore: ['tools'],
+      interruptAfter: '*',
+    })) {
+      expect(isRuntimeOption(name, value), name).toBe(true);
+    }
     expect(
       isRuntimeOption('version', '5c7d5dc6dd8bf75c1acaa8565735e7986bc5b66206b55cca93cb72c9bf15ccaa'),
     ).toBe(false);

@@ -88,11 +88,14 @@ describe('llm-cache stats', () => {
 
   it('counts store failures (kept per level) in the overall errors', async () => {
     const store = sqliteBackend({ path });
-    // What an application records when its store times out or its circuit breaker skips calls.
+    // What an application records when its store times out or its circuit breaker skips calls:
+    // each failure per level, and the 3 on a tier's keys in that tier's scope too.
     await store.incrementCounters('l:redis', { errors: 4, skipped: 2 });
+    await store.incrementCounters('t:responses:default', { errors: 3 });
     await store.close();
     const report = json((await cli(['stats', '--url', url, '--format', 'json'])).stdout);
     expect(report.overall.errors).toBe(4);
+    expect(report.tiers.responses.errors).toBe(3);
     expect(report.levels.redis).toEqual({ hits: 0, errors: 4, skipped: 2, evictions: 0 });
     const table = (await cli(['stats', '--url', url])).stdout;
     expect(table).toContain('· 4 errors ·');

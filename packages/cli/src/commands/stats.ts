@@ -170,8 +170,10 @@ export async function gatherStats(
       ...row(scope.counters, sizes ? scope.entries : null, sizes ? bytes : null),
     });
   }
-  // Store failures are counted per level (the store is shared by every tier).
-  for (const level of Object.values(levels)) totals.errors += level.errors;
+  // Every store failure is counted per level, those on a tier's keys also in its scope (the
+  // rows above): the overall count is the levels', so none is counted twice.
+  const levelErrors = Object.values(levels).reduce((sum, level) => sum + level.errors, 0);
+  if (Object.keys(levels).length > 0) totals.errors = levelErrors;
 
   const collect = (map: Map<string, { counters: Counters; entries: number; bytes: number }>) =>
     Object.fromEntries(

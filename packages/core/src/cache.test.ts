@@ -771,6 +771,41 @@ describe('createCache > invalidation racing reads and computations', () => {
     expect(await cache.get('k')).toBe('new');
   });
 
+  it('a forced refresh that finishes first is not overwritten by the older computation', async () => {
+    for (const store of [undefined, sqliteBackend({ path: join(dir, 'forced-first.db') })]) {
+      const cache = make({ store });
+      const older = cache.getOrCompute('k', async () => {
+        await new Promise((resolve) => setTimeout(resolve, 120));
+        return 'old';
+      });
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(await cache.getOrCompute('k', async () => 'new', { forceRefresh: true })).toBe('new');
+      expect(await older).toBe('old');
+      expect(await cache.get('k')).toBe('new');
+    }
+  });
+
+  it.each([
+    ['stores nothing (noStore)', { noStore: true }, async () => 'bypass'],
+    ['fails', {}, async () => Promise.reject(new Error('provider down'))],
+    ['is refused (shouldCache)', { shouldCache: () => false }, async () => 'refused'],
+  ])(
+    'a forced refresh that %s leaves the older computation free to store',
+    async (_, extra, forcedCompute) => {
+      for (const store of [undefined, sqliteBackend({ path: join(dir, `forced-${Math.random()}.db`) })]) {
+        const cache = make({ store });
+        const older = cache.getOrCompute('k', async () => {
+          await new Promise((resolve) => setTimeout(resolve, 60));
+          return 'old';
+        });
+        await new Promise((resolve) => setTimeout(resolve, 10));
+        await cache.getOrCompute('k', forcedCompute, { forceRefresh: true, ...extra }).catch(() => undefined);
+        expect(await older).toBe('old');
+        expect(await cache.get('k')).toBe('old');
+      }
+    },
+  );
+
   it('grace: Infinity keeps the stale copy for as long as the store keeps it', async () => {
     const clock = manualClock();
     const cache = make({ clock, store: sqliteBackend({ path: join(dir, 'grace.db') }) });

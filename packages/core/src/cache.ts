@@ -251,6 +251,13 @@ interface Flight {
 interface Watch {
   outdated: boolean;
   readonly tags: readonly string[] | undefined;
+  /**
+   * When a computation started (a per-process sequence number); undefined for a read. A write by
+   * a computation of this process outdates only computations that started before it (the newest
+   * answer is the one kept) and every read; a delete, a `set` or a message from another process
+   * outdates everything.
+   */
+  readonly seq: number | undefined;
 }
 
 /** Whether a call with `policy` may take the answer of `flight` instead of computing its own. */
@@ -321,6 +328,8 @@ class Engine {
   readonly inflight = new Map<string, Flight>();
   /** Releases of the store locks this process holds while it computes; `close()` runs them. */
   readonly heldLocks = new Set<() => Promise<void>>();
+  /** Start order of this process's computations (`Watch.seq`). */
+  watchSeq = 0;
   /** Per namespace, the last quota-checked write in flight: such writes go one at a time. */
   readonly quotaQueues = new Map<string, Promise<void>>();
   readonly storeLevels: Level[];
@@ -410,8 +419,8 @@ class Engine {
   readonly #watches = new Map<string, Set<Watch>>();
 
   /** Starts watching `storageKey` for changes; pair with `unwatch`. */
-  watch(storageKey: string, tags?: readonly string[]): Watch {
-    const watch: Watch = { outdated: false, tags };
+  watch(storageKey: string, tags?: readonly string[], seq?: number): Watch {
+    const watch: Watch = { outdated: false, tags, seq };
     let set = this.#watches.get(storageKey);
     if (!set) {
       set = new Set();
@@ -430,14 +439,19 @@ class Engine {
   /**
    * Notes an invalidation or an overwrite, local or heard on the bus: work under way on the keys
    * it concerns is outdated, and later callers must not join computations of them. A key costs
-   * two map lookups; prefixes, tags and `clear` (rare) look at what is under way.
+   * two map lookups; prefixes, tags and `clear` (rare) look at what is under way. `writtenBy`: the
+   * sequence number of the computation of this process whose write this is: computations that
+   * started after it are not outdated by it (see `Watch.seq`).
    */
-  noteChange(message: BusMessage): void {
+  noteChange(message: BusMessage, writtenBy?: number): void {
     if (message.k) {
+      const older = (seq: number | undefined) =>
+        writtenBy === undefined || seq === undefined || seq < writtenBy;
       for (const key of message.k) {
-        this.inflight.delete(key);
+        const flight = this.inflight.get(key);
+        if (flight && older(flight.watch.seq)) this.inflight.delete(key);
         const set = this.#watches.get(key);
-        if (set) for (const watch of set) watch.outdated = true;
+        if (set) for (const watch of set) if (older(watch.seq)) watch.outdated = true;
       }
     }
     if (message.p === undefined && message.t === undefined && !message.c) return;
@@ -453,8 +467,8 @@ class Engine {
   }
 
   /** Tells other instances sharing the store to drop what their memory levels hold. */
-  publish(message: BusMessage): void {
-    this.noteChange(message);
+  publish(message: BusMessage, writtenBy?: number): void {
+    this.noteChange(message, writtenBy);
     const level = this.busLevel;
     if (!level || this.closed || !(this.options.bus ?? this.memoryFront)) return;
     const text = JSON.stringify({ ...message, o: this.owner });
@@ -1388,15 +1402,24 @@ export class CacheView {
     const engine = this.engine;
     const existing = engine.inflight.get(storageKey);
     if (joinable(existing, policy, timing)) return existing;
-    // A forced refresh asks for an answer newer than any already under way: the older computation
-    // still answers its callers but must not store (it would be written over the forced one, or
-    // be taken by it as "newer" while it waits for the lock that computation holds).
-    const older = engine.inflight.get(storageKey);
-    if (older && policy.forceRefresh && !older.forced) older.watch.outdated = true;
+    // A forced refresh that starts while a computation of the key is under way here (which it
+    // does not join) must not wait for the lock that computation holds: it would take that older
+    // answer as the "newer" one it asked for. It computes beside it; whichever finishes last, the
+    // forced answer is the one kept (a write outdates only computations that started before it).
+    const besideOlder = policy.forceRefresh === true && engine.inflight.has(storageKey);
     const tags = policy.tags?.map((tag) => this.#scopedTag(tag)) ?? [];
-    const watch = engine.watch(storageKey, tags);
+    const watch = engine.watch(storageKey, tags, ++engine.watchSeq);
     const flight: Flight = {
-      promise: this.#computeAndStore(storageKey, key, compute, policy, timing, stale, watch).finally(() => {
+      promise: this.#computeAndStore(
+        storageKey,
+        key,
+        compute,
+        policy,
+        timing,
+        stale,
+        watch,
+        besideOlder,
+      ).finally(() => {
         engine.unwatch(storageKey, watch);
         if (engine.inflight.get(storageKey) === flight) engine.inflight.delete(storageKey);
       }),
@@ -1418,12 +1441,13 @@ export class CacheView {
     timing: Timing,
     stale: Found | undefined,
     watch: Watch,
+    besideOlder: boolean,
   ): Promise<{ result: CacheResult<unknown>; encoded: Uint8Array | undefined }> {
     let value: T;
     let release: (() => Promise<void>) | undefined;
     try {
       // A call that will store nothing has nothing for other processes to wait for.
-      const skipLock = policy.noStore === true || timing.ttlMs === 0;
+      const skipLock = policy.noStore === true || timing.ttlMs === 0 || besideOlder;
       const exclusive = await this.#exclusive(storageKey, compute, policy.forceRefresh === true, skipLock);
       if ('found' in exclusive) {
         const served = this.#served<T>(exclusive.found, storageKey, false);
@@ -1718,6 +1742,11 @@ export class CacheView {
       // Check and write one at a time per namespace: writes checked side by side would each see
       // room for one more and all go through.
       await this.#serialized(async () => {
+        // Outdated meanwhile: nothing to write, so nothing to refuse either.
+        if (watch?.outdated) {
+          outdated = true;
+          return;
+        }
         await this.#checkQuota(storageKey, quota, bytes.byteLength);
         await store();
       });
@@ -1730,7 +1759,7 @@ export class CacheView {
     // A write the store did not take is dropped (the memory level may still hold it).
     if (slowestStored) this.#counters.sets++;
     else this.#counters.droppedWrites++;
-    engine.publish({ k: [storageKey] });
+    engine.publish({ k: [storageKey] }, watch?.seq);
     if (quota && quota.onExceed !== 'reject') await this.#trimQuota(quota);
     if (engine.emitter.has('set')) {
       engine.emitter.emit('set', { key: storageKey, tier: this.tierName, bytes: bytes.byteLength, ttlMs });

@@ -785,7 +785,7 @@ describe('createCache > invalidation racing reads and computations', () => {
     }
   });
 
-  it.each([
+  it.each<[string, { noStore?: boolean; shouldCache?: () => boolean }, () => Promise<string>]>([
     ['stores nothing (noStore)', { noStore: true }, async () => 'bypass'],
     ['fails', {}, async () => Promise.reject(new Error('provider down'))],
     ['is refused (shouldCache)', { shouldCache: () => false }, async () => 'refused'],
@@ -823,6 +823,19 @@ describe('createCache > invalidation racing reads and computations', () => {
 });
 
 describe('createCache > close', () => {
+  it('keeps a store shared with another cache open until the last of them closes', async () => {
+    const path = join(dir, 'shared-close.db');
+    const store = sqliteBackend({ path });
+    const first = createCache({ store });
+    const second = createCache({ store });
+    await first.close();
+    await second.set('k', 'still stored');
+    const reader = make({ store: sqliteBackend({ path }), memory: false });
+    expect(await reader.get('k')).toBe('still stored');
+    await second.close();
+    await expect(store.get('k')).rejects.toMatchObject({ code: 'E_CLOSED' });
+  });
+
   it('lets go of the store locks of computations still running, so other processes need not wait', async () => {
     const path = join(dir, 'close-locks.db');
     const closing = createCache({ store: sqliteBackend({ path }) });
@@ -956,6 +969,23 @@ describe('createCache > namespaces and quotas', () => {
   it('rejects invalid namespace names with a typed error', () => {
     const cache = make();
     expect(() => cache.withNamespace('bad:name')).toThrow(/namespace/);
+  });
+
+  it('refuses a namespace too long to fit beside its tier in a key, saying how long it may be', async () => {
+    const cache = make();
+    // 118 characters fit beside "responses/" (128 in all); the view works end to end.
+    const longest = cache.withNamespace('n'.repeat(118));
+    expect(await longest.getOrCompute({ name: 'chat', request: { a: 1 } }, () => 'ok')).toBe('ok');
+    for (const create of [() => cache.withNamespace('n'.repeat(120)), () => longest.tier('embeddings')]) {
+      let error: unknown;
+      try {
+        create();
+      } catch (caught) {
+        error = caught;
+      }
+      expect(error).toMatchObject({ code: 'E_INVALID_NAME' });
+      expect((error as Error).message).toMatch(/use a namespace of at most 11[78] characters/);
+    }
   });
 
   it('enforces a quota by evicting the least recently used entries', async () => {

@@ -363,6 +363,9 @@ class Engine {
     const inputs: readonly LevelInput[] =
       store === undefined ? [] : Array.isArray(store) ? store : [store as LevelInput];
     this.storeLevels = inputs.map((input) => new Level(input));
+    for (const backend of new Set(this.storeLevels.map((level) => level.backend))) {
+      openBy.set(backend, (openBy.get(backend) ?? 0) + 1);
+    }
     this.prices = { ...DEFAULT_PRICES, ...options.pricing };
     this.codec = options.codec;
     this.quotas = options.quotas ?? {};
@@ -726,6 +729,15 @@ class Engine {
     await Promise.all([...this.heldLocks].map((release) => release().catch(() => undefined)));
     await this.stats.close();
     for (const { level } of [...this.distinctLevels()]) {
+      // A store shared with other caches stays open until the last of them closes.
+      const users = openBy.get(level.backend);
+      if (users !== undefined) {
+        if (users > 1) {
+          openBy.set(level.backend, users - 1);
+          continue;
+        }
+        openBy.delete(level.backend);
+      }
       try {
         await level.backend.close();
       } catch {
@@ -734,6 +746,12 @@ class Engine {
     }
   }
 }
+
+/** Longest name (`validateName`), which `<tier>/<namespace>` must also fit in. */
+const MAX_NAME_LENGTH = 128;
+
+/** How many open caches use each store backend passed in (`close()` closes it with the last). */
+const openBy = new WeakMap<CacheBackend, number>();
 
 /**
  * `encodeEntry` of a stored record (`{ v: value, u: usage }`), with errors naming the field of the
@@ -814,6 +832,17 @@ export class CacheView {
     this.#tier = engine.tier(tier);
     this.tierName = tier;
     this.#prefix = `${tier}/${namespace}`;
+    // Keys are `<tier>/<namespace>:<name>:<hash>`, and `<tier>/<namespace>` is one name of at most
+    // 128 characters: refused here, not at the first call with an error naming the joined string.
+    if (this.#prefix.length > MAX_NAME_LENGTH) {
+      throw cacheError(
+        'E_INVALID_NAME',
+        'keys',
+        `namespace "${namespace.length > 40 ? `${namespace.slice(0, 40)}…` : namespace}" (${namespace.length} characters) is too long for tier "${tier}": ` +
+          `"<tier>/<namespace>" may have at most ${MAX_NAME_LENGTH} characters, so use a namespace of at most ` +
+          `${MAX_NAME_LENGTH - tier.length - 1} characters (a hash of a long tenant id, for example)`,
+      );
+    }
     this.#counters = engine.stats.bucket(`${COUNTER_SCOPE}:${tier}:${namespace}`);
     engine.namespaces.add(namespace);
   }

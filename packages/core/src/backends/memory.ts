@@ -15,7 +15,13 @@ import { checkLimit, tooLarge } from './quota.ts';
 export type MemoryEvictionReason = 'size' | 'expired' | 'quota';
 
 export interface MemoryBackendOptions {
-  /** Most entries held at once; the least recently used entry goes first. @default 10_000 */
+  /**
+   * Most entries held at once; the least recently used entry goes first. Idempotency records and
+   * their output blobs (`~ledger/<namespace>:idem:` / `:blob:` keys) count toward this and
+   * `maxBytes` but are never evicted to respect them (they leave when they expire): once they
+   * alone fill a bound, the store holds them over it, and cache entries written then are dropped.
+   * @default 10_000
+   */
   maxEntries?: number | undefined;
   /**
    * Most bytes held at once, counted per entry as its footprint: `value.byteLength` plus two
@@ -59,6 +65,18 @@ export function memoryBackend(options: MemoryBackendOptions = {}): MemoryBackend
 }
 
 const DEFAULT_MAX_ENTRIES = 10_000;
+
+/**
+ * Idempotency records (`~ledger/<namespace>:idem:…`) and the output blobs they reference
+ * (`~ledger/<namespace>:blob:…`): an evicted record is a forgotten side effect, which the next
+ * call would run again, so the size bounds never evict them (as on SQLite). The ledger's history
+ * can go.
+ */
+function isLedgerRecord(key: string): boolean {
+  if (!key.startsWith('~ledger/')) return false;
+  const colon = key.indexOf(':', 8);
+  return colon !== -1 && (key.startsWith('idem:', colon + 1) || key.startsWith('blob:', colon + 1));
+}
 const DEFAULT_MAX_BYTES = 64 * 1024 * 1024;
 
 const CAPABILITIES: BackendCapabilities = Object.freeze({
@@ -355,13 +373,31 @@ class MemoryStore implements MemoryBackend {
     return slot.expiresAt !== undefined && slot.expiresAt <= now;
   }
 
+  /**
+   * Drops least recently used entries until within bounds. Idempotency records and the blobs
+   * they reference are passed over (see `isLedgerRecord`): they count toward the bounds, so they
+   * push cache entries out, but are never evicted themselves; once they alone fill a bound, the
+   * store holds them over it.
+   */
   private evictToBounds(): void {
     const now = this.clock.now();
+    let passed: [string, Slot][] | undefined;
     for (const [key, slot] of this.slots) {
-      if (this.slots.size <= this.maxEntries && this.footprint <= this.maxBytes) return;
+      if (this.slots.size <= this.maxEntries && this.footprint <= this.maxBytes) break;
       const expired = this.isExpired(slot, now);
+      if (!expired && isLedgerRecord(key)) {
+        (passed ??= []).push([key, slot]);
+        continue;
+      }
       if (!expired) this.evictions++;
       this.drop(key, slot, expired ? 'expired' : 'size');
+    }
+    // Moved to the recent end, so that the next walk does not pass them again (their recency
+    // does not matter: they are never evicted).
+    if (passed === undefined) return;
+    for (const [key, slot] of passed) {
+      this.slots.delete(key);
+      this.slots.set(key, slot);
     }
   }
 

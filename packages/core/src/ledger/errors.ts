@@ -112,7 +112,8 @@ export class ToolOutcomeUnknownError extends CacheError {
 export interface RecordedError {
   name: string;
   message: string;
-  code?: string | number | undefined;
+  /** The thrown value's `code` when it is a string, number or bigint. */
+  code?: string | number | bigint | undefined;
   stack?: string | undefined;
 }
 
@@ -122,7 +123,7 @@ export interface RecordedError {
  */
 export class RecordedToolError extends Error {
   readonly [recordedMarker] = true;
-  readonly code: string | number | undefined;
+  readonly code: string | number | bigint | undefined;
   readonly replayed = true;
   readonly tool: string | undefined;
   /** When the failure was recorded (epoch ms). */
@@ -142,18 +143,67 @@ export class RecordedToolError extends Error {
   }
 }
 
+/**
+ * A thrown value as the ledger records it. Never throws, whatever was thrown: a plain object
+ * (`{ code: 'E_QUOTA' }`, whose `code` and `name` are kept and whose JSON stands for a missing
+ * message), an error whose `message` or `name` getter throws, a revoked proxy, a primitive.
+ */
 export function recordError(error: unknown): RecordedError {
-  if (error instanceof Error || (typeof error === 'object' && error !== null && 'message' in error)) {
-    const source = error as Error & { code?: unknown };
-    const code = source.code;
-    return {
-      name: typeof source.name === 'string' ? source.name : 'Error',
-      message: printable(source.message),
-      code: typeof code === 'string' || typeof code === 'number' ? code : undefined,
-      stack: typeof source.stack === 'string' ? source.stack : undefined,
-    };
+  if (typeof error !== 'object' || error === null) return { name: 'Error', message: printable(error) };
+  const name = field(error, 'name');
+  const message = field(error, 'message');
+  const code = field(error, 'code');
+  const stack = field(error, 'stack');
+  const recorded: RecordedError = {
+    name:
+      name === undefined || typeof name === 'object' || typeof name === 'function'
+        ? 'Error'
+        : printable(name),
+    message:
+      typeof message === 'string'
+        ? message
+        : message === undefined || typeof message === 'object' || typeof message === 'function'
+          ? rendered(error)
+          : printable(message),
+  };
+  if (typeof code === 'string' || typeof code === 'number' || typeof code === 'bigint') recorded.code = code;
+  if (typeof stack === 'string') recorded.stack = stack;
+  return recorded;
+}
+
+/** A property of a thrown object, undefined when reading it throws (a getter, a revoked proxy). */
+function field(source: object, name: string): unknown {
+  try {
+    return (source as Record<string, unknown>)[name];
+  } catch {
+    return undefined;
   }
-  return { name: 'Error', message: printable(error) };
+}
+
+/**
+ * A thrown object without a string message: its own fields as JSON (`{"code":"E_QUOTA"}`), or
+ * `String(error)` for an Error (its `name: message`) and an object JSON cannot render.
+ */
+function rendered(error: object): string {
+  if (!isError(error)) {
+    try {
+      const json = JSON.stringify(error, (_key, value: unknown) =>
+        typeof value === 'bigint' ? `${value}n` : value,
+      );
+      if (typeof json === 'string' && json !== '{}') return json;
+    } catch {
+      // a cycle, a getter that throws: as text below
+    }
+  }
+  return printable(error);
+}
+
+function isError(value: object): boolean {
+  try {
+    return value instanceof Error;
+  } catch {
+    return false;
+  }
 }
 
 /** `String(value)`, or a description when it cannot be made a string (no `toString`, one that throws). */
@@ -161,7 +211,11 @@ function printable(value: unknown): string {
   try {
     return String(value);
   } catch {
-    return Object.prototype.toString.call(value);
+    try {
+      return Object.prototype.toString.call(value);
+    } catch {
+      return '[object]';
+    }
   }
 }
 

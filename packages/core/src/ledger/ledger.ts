@@ -300,7 +300,14 @@ interface Flight {
   done: boolean;
   /** Resolves when the flight leaves `flights` (after its recording): forced calls wait for it. */
   left: Promise<void>;
+  /**
+   * The leader's history entry when it threw the tool's outcome (its failure, executed or
+   * replayed): joiners rethrow it and are counted as such. Unset for an error of the ledger's own.
+   */
+  thrown?: ThrownEntry | undefined;
 }
+
+type ThrownEntry = Omit<LedgerHistoryEntry, 'id'>;
 
 type Counter = keyof ToolStats;
 const COUNTERS: readonly Counter[] = [
@@ -408,7 +415,7 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
     await count(entry.tool, counts);
     // History is best effort: a stalled store is skipped rather than waited on.
     if (!historyOn || store.stalled) return;
-    const id = `${entry.startedAt.toString(36).padStart(9, '0')}-${(++historySeq).toString(36)}-${randomBytes(4).toString('hex')}`;
+    const id = `${entry.startedAt.toString(36).padStart(9, '0')}-${(++historySeq).toString(36).padStart(8, '0')}-${randomBytes(4).toString('hex')}`;
     const key = `${historyPrefix(entry.taskId, entry.workItemId ?? '')}${id}`;
     const now = clock.now();
     try {
@@ -552,6 +559,8 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
     const request = { tool: call.tool, input: call.input };
     const requestHash = hashRequest(request);
     const onConcurrent = call.onConcurrent ?? policy.onConcurrent ?? options.onConcurrent ?? 'wait';
+    // maxWait counts from here, also for a joiner that goes on to claim the key itself.
+    const arrivedAt = Date.now();
     for (;;) {
       const flight = flights.get(key);
       if (!flight) break;
@@ -566,9 +575,24 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
       try {
         joined = await flight.promise;
       } catch (error) {
-        if (call.force) {
+        const thrown = flight.thrown;
+        // A forced call runs anyway, once the flight has left. So does a call that waits when
+        // the leader gave up without an outcome (it chose onConcurrent: 'throw', or its own wait
+        // ran out): that error is the leader's choice, not this caller's.
+        if (call.force || (!thrown && onConcurrent === 'wait' && ToolInProgressError.isInstance(error))) {
           await flight.left;
           continue;
+        }
+        if (thrown) {
+          // Sharing a failure is a join (or a replay) too: counted, and in the history.
+          await remember(
+            entryOf(call, 'write', key, thrown.source === 'executed' ? 'joined' : thrown.source, startedAt, {
+              status: thrown.status,
+              attempt: thrown.attempt,
+              exitCode: thrown.exitCode,
+              error: thrown.error,
+            }),
+          );
         }
         throw error;
       }
@@ -601,7 +625,9 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
         left = resolve;
       }),
     };
-    flight.promise = lead(call, policy, key, request, onConcurrent, claimed);
+    flight.promise = lead(call, policy, key, request, onConcurrent, arrivedAt, claimed, (entry) => {
+      flight.thrown = entry;
+    });
     const leave = () => {
       if (flights.get(key) === flight) flights.delete(key);
       left();
@@ -626,12 +652,14 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
     key: string,
     request: unknown,
     onConcurrent: 'wait' | 'throw',
+    arrivedAt: number,
     claimed: (executes: boolean) => void,
+    thrown: (entry: ThrownEntry) => void,
   ): Promise<LedgerOutcome<O>> {
     const startedAt = clock.now();
     const waitMs = parseDuration(policy.maxWait ?? maxWait, 'maxWait');
     // Real time, not the injected clock: a fake clock must not make a wait endless or instant.
-    const deadline = waitMs === undefined ? undefined : Date.now() + waitMs;
+    const deadline = waitMs === undefined ? undefined : arrivedAt + waitMs;
     for (;;) {
       const owner = randomUUID();
       let claim: Awaited<ReturnType<typeof idempotency.checkOrCreate<O>>>;
@@ -653,7 +681,7 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
       }
       if (claim.status === 'created') {
         claimed(true);
-        return execute(call, policy, key, claim.owner, claim.record, claim.recovered);
+        return execute(call, policy, key, claim.owner, claim.record, claim.recovered, thrown);
       }
       if (claim.status === 'pending') {
         if (claim.abandoned) throw new ToolOutcomeUnknownError(key, call.tool, claim.record.attempts);
@@ -672,7 +700,7 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
         continue;
       }
       claimed(false);
-      return replay(call, key, claim.record, startedAt);
+      return replay(call, key, claim.record, startedAt, thrown);
     }
   }
 
@@ -681,21 +709,30 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
     key: string,
     record: IdempotencyRecord<O>,
     startedAt: number,
+    thrown: (entry: ThrownEntry) => void,
   ): Promise<LedgerOutcome<O>> {
     const base = { attempt: record.attempts, status: record.status as 'succeeded' | 'failed' };
     if (record.status === 'failed' && record.error !== undefined) {
-      await remember(
-        entryOf(call, 'write', key, 'replayed', startedAt, { ...base, error: brief(record.error) }),
-      );
+      const entry = entryOf(call, 'write', key, 'replayed', startedAt, {
+        ...base,
+        error: brief(record.error),
+      });
+      await remember(entry);
+      thrown(entry);
       throw new RecordedToolError(record.error, call.tool, record.completedAt);
     }
     if (record.resultNotStored !== undefined) {
-      throw cacheError(
+      const error = cacheError(
         'E_UNSERIALIZABLE',
         'ledger',
         `tool "${call.tool}" ran under key "${key}" but its result could not be recorded ` +
           `(${record.resultNotStored}); return serialisable data from the tool, or call with force: true to run it again`,
       );
+      // Still a replay of the recorded outcome (the tool did not run): counted, and in the history.
+      const entry = entryOf(call, 'write', key, 'replayed', startedAt, { ...base, error: brief(error) });
+      await remember(entry);
+      thrown(entry);
+      throw error;
     }
     const entry = entryOf(call, 'write', key, 'replayed', startedAt, {
       ...base,
@@ -712,6 +749,7 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
     owner: string,
     record: IdempotencyRecord<O>,
     recovered: boolean,
+    thrown: (entry: ThrownEntry) => void,
   ): Promise<LedgerOutcome<O>> {
     const startedAt = clock.now();
     const leaseMs = leaseMsOf(policy);
@@ -777,13 +815,13 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
       );
       // A failed write may still have changed something: what depends on it is stale either way.
       await invalidateAfter(call.tool, policy);
-      await remember(
-        entryOf(call, 'write', key, 'executed', startedAt, {
-          ...extra,
-          status: 'failed',
-          error: brief(error),
-        }),
-      );
+      const entry = entryOf(call, 'write', key, 'executed', startedAt, {
+        ...extra,
+        status: 'failed',
+        error: brief(error),
+      });
+      await remember(entry);
+      thrown(entry);
       throw error;
     }
     const failed = judge(policy, value, call.tool);
@@ -953,7 +991,7 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
         entries.push(entry);
       }
     }
-    entries.sort((a, b) => a.startedAt - b.startedAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    entries.sort(byTime);
     return filter.limit === undefined ? entries : entries.slice(Math.max(0, entries.length - filter.limit));
   }
 
@@ -1163,6 +1201,23 @@ function exitCodeOf(value: unknown): number | undefined {
   const code =
     typeof value === 'object' && value !== null ? (value as { exitCode?: unknown }).exitCode : undefined;
   return typeof code === 'number' ? code : undefined;
+}
+
+/**
+ * Oldest first; calls of the same millisecond by their sequence number (the id's second part,
+ * compared as a number: ids written before it was zero-padded have it unpadded), then by id.
+ */
+function byTime(a: LedgerHistoryEntry, b: LedgerHistoryEntry): number {
+  return (
+    a.startedAt - b.startedAt ||
+    sequenceOf(a.id) - sequenceOf(b.id) ||
+    (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+  );
+}
+
+function sequenceOf(id: string): number {
+  const sequence = Number.parseInt(id.split('-')[1] ?? '', 36);
+  return Number.isFinite(sequence) ? sequence : 0;
 }
 
 function brief(error: unknown): Pick<RecordedError, 'name' | 'message'> {

@@ -26,6 +26,25 @@ function expectExact(value: unknown): unknown {
   return back;
 }
 
+/** Runs `body` with `proto.toJSON` replaced (as polyfills do), restoring the original afterwards. */
+function withToJSON(proto: object, toJSON: (this: unknown) => unknown, body: () => void): void {
+  const original = Object.getOwnPropertyDescriptor(proto, 'toJSON');
+  Object.defineProperty(proto, 'toJSON', { value: toJSON, writable: true, configurable: true });
+  try {
+    body();
+  } finally {
+    if (original) Object.defineProperty(proto, 'toJSON', original);
+    else delete (proto as { toJSON?: unknown }).toJSON;
+  }
+}
+
+/** `{ a: { a: ... leaf } }`, `levels` objects deep. */
+function nested(levels: number, leaf: unknown = 1): unknown {
+  let value = leaf;
+  for (let i = 0; i < levels; i++) value = { a: value };
+  return value;
+}
+
 function expectCorrupt(bytes: Uint8Array, message?: RegExp): void {
   let caught: unknown;
   try {
@@ -96,16 +115,113 @@ describe('payload round trip', () => {
     expect(roundTrip({ a: 1, b: undefined })).toStrictEqual({ a: 1 });
   });
 
-  it('round-trips binary data with its type, reading Buffer back as Uint8Array', () => {
-    const back = roundTrip({ buf: Buffer.from('hello'), u8: new Uint8Array([0, 255]) }) as Record<
-      string,
-      unknown
-    >;
-    expect(back.buf).toBeInstanceOf(Uint8Array);
-    expect(Buffer.isBuffer(back.buf)).toBe(false);
-    expect(back.buf).toStrictEqual(new Uint8Array(Buffer.from('hello')));
+  it('round-trips binary data with its type, reading a nested Buffer back as a Buffer', () => {
+    // Buffer.from('hello') is a window into Node's shared pool: only the window is stored.
+    const back = roundTrip({
+      buf: Buffer.from('hello'),
+      u8: new Uint8Array([0, 255]),
+      list: [Buffer.from('')],
+    });
+    expect(Buffer.isBuffer(back.buf)).toBe(true);
+    expect(String(back.buf)).toBe('hello');
+    expect(back.buf).toStrictEqual(Buffer.from('hello'));
+    expect(Buffer.isBuffer(back.u8)).toBe(false);
     expect(back.u8).toStrictEqual(new Uint8Array([0, 255]));
-    expectExact({ bytes: new Uint8Array(0) });
+    expect(Buffer.isBuffer(back.list[0])).toBe(true);
+    expectExact({ bytes: new Uint8Array(0), map: new Map([['b', Buffer.from([1, 2])]]) });
+    // A tag with an unknown flag is not guessed at.
+    expect(() => deserializeValue('{"\\u0000":["u8","AQ==","Blob"]}', true)).toThrow(/malformed Uint8Array/);
+  });
+
+  it('still decodes entries written by the previous version the same way', () => {
+    // encodeEntry({ v: {...}, u: {...} }) from the version before the Buffer flag: its Buffer reads
+    // back as a Uint8Array, as it always did.
+    const old = Buffer.from(
+      'iVhDRQEBAAAAAIBW/rx4QgAAAAAAAAAAJwEAACcBAADIqxokAAAB+sJ9eyJ2Ijp7ImJ1ZiI6eyJcdTAwMDAiOlsidTgiLCJhR1ZzYkc4PSJdfSwidTgiOnsiXHUwMDAwIjpbInU4IiwiQVA4PSJdfSwiYmlnIjp7Ilx1MDAwMCI6WyJiIiwiMTIiXX0sImF0Ijp7Ilx1MDAwMCI6WyJEIiw1XX0sIm0iOnsiXHUwMDAwIjpbIm1hcCIsW1siayIseyJcdTAwMDAiOlsic2V0IixbMV1dfV1dXX0sImxpc3QiOlt7Ilx1MDAwMCI6WyJ1Il19LHsiXHUwMDAwIjpbIm4iLCJOYU4iXX1dLCJlc2MiOnsiXHUwMDAwIjpbIm9iaiIsW1siXHUwMDAwIixbIkQiLDFdXV1dfX0sInUiOnsiaW5wdXRUb2tlbnMiOjF9fQ==',
+      'base64',
+    );
+    expect(decodeEntry(new Uint8Array(old)).value).toStrictEqual({
+      v: {
+        buf: new Uint8Array(Buffer.from('hello')),
+        u8: new Uint8Array([0, 255]),
+        big: 12n,
+        at: new Date(5),
+        m: new Map([['k', new Set([1])]]),
+        list: [undefined, Number.NaN],
+        esc: { '\u0000': ['D', 1] },
+      },
+      u: { inputTokens: 1 },
+    });
+  });
+
+  it('reads back what it stored when built-ins have a toJSON polyfill', () => {
+    withToJSON(
+      BigInt.prototype,
+      function (this: unknown) {
+        return String(this);
+      },
+      () => {
+        expect(roundTrip({ tokens: 12n })).toStrictEqual({ tokens: 12n });
+        expect(roundTrip(12n)).toBe(12n);
+        expect(roundTrip({ list: [1n], m: new Map([[2n, 3n]]), boxed: Object(5n) })).toStrictEqual({
+          list: [1n],
+          m: new Map([[2n, 3n]]),
+          boxed: 5n,
+        });
+        // A toJSON returning a bigint still stores the bigint; its result is not asked again.
+        expect(roundTrip({ n: { toJSON: () => 7n } })).toStrictEqual({ n: 7n });
+      },
+    );
+    withToJSON(
+      Map.prototype,
+      function (this: unknown) {
+        return Object.fromEntries(this as Map<string, unknown>);
+      },
+      () => {
+        expectExact({ m: new Map([['a', 1]]) });
+        expectExact(new Map([['a', new Map([['b', 2]])]]));
+      },
+    );
+    withToJSON(
+      Set.prototype,
+      function (this: unknown) {
+        return [...(this as Set<unknown>)];
+      },
+      () => expectExact({ s: new Set([1, 'x']) }),
+    );
+    withToJSON(
+      ArrayBuffer.prototype,
+      () => 'buffer',
+      () => expectExact({ b: new Uint8Array([1, 2]).buffer }),
+    );
+    withToJSON(
+      Date.prototype,
+      () => 'a date',
+      () => expectExact({ at: new Date(9) }),
+    );
+    withToJSON(
+      Uint8Array.prototype,
+      () => 'bytes',
+      () => expectExact({ u8: new Uint8Array([3]) }),
+    );
+    // Boxed primitives are stored unwrapped, whatever their prototype's toJSON says.
+    withToJSON(
+      String.prototype,
+      () => 'replaced',
+      () => {
+        expect(roundTrip({ s: Object('text'), plain: 'text' })).toStrictEqual({ s: 'text', plain: 'text' });
+      },
+    );
+    withToJSON(
+      Number.prototype,
+      () => 'replaced',
+      () => {
+        expect(roundTrip([Object(1)])).toStrictEqual([1]);
+      },
+    );
+    // Removed again: nothing leaks into other tests.
+    expect(Object.hasOwn(BigInt.prototype, 'toJSON')).toBe(false);
+    expect(Object.hasOwn(Map.prototype, 'toJSON')).toBe(false);
   });
 
   it('round-trips every typed array kind, DataView and ArrayBuffer', () => {
@@ -321,6 +437,50 @@ describe('unserializable values', () => {
     const back = roundTrip({ e: new Embedding([1.5, 2]) }) as { e: Float32Array };
     expect(back.e).toBeInstanceOf(Float32Array);
     expect(Array.from(back.e)).toEqual([1.5, 2]);
+  });
+
+  it('checks the data under a "\\u0000" key like any other', () => {
+    const withFunction = unserializable({ '\u0000': { f: () => 1 } });
+    expect(withFunction.path).toBe('["\\u0000"].f');
+    expect(withFunction.message).toContain('function');
+    const cyclic: Record<string, unknown> = {};
+    cyclic['\u0000'] = { back: cyclic };
+    const cycle = unserializable(cyclic);
+    expect(cycle.path).toBe('["\\u0000"].back');
+    expect(cycle.message).toContain('circular');
+    expectExact({ '\u0000': { n: 1n, at: new Date(1) } });
+  });
+
+  it('refuses values nested too deeply to be read back, with a typed error', () => {
+    // Deep enough for the stack to run out while walking it.
+    const overflow = unserializable(nested(20_000));
+    expect(overflow.code).toBe('E_UNSERIALIZABLE');
+    expect(overflow.message).toMatch(/nested too deeply/);
+    expect(overflow.message).toMatch(/flatter form/);
+    // Writable, but the tagged reader would run out of stack on it: refused when stored.
+    const deep = unserializable({ v: nested(3_000, 1n) });
+    expect(deep.message).toMatch(/more than 1000 levels/);
+    expect(deep.path.startsWith('v.a.a.a')).toBe(true);
+    expect(deep.path).toContain('…');
+    expect(() => encodeEntry({ v: nested(1_500) }, META)).toThrow(UnserializableValueError);
+    // Maps count as the levels they take once stored.
+    let maps: unknown = 1;
+    for (let i = 0; i < 300; i++) maps = new Map([['k', maps]]);
+    expect(() => encodeEntry(maps, META)).toThrow(/more than 1000 levels/);
+    // Called from a stack that is already deep, the walk can run out before the limit (simulated).
+    const atLimit = {
+      a: {
+        toJSON() {
+          throw new RangeError('Maximum call stack size exceeded');
+        },
+      },
+    };
+    expect(unserializable(atLimit).message).toMatch(
+      /nested too deeply: the call stack ran out \d+ levels down/,
+    );
+    // Up to the limit, values round-trip.
+    expectExact(nested(998, 1n));
+    expectExact(nested(999));
   });
 
   it('rejects cycles but accepts shared references', () => {

@@ -214,8 +214,9 @@ function encodeTags(tags: readonly string[] | undefined): Buffer[] {
 }
 
 /**
- * Serialises `value` (see `serializeValue`; a top-level Uint8Array / Buffer is stored raw) with its
- * metadata into the self-checking binary form backends store verbatim.
+ * Serialises `value` (see `serializeValue`; a top-level Uint8Array / Buffer is stored raw and reads
+ * back as a Uint8Array, while a nested Buffer reads back as a Buffer) with its metadata into the
+ * self-checking binary form backends store verbatim.
  *
  * @throws UnserializableValueError for values that cannot be stored;
  *   CacheError `E_INVALID_OPTION` for bad metadata or options.

@@ -3,11 +3,13 @@ import { CacheError, cacheError } from '../errors.ts';
 import { opaqueObject } from '../keys/canonical.ts';
 import {
   indexSegment,
+  isStackOverflow,
   mapKeySegment,
   mapValueSegment,
   PathError,
   propertySegment,
   setMemberSegment,
+  stackOverflowError,
   toPublicError,
   withSegment,
 } from '../keys/path.ts';
@@ -25,6 +27,8 @@ type Tag =
   | ['b', string]
   | ['D', number | null]
   | ['u8' | 'dv' | 'ab' | 'sab', string]
+  // A Node.js Buffer (older versions wrote it as a plain `u8`, and read this one as a Uint8Array).
+  | ['u8', string, 'Buffer']
   | ['ta', string, string]
   | ['url', string]
   | ['map', unknown[][]]
@@ -73,12 +77,21 @@ function corrupt(message: string, cause?: unknown): CacheError {
 }
 
 /**
+ * How deep a stored value may nest, counted in levels of its stored JSON (an object or array is one,
+ * a Map four, a Set three). Reading a tagged entry back recurses once per level and runs out of stack
+ * at a few thousand, so deeper values are refused on write instead of being stored unreadable.
+ */
+const MAX_VALUE_DEPTH = 1000;
+
+/**
  * Walks the value once before stringifying: rejects what JSON would silently drop or choke on
  * (functions, symbols, cycles) with a path, and finds out whether the plain — and on the read side
  * much faster, reviver-free — JSON form is exact.
  */
 class Scanner {
-  private readonly ancestors: object[] = [];
+  readonly ancestors: object[] = [];
+  /** Levels of stored JSON the ancestors add up to (see MAX_VALUE_DEPTH). */
+  private depth = 0;
 
   /** True when the value needs the tagged encoding. */
   scan(value: unknown, key: string | number, inArray: boolean): boolean {
@@ -102,9 +115,20 @@ class Scanner {
     }
   }
 
-  private enter(value: object): void {
+  private enter(value: object, levels: number): void {
     if (this.ancestors.includes(value)) throw new PathError('circular reference');
+    if ((this.depth += levels) > MAX_VALUE_DEPTH) {
+      throw new PathError(
+        `nested too deeply: more than ${MAX_VALUE_DEPTH} levels (an object or array is one level, a Map four, ` +
+          'a Set three) could not be read back; store a flatter form, e.g. the deep part as a JSON string',
+      );
+    }
     this.ancestors.push(value);
+  }
+
+  private leave(levels: number): void {
+    this.ancestors.pop();
+    this.depth -= levels;
   }
 
   private object(value: object, key: string | number, allowToJSON: boolean): boolean {
@@ -126,21 +150,24 @@ class Scanner {
     }
     if (types.isMap(value)) return this.map(value as Map<unknown, unknown>);
     if (types.isSet(value)) return this.set(value as Set<unknown>);
-    if (types.isBoxedPrimitive(value))
-      return this.scan((value as { valueOf(): unknown }).valueOf(), key, false);
+    if (types.isBoxedPrimitive(value)) {
+      // Stored unwrapped; a toJSON (a polyfill on String.prototype, say) needs the replacer to skip it.
+      const needsTags = this.scan((value as { valueOf(): unknown }).valueOf(), key, false);
+      return needsTags || typeof (value as { toJSON?: unknown }).toJSON === 'function';
+    }
     if (allowToJSON && typeof (value as { toJSON?: unknown }).toJSON === 'function') {
-      this.enter(value);
+      this.enter(value, 0);
       const replaced: unknown = (value as { toJSON(key: string): unknown }).toJSON(String(key));
       if (replaced === value) {
         // `toJSON() { return this }`: JSON writes the object's own properties, and so do we.
-        this.ancestors.pop();
+        this.leave(0);
         return this.record(value);
       }
       const needsTags =
         typeof replaced === 'object' && replaced !== null
           ? this.object(replaced, key, false)
           : this.scan(replaced, key, false);
-      this.ancestors.pop();
+      this.leave(0);
       return needsTags;
     }
     // Stored as `{}`, it would come back empty on every hit: refused instead (the caller still
@@ -151,20 +178,22 @@ class Scanner {
   }
 
   private array(value: readonly unknown[]): boolean {
-    this.enter(value);
+    this.enter(value, 1);
     let needsTags = false;
     let i = 0;
     try {
       for (; i < value.length; i++) if (this.scan(value[i], i, true)) needsTags = true;
     } catch (error) {
-      throw withSegment(error, indexSegment(i));
+      throw withSegment(error, indexSegment, i);
     }
-    this.ancestors.pop();
+    this.leave(1);
     return needsTags;
   }
 
   private record(value: object): boolean {
-    this.enter(value);
+    // An object with the tag key is stored escaped, `{"\u0000": ["obj", [[key, value]]]}`.
+    const levels = Object.hasOwn(value, TAG) ? 4 : 1;
+    this.enter(value, levels);
     const symbols = Object.getOwnPropertySymbols(value);
     for (let i = 0; i < symbols.length; i++) {
       const symbol = symbols[i]!;
@@ -180,37 +209,40 @@ class Scanner {
     try {
       for (let i = 0; i < keys.length; i++) {
         key = keys[i]!;
-        if (key === TAG || this.scan((value as Record<string, unknown>)[key], key, false)) needsTags = true;
+        // The value under the tag key is checked like any other (it is stored, escaped).
+        if (this.scan((value as Record<string, unknown>)[key], key, false) || key === TAG) needsTags = true;
       }
     } catch (error) {
-      throw withSegment(error, propertySegment(key));
+      throw withSegment(error, propertySegment, key);
     }
-    this.ancestors.pop();
+    this.leave(levels);
     return needsTags;
   }
 
   private map(value: Map<unknown, unknown>): true {
-    this.enter(value);
+    // `{"\u0000": ["map", [[key, value], ...]]}`
+    this.enter(value, 4);
     let position = 0;
     for (const [entryKey, entryValue] of value) {
       try {
         this.scan(entryKey, '', true);
       } catch (error) {
-        throw withSegment(error, mapKeySegment(position));
+        throw withSegment(error, mapKeySegment, position);
       }
       try {
         this.scan(entryValue, '', true);
       } catch (error) {
-        throw withSegment(error, mapValueSegment(entryKey, position));
+        throw withSegment(error, mapValueSegment, entryKey, position);
       }
       position++;
     }
-    this.ancestors.pop();
+    this.leave(4);
     return true;
   }
 
   private set(value: Set<unknown>): true {
-    this.enter(value);
+    // `{"\u0000": ["set", [member, ...]]}`
+    this.enter(value, 3);
     let position = 0;
     try {
       for (const member of value) {
@@ -218,9 +250,9 @@ class Scanner {
         position++;
       }
     } catch (error) {
-      throw withSegment(error, setMemberSegment(position));
+      throw withSegment(error, setMemberSegment, position);
     }
-    this.ancestors.pop();
+    this.leave(3);
     return true;
   }
 }
@@ -240,7 +272,9 @@ function encodeObject(value: object): unknown {
       return { [TAG]: ['D', Number.isNaN(time) ? null : time] };
     }
     if (ArrayBuffer.isView(value)) {
-      if (types.isUint8Array(value)) return { [TAG]: ['u8', base64(value)] };
+      if (types.isUint8Array(value)) {
+        return { [TAG]: Buffer.isBuffer(value) ? ['u8', base64(value), 'Buffer'] : ['u8', base64(value)] };
+      }
       if (types.isDataView(value)) return { [TAG]: ['dv', base64(value)] };
       // The built-in name (a subclass may override Symbol.toStringTag, which would not read back).
       const name = typedArrayName.call(value) as string;
@@ -280,21 +314,33 @@ function encodeValue(value: unknown, inArray: boolean): unknown {
   }
 }
 
-function hasLossyToJSON(value: unknown): boolean {
+/**
+ * The types the codec encodes itself, whatever their `toJSON` says (Date, Buffer and URL have one;
+ * polyfills add one to bigint, Map, Set...). The Scanner skips `toJSON` for exactly these.
+ */
+function encodesItself(value: unknown): boolean {
+  if (typeof value === 'bigint') return true;
   return (
     typeof value === 'object' &&
     value !== null &&
-    (types.isDate(value) || ArrayBuffer.isView(value) || value instanceof URL)
+    (types.isDate(value) ||
+      ArrayBuffer.isView(value) ||
+      types.isAnyArrayBuffer(value) ||
+      value instanceof URL ||
+      types.isMap(value) ||
+      types.isSet(value) ||
+      types.isBoxedPrimitive(value))
   );
 }
 
 /**
- * JSON runs `toJSON` (Date, Buffer, URL) before the replacer, so the original is read back from the
- * holder; every other value is taken after `toJSON`, as JSON itself would serialise it.
+ * JSON runs `toJSON` before the replacer, so for the types the codec encodes itself the original is
+ * read back from the holder; every other value is taken after `toJSON`, as JSON itself would
+ * serialise it.
  */
 function replacer(this: unknown, key: string, value: unknown): unknown {
   const original = (this as Record<string, unknown>)[key];
-  return encodeValue(original !== value && hasLossyToJSON(original) ? original : value, Array.isArray(this));
+  return encodeValue(original !== value && encodesItself(original) ? original : value, Array.isArray(this));
 }
 
 /**
@@ -302,17 +348,27 @@ function replacer(this: unknown, key: string, value: unknown): unknown {
  * with `deserializeValue(text, true)`. Plain values (the common case) produce plain JSON that reads
  * back with a bare `JSON.parse`.
  *
- * @throws UnserializableValueError for functions, symbols (values or enumerable keys) and cycles.
+ * @throws UnserializableValueError for functions, symbols (values or enumerable keys), cycles and
+ *   values nested too deeply to be read back.
  */
 export function serializeValue(value: unknown): { text: string; tagged: boolean } {
+  const scanner = new Scanner();
   let tagged: boolean;
   try {
-    tagged = new Scanner().scan(value, '', false);
+    tagged = scanner.scan(value, '', false);
   } catch (error) {
-    throw toPublicError(error, 'value');
+    // Only when the caller's own stack is already deep: MAX_VALUE_DEPTH stops the Scanner first.
+    const reported = isStackOverflow(error) ? stackOverflowError(scanner.ancestors.length, 'value') : error;
+    throw toPublicError(reported, 'value');
   }
   // JSON.stringify returns undefined when the root itself (possibly via toJSON) is undefined.
-  const text: string | undefined = tagged ? JSON.stringify(value, replacer) : JSON.stringify(value);
+  let text: string | undefined;
+  try {
+    text = tagged ? JSON.stringify(value, replacer) : JSON.stringify(value);
+  } catch (error) {
+    if (isStackOverflow(error)) throw toPublicError(stackOverflowError(undefined, 'value'), 'value');
+    throw error;
+  }
   return text === undefined ? { text: UNDEFINED_TEXT, tagged: true } : { text, tagged };
 }
 
@@ -353,8 +409,12 @@ function reviveTag(tag: unknown): unknown {
     case 'D':
       if (data !== null && typeof data !== 'number') throw corrupt('malformed Date tag');
       return new Date(data ?? Number.NaN);
-    case 'u8':
-      return bytesOf(data, 'Uint8Array');
+    case 'u8': {
+      const bytes = bytesOf(data, 'Uint8Array');
+      if (tag.length === 2) return bytes;
+      if (tag.length === 3 && tag[2] === 'Buffer') return Buffer.from(bytes.buffer);
+      throw corrupt('malformed Uint8Array tag');
+    }
     case 'dv':
       return new DataView(bytesOf(data, 'DataView').buffer);
     case 'ab':

@@ -2,11 +2,13 @@ import { createHash, type Hash, hash } from 'node:crypto';
 import { types } from 'node:util';
 import {
   indexSegment,
+  isStackOverflow,
   mapKeySegment,
   mapValueSegment,
   PathError,
   propertySegment,
   setMemberSegment,
+  stackOverflowError,
   toPublicError,
   withSegment,
 } from './path.ts';
@@ -144,6 +146,8 @@ class Canonicalizer {
     try {
       this.write(value, '');
     } catch (error) {
+      // The ancestors of the value the stack ran out on are still there (they pop only on success).
+      if (isStackOverflow(error)) throw toPublicError(stackOverflowError(this.ancestors.length, 'key'));
       throw toPublicError(error);
     }
   }
@@ -222,7 +226,7 @@ class Canonicalizer {
         this.write(value[i], i);
       }
     } catch (error) {
-      throw withSegment(error, indexSegment(i));
+      throw withSegment(error, indexSegment, i);
     }
     this.out += ']';
     this.ancestors.pop();
@@ -240,13 +244,27 @@ class Canonicalizer {
         key = keys[i]!;
         const item = (value as Record<string, unknown>)[key];
         if (item === undefined) continue;
+        const toJSON = typeof item === 'object' && item !== null ? toJSONOf(item) : undefined;
+        if (toJSON !== undefined) {
+          // Resolved before the property is written: JSON drops it when toJSON returns undefined.
+          this.enter(item as object);
+          const replaced: unknown = toJSON.call(item, key);
+          if (replaced !== undefined) {
+            if (first) first = false;
+            else this.out += ',';
+            this.string(key);
+            this.replaced(replaced, key);
+          }
+          this.ancestors.pop();
+          continue;
+        }
         if (first) first = false;
         else this.out += ',';
         this.string(key);
         this.write(item, key);
       }
     } catch (error) {
-      throw withSegment(error, propertySegment(key));
+      throw withSegment(error, propertySegment, key);
     }
     this.out += '}';
     this.ancestors.pop();
@@ -282,13 +300,9 @@ class Canonicalizer {
     } else if (allowToJSON && typeof (value as { toJSON?: unknown }).toJSON === 'function') {
       // Like JSON.stringify: the result stands for the value and is not asked for toJSON again.
       // The value stays an ancestor meanwhile so a toJSON returning `this` inside itself is a cycle.
+      // (`record` resolves toJSON itself for property values; this is the root, arrays, Maps, Sets.)
       this.enter(value);
-      const replaced: unknown = (value as { toJSON(key: string): unknown }).toJSON(String(key));
-      if (typeof replaced === 'object' && replaced !== null && !Array.isArray(replaced)) {
-        this.special(replaced, key, false);
-      } else {
-        this.write(replaced, key);
-      }
+      this.replaced((value as { toJSON(key: string): unknown }).toJSON(String(key)), key);
       this.ancestors.pop();
     } else if (typeof URLSearchParams !== 'undefined' && value instanceof URLSearchParams) {
       // Order matters in a query string, so the pairs are kept as given.
@@ -303,6 +317,15 @@ class Canonicalizer {
       if (opaque) throw new PathError(`${opaque} to key on; key on plain data taken from it`);
       // Class instances holding plain data key like objects with the same own enumerable props.
       this.record(value);
+    }
+  }
+
+  /** Writes what a toJSON returned, without asking it for toJSON again. */
+  private replaced(replaced: unknown, key: string | number): void {
+    if (typeof replaced === 'object' && replaced !== null && !Array.isArray(replaced)) {
+      this.special(replaced, key, false);
+    } else {
+      this.write(replaced, key);
     }
   }
 
@@ -333,12 +356,12 @@ class Canonicalizer {
       try {
         keyForm = this.detachedForm(entryKey, '');
       } catch (error) {
-        throw withSegment(error, mapKeySegment(position));
+        throw withSegment(error, mapKeySegment, position);
       }
       try {
         entries.push(keyForm + ':' + this.detachedForm(entryValue, ''));
       } catch (error) {
-        throw withSegment(error, mapValueSegment(entryKey, position));
+        throw withSegment(error, mapValueSegment, entryKey, position);
       }
       position++;
     }
@@ -356,11 +379,35 @@ class Canonicalizer {
         position++;
       }
     } catch (error) {
-      throw withSegment(error, setMemberSegment(position));
+      throw withSegment(error, setMemberSegment, position);
     }
     this.out += 'S[' + members.sort().join(',') + ']';
     this.ancestors.pop();
   }
+}
+
+/**
+ * The `toJSON` a key uses for `value`: that of an object `special` would pass to it, not of the types
+ * it encodes itself (Date, binary, URL, Map, Set, boxed primitives, RegExp: a polyfill's toJSON on
+ * them is ignored) nor of arrays. Must match the order in `object` / `special`.
+ */
+function toJSONOf(value: object): ((key: string) => unknown) | undefined {
+  const toJSON: unknown = (value as { toJSON?: unknown }).toJSON;
+  if (
+    typeof toJSON !== 'function' ||
+    Array.isArray(value) ||
+    types.isDate(value) ||
+    ArrayBuffer.isView(value) ||
+    types.isAnyArrayBuffer(value) ||
+    value instanceof URL ||
+    types.isMap(value) ||
+    types.isSet(value) ||
+    types.isBoxedPrimitive(value) ||
+    types.isRegExp(value)
+  ) {
+    return undefined;
+  }
+  return toJSON as (key: string) => unknown;
 }
 
 function rejectSymbolKeys(value: object): void {
@@ -379,11 +426,12 @@ function rejectSymbolKeys(value: object): void {
 
 /**
  * Deterministic, injective string form of a JSON-like request: object keys sorted, `undefined`
- * properties dropped (`undefined` in arrays reads as null, as in JSON), Date / URL / Map / Set /
+ * properties dropped, also when their toJSON returns undefined (`undefined` in arrays reads as null,
+ * as in JSON), Date / URL / Map / Set /
  * bigint / binary / boxed primitives / `toJSON` supported, binary data represented by its SHA-256.
  *
  * @throws UnserializableValueError for functions, symbols, cycles and invalid Dates, with the
- *   offending field's path (`messages[2].content`).
+ *   offending field's path (`messages[2].content`), and for requests nested too deeply for the stack.
  */
 export function canonicalize(value: unknown): string {
   const canonicalizer = new Canonicalizer('', false);

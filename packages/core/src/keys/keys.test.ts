@@ -34,6 +34,25 @@ function unserializable(fn: () => unknown): UnserializableValueError {
   throw new Error('expected UnserializableValueError');
 }
 
+/** Runs `body` with `proto.toJSON` replaced (as polyfills do), restoring the original afterwards. */
+function withToJSON(proto: object, toJSON: (this: unknown) => unknown, body: () => void): void {
+  const original = Object.getOwnPropertyDescriptor(proto, 'toJSON');
+  Object.defineProperty(proto, 'toJSON', { value: toJSON, writable: true, configurable: true });
+  try {
+    body();
+  } finally {
+    if (original) Object.defineProperty(proto, 'toJSON', original);
+    else delete (proto as { toJSON?: unknown }).toJSON;
+  }
+}
+
+/** `{ a: { a: ... 1 } }`, `levels` objects deep. */
+function nested(levels: number): unknown {
+  let value: unknown = 1;
+  for (let i = 0; i < levels; i++) value = { a: value };
+  return value;
+}
+
 describe('canonicalize', () => {
   it('ignores object key order at every depth', () => {
     const a = { model: 'm', temperature: 0.2, messages: [{ role: 'user', content: 'hi', name: 'x' }] };
@@ -209,6 +228,59 @@ describe('canonicalize', () => {
     expectSame({ x: { toJSON: () => new Inner() } }, { x: { v: 1 } });
   });
 
+  it('drops a property whose toJSON returns undefined, as JSON.stringify does', () => {
+    const absent = { toJSON: () => undefined };
+    expectSame({ a: absent }, {});
+    expectDistinct({ a: absent }, { a: null });
+    expectSame({ a: absent, b: 1 }, { b: 1 });
+    expectSame({ a: 1, b: absent, c: 2 }, { a: 1, c: 2 });
+    class Hidden {
+      secret = 1;
+      toJSON(): undefined {
+        return undefined;
+      }
+    }
+    expectSame({ h: new Hidden(), n: 1 }, { n: 1 });
+    // toJSON gets the property name and decides per property.
+    const only = { toJSON: (key: string) => (key === 'keep' ? 'v' : undefined) };
+    expectSame({ keep: only, drop: only }, { keep: 'v' });
+    // As in JSON, an array slot reads as null and the root as undefined.
+    expectSame([absent], [null]);
+    expectSame(absent, undefined);
+    expect(JSON.stringify({ a: absent, b: [absent] })).toBe('{"b":[null]}');
+  });
+
+  it('keys bigint, Map, Set and the other built-ins the same when they have a toJSON polyfill', () => {
+    const request = { n: 12n, m: new Map([['a', 1]]), s: new Set([1]), at: new Date(1), boxed: Object(2n) };
+    const before = hashRequest(request);
+    withToJSON(
+      BigInt.prototype,
+      function (this: unknown) {
+        return String(this);
+      },
+      () => {
+        expectDistinct({ n: 12n }, { n: '12' });
+        expect(hashRequest(request)).toBe(before);
+      },
+    );
+    withToJSON(
+      Map.prototype,
+      () => ({}),
+      () => expect(hashRequest(request)).toBe(before),
+    );
+    withToJSON(
+      Set.prototype,
+      () => [],
+      () => expect(hashRequest(request)).toBe(before),
+    );
+    withToJSON(
+      Date.prototype,
+      () => 'x',
+      () => expect(hashRequest(request)).toBe(before),
+    );
+    expect(Object.hasOwn(BigInt.prototype, 'toJSON')).toBe(false);
+  });
+
   it('treats plain-data class instances like objects with their own enumerable props', () => {
     class Message {
       role = 'user';
@@ -282,6 +354,28 @@ describe('canonicalize errors', () => {
       },
     };
     expect(unserializable(() => canonicalize({ x: viaToJSON })).path).toBe('x.self');
+  });
+
+  it('reports requests nested too deeply with a typed error', () => {
+    for (const request of [nested(20_000), { messages: [nested(20_000)] }]) {
+      for (const walk of [canonicalize, hashRequest]) {
+        const error = unserializable(() => walk(request));
+        expect(error.message).toMatch(/nested too deeply/);
+        expect(error.message).toMatch(/flatter form/);
+      }
+    }
+    // Depths where a real request lives are fine.
+    expect(hashRequest(nested(500))).toMatch(/^[A-Za-z0-9_-]{43}$/);
+  });
+
+  it('shortens the path of a failure very deep down', () => {
+    const request = { tree: nested(100) } as { tree: unknown };
+    let leaf = request.tree as Record<string, unknown>;
+    while (typeof leaf.a === 'object') leaf = leaf.a as Record<string, unknown>;
+    leaf.a = () => 1;
+    const error = unserializable(() => hashRequest(request));
+    expect(error.path).toBe(`tree${'.a'.repeat(19)}…${'.a'.repeat(10)}`);
+    expect(unserializable(() => hashRequest({ tree: { a: { b: () => 1 } } })).path).toBe('tree.a.b');
   });
 
   it('names paths inside Maps and Sets', () => {
@@ -363,6 +457,81 @@ describe('hashing', () => {
     // Inside Maps and Sets (sorted before emission) big strings are not streamed; same result.
     const inMap = { m: new Map([['k', big]]), s: new Set([big]) };
     expect(hashRequest(inMap)).toBe(hashCanonical(canonicalize(inMap)));
+  });
+});
+
+describe('key stability', () => {
+  // Keys address stored entries: a change here orphans every entry written by an earlier version.
+  // Only KEY_SCHEMA_VERSION may move them all at once.
+  class Point {
+    constructor(
+      public x: number,
+      public y: number,
+    ) {}
+  }
+  const pinned: [string, unknown, string][] = [
+    [
+      'chat',
+      {
+        model: 'gpt-4o-mini',
+        temperature: 0.2,
+        messages: [
+          { role: 'system', content: 'Be brief.' },
+          { role: 'user', content: 'héllo 😀', name: undefined },
+        ],
+        stop: [undefined, null],
+      },
+      'q34LMKl9KmdMHTVVw-WW_jkNMgngwPDb85xEhRkpVRA',
+    ],
+    [
+      'special values',
+      {
+        at: new Date(1_700_000_000_000),
+        url: new URL('https://example.com/a?b=c'),
+        big: 2n ** 70n,
+        nan: Number.NaN,
+        neg: -0,
+        boxed: [Object('s'), Object(1), Object(false)],
+      },
+      '0Bx8kF4UV6aGjdIdCLkmPQrRgnOlop5bW2xq4eoZREo',
+    ],
+    [
+      'collections',
+      {
+        m: new Map<unknown, unknown>([
+          ['b', 1],
+          ['a', [2]],
+        ]),
+        s: new Set<unknown>(['y', 'x', 3]),
+        q: new URLSearchParams('a=1&b=2'),
+        h: new Headers({ Accept: 'json' }),
+      },
+      '2I6AZ7ME8mGiLb7HG65cikeoB7RZeC7PzcxGkevZv2Q',
+    ],
+    [
+      'binary',
+      { u8: new Uint8Array([1, 2, 3]), buf: Buffer.from('hi'), f32: new Float32Array([0.5]), re: /a+/gi },
+      'XGVWS8rAdJuS1jB_P7-n92XT9xMqWsvK588v2v-6WXg',
+    ],
+    [
+      'toJSON and classes',
+      {
+        price: { toJSON: (key: string) => ({ cents: 5, key }) },
+        p: new Point(1, 2),
+        nul: { toJSON: () => null },
+      },
+      'ZklbBBLqUd9OAI8WCTgfYFO38XU4mi6OUNn1NOSPyJE',
+    ],
+    [
+      'nesting and odd keys',
+      { a: { b: { c: { d: [[[{ e: 'f' }]]] } } }, '\u0000': 1, 'my-key': 'v' },
+      'X-7I2XSHW_2gHeyOuCo8gdD-mINwuBfvrOrnPg4zivk',
+    ],
+  ];
+
+  it.each(pinned)('keeps the key of %s', (_name, request, key) => {
+    expect(hashRequest(request)).toBe(key);
+    expect(hashCanonical(canonicalize(request))).toBe(key);
   });
 });
 

@@ -50,16 +50,53 @@ export function setMemberSegment(position: number): string {
   return '[...values()][' + position + ']';
 }
 
-/** Adds `segment` to a `PathError` passing through a container; anything else propagates untouched. */
-export function withSegment(error: unknown, segment: string): unknown {
-  if (error instanceof PathError) error.segments.push(segment);
+/**
+ * Adds the segment `segment(...args)` to a `PathError` passing through a container; anything else
+ * propagates untouched. The segment is built only for a PathError: a stack overflow unwinding
+ * through here has no stack left to build one with (a regex test would throw a SyntaxError).
+ */
+export function withSegment<A extends unknown[]>(
+  error: unknown,
+  segment: (...args: A) => string,
+  ...args: A
+): unknown {
+  if (error instanceof PathError) error.segments.push(segment(...args));
   return error;
 }
 
+/** Paths of more segments (only absurdly deep ones) keep their outer 20 and inner 10, around a `…`. */
+const MAX_PATH_SEGMENTS = 40;
+
 export function formatPath(segments: readonly string[]): string {
+  // Segments are innermost first.
+  const n = segments.length;
   let path = '';
-  for (let i = segments.length - 1; i >= 0; i--) path += segments[i];
+  if (n <= MAX_PATH_SEGMENTS) {
+    for (let i = n - 1; i >= 0; i--) path += segments[i];
+  } else {
+    for (let i = n - 1; i >= n - 20; i--) path += segments[i];
+    path += '…';
+    for (let i = 9; i >= 0; i--) path += segments[i];
+  }
   return path.startsWith('.') ? path.slice(1) : path;
+}
+
+/** A stack overflow, which a walker hits on a value nested a few thousand levels deep. */
+export function isStackOverflow(error: unknown): boolean {
+  return (
+    (error instanceof RangeError && /call stack/i.test(error.message)) ||
+    (error instanceof SyntaxError && /stack overflow/i.test(error.message))
+  );
+}
+
+/** The error for a request or value the stack ran out on, `depth` levels down when known. */
+export function stackOverflowError(depth: number | undefined, what: 'key' | 'value'): PathError {
+  return new PathError(
+    `nested too deeply: the call stack ran out${depth === undefined ? '' : ` ${depth} levels down`}; ` +
+      (what === 'key'
+        ? 'key on a flatter form of it, e.g. the deep part as a JSON string'
+        : 'store a flatter form, e.g. the deep part as a JSON string'),
+  );
 }
 
 /** Converts the internal signal into the public error; other errors pass through. */

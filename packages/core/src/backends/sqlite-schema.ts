@@ -2,6 +2,20 @@ import type BetterSqlite3 from 'better-sqlite3';
 import { cacheError } from '../errors.ts';
 
 /**
+ * Whether the key in `column` is an idempotency record or a blob one references
+ * (`~ledger/<ns>:idem:…` / `:blob:…`), which the size bounds never evict: evicting one would
+ * forget a side effect, and the next call would run it again. Written exactly as in the v4
+ * migration (and in the v1-v3 eviction query): the planner uses a partial index only for a query
+ * that repeats its WHERE term for term.
+ */
+export function protectedKey(column: string): string {
+  return `(${column} >= '~ledger/' AND (${column} GLOB '~ledger/*:idem:*' OR ${column} GLOB '~ledger/*:blob:*'))`;
+}
+
+/** A key's namespace (up to its first colon): the expression of cache_namespace_totals' triggers, indexed in v4. */
+export const NAMESPACE = "substr(key, 1, instr(key, ':'))";
+
+/**
  * Schema of the SQLite backend. Every table is prefixed `cache_` so the backend can live in a
  * database the application also uses, and the version sits in `cache_meta` rather than
  * `PRAGMA user_version`, which belongs to that application.
@@ -98,6 +112,48 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX cache_bus_at ON cache_bus (at);
   `,
+  // v4: size bounds and namespace quotas that neither sort nor walk past rows they may not evict.
+  // Idempotency records and their blobs, which the size bounds never evict, get totals of their
+  // own (kept by triggers, like the others) so that the bounds leave them out, and the LRU order
+  // an index without them: its WHERE is, term for term, the one in the eviction query of v1-v3
+  // builds, so they use it too, and it replaces the accessed_at index nothing else used. Quota
+  // trims get per-namespace LRU and expiry orders (namespace: the key up to its first colon, as in
+  // cache_namespace_totals). Older builds name none of these: the file stays readable from v1.
+  `
+  CREATE TABLE cache_protected_totals (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    entries INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+  );
+  INSERT INTO cache_protected_totals (id, entries, bytes)
+    SELECT 1, count(*), coalesce(sum(size), 0) FROM cache_entries
+    WHERE (key >= '~ledger/' AND (key GLOB '~ledger/*:idem:*' OR key GLOB '~ledger/*:blob:*'));
+
+  CREATE TRIGGER cache_entries_protected_insert AFTER INSERT ON cache_entries
+    WHEN (new.key >= '~ledger/' AND (new.key GLOB '~ledger/*:idem:*' OR new.key GLOB '~ledger/*:blob:*'))
+  BEGIN
+    UPDATE cache_protected_totals SET entries = entries + 1, bytes = bytes + new.size WHERE id = 1;
+  END;
+  CREATE TRIGGER cache_entries_protected_delete AFTER DELETE ON cache_entries
+    WHEN (old.key >= '~ledger/' AND (old.key GLOB '~ledger/*:idem:*' OR old.key GLOB '~ledger/*:blob:*'))
+  BEGIN
+    UPDATE cache_protected_totals SET entries = entries - 1, bytes = bytes - old.size WHERE id = 1;
+  END;
+  CREATE TRIGGER cache_entries_protected_resize AFTER UPDATE OF size ON cache_entries
+    WHEN new.size <> old.size
+      AND (new.key >= '~ledger/' AND (new.key GLOB '~ledger/*:idem:*' OR new.key GLOB '~ledger/*:blob:*'))
+  BEGIN
+    UPDATE cache_protected_totals SET bytes = bytes + new.size - old.size WHERE id = 1;
+  END;
+
+  CREATE INDEX cache_entries_evictable ON cache_entries (accessed_at)
+    WHERE NOT (key >= '~ledger/' AND (key GLOB '~ledger/*:idem:*' OR key GLOB '~ledger/*:blob:*'));
+  DROP INDEX cache_entries_accessed_at;
+  CREATE INDEX cache_entries_namespace_accessed_at
+    ON cache_entries (substr(key, 1, instr(key, ':')), accessed_at);
+  CREATE INDEX cache_entries_namespace_expires_at
+    ON cache_entries (substr(key, 1, instr(key, ':')), expires_at) WHERE expires_at IS NOT NULL;
+  `,
 ];
 
 /**
@@ -106,7 +162,7 @@ export const MIGRATIONS: readonly string[] = [
  * so that during a rolling upgrade the processes not upgraded yet go on using the file. Stored in
  * `cache_meta` as `readable_from`; builds from this one on accept a newer file that allows them.
  */
-export const READABLE_FROM: readonly number[] = [1, 1, 1];
+export const READABLE_FROM: readonly number[] = [1, 1, 1, 1];
 
 /** Schema version of `db` (0 for a database this backend never opened). */
 export function schemaVersion(db: BetterSqlite3.Database): number {

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { createCache } from '../cache.ts';
 import { CacheError } from '../errors.ts';
 import type { SqliteBackend, SqliteBackendOptions } from './sqlite.ts';
 import { sqliteBackend } from './sqlite.ts';
@@ -189,6 +190,68 @@ describe('sqliteBackend', () => {
       expect(await keysOf(writer)).toEqual(['n:a', 'n:c']);
     });
 
+    it('keeps idempotency records and their blobs on top of the bounds: they never crowd cache entries out', async () => {
+      const clock = fakeClock();
+      const cache = backend({ clock, maxEntries: 100, maxBytes: 1_000 });
+      // 150 records and blobs: alone over both bounds (150 entries, 1 500 bytes).
+      for (let i = 0; i < 150; i++) {
+        await cache.set(`~ledger/ns:${i % 2 ? 'idem' : 'blob'}:${i}`, { value: bytes(10) });
+        clock.advance(1);
+      }
+      // The ledger's history is not protected: it counts, and goes like a cache entry.
+      await cache.set('~ledger/ns:hist:1', { value: bytes(10) });
+      clock.advance(1);
+      for (let i = 0; i < 50; i++) {
+        await cache.set(`t/ns:a:${i}`, { value: bytes(10) });
+        clock.advance(1);
+      }
+      expect(await keysOf(cache, 't/')).toHaveLength(50);
+      expect(await cache.stats()).toEqual({ entries: 201, bytes: 2_010, evictions: 0 });
+      // Past the bounds, the least recently used of the rest go: the history entry, then a:0…
+      for (let i = 50; i < 120; i++) {
+        await cache.set(`t/ns:a:${i}`, { value: bytes(5) });
+        clock.advance(1);
+      }
+      const kept = await keysOf(cache, 't/');
+      expect(kept).toHaveLength(100);
+      expect(kept).not.toContain('t/ns:a:19');
+      expect(kept).toContain('t/ns:a:20');
+      expect(await cache.get('~ledger/ns:hist:1')).toBeUndefined();
+      expect(await keysOf(cache, '~ledger/')).toHaveLength(150);
+      expect(await cache.stats()).toEqual({ entries: 250, bytes: 2_150, evictions: 21 });
+    });
+
+    it('walks an LRU index without idempotency records to pick victims, so they are never stepped over', async () => {
+      const clock = fakeClock();
+      const seed = backend({ clock });
+      await seed.setMany(
+        Array.from({ length: 2_000 }, (_, i) => [`~ledger/ns:idem:${i}`, { value: bytes(1) }] as const),
+      );
+      clock.advance(1);
+      await seed.setMany(Array.from({ length: 10 }, (_, i) => [`t/ns:a:${i}`, { value: bytes(1) }] as const));
+      const log: string[] = [];
+      const traced = inspect({ verbose: (sql) => log.push(String(sql)) });
+      const cache = sqliteBackend({ database: traced, clock, maxEntries: 10 });
+      open.push(cache);
+      clock.advance(1);
+      log.length = 0;
+      await cache.set('t/ns:a:new', { value: bytes(1) });
+      expect(await keysOf(cache, 't/')).not.toContain('t/ns:a:0');
+      expect(await keysOf(cache, 't/')).toHaveLength(10);
+      const pick = log.find((sql) => /ORDER BY accessed_at/.test(sql));
+      expect(pick).toBeDefined();
+      const planner = inspect();
+      const plan = planOf(planner, pick!);
+      expect(plan).not.toMatch(/TEMP B-TREE/);
+      // The index the walk follows holds no idempotency record or blob: the 2 000 older records
+      // cannot be on its way.
+      const index = /USING (?:COVERING )?INDEX (\w+)/.exec(plan)?.[1];
+      const definition = planner.prepare('SELECT sql FROM sqlite_schema WHERE name = ?').pluck().get(index);
+      expect(definition).toMatch(
+        /WHERE NOT \(key >= '~ledger\/' AND \(key GLOB '~ledger\/\*:idem:\*' OR key GLOB '~ledger\/\*:blob:\*'\)\)$/,
+      );
+    });
+
     it('add evicts like set', async () => {
       const clock = fakeClock();
       const cache = backend({ clock, maxEntries: 1 });
@@ -346,7 +409,9 @@ describe('sqliteBackend', () => {
         expect(sql).not.toMatch(/\bLIKE\b/i);
         const plan = planOf(planner, sql);
         expect(plan, sql).not.toMatch(/SCAN cache_entries(?! USING)/);
-        if (/key >= /.test(sql)) expect(plan, sql).toMatch(/\(key>\? AND key<\?\)/);
+        // A trim walks its namespace's index (the key range narrows it); the rest scan the range.
+        if (/INDEXED BY cache_entries_namespace_/.test(sql)) expect(plan, sql).toMatch(/\(<expr>=\?/);
+        else if (/key >= /.test(sql)) expect(plan, sql).toMatch(/\(key>\? AND key<\?\)/);
       }
     });
   });
@@ -474,6 +539,57 @@ describe('sqliteBackend', () => {
       await until(() => onA.length >= 4);
       await new Promise((resolve) => setTimeout(resolve, 50));
       expect(onA).toEqual(['a1', 'a2', 'a3', 'b1']);
+    });
+
+    it('delivers between backends sharing one passed-in connection, once each, also when other connections commit', async () => {
+      const db = inspect();
+      const a = sqliteBackend({ database: db, busPollMs: 5 });
+      const b = sqliteBackend({ database: db, busPollMs: 5 });
+      const other = backend({ busPollMs: 5 });
+      open.push(a, b);
+      const onA: string[] = [];
+      const onB: string[] = [];
+      await a.subscribe('bus', received(onA));
+      await b.subscribe('bus', received(onB));
+      await a.publish('bus', 'a1');
+      await b.publish('bus', 'b1');
+      await until(() => onB.length >= 2 && onA.length >= 2);
+      // Another connection's commit moves data_version: the polls read past a1 and b1 again.
+      await other.publish('bus', 'x1');
+      await until(() => onB.length >= 3 && onA.length >= 3);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(onA).toEqual(['a1', 'b1', 'x1']);
+      expect(onB).toEqual(['a1', 'b1', 'x1']);
+      // A closed backend hears nothing more; the other still does.
+      await a.close();
+      await b.publish('bus', 'b2');
+      await until(() => onB.length >= 4);
+      expect(onA).toEqual(['a1', 'b1', 'x1']);
+      expect(onB).toEqual(['a1', 'b1', 'x1', 'b2']);
+    });
+
+    it('keeps the memory levels of two caches over one passed-in connection coherent', async () => {
+      const db = inspect();
+      const c1 = createCache({ store: sqliteBackend({ database: db, busPollMs: 5 }) });
+      const c2 = createCache({ store: sqliteBackend({ database: db, busPollMs: 5 }) });
+      try {
+        await Promise.all([c1.ready(), c2.ready()]);
+        // Past the first polls (which read whatever is new whatever data_version says).
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        await c1.set('k', 'v1');
+        // Now in c2's memory level too.
+        expect(await c2.get('k')).toBe('v1');
+        await c1.set('k', 'v2');
+        let seen: unknown;
+        for (let i = 0; i < 50 && seen !== 'v2'; i++) {
+          seen = await c2.get('k');
+          if (seen !== 'v2') await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+        expect(seen).toBe('v2');
+      } finally {
+        await c1.close();
+        await c2.close();
+      }
     });
 
     it('retries a bus write another connection’s lock refused, so the message still arrives', async () => {
@@ -614,6 +730,67 @@ describe('sqliteBackend', () => {
       expect(await cache.deleteByTag('x')).toBe(1);
     });
 
+    it('upgrades a v3 file to v4 keeping every entry, and counts its idempotency records apart from then on', async () => {
+      const old = new Database(path);
+      expect(migrate(old, MIGRATIONS.slice(0, 3))).toBe(3);
+      const insert = old.prepare(
+        'INSERT INTO cache_entries (key, expires_at, accessed_at, size, tags, value) VALUES (?, ?, ?, ?, ?, ?)',
+      );
+      const rows: [string, number | null, number, string | null, Uint8Array][] = [
+        ['~ledger/ns:idem:1', null, 1, null, bytes(30)],
+        ['~ledger/ns:blob:2', 9e15, 2, null, bytes(40)],
+        ['~ledger/ns:hist:3', null, 3, null, bytes(5)],
+        ['t/ns:a:1', null, 4, '["x"]', bytes(10)],
+        ['t/ns:a:2', 9e15, 5, null, bytes(20)],
+      ];
+      for (const [key, expiresAt, accessedAt, tags, value] of rows) {
+        insert.run(key, expiresAt, accessedAt, value.byteLength, tags, value);
+      }
+      old.close();
+      const clock = fakeClock(10);
+      const cache = backend({ clock, maxEntries: 3 });
+      const db = inspect();
+      expect(schemaVersion(db)).toBe(4);
+      expect(db.prepare("SELECT value FROM cache_meta WHERE name = 'readable_from'").pluck().get()).toBe(1);
+      for (const [key, , , tags, value] of rows) {
+        const stored = await cache.get(key);
+        expect(stored?.value, key).toEqual(value);
+        expect(stored?.tags, key).toEqual(tags === null ? undefined : JSON.parse(tags));
+      }
+      expect(await cache.stats()).toMatchObject({ entries: 5, bytes: 105 });
+      expect(db.prepare('SELECT entries, bytes FROM cache_protected_totals').get()).toEqual({
+        entries: 2,
+        bytes: 70,
+      });
+      // The bound counts the 3 others only; the records stay whatever happens.
+      await cache.set('t/ns:a:3', { value: bytes(1) });
+      expect(await keysOf(cache)).toEqual([
+        't/ns:a:1',
+        't/ns:a:2',
+        't/ns:a:3',
+        '~ledger/ns:blob:2',
+        '~ledger/ns:idem:1',
+      ]);
+      // A v3 build still writing to the file keeps the new totals right (triggers), and its
+      // eviction query finds an index that skips the records.
+      db.prepare('INSERT INTO cache_entries (key, accessed_at, size, value) VALUES (?, 1, 3, ?)').run(
+        '~ledger/ns:idem:old',
+        bytes(3),
+      );
+      db.prepare("DELETE FROM cache_entries WHERE key = '~ledger/ns:blob:2'").run();
+      expect(db.prepare('SELECT entries, bytes FROM cache_protected_totals').get()).toEqual({
+        entries: 2,
+        bytes: 33,
+      });
+      const v3Eviction =
+        'SELECT key, size, expires_at FROM cache_entries WHERE key <> ? AND NOT (key >= ' +
+        "'~ledger/' AND (key GLOB '~ledger/*:idem:*' OR key GLOB '~ledger/*:blob:*')) ORDER BY accessed_at LIMIT ?";
+      expect(db.prepare(`EXPLAIN QUERY PLAN ${v3Eviction}`).all('k', 1)).toMatchObject([
+        { detail: 'SCAN cache_entries USING INDEX cache_entries_evictable' },
+      ]);
+      expect(db.pragma('integrity_check', { simple: true })).toBe('ok');
+    });
+
     it('refuses a file from a newer schema it cannot use, with a message naming the fix', () => {
       const db = new Database(path);
       migrate(db);
@@ -684,6 +861,50 @@ describe('sqliteBackend', () => {
       expect(await cache.trim('q:', { maxEntries: 5 })).toBe(0);
       expect((await cache.stats()).evictions).toBe(3);
     });
+
+    it('trim walks the namespace in index order, expired entries first, and removes only the overshoot', async () => {
+      const clock = fakeClock();
+      const seed = backend({ clock, touchGranularityMs: 0 });
+      for (const key of ['t/q:live:1', 't/other:1', 't/q:live:2', 't/q:live:3', 't/q:live:4']) {
+        await seed.set(key, { value: bytes(10) });
+        clock.advance(1);
+      }
+      for (const key of ['t/q:exp:1', 't/q:exp:2', 't/q:exp:3', 't/other:exp']) {
+        await seed.set(key, { value: bytes(10), expiresAt: clock.now() + 5 });
+      }
+      clock.advance(10);
+      await seed.get('t/q:live:1');
+      const log: string[] = [];
+      const traced = inspect({ verbose: (sql) => log.push(String(sql)) });
+      const cache = sqliteBackend({ database: traced, clock, touchGranularityMs: 0 });
+      open.push(cache);
+      await seed.flush();
+      clock.advance(1);
+      log.length = 0;
+      // 7 entries under t/q:, 2 over: two of the three expired ones go, no live one.
+      expect(await cache.trim('t/q:', { maxEntries: 5 })).toBe(2);
+      expect((await cache.stats()).evictions).toBe(0);
+      expect(await cache.statsFor('t/q:')).toEqual({ entries: 5, bytes: 50 });
+      // 5 over 2: the last expired one, then live:2 and live:3 (live:1 was read since).
+      const evicted: string[] = [];
+      expect(await cache.trim('t/q:', { maxEntries: 2 }, (key) => evicted.push(key))).toBe(3);
+      expect(evicted).toEqual(['t/q:live:2', 't/q:live:3']);
+      expect(await keysOf(cache, 't/q:')).toEqual(['t/q:live:1', 't/q:live:4']);
+      // A longer prefix stays inside its key range.
+      expect(await cache.trim('t/q:live:', { maxEntries: 1 })).toBe(1);
+      expect(await keysOf(cache, 't/')).toEqual(['t/other:1', 't/q:live:1']);
+      const planner = inspect();
+      const selects = log.filter((sql) => /^SELECT key, size, expires_at FROM cache_entries/.test(sql));
+      expect(selects.length).toBeGreaterThanOrEqual(4);
+      for (const sql of selects) {
+        const plan = planOf(planner, sql);
+        // Never a sort of the namespace: a search of its index, stepped only as far as needed.
+        expect(plan, sql).not.toMatch(/TEMP B-TREE/);
+        expect(plan, sql).toMatch(
+          /^SEARCH cache_entries USING INDEX cache_entries_namespace_\w+ \(<expr>=\?/,
+        );
+      }
+    });
   });
 
   it('a read rewrites the last-use time at most once per granularity', async () => {
@@ -702,6 +923,60 @@ describe('sqliteBackend', () => {
     await cache.get('n:a');
     await cache.flush();
     expect(accessedAt()).toBe(writtenAt + 60_000);
+  });
+
+  describe('locks', () => {
+    it('release removes the owner’s row even after its lease ran out, never another owner’s', async () => {
+      const clock = fakeClock();
+      const cache = backend({ clock });
+      const rows = () => inspect().prepare('SELECT name, owner FROM cache_locks ORDER BY name').all();
+      expect(await cache.acquireLock('late', 'a', 1_000)).toBe(true);
+      expect(await cache.acquireLock('taken', 'a', 1_000)).toBe(true);
+      clock.advance(2_000);
+      // 'taken' lapsed and went to b: a's release must leave it alone.
+      expect(await cache.acquireLock('taken', 'b', 1_000)).toBe(true);
+      expect(await cache.releaseLock('taken', 'a')).toBe(false);
+      // 'late' lapsed with nobody taking it: a no longer held it, but its row goes.
+      expect(await cache.releaseLock('late', 'a')).toBe(false);
+      expect(rows()).toEqual([{ name: 'taken', owner: 'b' }]);
+      expect(await cache.releaseLock('taken', 'b')).toBe(true);
+      expect(rows()).toEqual([]);
+    });
+
+    it('prune removes the rows of lapsed locks (a killed holder’s), not live ones', async () => {
+      const script = join(dir, 'holder.mjs');
+      const moduleUrl = pathToFileURL(fileURLToPath(new URL('./sqlite.ts', import.meta.url))).href;
+      writeFileSync(
+        script,
+        `import { sqliteBackend } from ${JSON.stringify(moduleUrl)};
+const cache = sqliteBackend({ path: process.argv[2] });
+await cache.acquireLock('job-1', 'killed', 1000);
+await cache.acquireLock('job-2', 'killed', 600000);
+process.stdout.write('held\\n');
+setInterval(() => {}, 1000);
+`,
+      );
+      const child = spawn(
+        process.execPath,
+        ['--experimental-strip-types', '--no-warnings', '--conditions=@x/source', script, path],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let stderr = '';
+      child.stderr.on('data', (chunk) => (stderr += chunk));
+      const exited = new Promise((resolve) => child.on('close', resolve));
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', (chunk) => String(chunk).includes('held') && resolve());
+        void exited.then(() => reject(new Error(`holder exited early: ${stderr}`)));
+      });
+      child.kill('SIGKILL');
+      await exited;
+      const cache = backend({ clock: { now: () => Date.now() + 2_000 } });
+      const names = () => inspect().prepare('SELECT name FROM cache_locks ORDER BY name').pluck().all();
+      expect(names()).toEqual(['job-1', 'job-2']);
+      expect(await cache.prune()).toBe(0);
+      expect(names()).toEqual(['job-2']);
+      expect(await cache.acquireLock('job-2', 'other', 1_000)).toBe(false);
+    }, 30_000);
   });
 
   describe('counters', () => {

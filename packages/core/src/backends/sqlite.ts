@@ -15,7 +15,7 @@ import { prefixUpperBound } from './prefix.ts';
 import type { PrefixStats, TrimBounds } from './quota.ts';
 import { checkLimit, tooLarge } from './quota.ts';
 import { loadSqliteDriver } from './sqlite-driver.ts';
-import { migrate } from './sqlite-schema.ts';
+import { migrate, NAMESPACE, protectedKey } from './sqlite-schema.ts';
 
 export interface SqliteBackendOptions {
   /**
@@ -31,11 +31,18 @@ export interface SqliteBackendOptions {
    * @default undefined
    */
   database?: BetterSqlite3.Database | undefined;
-  /** Most entries kept; the least recently used are evicted beyond it. @default Infinity */
+  /**
+   * Most entries kept; the least recently used are evicted beyond it. Idempotency records and the
+   * blobs they reference (`~ledger/<namespace>:idem:` / `:blob:` keys) are never evicted, so they
+   * are not counted either: they are kept on top of this bound (and of `maxBytes`) until they
+   * expire, and never crowd cache entries out. `stats()` counts them.
+   * @default Infinity
+   */
   maxEntries?: number | undefined;
   /**
-   * Most value bytes kept (the sum of `value.byteLength`, as in `stats().bytes`); the least
-   * recently used entries are evicted beyond it, and a single larger value is not stored.
+   * Most value bytes kept (the sum of `value.byteLength`, as in `stats().bytes`, idempotency
+   * records and their blobs left out as for `maxEntries`); the least recently used entries are
+   * evicted beyond it, and a single larger value is not stored.
    * @default Infinity
    */
   maxBytes?: number | undefined;
@@ -319,12 +326,29 @@ function prepareStatements(db: BetterSqlite3.Database) {
         'WHERE cache_entries.key = t.value ->> 0',
     ),
     // Idempotency records and the blobs they reference are never evicted: a size bound must not
-    // drop a recorded side effect, or it would run again. (The ledger's history can go.)
+    // drop a recorded side effect, or it would run again. (The ledger's history can go.) Walks an
+    // index that holds no such rows (its WHERE is the NOT term here), so it never steps over them.
     leastRecentlyUsed: db.prepare<[string, number], VictimRow>(
-      'SELECT key, size, expires_at FROM cache_entries WHERE key <> ? AND NOT (key >= ' +
-        "'~ledger/' AND (key GLOB '~ledger/*:idem:*' OR key GLOB '~ledger/*:blob:*')) ORDER BY accessed_at LIMIT ?",
+      'SELECT key, size, expires_at FROM cache_entries INDEXED BY cache_entries_evictable ' +
+        `WHERE key <> ? AND NOT ${protectedKey('key')} ORDER BY accessed_at LIMIT ?`,
     ),
-    // Expired entries first, whatever their recency: a live entry never makes room for them.
+    // What the bounds count: everything but idempotency records and their blobs.
+    evictableTotals: db.prepare<[], Totals>(
+      'SELECT t.entries - p.entries AS entries, t.bytes - p.bytes AS bytes ' +
+        'FROM cache_totals AS t, cache_protected_totals AS p WHERE t.id = 1 AND p.id = 1',
+    ),
+    // A namespace's expired entries, then its live ones least recently used first, each walked in
+    // an index (stepped only as far as the trim needs), never sorted. @namespace is the
+    // namespace of the prefix; the key range narrows it for a longer prefix.
+    expiredIn: range<VictimRow>(
+      'SELECT key, size, expires_at FROM cache_entries INDEXED BY cache_entries_namespace_expires_at ' +
+        `WHERE ${NAMESPACE} = @namespace AND expires_at <= @now AND key >= @lower $upper ORDER BY expires_at`,
+    ),
+    leastRecentlyUsedInNamespace: range<VictimRow>(
+      'SELECT key, size, expires_at FROM cache_entries INDEXED BY cache_entries_namespace_accessed_at ' +
+        `WHERE ${NAMESPACE} = @namespace AND key >= @lower $upper ORDER BY accessed_at`,
+    ),
+    // A prefix without a colon (a tier, or everything) spans namespaces: sorted, expired first.
     leastRecentlyUsedIn: range<VictimRow>(
       'SELECT key, size, expires_at FROM cache_entries WHERE key >= @lower $upper ' +
         'ORDER BY coalesce(expires_at <= @now, 0) DESC, accessed_at',
@@ -334,9 +358,14 @@ function prepareStatements(db: BetterSqlite3.Database) {
         'ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at ' +
         'WHERE cache_locks.expires_at <= @now OR cache_locks.owner = excluded.owner',
     ),
-    releaseLock: db.prepare<[Record<string, unknown>]>(
-      'DELETE FROM cache_locks WHERE name = @name AND owner = @owner AND expires_at > @now',
-    ),
+    // The owner's row goes even once its lease ran out (nobody else took it, or the owner would
+    // differ); releasing reports whether the lease was still held.
+    releaseLock: db
+      .prepare<[Record<string, unknown>], number>(
+        'DELETE FROM cache_locks WHERE name = @name AND owner = @owner RETURNING expires_at',
+      )
+      .pluck(),
+    pruneLocks: db.prepare<[number]>('DELETE FROM cache_locks WHERE expires_at <= ?'),
     incrementCounter: db.prepare<[string, string, number]>(
       'INSERT INTO cache_counters (scope, name, value) VALUES (?, ?, ?) ' +
         'ON CONFLICT (scope, name) DO UPDATE SET value = value + excluded.value',
@@ -361,6 +390,13 @@ function prepareStatements(db: BetterSqlite3.Database) {
 }
 
 type Statements = ReturnType<typeof prepareStatements>;
+
+/**
+ * The open backends of each connection. `PRAGMA data_version` does not move for a connection's
+ * own commits, so backends sharing one passed-in `database` never see each other's bus messages
+ * by polling: `publish` hands them over directly, as to its own subscribers.
+ */
+const storesByConnection = new WeakMap<BetterSqlite3.Database, Set<SqliteStore>>();
 
 class SqliteStore implements SqliteBackend {
   readonly specificationVersion = BACKEND_SPECIFICATION_VERSION;
@@ -428,6 +464,14 @@ class SqliteStore implements SqliteBackend {
     // IMMEDIATE: the bound check reads before it writes, and a deferred transaction that must
     // upgrade its lock fails with SQLITE_BUSY at once instead of waiting busyTimeoutMs.
     this.storeBounded = db.transaction((key: string, entry: StoredEntry) => this.store(key, entry, true));
+    let stores = storesByConnection.get(db);
+    if (!stores) storesByConnection.set(db, (stores = new Set()));
+    stores.add(this);
+  }
+
+  /** This backend and the others open on its connection. */
+  private connectionStores(): Iterable<SqliteStore> {
+    return storesByConnection.get(this.db) ?? [this];
   }
 
   async get(key: string): Promise<StoredEntry | undefined> {
@@ -542,8 +586,9 @@ class SqliteStore implements SqliteBackend {
   async prune(): Promise<number> {
     return this.run('prune', () => {
       const now = this.clock.now();
-      // Bus messages are not entries (not counted), but old ones go too.
+      // Bus messages and lapsed locks (a crashed holder's) are not entries (not counted), but go too.
       this.s.pruneBus.run(now - BUS_RETENTION_MS);
+      this.s.pruneLocks.run(now);
       return this.s.prune.run(now).changes;
     });
   }
@@ -586,22 +631,35 @@ class SqliteStore implements SqliteBackend {
           if (entries <= maxEntries && bytes <= maxBytes) return 0;
           this.writeTouches();
           const range = rangeOf(prefix);
-          const victims: VictimRow[] = [];
-          // Collected first: better-sqlite3 allows no other statement while an iterator is open.
           const now = this.clock.now();
-          for (const row of pick(this.s.leastRecentlyUsedIn, range).iterate({ ...range, now })) {
+          const colon = prefix.indexOf(':');
+          // Expired entries first, whatever their recency: a live entry never makes room for them.
+          const passes =
+            colon === -1
+              ? [pick(this.s.leastRecentlyUsedIn, range)]
+              : [pick(this.s.expiredIn, range), pick(this.s.leastRecentlyUsedInNamespace, range)];
+          const parameters = { ...range, now, namespace: prefix.slice(0, colon + 1) };
+          let removed = 0;
+          for (const pass of passes) {
             if (entries <= maxEntries && bytes <= maxBytes) break;
-            victims.push(row);
-            entries--;
-            bytes -= row.size;
+            const victims: VictimRow[] = [];
+            // Collected first: better-sqlite3 allows no other statement while an iterator is open.
+            // Leaving the loop early stops the walk: only the rows that go are visited.
+            for (const row of pass.iterate(parameters)) {
+              if (entries <= maxEntries && bytes <= maxBytes) break;
+              victims.push(row);
+              entries--;
+              bytes -= row.size;
+            }
+            for (const victim of victims) {
+              this.s.evictKey.run(victim.key);
+              if (!isLive(victim.expires_at, now)) continue;
+              this.evictions++;
+              live.push(victim.key);
+            }
+            removed += victims.length;
           }
-          for (const victim of victims) {
-            this.s.evictKey.run(victim.key);
-            if (!isLive(victim.expires_at, now)) continue;
-            this.evictions++;
-            live.push(victim.key);
-          }
-          return victims.length;
+          return removed;
         })
         .immediate(),
     );
@@ -622,7 +680,8 @@ class SqliteStore implements SqliteBackend {
 
   async releaseLock(name: string, owner: string): Promise<boolean> {
     return this.run('releaseLock', () => {
-      return this.s.releaseLock.run({ name, owner, now: this.clock.now() }).changes > 0;
+      const expiresAt = this.s.releaseLock.get({ name, owner });
+      return expiresAt !== undefined && expiresAt > this.clock.now();
     });
   }
 
@@ -699,13 +758,14 @@ class SqliteStore implements SqliteBackend {
 
   /**
    * Appends `message` to the file's bus. Messages published in the same tick are written in one
-   * transaction (a burst of writes costs one commit, not one each). Subscribers of this same
-   * backend get it at once: `data_version` does not change for a connection's own commits.
+   * transaction (a burst of writes costs one commit, not one each). Subscribers of this backend,
+   * and of the others open on the same connection, get it at once: `data_version` does not
+   * change for a connection's own commits, so their polls would never read it.
    */
   async publish(channel: string, message: string): Promise<void> {
     if (this.closed) throw this.closedError();
-    if (this.listeners.has(channel)) {
-      queueMicrotask(() => this.deliver(channel, message));
+    for (const store of this.connectionStores()) {
+      if (store.listeners.has(channel)) queueMicrotask(() => store.deliver(channel, message));
     }
     this.busQueue.push([channel, message]);
     this.busWrite ??= new Promise<void>((resolve, reject) => {
@@ -787,14 +847,21 @@ class SqliteStore implements SqliteBackend {
         .immediate();
       // Written: only now may the batch leave the queue (a failed write keeps it for a retry).
       this.busQueue = [];
-      if (!this.busTimer) return;
-      // Our own rows were delivered already: skip them when the poll reads past them. Ids are
-      // consecutive inside the transaction, so when nothing foreign is pending before them the
-      // poll position simply moves past them.
       const first = last - batch.length + 1;
-      if (first === this.busSeen + 1) this.busSeen = last;
-      else for (let id = first; id <= last; id++) this.ownIds.add(id);
+      for (const store of this.connectionStores()) store.skipDelivered(first, last);
     });
+  }
+
+  /**
+   * Rows `first`..`last`, written on this connection, were delivered already by `publish`: the
+   * poll skips them when another connection's commit makes it read past them. Ids are consecutive
+   * inside the transaction, so when nothing foreign is pending before them the poll position
+   * simply moves past them.
+   */
+  private skipDelivered(first: number, last: number): void {
+    if (!this.busTimer) return;
+    if (first === this.busSeen + 1) this.busSeen = last;
+    else for (let id = first; id <= last; id++) this.ownIds.add(id);
   }
 
   private deliver(channel: string, message: string): void {
@@ -809,8 +876,9 @@ class SqliteStore implements SqliteBackend {
 
   /**
    * Delivers messages other connections publish on `channel`, checked every `busPollMs` (one
-   * `PRAGMA data_version` per check while nobody else commits). Messages published before the
-   * first subscription are not replayed.
+   * `PRAGMA data_version` per check while nobody else commits); those of backends on the same
+   * connection arrive from their `publish`. Messages published before the first subscription are
+   * not replayed.
    */
   async subscribe(channel: string, onMessage: (message: string) => void): Promise<() => Promise<void>> {
     this.run('subscribe', () => {
@@ -888,6 +956,7 @@ class SqliteStore implements SqliteBackend {
       // LRU touches are hints; losing them must not prevent closing.
     }
     this.closed = true;
+    storesByConnection.get(this.db)?.delete(this);
     if (this.owned) this.db.close();
   }
 
@@ -923,15 +992,18 @@ class SqliteStore implements SqliteBackend {
     if (enforce) this.enforceBounds(key);
   }
 
-  /** Evicts least recently used entries (never `keep`) until within bounds; runs inside a write transaction. */
+  /**
+   * Evicts least recently used entries (never `keep`) until within bounds; runs inside a write
+   * transaction. Idempotency records and their blobs are neither counted nor evicted.
+   */
   private enforceBounds(keep: string): void {
     if (!this.bounded) return;
-    let { entries, bytes } = this.totals();
+    let { entries, bytes } = this.evictableTotals();
     if (entries <= this.maxEntries && bytes <= this.maxBytes) return;
     // Expired rows go first and free; they are not evictions.
     this.s.prune.run(this.clock.now());
     this.writeTouches();
-    ({ entries, bytes } = this.totals());
+    ({ entries, bytes } = this.evictableTotals());
     while (entries > this.maxEntries || bytes > this.maxBytes) {
       const batch = this.s.leastRecentlyUsed.all(keep, EVICTION_BATCH);
       if (batch.length === 0) return;
@@ -947,6 +1019,10 @@ class SqliteStore implements SqliteBackend {
 
   private totals(): Totals {
     return this.s.totals.get() ?? { entries: 0, bytes: 0 };
+  }
+
+  private evictableTotals(): Totals {
+    return this.s.evictableTotals.get() ?? { entries: 0, bytes: 0 };
   }
 
   private prefixTotals(prefix: string): PrefixStats {

@@ -17,9 +17,9 @@ export type MemoryEvictionReason = 'size' | 'expired' | 'quota';
 export interface MemoryBackendOptions {
   /**
    * Most entries held at once; the least recently used entry goes first. Idempotency records and
-   * their output blobs (`~ledger/<namespace>:idem:` / `:blob:` keys) count toward this and
-   * `maxBytes` but are never evicted to respect them (they leave when they expire): once they
-   * alone fill a bound, the store holds them over it, and cache entries written then are dropped.
+   * their output blobs (`~ledger/<namespace>:idem:` / `:blob:` keys) are neither counted against
+   * this and `maxBytes` nor evicted to respect them: they are kept on top of the bounds until they
+   * expire, as on SQLite (`stats()` still counts them).
    * @default 10_000
    */
   maxEntries?: number | undefined;
@@ -128,6 +128,9 @@ class MemoryStore implements MemoryBackend {
   private readonly namespaces = new Map<string, PrefixStats>();
   private footprint = 0;
   private valueBytes = 0;
+  /** Idempotency records and blobs among the slots, which the bounds leave out. */
+  private protectedEntries = 0;
+  private protectedFootprint = 0;
   private evictions = 0;
   private closed = false;
 
@@ -165,7 +168,7 @@ class MemoryStore implements MemoryBackend {
     // Dropping the old value even when the new one is refused: serving it would be stale.
     if (size > this.maxBytes) return;
     this.insert(key, new Slot(value, entry.expiresAt ?? undefined, tags, size));
-    if (this.slots.size > this.maxEntries || this.footprint > this.maxBytes) this.evictToBounds();
+    if (this.overBounds()) this.evictToBounds();
   }
 
   async get(key: string): Promise<StoredEntry | undefined> {
@@ -373,17 +376,24 @@ class MemoryStore implements MemoryBackend {
     return slot.expiresAt !== undefined && slot.expiresAt <= now;
   }
 
+  /** Whether the entries the bounds count (all but idempotency records and blobs) exceed them. */
+  private overBounds(): boolean {
+    return (
+      this.slots.size - this.protectedEntries > this.maxEntries ||
+      this.footprint - this.protectedFootprint > this.maxBytes
+    );
+  }
+
   /**
    * Drops least recently used entries until within bounds. Idempotency records and the blobs
-   * they reference are passed over (see `isLedgerRecord`): they count toward the bounds, so they
-   * push cache entries out, but are never evicted themselves; once they alone fill a bound, the
-   * store holds them over it.
+   * they reference are passed over (see `isLedgerRecord`): the bounds do not count them and they
+   * are never evicted.
    */
   private evictToBounds(): void {
     const now = this.clock.now();
     let passed: [string, Slot][] | undefined;
     for (const [key, slot] of this.slots) {
-      if (this.slots.size <= this.maxEntries && this.footprint <= this.maxBytes) break;
+      if (!this.overBounds()) break;
       const expired = this.isExpired(slot, now);
       if (!expired && isLedgerRecord(key)) {
         (passed ??= []).push([key, slot]);
@@ -404,6 +414,10 @@ class MemoryStore implements MemoryBackend {
   private insert(key: string, slot: Slot): void {
     this.slots.set(key, slot);
     this.footprint += slot.size;
+    if (isLedgerRecord(key)) {
+      this.protectedEntries++;
+      this.protectedFootprint += slot.size;
+    }
     this.valueBytes += slot.value.byteLength;
     const namespace = namespaceOf(key);
     const totals = this.namespaces.get(namespace);
@@ -424,6 +438,10 @@ class MemoryStore implements MemoryBackend {
   private remove(key: string, slot: Slot): void {
     this.slots.delete(key);
     this.footprint -= slot.size;
+    if (isLedgerRecord(key)) {
+      this.protectedEntries--;
+      this.protectedFootprint -= slot.size;
+    }
     this.valueBytes -= slot.value.byteLength;
     const namespace = namespaceOf(key);
     const totals = this.namespaces.get(namespace);
@@ -459,6 +477,8 @@ class MemoryStore implements MemoryBackend {
     this.namespaces.clear();
     this.footprint = 0;
     this.valueBytes = 0;
+    this.protectedEntries = 0;
+    this.protectedFootprint = 0;
   }
 
   private assertOpen(): void {

@@ -1,6 +1,6 @@
 import { decoratorError, rejectGenerator } from './errors.ts';
 import type { NormalizedOptions } from './registry.ts';
-import { checkPrefix, normalizeOptions, Registration, register } from './registry.ts';
+import { checkPrefix, claimDefaultScope, normalizeOptions, Registration, register } from './registry.ts';
 import type {
   AsyncFunction,
   CachedFunctionOptions,
@@ -69,8 +69,19 @@ interface DecoratorContext {
   name: string | symbol;
   static?: boolean;
   private?: boolean;
+  metadata?: unknown;
   addInitializer?: (initializer: (this: unknown) => void) => void;
 }
+
+/**
+ * Standard decorators give each decorated class a metadata object (`context.metadata`, stored on
+ * the class under `Symbol.metadata`), which is how a method wrapped by another decorator still finds
+ * its declaring class. tsc's helpers create it only when `Symbol.metadata` exists, which Node 24 does
+ * not define yet: defined here (as the symbol esbuild's and Babel's helpers fall back to), before any
+ * class that uses this decorator is defined. An existing `Symbol.metadata` is left as it is.
+ */
+const SymbolWithMetadata = Symbol as SymbolConstructor & { metadata?: symbol };
+SymbolWithMetadata.metadata ??= Symbol.for('Symbol.metadata');
 
 function notAMethod(where: string, kind: string): Error {
   return decoratorError(
@@ -119,6 +130,12 @@ function decorateStandard(
     original: value as (...args: unknown[]) => unknown,
     options,
   });
+  const metadata = context.metadata;
+  const metadataSymbol = SymbolWithMetadata.metadata;
+  if (typeof metadata === 'object' && metadata !== null && typeof metadataSymbol === 'symbol') {
+    registration.metadata = { object: metadata, symbol: metadataSymbol };
+    claimDefaultScope(metadata, registration);
+  }
   const wrapper = makeWrapper(registration, value);
   // Standard method decorators never see their class; an initializer runs with it (static methods)
   // or with each new instance, which is when the declaring class can be found.
@@ -155,6 +172,9 @@ function decorateLegacy(
   registration.declaring = isStatic
     ? (target as Function)
     : (target as { constructor: Function } | null)?.constructor;
+  if (typeof registration.declaring === 'function') {
+    claimDefaultScope(registration.declaring, registration, registration.declaring.name);
+  }
   const next = descriptor as PropertyDescriptor;
   next.value = makeWrapper(registration, method);
   return next;

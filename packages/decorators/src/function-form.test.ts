@@ -149,6 +149,23 @@ describe.each(['memory', 'sqlite'] as const)('cachedLlmCall(prefix, fn, options)
     expect(await invalidateCached(bot, 'ask', 'when?', 'r5')).toBe(true);
   });
 
+  it('refuses a key option that returns undefined, naming the fix, instead of sharing one entry', async () => {
+    const model = testModel();
+    const ask = cachedLlmCall('ask_optional', async (question: string) => model.complete(question), {
+      cache,
+      key: (question) => (question.startsWith('#') ? undefined : question),
+    });
+    const error = await ask('#first').catch((e: unknown) => e);
+    expect(CacheError.isInstance(error)).toBe(true);
+    expect((error as CacheError).code).toBe('E_INVALID_OPTION');
+    expect((error as Error).message).toMatch(
+      /the key option of .* returned undefined, which would give every such call one shared entry — return what identifies the call/,
+    );
+    await expect(invalidateCached(ask, '#second')).rejects.toThrow(/returned undefined/);
+    expect(await ask('plain')).toBe('answer 1: plain');
+    expect(model.prompts).toEqual(['plain']);
+  });
+
   it('invalidates one call and a whole prefix', async () => {
     const { model, summarize } = summarizer();
     await summarize('a', { words: 1 });

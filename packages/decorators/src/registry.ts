@@ -72,6 +72,55 @@ function warnOnNameClash(slot: string, owner: object, scope: string): void {
   );
 }
 
+/**
+ * Methods with the default scope, by the class that declares them (or, for standard decorators,
+ * that class's decorator metadata object, known while the class is being defined) and by prefix
+ * and member name: what the default scope `Class.member` cannot tell apart.
+ */
+const defaultScopes = new WeakMap<object, Map<string, Registration>>();
+
+function describeMember(registration: Registration): string {
+  const member = registration.member;
+  const name = typeof member === 'symbol' ? `[${String(member)}]` : member;
+  return registration.isStatic ? `static ${name}` : name;
+}
+
+/**
+ * Refuses two methods of one class that would share entries under the default scope: a static and
+ * an instance method of one name, or members named by different symbols with one description (or a
+ * symbol and the string `[description]`). Methods with a `scope` option are not checked; their keys,
+ * and those of every method that does not collide, are unchanged.
+ */
+export function claimDefaultScope(owner: object, registration: Registration, className?: string): void {
+  if (registration.kind !== 'method' || registration.options.scope !== undefined) return;
+  let claimed = defaultScopes.get(owner);
+  if (!claimed) {
+    claimed = new Map();
+    defaultScopes.set(owner, claimed);
+  }
+  const slot = `${registration.prefix}\u0000${registration.memberName}`;
+  const other = claimed.get(slot);
+  if (other === undefined) {
+    claimed.set(slot, registration);
+    return;
+  }
+  // The same member decorated twice is one method, whose nested calls run uncached (see `run`).
+  if (other.member === registration.member && other.isStatic === registration.isStatic) return;
+  const where = `@cachedLlmCall(${JSON.stringify(registration.prefix)})`;
+  const of = className || 'the class being defined';
+  const [first, second] = [describeMember(other), describeMember(registration)];
+  const name = first.replace(/^static /, '');
+  const what =
+    other.member === registration.member
+      ? `static ${name} and instance ${name} of ${of} would share entries under prefix "${registration.prefix}"`
+      : `${first} and ${second} of ${of} are both named "${registration.memberName}" in the cache, so they would share entries under prefix "${registration.prefix}"`;
+  const example = `${className || 'MyClass'}.${typeof registration.member === 'string' ? registration.member : registration.member.description || 'method'}`;
+  throw invalid(
+    `${where}: ${what}`,
+    `give one of them a scope option, e.g. scope: '${example}${other.member === registration.member ? '.static' : '.2'}'`,
+  );
+}
+
 export function checkPrefix(prefix: unknown, where: string): string {
   try {
     return validateName(prefix as string, 'name');
@@ -262,6 +311,12 @@ export class Registration {
   readonly options: NormalizedOptions;
   /** The class whose body declares the method (set when decorated, or at the first construction). */
   declaring: Function | undefined;
+  /**
+   * Standard decorators: the decorator metadata object of the declaring class (`context.metadata`)
+   * and the `Symbol.metadata` it is stored under on that class, which name the declaring class
+   * among the prototypes of an instance even when another decorator wrapped the method.
+   */
+  metadata: { object: object; symbol: symbol } | undefined;
   /** The function installed in place of the original. */
   wrapper: Function | undefined;
   #scope: string | undefined;
@@ -294,8 +349,11 @@ export class Registration {
   }
 
   /**
-   * Finds the declaring class from an instance: the prototype that holds this very wrapper, or,
-   * when another decorator wrapped ours, the nearest prototype that defines the member.
+   * Finds the declaring class from an instance: the prototype that holds this very wrapper, or whose
+   * class carries the decorator metadata the method was decorated with (when another decorator
+   * wrapped ours, so the prototype holds that decorator's function). Only without metadata (a
+   * compiler that passes none, e.g. TypeScript 5.0 and 5.1) is it the nearest prototype that
+   * defines the member, which is a subclass's override if a subclass is constructed first.
    */
   resolveFrom(self: unknown): void {
     if (this.declaring || this.kind !== 'method') return;
@@ -305,11 +363,18 @@ export class Registration {
       if (typeof self === 'function') this.declaring = self;
       return;
     }
+    const metadata = this.metadata;
     let nearest: object | undefined;
     for (let proto = Object.getPrototypeOf(self); proto !== null; proto = Object.getPrototypeOf(proto)) {
       const descriptor = Object.getOwnPropertyDescriptor(proto, this.member);
       if (!descriptor) continue;
-      if (descriptor.value === this.wrapper) {
+      const owner = Object.getOwnPropertyDescriptor(proto, 'constructor')?.value as unknown;
+      if (
+        descriptor.value === this.wrapper ||
+        (metadata !== undefined &&
+          typeof owner === 'function' &&
+          Object.getOwnPropertyDescriptor(owner, metadata.symbol)?.value === metadata.object)
+      ) {
         this.declaring = (proto as { constructor: Function }).constructor;
         return;
       }
@@ -370,6 +435,8 @@ export class Registration {
         );
       }
       scope = `${owner.name}.${this.memberName}`;
+      // Decoration checked this already where the compiler gave the class or its metadata.
+      claimDefaultScope(owner, this, owner.name);
       warnOnNameClash(`${this.prefix}\u0000${scope}`, owner, scope);
     }
     this.#scope = scope;
@@ -408,8 +475,18 @@ export class Registration {
     const scope = this.scope();
     const select = this.options.key;
     const request: Record<string, unknown> = scope === undefined ? {} : { scope };
-    if (select) request.key = this.kind === 'method' ? select(self, ...args) : select(...args);
-    else request.args = argsKey(args);
+    if (select) {
+      const key = this.kind === 'method' ? select(self, ...args) : select(...args);
+      if (key === undefined) {
+        throw invalid(
+          `the key option of ${this.label} returned undefined, which would give every such call one shared entry`,
+          this.kind === 'method'
+            ? 'return what identifies the call, e.g. key: (self, question) => ({ tenant: self.tenant, question }) (a constant such as null shares one entry on purpose)'
+            : 'return what identifies the call, e.g. key: (text, options) => ({ text, model: options.model }) (a constant such as null shares one entry on purpose)',
+        );
+      }
+      request.key = key;
+    } else request.args = argsKey(args);
     return { name: this.prefix, request };
   }
 
@@ -494,17 +571,54 @@ export class Registration {
 }
 
 const registrations = new WeakMap<Function, Registration>();
-const byPrefix = new Map<string, Set<WeakRef<Registration>>>();
+
+/** The registrations of one prefix, weakly, and the size of the set after its last pruning. */
+interface PrefixEntry {
+  readonly refs: Set<WeakRef<Registration>>;
+  prunedSize: number;
+}
+
+const byPrefix = new Map<string, PrefixEntry>();
+
+/**
+ * Removes the reference to a collected registration (a function wrapped per request, a class
+ * defined again), so that wrapping at runtime does not grow the registry forever.
+ */
+const collected = new FinalizationRegistry<{ prefix: string; ref: WeakRef<Registration> }>(
+  ({ prefix, ref }) => {
+    const entry = byPrefix.get(prefix);
+    if (!entry?.refs.delete(ref)) return;
+    if (entry.refs.size === 0) byPrefix.delete(prefix);
+  },
+);
+
+/** Drops the references to collected registrations. */
+function prune(entry: PrefixEntry): void {
+  for (const ref of entry.refs) if (ref.deref() === undefined) entry.refs.delete(ref);
+  entry.prunedSize = entry.refs.size;
+}
 
 export function register(wrapper: Function, registration: Registration): void {
   registration.wrapper = wrapper;
   registrations.set(wrapper, registration);
-  let set = byPrefix.get(registration.prefix);
-  if (!set) {
-    set = new Set();
-    byPrefix.set(registration.prefix, set);
+  const prefix = registration.prefix;
+  let entry = byPrefix.get(prefix);
+  if (!entry) {
+    entry = { refs: new Set(), prunedSize: 0 };
+    byPrefix.set(prefix, entry);
+  } else if (entry.refs.size >= 2 * Math.max(entry.prunedSize, 16)) {
+    // Finalizers may run late or not at all: pruning whenever the set has doubled keeps it
+    // proportional to the live registrations, at an amortised constant cost per registration.
+    prune(entry);
   }
-  set.add(new WeakRef(registration));
+  const ref = new WeakRef(registration);
+  entry.refs.add(ref);
+  collected.register(registration, { prefix, ref });
+}
+
+/** How many registrations of `prefix` the registry holds, collected ones not yet dropped included (tests). */
+export function registeredCount(prefix: string): number {
+  return byPrefix.get(prefix)?.refs.size ?? 0;
 }
 
 export function registrationOf(fn: unknown): Registration | undefined {
@@ -513,14 +627,14 @@ export function registrationOf(fn: unknown): Registration | undefined {
 
 /** The live registrations that use `prefix`. */
 export function registrationsFor(prefix: string): Registration[] {
-  const set = byPrefix.get(prefix);
-  if (!set) return [];
+  const entry = byPrefix.get(prefix);
+  if (!entry) return [];
+  prune(entry);
+  if (entry.refs.size === 0) byPrefix.delete(prefix);
   const out: Registration[] = [];
-  for (const ref of set) {
+  for (const ref of entry.refs) {
     const registration = ref.deref();
     if (registration) out.push(registration);
-    else set.delete(ref);
   }
-  if (set.size === 0) byPrefix.delete(prefix);
   return out;
 }

@@ -18,6 +18,7 @@ import type * as Examples from '../examples/lesson-service.ts';
 import type * as ModelExample from '../examples/model.ts';
 import type * as TenantExample from '../examples/tenant-service.ts';
 import type * as WarmExample from '../examples/warm-and-invalidate.ts';
+import type * as Scopes from './fixtures/scopes.ts';
 import type * as Fixtures from './fixtures/services.ts';
 import type * as StandardOnly from './fixtures/standard-only.ts';
 
@@ -599,6 +600,78 @@ export function decoratorSuite(mode: Mode): void {
         expect(await new other.Writer(llm).tagline('coffee')).toBe(loud.toLowerCase());
         expect(await new other.LoudWriter(llm).tagline('coffee')).toBe(loud);
         expect(llm.calls).toBe(1);
+      });
+    });
+
+    describe('default scopes', () => {
+      let cache: Cache;
+      beforeEach(() => {
+        cache = createCache();
+        setDefaultCache(cache);
+      });
+      afterEach(() => setDefaultCache(undefined));
+
+      /** The error a class definition throws, checked to be this package's typed E_INVALID_OPTION. */
+      function definitionError(define: () => unknown): Error {
+        let error: unknown;
+        try {
+          define();
+        } catch (thrown) {
+          error = thrown;
+        }
+        expect(CacheError.isInstance(error)).toBe(true);
+        expect((error as CacheError).code).toBe('E_INVALID_OPTION');
+        return error as Error;
+      }
+
+      it('files a method another decorator wraps under its declaring class when a subclass is constructed first', async () => {
+        // Fresh copies of the module: nothing of them has been constructed yet.
+        const adminFirst = await load<typeof Scopes>(mode, 'test/fixtures/scopes.js?admin-first');
+        const llm = new TestLlm();
+        const admin = await new adminFirst.AdminAdvisor(llm).answer('q');
+        expect(admin).toBe('admin: answer 1: advice q');
+        expect(await cache.get({ name: 'advice', request: { scope: 'Advisor.answer', args: ['q'] } })).toBe(
+          'answer 1: advice q',
+        );
+        const baseFirst = await load<typeof Scopes>(mode, 'test/fixtures/scopes.js?base-first');
+        expect(await new baseFirst.Advisor(llm).answer('q')).toBe('answer 1: advice q');
+        expect(await new baseFirst.AdminAdvisor(llm).answer('q')).toBe(admin);
+        expect(await new adminFirst.Advisor(llm).answer('q')).toBe('answer 1: advice q');
+        expect(llm.calls).toBe(1);
+      });
+
+      it('refuses a static and an instance method of one name and prefix, and keeps the key of a scoped pair', async () => {
+        const scopes = await load<typeof Scopes>(mode, 'test/fixtures/scopes.js');
+        const error = definitionError(() => scopes.defineStaticAndInstance());
+        expect(error.message).toMatch(
+          /static define and instance define of (Glossary|the class being defined) would share entries under prefix "glossary_define" — give one of them a scope option/,
+        );
+
+        const llm = new TestLlm();
+        scopes.ScopedGlossary.llm = llm;
+        const shared = await scopes.ScopedGlossary.define('atom');
+        const own = await new scopes.ScopedGlossary(llm).define('atom');
+        expect(own).not.toBe(shared);
+        const request = (scope: string) => ({ name: 'scoped_define', request: { scope, args: ['atom'] } });
+        expect(await cache.get(request('ScopedGlossary.define'))).toBe(own);
+        expect(await cache.get(request('ScopedGlossary.static.define'))).toBe(shared);
+      });
+
+      it('refuses two methods named by different symbols with one description, and keeps the key of one', async () => {
+        const scopes = await load<typeof Scopes>(mode, 'test/fixtures/scopes.js');
+        const error = definitionError(() => scopes.defineSymbolTwins());
+        expect(error.message).toMatch(
+          /\[Symbol\(run\)\] and \[Symbol\(run\)\] of (Runner|the class being defined) are both named "\[run\]" in the cache, so they would share entries under prefix "runner" — give one of them a scope option/,
+        );
+
+        const llm = new TestLlm();
+        const answer = await new scopes.SymbolRunner(llm)[scopes.runSymbol]('build');
+        expect(
+          await cache.get({
+            name: 'symbol_runner',
+            request: { scope: 'SymbolRunner.[run]', args: ['build'] },
+          }),
+        ).toBe(answer);
       });
     });
 

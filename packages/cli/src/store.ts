@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import type { Cache, CacheBackend, StoredEntry } from '@x/cache-core';
@@ -17,7 +17,7 @@ export interface StoreTarget {
 }
 
 export interface ConnectOptions {
-  /** Create a missing SQLite file (import, warm) instead of refusing. @default false */
+  /** Create a missing (or empty) SQLite file (import, warm) instead of refusing. @default false */
   create?: boolean;
   /** How long to wait for Redis to answer PING. @default 2000 */
   timeoutMs?: number;
@@ -97,11 +97,21 @@ export function parseTarget(url: string): StoreTarget {
     return { url, kind: 'sqlite', display, path };
   }
   if (scheme === 'redis' || scheme === 'rediss') {
+    const expected = `${scheme}://[:password@]host:port[/db][?prefix=app:]`;
+    let parsed: URL | undefined;
     try {
-      new URL(url);
+      parsed = new URL(url);
     } catch {
+      parsed = undefined;
+    }
+    // Without `//` the host is read as a path and ioredis falls back to localhost:6379; without a
+    // host (`redis:///:pw@h`) too.
+    if (!parsed || !url.slice(scheme.length + 1).startsWith('//') || parsed.hostname === '') {
+      throw usageError(`invalid URL "${display}" — expected ${expected}`);
+    }
+    if (!/^(?:\/\d*)?$/.test(parsed.pathname)) {
       throw usageError(
-        `invalid URL "${display}" — expected redis://[:password@]host:port[/db][?prefix=app:]`,
+        `invalid URL "${display}" — the path is the database number (${scheme}://host:6379/2), not "${parsed.pathname}"; use ?prefix=app: to keep applications apart`,
       );
     }
     return { url, kind: 'redis', display };
@@ -131,6 +141,9 @@ function checkSqliteFile(target: StoreTarget, create: boolean): void {
       `no cache database at ${path} — check --url / LLM_CACHE_URL (the path is relative to the current directory)`,
     );
   }
+  // An empty file (touch) may become a store; a file with content must already be one, even for
+  // import and warm: they must not add cache tables to another application's database.
+  if (create && sizeOf(path) === 0) return;
   let Driver: PeekDriver;
   try {
     const loaded = createRequire(import.meta.url)('better-sqlite3') as PeekDriver & { default?: PeekDriver };
@@ -144,7 +157,7 @@ function checkSqliteFile(target: StoreTarget, create: boolean): void {
     const known = db
       .prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'cache_meta'")
       .get();
-    if (known === undefined && !create) {
+    if (known === undefined) {
       throw new CliError(
         `${path} is an SQLite database but not an llm-cache store — point --url at the file your application's cache uses`,
       );
@@ -157,6 +170,14 @@ function checkSqliteFile(target: StoreTarget, create: boolean): void {
     // Anything else (locked, permissions): let the backend open it and report.
   } finally {
     db?.close();
+  }
+}
+
+function sizeOf(path: string): number | undefined {
+  try {
+    return statSync(path).size;
+  } catch {
+    return undefined;
   }
 }
 

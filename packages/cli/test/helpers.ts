@@ -147,14 +147,25 @@ export async function seedApp(store: CacheBackend, t0: number): Promise<Seeded> 
   return seeded;
 }
 
-/** Export lines without the header (whose timestamp differs), sorted by key. */
+/** The entry lines of an export (not the header, whose timestamp differs, nor counters), sorted by key. */
 export function exportedRecords(text: string): Array<Record<string, unknown>> {
   return text
     .split('\n')
     .filter((line) => line.trim() !== '')
     .map((line) => JSON.parse(line) as Record<string, unknown>)
-    .filter((record) => !('format' in record))
+    .filter((record) => 'key' in record)
     .sort((a, b) => String(a.key).localeCompare(String(b.key)));
+}
+
+/** The counter lines of an export, by scope. */
+export function exportedCounters(text: string): Record<string, Record<string, number>> {
+  const out: Record<string, Record<string, number>> = {};
+  for (const line of text.split('\n')) {
+    if (line.trim() === '') continue;
+    const record = JSON.parse(line) as { scope?: string; counters?: Record<string, number> };
+    if (record.scope !== undefined && record.counters) out[record.scope] = record.counters;
+  }
+  return out;
 }
 
 export function json<T = any>(text: string): T {

@@ -117,14 +117,14 @@ describe.skipIf(unavailable)('llm-cache on Redis', () => {
 
     const sqlitePath = join(dirs.make(), 'copy.db');
     const toSqlite = await cli(['import', '--url', `sqlite://${sqlitePath}`], { input: fromRedis.stdout });
-    expect(toSqlite.stdout).toBe('Imported 8 entries.\n');
+    expect(toSqlite.stdout).toBe('Imported 8 entries and the statistics counters.\n');
     const fromSqlite = await cli(['export', '--url', `sqlite://${sqlitePath}`]);
     expect(exportedRecords(fromSqlite.stdout)).toEqual(records);
 
     const back = new URL(url);
     back.searchParams.set('prefix', `${prefix}copy:`);
     const toRedis = await cli(['import', '-', '--url', back.toString()], { input: fromSqlite.stdout });
-    expect(toRedis.stdout).toBe('Imported 8 entries.\n');
+    expect(toRedis.stdout).toBe('Imported 8 entries and the statistics counters.\n');
     expect(exportedRecords((await cli(['export', '--url', back.toString()])).stdout)).toEqual(records);
 
     const copy = createCache({
@@ -148,6 +148,33 @@ describe.skipIf(unavailable)('llm-cache on Redis', () => {
       value: { text: 'Fractions are parts of a whole.' },
     });
     await sqlite.close();
+  });
+
+  it('moves the statistics counters from SQLite to Redis with the entries', async () => {
+    const sqlitePath = join(dirs.make(), 'app.db');
+    const t0 = Date.now() - 2 * HOUR;
+    await seedApp(sqliteBackend({ path: sqlitePath, clock: fixedClock(t0) }), t0);
+    const source = `sqlite://${sqlitePath}`;
+    const before = json((await cli(['stats', '--url', source, '--format', 'json'])).stdout);
+    const exported = await cli(['export', '--url', source]);
+    const target = new URL(url);
+    target.searchParams.set('prefix', `${prefix}moved:`);
+    const imported = await cli(['import', '--url', target.toString()], { input: exported.stdout });
+    expect(imported.stdout).toBe('Imported 8 entries and the statistics counters.\n');
+    const after = json((await cli(['stats', '--url', target.toString(), '--format', 'json'])).stdout);
+    expect(after.overall).toMatchObject({ hits: 3, misses: 1, tokensSaved: 3000 });
+    // Everything but the bytes, which each store counts its own way, and the cost's last digits
+    // (Redis keeps floats in decimal).
+    const counted = (report: { overall: Record<string, unknown> }) => ({
+      ...report.overall,
+      bytes: 0,
+      entries: 0,
+      costSavedUsd: 0,
+    });
+    expect(counted(after)).toEqual(counted(before));
+    expect(after.overall.costSavedUsd).toBeCloseTo(before.overall.costSavedUsd, 12);
+    expect(after.tiers.responses.hits).toBe(before.tiers.responses.hits);
+    expect(after.levels).toEqual(before.levels);
   });
 
   it('invalidations reach the memory level of an application running against the same Redis', async () => {
@@ -206,6 +233,57 @@ describe.skipIf(unavailable)('llm-cache on Redis', () => {
     expect(json((await cli(['ls', '--url', url, '--format', 'json'])).stdout).total).toBe(0);
     expect(json((await cli(['stats', '--url', url, '--format', 'json'])).stdout).overall.hits).toBe(0);
     expect(json((await cli(['ls', '--url', neighbour.toString(), '--format', 'json'])).stdout).total).toBe(1);
+  });
+
+  it("with an empty key prefix, stats and clear --all leave other applications' c:* keys alone", async () => {
+    // `?prefix=` shares the keyspace with other applications: database 9 of the test server.
+    const db = new URL(redis.url);
+    db.pathname = '/9';
+    const id = randomUUID().slice(0, 8);
+    const other = new Redis(db.toString());
+    await other.set(`c:session:${id}`, 'alice');
+    await other.hset(`c:cart:${id}`, { qty: '2' });
+    await other.hset(`c:t:profile:${id}`, { name: 'bob' });
+    const t0 = Date.now() - 2 * HOUR;
+    await seedApp(redisBackend({ url: db.toString(), keyPrefix: '', clock: fixedClock(t0) }), t0);
+    const bare = `${db.toString()}?prefix=`;
+
+    const stats = await cli(['stats', '--url', bare, '--format', 'json']);
+    expect(stats.stderr).toBe('');
+    expect(stats.code).toBe(0);
+    expect(json(stats.stdout).overall).toMatchObject({ hits: 3, misses: 1 });
+    expect(JSON.stringify(json(stats.stdout).counters)).not.toContain(id);
+
+    const cleared = await cli(['clear', '--all', '--yes', '--url', bare]);
+    expect(cleared.code).toBe(0);
+    expect(json((await cli(['stats', '--url', bare, '--format', 'json'])).stdout).overall.hits).toBe(0);
+    expect(await other.get(`c:session:${id}`)).toBe('alice');
+    expect(await other.hgetall(`c:cart:${id}`)).toEqual({ qty: '2' });
+    expect(await other.hgetall(`c:t:profile:${id}`)).toEqual({ name: 'bob' });
+    await other.del(`c:session:${id}`, `c:cart:${id}`, `c:t:profile:${id}`);
+    other.disconnect();
+  });
+
+  it('refuses a Redis URL whose path is not a database number, or without a host or //, in one line with exit 2', async () => {
+    // (The path first: before the fix the others would reach for localhost:6379.)
+    const named = await cli(['stats', '--url', `${redis.url}/my-app`]);
+    expect(named.stderr).toBe(
+      `llm-cache: invalid URL "${redis.url}/my-app" — the path is the database number (redis://host:6379/2), not "/my-app"; use ?prefix=app: to keep applications apart\n`,
+    );
+    expect(named.code).toBe(2);
+    for (const bad of [
+      'redis:///:s3cret@127.0.0.1:1',
+      'redis:/:s3cret@127.0.0.1:1',
+      'redis:user:s3cret@127.0.0.1:1',
+      'rediss:/:s3cret@127.0.0.1',
+    ]) {
+      const result = await cli(['ls', '--url', bad]);
+      expect(result.code, bad).toBe(2);
+      expect(result.stderr, bad).toMatch(
+        /^llm-cache: invalid URL "redis?s?:\/{0,3}\*\*\*@127\.0\.0\.1(:1)?" — expected rediss?:\/\/\[:password@\]host:port.*\n$/,
+      );
+      expect(result.stderr + result.stdout, bad).not.toContain('s3cret');
+    }
   });
 
   it('warms entries that the application then hits', async () => {

@@ -1,12 +1,16 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { createCache, decodeEntry } from '@x/cache-core';
 import { sqliteBackend } from '@x/cache-core/sqlite';
 import { beforeEach, describe, expect, it } from 'vitest';
 import {
+  BIN,
   BINARY,
   cli,
   DAY,
+  exportedCounters,
   exportedRecords,
   INTRO,
   INTRO_USAGE,
@@ -29,7 +33,11 @@ describe('llm-cache export / import', () => {
   it('round-trips exactly: bytes, binary values, typed arrays, TTLs, grace and tags', async () => {
     const file = join(dir, 'backup.jsonl');
     const exported = await cli(['export', file, '--url', url]);
-    expect(exported).toMatchObject({ code: 0, stdout: `Exported 8 entries to ${file}.\n`, stderr: '' });
+    expect(exported).toMatchObject({
+      code: 0,
+      stdout: `Exported 8 entries and the statistics counters to ${file}.\n`,
+      stderr: '',
+    });
     const text = readFileSync(file, 'utf8');
     expect(json(text.split('\n')[0]!)).toMatchObject({ format: 'llm-cache-export', version: 1, source: url });
     const records = exportedRecords(text);
@@ -50,7 +58,7 @@ describe('llm-cache export / import', () => {
 
     const target = join(dir, 'restored', 'cache.db');
     const imported = await cli(['import', file, '--url', `sqlite://${target}`]);
-    expect(imported).toMatchObject({ code: 0, stdout: 'Imported 8 entries.\n' });
+    expect(imported).toMatchObject({ code: 0, stdout: 'Imported 8 entries and the statistics counters.\n' });
     const again = await cli(['export', '--url', `sqlite://${target}`]);
     expect(exportedRecords(again.stdout)).toEqual(records);
 
@@ -73,6 +81,79 @@ describe('llm-cache export / import', () => {
     await restored.close();
   });
 
+  it('carries the statistics counters, and still imports an export without them', async () => {
+    const before = json((await cli(['stats', '--url', url, '--format', 'json'])).stdout);
+    const out = await cli(['export', '--url', url]);
+    expect(out.stderr).toBe('Exported 8 entries and the statistics counters.\n');
+    expect(exportedCounters(out.stdout)['t:responses:default']).toMatchObject({ hits: 3, misses: 1 });
+    const target = `sqlite://${join(dir, 'moved.db')}`;
+    const imported = await cli(['import', '--url', target], { input: out.stdout });
+    expect(imported.stdout).toBe('Imported 8 entries and the statistics counters.\n');
+    const after = json((await cli(['stats', '--url', target, '--format', 'json'])).stdout);
+    // Everything but the bytes (SQLite counts the expired row the source has not pruned yet).
+    expect({ ...after.overall, bytes: 0 }).toEqual({ ...before.overall, bytes: 0 });
+    expect(after.overall).toMatchObject({ hits: 3, misses: 1, tokensSaved: 3000 });
+    expect(after.levels).toEqual(before.levels);
+
+    // An export written before counters were exported (or with --no-counters) has entries only.
+    const bare = await cli(['export', '--url', url, '--no-counters']);
+    expect(bare.stderr).toBe('Exported 8 entries.\n');
+    expect(exportedCounters(bare.stdout)).toEqual({});
+    const old = `sqlite://${join(dir, 'old.db')}`;
+    expect((await cli(['import', '--url', old], { input: bare.stdout })).stdout).toBe(
+      'Imported 8 entries.\n',
+    );
+    expect(json((await cli(['stats', '--url', old, '--format', 'json'])).stdout).overall).toMatchObject({
+      entries: 7,
+      hits: 0,
+    });
+    // A narrowed export has no counters: they cover the whole store.
+    expect(exportedCounters((await cli(['export', '--url', url, '--tier', 'tools'])).stdout)).toEqual({});
+  });
+
+  it('removes the temporary file and exits 130 on Ctrl-C (143 on SIGTERM)', async () => {
+    // A Redis that accepts connections and never answers keeps the export waiting with its file open.
+    const silent = createServer(() => undefined);
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const port = (silent.address() as { port: number }).port;
+    try {
+      for (const [signal, code] of [
+        ['SIGINT', 130],
+        ['SIGTERM', 143],
+      ] as const) {
+        const file = join(dir, `${signal}.jsonl`);
+        const child = spawn(
+          process.execPath,
+          [
+            '--conditions=@x/source',
+            BIN,
+            'export',
+            file,
+            '--url',
+            `redis://127.0.0.1:${port}`,
+            '--timeout',
+            '20000',
+          ],
+          { stdio: ['ignore', 'pipe', 'pipe'] },
+        );
+        let stderr = '';
+        child.stderr.on('data', (chunk: Buffer) => {
+          stderr += chunk.toString('utf8');
+        });
+        const exited = new Promise<number | null>((resolve) => child.on('close', (exit) => resolve(exit)));
+        const temporary = () => readdirSync(dir).filter((name) => name.startsWith(`${signal}.jsonl.`));
+        while (temporary().length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+        child.kill(signal);
+        expect(await exited).toBe(code);
+        expect(stderr).toBe(`llm-cache: export interrupted (${signal}); ${file} was not written\n`);
+        expect(temporary()).toEqual([]);
+        expect(existsSync(file)).toBe(false);
+      }
+    } finally {
+      silent.close();
+    }
+  });
+
   it('pipes through stdout and stdin, with tier / namespace filters', async () => {
     const out = await cli(['export', '--url', url, '--tier', 'tools', '--namespace', 'tenant-b']);
     expect(out.code).toBe(0);
@@ -82,7 +163,7 @@ describe('llm-cache export / import', () => {
     const imported = await cli(['import', '-', '--url', `sqlite://${target}`, '--format', 'json'], {
       input: out.stdout,
     });
-    expect(json(imported.stdout)).toEqual({ imported: 1, expired: 0 });
+    expect(json(imported.stdout)).toEqual({ imported: 1, expired: 0, counters: 0 });
     const record = exportedRecords(out.stdout)[0]!;
     const store = sqliteBackend({ path: target });
     const stored = await store.get(seeded.toolB);
@@ -100,7 +181,9 @@ describe('llm-cache export / import', () => {
     const result = await cli(['import', '--url', `sqlite://${join(dir, 'late.db')}`], {
       input: lines.join('\n'),
     });
-    expect(result.stdout).toBe('Imported 7 entries (1 had expired since the export and was skipped).\n');
+    expect(result.stdout).toBe(
+      'Imported 7 entries and the statistics counters (1 had expired since the export and was skipped).\n',
+    );
   });
 
   it('names the bad line and exits 1, keeping the lines before it', async () => {

@@ -138,6 +138,33 @@ describe('llm-cache: connecting', () => {
     expect(tables).toEqual([{ name: 'users' }]);
   });
 
+  it("import and warm refuse another application's database too, and make an empty file a store", async () => {
+    const appDb = join(dir, 'app.db');
+    const db = new DatabaseSync(appDb);
+    db.exec('CREATE TABLE users (id INTEGER)');
+    db.close();
+    const record = '{"name":"faq","request":1,"value":"yes"}\n';
+    const warmed = await cli(['warm', '-', '--url', `sqlite://${appDb}`], { input: record });
+    const exported = await cli(['export', '--url', url]);
+    const imported = await cli(['import', '--url', `sqlite://${appDb}`], { input: exported.stdout });
+    for (const result of [warmed, imported]) {
+      expect(result.code).toBe(1);
+      expect(result.stderr).toBe(
+        `llm-cache: ${appDb} is an SQLite database but not an llm-cache store — point --url at the file your application's cache uses\n`,
+      );
+    }
+    const check = new DatabaseSync(appDb);
+    const tables = check.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").all();
+    check.close();
+    expect(tables).toEqual([{ name: 'users' }]);
+
+    const empty = join(dir, 'empty.db');
+    writeFileSync(empty, '');
+    const created = await cli(['warm', '-', '--url', `sqlite://${empty}`], { input: record });
+    expect(created).toMatchObject({ code: 0, stdout: 'Warmed 1 entry.\n' });
+    expect(json((await cli(['ls', '--url', `sqlite://${empty}`, '--format', 'json'])).stdout).total).toBe(1);
+  });
+
   it('reads LLM_CACHE_URL, else LLM_CACHE_DIR, else .cache/llm-cache.db, else says what to pass', async () => {
     const fromEnv = await cli(['ls', '--format', 'json'], { env: { LLM_CACHE_URL: url } });
     expect(fromEnv.code).toBe(0);

@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createCache } from '@x/cache-core';
+import { createCache, createCacheFromEnv } from '@x/cache-core';
 import { sqliteBackend } from '@x/cache-core/sqlite';
 import { beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -259,6 +259,48 @@ describe('llm-cache warm', () => {
     const listing = json((await cli(['ls', 'http/site:faq:', '--url', url, '--format', 'json'])).stdout);
     expect(listing.entries).toHaveLength(1);
     expect(listing.entries[0].expiresAt - listing.entries[0].createdAt).toBe(3 * DAY);
+  });
+
+  it("stores records without a namespace in the application's LLM_CACHE_NAMESPACE, where it then hits them", async () => {
+    const env = { LLM_CACHE_URL: url, LLM_CACHE_NAMESPACE: 'tenant-x' };
+    const input = `${JSON.stringify({ name: 'faq', request: { q: 'refunds' }, value: 'Within 30 days.' })}\n`;
+    const result = await cli(['warm', '-'], { env, input });
+    expect(result).toMatchObject({ code: 0, stdout: 'Warmed 1 entry.\n' });
+    const app = createCacheFromEnv(env, { memory: false, statsFlushInterval: 0 });
+    expect(app.namespace).toBe('tenant-x');
+    const hit = await app.getOrComputeResult({ name: 'faq', request: { q: 'refunds' } }, () => 'computed');
+    expect(hit).toMatchObject({ hit: true, value: 'Within 30 days.' });
+    await app.close();
+    // --namespace still wins; a bad LLM_CACHE_NAMESPACE is named as such.
+    await cli(['warm', '-', '--namespace', 'other'], { env, input });
+    expect(json((await cli(['ls', '--namespace', 'other', '--format', 'json'], { env })).stdout).total).toBe(
+      1,
+    );
+    const bad = await cli(['warm', '-'], { env: { ...env, LLM_CACHE_NAMESPACE: 'a b' }, input });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(
+      /^llm-cache: LLM_CACHE_NAMESPACE: .*invalid namespace "a b".* — fix it or pass --namespace\n$/,
+    );
+  });
+
+  it('refuses a ttl of 0, which would store nothing and delete what the key holds', async () => {
+    const key = { name: 'faq', request: 1 };
+    await cli(['warm', '-', '--url', url], { input: `${JSON.stringify({ ...key, value: 'kept' })}\n` });
+    const zero = await cli(['warm', '-', '--url', url], {
+      input: `${JSON.stringify({ ...key, value: 'new', ttl: 0 })}\n`,
+    });
+    expect(zero.code).toBe(1);
+    expect(zero.stderr).toBe(
+      `llm-cache: stdin:1: "ttl": 0 keeps an entry for no time, so nothing would be stored — give a duration like '7d', or leave it out for the tier's TTL\n`,
+    );
+    const option = await cli(['warm', '-', '--url', url, '--ttl', '0s'], {
+      input: `${JSON.stringify(key)}\n`,
+    });
+    expect(option.code).toBe(2);
+    expect(option.stderr).toMatch(/^llm-cache: --ttl: 0 keeps an entry for no time/);
+    const cache = appCache();
+    expect(await cache.get(key)).toBe('kept');
+    await cache.close();
   });
 
   it('refuses a malformed --ttl as a usage error before writing anything', async () => {

@@ -3,7 +3,7 @@ import type { StoredEntry } from '@x/cache-core';
 import type { CommandSpec, Context } from '../command.ts';
 import { entries, formatInt } from '../format.ts';
 import type { OutputStream } from '../io.ts';
-import { CliError, messageOf, writeOut } from '../io.ts';
+import { CliError, messageOf, usageError, writeOut } from '../io.ts';
 import { parseJsonLine, readLines, where } from '../jsonl.ts';
 import { scanKeys } from '../keys.ts';
 import { filterOf, NAMESPACE_OPTION, TIER_OPTION } from '../options.ts';
@@ -25,6 +25,17 @@ export interface ExportRecord {
   value: string;
 }
 
+/**
+ * One line per counter scope, after the entries (unfiltered exports only): the statistics
+ * applications flushed to the store (`t:<tier>:<namespace>`, `l:<level>`, the ledger's), which
+ * import adds to the target's.
+ */
+export interface ExportCounters {
+  /** The counter scope, as the store keeps it. */
+  scope: string;
+  counters: Record<string, number>;
+}
+
 export interface ExportHeader {
   format: typeof EXPORT_FORMAT;
   version: number;
@@ -38,8 +49,17 @@ function toBase64(bytes: Uint8Array): string {
 
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
-/** Opens the target file up front (a clear error for a bad path) and writes to a temporary name. */
-function openTarget(file: string): {
+const SIGNAL_EXIT: Partial<Record<NodeJS.Signals, number>> = { SIGINT: 130, SIGTERM: 143 };
+
+/**
+ * Opens the target file up front (a clear error for a bad path) and writes to a temporary name.
+ * Until commit or abort, Ctrl-C (SIGINT) or SIGTERM deletes the temporary file and exits 130 / 143
+ * (unless the process has handlers of its own for the signal, which then decide).
+ */
+function openTarget(
+  file: string,
+  stderr: OutputStream,
+): {
   stream: OutputStream & NodeJS.WritableStream;
   commit(): void;
   abort(): void;
@@ -56,19 +76,43 @@ function openTarget(file: string): {
   stream.on('error', (error) => {
     failure = error;
   });
+  // Once the stream has closed the descriptor its number may belong to another file.
+  let closed = false;
+  stream.on('close', () => {
+    closed = true;
+  });
+  const remove = () => {
+    if (!closed) {
+      closed = true;
+      try {
+        closeSync(fd);
+      } catch {
+        // already closed
+      }
+    }
+    rmSync(temporary, { force: true });
+  };
+  const onSignal = (signal: NodeJS.Signals) => {
+    unlisten();
+    remove();
+    stderr.write(`llm-cache: export interrupted (${signal}); ${file} was not written\n`);
+    if (process.listenerCount(signal) === 0) process.exit(SIGNAL_EXIT[signal] ?? 1);
+  };
+  const unlisten = () => {
+    for (const signal of Object.keys(SIGNAL_EXIT)) process.off(signal, onSignal);
+  };
+  // Registered in the same tick as the file is created: no signal can slip in between.
+  for (const signal of Object.keys(SIGNAL_EXIT)) process.on(signal, onSignal);
   return {
     stream,
     commit() {
+      unlisten();
       if (failure) throw new CliError(`cannot write ${file}: ${messageOf(failure)}`);
       renameSync(temporary, file);
     },
     abort() {
-      try {
-        closeSync(fd);
-      } catch {
-        // already closed by the stream
-      }
-      rmSync(temporary, { force: true });
+      unlisten();
+      remove();
     },
   };
 }
@@ -88,7 +132,8 @@ export const exportCommand: CommandSpec = {
     'Writes one JSON line per live record: {"key","expiresAt","tags","value"}, where value is the',
     'stored entry (header and payload) in base64 and expiresAt the absolute time the store drops it.',
     "Every record in the store is written (the idempotency ledger's too) unless --tier, --namespace",
-    'or --prefix narrow it.',
+    'or --prefix narrow it. An export of the whole store ends with the statistics counters, one',
+    'line per scope: {"scope","counters"} (--no-counters leaves them out; a narrowed export has none).',
     'import writes them back byte for byte, so binary values, typed arrays, usage and TTLs survive,',
     'also between SQLite and Redis. The first line is a header ({"format":"llm-cache-export",...}).',
     'Without a file (or with -) the lines go to stdout. A file is written under a temporary name and',
@@ -98,6 +143,10 @@ export const exportCommand: CommandSpec = {
     tier: TIER_OPTION,
     namespace: NAMESPACE_OPTION,
     prefix: { type: 'string', value: 'prefix', description: 'only keys starting with this' },
+    counters: {
+      type: 'boolean',
+      description: 'write the statistics counters after the entries (default: on, unless narrowed)',
+    },
   },
   examples: [
     'llm-cache export backup.jsonl',
@@ -109,13 +158,22 @@ export const exportCommand: CommandSpec = {
     const filter = filterOf(context, context.string('prefix'));
     const file = context.positionals[0] === '-' ? undefined : context.positionals[0];
     // The file first: one that cannot be opened must not leave a store connection behind.
-    const target = file === undefined ? undefined : openTarget(file);
+    const narrowed =
+      filter.prefix !== undefined || filter.tier !== undefined || filter.namespace !== undefined;
+    const withCounters = context.options.counters !== false && !narrowed;
+    if (context.options.counters === true && narrowed) {
+      throw usageError(
+        '--counters: the counters cover the whole store, not a --tier, --namespace or --prefix; drop one',
+      );
+    }
+    const target = file === undefined ? undefined : openTarget(file, context.stderr);
     const connection = await context.connect().catch((error: unknown) => {
       target?.abort();
       throw error;
     });
     const out = target?.stream ?? context.stdout;
     let count = 0;
+    let scopes = 0;
     try {
       const header: ExportHeader = {
         format: EXPORT_FORMAT,
@@ -152,6 +210,15 @@ export const exportCommand: CommandSpec = {
         }
       }
       if (batch.length > 0) await write(batch);
+      if (withCounters && connection.store.readCounters) {
+        let chunk = '';
+        for (const [scope, counters] of Object.entries(await connection.store.readCounters())) {
+          const line: ExportCounters = { scope, counters };
+          chunk += `${JSON.stringify(line)}\n`;
+          scopes++;
+        }
+        if (chunk) await writeOut(out, chunk);
+      }
       progress.done();
       if (target) {
         await finish(target.stream);
@@ -163,15 +230,33 @@ export const exportCommand: CommandSpec = {
     } finally {
       await connection.close();
     }
+    const what = `${entries(count)}${scopes > 0 ? ' and the statistics counters' : ''}`;
     if (file !== undefined) {
-      if (context.format === 'json') await context.json({ exported: count, file });
-      else await context.say(`Exported ${entries(count)} to ${file}.`);
+      if (context.format === 'json') await context.json({ exported: count, counters: scopes, file });
+      else await context.say(`Exported ${what} to ${file}.`);
     } else if (!context.quiet) {
-      context.stderr.write(`Exported ${entries(count)}.\n`);
+      context.stderr.write(`Exported ${what}.\n`);
     }
     return 0;
   },
 };
+
+/** A counter line, or undefined for any other line (an entry). */
+function parseCounters(raw: unknown, at: string): ExportCounters | undefined {
+  if (typeof raw !== 'object' || raw === null || !('scope' in raw) || 'key' in raw) return undefined;
+  const { scope, counters } = raw as Record<string, unknown>;
+  if (typeof scope !== 'string' || scope === '')
+    throw new CliError(`${at}: "scope" must be a non-empty string`);
+  if (
+    typeof counters !== 'object' ||
+    counters === null ||
+    Array.isArray(counters) ||
+    Object.values(counters).some((value) => typeof value !== 'number' || !Number.isFinite(value))
+  ) {
+    throw new CliError(`${at}: "counters" must be an object of numbers, as export writes it`);
+  }
+  return { scope, counters: counters as Record<string, number> };
+}
 
 function parseRecord(raw: unknown, at: string): [string, StoredEntry] {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
@@ -210,6 +295,7 @@ export const importCommand: CommandSpec = {
   description: [
     'Reads what export wrote and stores every entry byte for byte with its expiry and tags,',
     'replacing entries with the same key. Entries that expired since the export are skipped.',
+    "Statistics counters in the export are added to the target's (import a file once).",
     'Without a file (or with -) the lines are read from stdin. A missing SQLite file is created.',
     'Stops at the first malformed line, naming it; the lines before it are imported.',
   ].join('\n'),
@@ -224,6 +310,7 @@ export const importCommand: CommandSpec = {
     const connection = await context.connect({ create: true });
     let imported = 0;
     let expired = 0;
+    let scopes = 0;
     let batch: Array<[string, StoredEntry]> = [];
     const flush = async () => {
       if (batch.length === 0) return;
@@ -250,6 +337,18 @@ export const importCommand: CommandSpec = {
             continue;
           }
         }
+        const counters = parseCounters(raw, at);
+        if (counters) {
+          await flush();
+          const deltas = Object.fromEntries(
+            Object.entries(counters.counters).filter(([, value]) => value !== 0),
+          );
+          if (Object.keys(deltas).length > 0 && connection.store.incrementCounters) {
+            await connection.store.incrementCounters(counters.scope, deltas);
+            scopes++;
+          }
+          continue;
+        }
         const [key, entry] = parseRecord(raw, at);
         if (entry.expiresAt !== undefined && entry.expiresAt <= now) {
           expired++;
@@ -271,10 +370,11 @@ export const importCommand: CommandSpec = {
     } finally {
       await connection.close();
     }
-    if (context.format === 'json') await context.json({ imported, expired });
+    if (context.format === 'json') await context.json({ imported, expired, counters: scopes });
     else {
       await context.say(
         `Imported ${entries(imported)}` +
+          (scopes > 0 ? ' and the statistics counters' : '') +
           (expired > 0
             ? ` (${formatInt(expired)} had expired since the export and ${expired === 1 ? 'was' : 'were'} skipped).`
             : '.'),

@@ -10,7 +10,7 @@ import { createProgress } from '../progress.ts';
 export interface WarmRecord {
   /** @default --tier, else 'responses' */
   tier?: string;
-  /** @default --namespace, else 'default' */
+  /** @default --namespace, else LLM_CACHE_NAMESPACE, else 'default' */
   namespace?: string;
   /** The operation: `chat`, `intro_page`, a tool name. */
   name: string;
@@ -23,6 +23,18 @@ export interface WarmRecord {
   tags?: string[];
   /** What a hit on this entry saves: `{ inputTokens, outputTokens, model? }`. */
   usage?: Usage;
+}
+
+const ZERO_TTL =
+  "0 keeps an entry for no time, so nothing would be stored — give a duration like '7d', or leave it out for the tier's TTL";
+
+/** A ttl that parses to 0 ms; a malformed one is left for the cache to name. */
+function isZero(ttl: Duration): boolean {
+  try {
+    return parseDuration(ttl, 'ttl') === 0;
+  } catch {
+    return false;
+  }
 }
 
 function check(raw: unknown, at: string): WarmRecord {
@@ -74,7 +86,9 @@ export const warmCommand: CommandSpec = {
     '  {"tier":"responses","namespace":"default","name":"intro_page","request":{...},"value":...,',
     '   "ttl":"7d","tags":["math"],"usage":{"inputTokens":150,"outputTokens":900,"model":"gpt-4o-mini"}}',
     'tier, namespace, ttl, tags and usage are optional (--tier, --namespace and --ttl give defaults;',
-    "then 'responses', 'default' and the tier's TTL). usage is what each hit on the entry saves.",
+    "then 'responses', $LLM_CACHE_NAMESPACE or 'default', and the tier's TTL), as the application",
+    'using getDefaultCache() reads them. usage is what each hit on the entry saves. A ttl of 0 is',
+    'refused: it stores nothing (and would delete what the key holds).',
     'Values are JSON. Stops at the first invalid line, naming it; the lines before it are stored.',
   ].join('\n'),
   options: {
@@ -82,7 +96,7 @@ export const warmCommand: CommandSpec = {
     namespace: {
       type: 'string',
       value: 'namespace',
-      description: 'namespace for records without one (default: default)',
+      description: 'namespace for records without one (default: $LLM_CACHE_NAMESPACE, else default)',
     },
     ttl: {
       type: 'string',
@@ -98,16 +112,25 @@ export const warmCommand: CommandSpec = {
   async run(context: Context) {
     const file = context.positionals[0];
     const defaultTier = context.string('tier') ?? 'responses';
-    const defaultNamespace = context.string('namespace') ?? 'default';
+    // The namespace the application's getDefaultCache() writes to (core's optionsFromEnv).
+    const fromEnv = context.string('namespace') === undefined && !!context.env.LLM_CACHE_NAMESPACE;
+    const defaultNamespace = context.string('namespace') ?? (context.env.LLM_CACHE_NAMESPACE || 'default');
     validateName(defaultTier, 'name');
-    validateName(defaultNamespace, 'namespace');
+    try {
+      validateName(defaultNamespace, 'namespace');
+    } catch (error) {
+      if (fromEnv) throw usageError(`LLM_CACHE_NAMESPACE: ${messageOf(error)} — fix it or pass --namespace`);
+      throw error;
+    }
     const defaultTtl = context.string('ttl');
     if (defaultTtl !== undefined) {
+      let ms: number | undefined;
       try {
-        parseDuration(defaultTtl as Duration, 'ttl');
+        ms = parseDuration(defaultTtl as Duration, 'ttl');
       } catch (error) {
         throw usageError(`--ttl: ${messageOf(error)}`);
       }
+      if (ms === 0) throw usageError(`--ttl: ${ZERO_TTL}`);
     }
     const connection = await context.connect({ create: true });
     let stored = 0;
@@ -120,6 +143,7 @@ export const warmCommand: CommandSpec = {
         const policy: CachePolicy = {};
         const ttl = record.ttl ?? (defaultTtl as Duration | undefined);
         if (ttl !== undefined) policy.ttl = ttl;
+        if (record.ttl !== undefined && isZero(record.ttl)) throw new CliError(`${at}: "ttl": ${ZERO_TTL}`);
         if (record.tags) policy.tags = record.tags;
         if (record.usage) policy.usage = record.usage;
         try {

@@ -100,6 +100,56 @@ d('redisBackend', () => {
     await b.close();
   });
 
+  it("reads and clears only its own counters under an empty key prefix, other apps' c:* keys untouched", async () => {
+    // The empty prefix shares the keyspace with other applications: database 9 of the test server.
+    const url = new URL(server!.url);
+    url.pathname = '/9';
+    const id = freshPrefix('bare').slice(0, -1);
+    const store = redisBackend({ url: url.toString(), keyPrefix: '' });
+    const raw = new Redis(url.toString());
+    // Another application's keys that match `c:*`: a string, a hash of numbers under a scope the
+    // cache never writes, and a hash of text under one it could.
+    await raw.set(`c:session:${id}`, 'alice');
+    await raw.hset(`c:rate:${id}`, { count: '5' });
+    await raw.hset(`c:t:${id}:profile`, { name: 'bob' });
+    const count = async () => {
+      await store.incrementCounters(`t:responses:${id}`, { hits: 2, costSavedUsd: 0.25 });
+      await store.incrementCounters(`l:${id}`, { hits: 1 });
+      await store.incrementCounters(`~ledger/${id}:deploy`, { calls: 3 });
+    };
+    await count();
+    await store.clearCounters();
+    expect(await raw.get(`c:session:${id}`)).toBe('alice');
+    expect(await raw.hgetall(`c:rate:${id}`)).toEqual({ count: '5' });
+    expect(await raw.hgetall(`c:t:${id}:profile`)).toEqual({ name: 'bob' });
+    expect(await raw.exists(`c:t:responses:${id}`, `c:l:${id}`, `c:~ledger/${id}:deploy`)).toBe(0);
+
+    await count();
+    const counters = await store.readCounters();
+    expect(counters[`t:responses:${id}`]).toEqual({ hits: 2, costSavedUsd: 0.25 });
+    expect(counters[`l:${id}`]).toEqual({ hits: 1 });
+    expect(counters[`~ledger/${id}:deploy`]).toEqual({ calls: 3 });
+    expect(Object.keys(counters).filter((scope) => scope.includes(id))).toHaveLength(3);
+    await store.clearCounters();
+    await raw.del(`c:session:${id}`, `c:rate:${id}`, `c:t:${id}:profile`);
+    raw.disconnect();
+    await store.close();
+  });
+
+  it('skips a key under its prefix that is not a counter hash instead of failing the read', async () => {
+    const keyPrefix = freshPrefix('odd-counter');
+    const store = redisBackend({ url: server!.url, keyPrefix });
+    const raw = new Redis(server!.url);
+    await raw.set(`${keyPrefix}c:t:responses:default`, 'not a hash');
+    await store.incrementCounters('t:tools:default', { hits: 1 });
+    expect(await store.readCounters()).toEqual({ 't:tools:default': { hits: 1 } });
+    await store.clearCounters();
+    expect(await store.readCounters()).toEqual({});
+    expect(await raw.get(`${keyPrefix}c:t:responses:default`)).toBe('not a hash');
+    raw.disconnect();
+    await store.close();
+  });
+
   it('invalidates by prefix from a cluster client that has not connected yet', async () => {
     const keyPrefix = freshPrefix('fresh-cluster');
     const writer = redisBackend({ cluster: cluster!.nodes, keyPrefix });

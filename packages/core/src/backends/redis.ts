@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type { Cluster, ClusterNode, ClusterOptions, Redis, RedisOptions } from 'ioredis';
+import { redactUrl } from '../config/env.ts';
 import { cacheError } from '../errors.ts';
 import type {
   BackendCapabilities,
@@ -163,6 +164,23 @@ function encodeValue(entry: StoredEntry, tags: readonly string[]): Buffer {
 /** What follows the prefix in the keys the backend owns: kind, then the bucket hash tag. */
 const BUCKETED = /^[ekt]\{\d+\}/;
 
+/**
+ * Counter scopes the cache (`t:<tier>:<namespace>`, `l:<level>`) and the tool ledger
+ * (`~ledger/<namespace>:<tool>`) write: what tells their counter hashes from other applications'
+ * `c:…` keys when the key prefix is empty.
+ */
+const OWN_SCOPE = /^(?:t:[^:]+:.|l:.|~ledger\/[^:]+:.)/;
+/** A counter value as HINCRBY / HINCRBYFLOAT leave it. */
+const NUMBER = /^-?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?$/i;
+
+/** The fields of a counter hash as numbers; undefined when it is empty or holds anything else. */
+function counterValues(hash: Record<string, string> | undefined): Record<string, number> | undefined {
+  if (!hash) return undefined;
+  const entries = Object.entries(hash);
+  if (entries.length === 0 || entries.some(([, value]) => !NUMBER.test(value))) return undefined;
+  return Object.fromEntries(entries.map(([name, value]) => [name, Number(value)]));
+}
+
 /** Splits a stored value; undefined when it is malformed or expired (the clock is read only then). */
 function decodeValue(raw: Buffer | null | undefined, clock: Clock): StoredEntry | undefined {
   if (!raw) return undefined;
@@ -190,6 +208,36 @@ function decodeValue(raw: Buffer | null | undefined, clock: Clock): StoredEntry 
     return undefined;
   }
   return { value, expiresAt, tags };
+}
+
+/**
+ * Refuses a `redis://` URL that ioredis would misread instead of failing on: no `//` or no host
+ * (it would connect to localhost:6379), or a path that is not a database number (every command
+ * would fail with `SELECT NaN`). Other forms (a socket path) are left to ioredis.
+ */
+function checkRedisUrl(url: string): void {
+  const scheme = /^(rediss?):/i.exec(url);
+  if (!scheme) return;
+  let problem: string | undefined;
+  if (!url.slice(scheme[0].length).startsWith('//')) problem = 'it needs "//" after the scheme';
+  else {
+    let parsed: URL | undefined;
+    try {
+      parsed = new URL(url);
+    } catch {
+      problem = 'it is not a valid URL';
+    }
+    if (parsed && parsed.hostname === '') problem = 'it has no host';
+    else if (parsed && !/^\/?(\d+)?$/.test(parsed.pathname)) {
+      problem = `its path "${parsed.pathname}" is not a database number`;
+    }
+  }
+  if (problem === undefined) return;
+  throw cacheError(
+    'E_INVALID_OPTION',
+    'redis',
+    `url "${redactUrl(url)}": ${problem}; use redis://[user:password@]host[:port][/db], e.g. redis://127.0.0.1:6379/0`,
+  );
 }
 
 /** Length of the header (through the newline) and whether the value is live, from its first bytes. */
@@ -255,6 +303,7 @@ class RedisStore implements RedisBackend {
           redisOptions: { maxRetriesPerRequest: 1, ...options.clusterOptions?.redisOptions },
         });
       } else {
+        if (options.url !== undefined) checkRedisUrl(options.url);
         // No auto-pipelining: concurrent reads are batched into MGETs by get() (docs/redis.md).
         this.client = new io.Redis(options.url ?? 'redis://127.0.0.1:6379', {
           maxRetriesPerRequest: 1,
@@ -752,22 +801,47 @@ class RedisStore implements RedisBackend {
   async readCounters(): Promise<Record<string, Record<string, number>>> {
     this.assertOpen();
     const out: Record<string, Record<string, number>> = {};
-    const base = `${this.prefix}c:`;
-    for await (const batch of this.scan(`${globEscape(base)}*`, 1000)) {
-      const values = await Promise.all(batch.map((k) => this.client.hgetall(k)));
-      batch.forEach((key, i) => {
-        const scope = key.slice(base.length);
-        const into = (out[scope] ??= {});
-        for (const [name, value] of Object.entries(values[i] ?? {})) into[name] = Number(value);
-      });
+    for await (const counters of this.counterKeys('')) {
+      for (const { scope, values } of counters) out[scope] = values;
     }
     return out;
   }
 
   async clearCounters(scopePrefix = ''): Promise<void> {
     this.assertOpen();
-    for await (const batch of this.scan(`${globEscape(`${this.prefix}c:${scopePrefix}`)}*`, 1000)) {
-      await Promise.all(batch.map((k) => this.client.unlink(k)));
+    for await (const counters of this.counterKeys(scopePrefix)) {
+      await Promise.all(counters.map(({ key }) => this.client.unlink(key)));
+    }
+  }
+
+  /**
+   * The counter hashes (`<prefix>c:<scope>`) whose scope starts with `scopePrefix`, read. A key
+   * that merely matches the pattern is skipped: one that is not a hash, or holds a field that is
+   * not a number (HINCRBY writes nothing else). Under the empty prefix the keyspace is shared
+   * with other applications (`c:session:1`), so the scope must also be one the cache or the
+   * ledger writes: `t:<tier>:<namespace>`, `l:<level>`, `~ledger/<namespace>:<tool>`.
+   */
+  private async *counterKeys(
+    scopePrefix: string,
+  ): AsyncGenerator<{ key: string; scope: string; values: Record<string, number> }[]> {
+    const base = `${this.prefix}c:`;
+    for await (const batch of this.scan(`${globEscape(base + scopePrefix)}*`, 1000)) {
+      const scoped =
+        this.prefix === '' ? batch.filter((key) => OWN_SCOPE.test(key.slice(base.length))) : batch;
+      const read = await Promise.all(
+        scoped.map((key) =>
+          this.client.hgetall(key).catch((error: unknown) => {
+            if (/WRONGTYPE/.test(messageOf(error))) return undefined;
+            throw error;
+          }),
+        ),
+      );
+      const found: { key: string; scope: string; values: Record<string, number> }[] = [];
+      scoped.forEach((key, i) => {
+        const values = counterValues(read[i]);
+        if (values) found.push({ key, scope: key.slice(base.length), values });
+      });
+      if (found.length > 0) yield found;
     }
   }
 

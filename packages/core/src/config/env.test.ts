@@ -104,6 +104,14 @@ describe('redactUrl', () => {
     );
     expect(redactUrl('redis://host:6379')).toBe('redis://host:6379');
   });
+  it('hides the password of a URL missing one or both slashes, or its host, keeping the host visible', () => {
+    expect(redactUrl('redis:/:pw@127.0.0.1:1')).toBe('redis:/***@127.0.0.1:1');
+    expect(redactUrl('redis:user:pw@h:1')).toBe('redis:***@h:1');
+    expect(redactUrl('rediss:/:pw@h')).toBe('rediss:/***@h');
+    expect(redactUrl('redis:///:pw@127.0.0.1:1')).toBe('redis:///***@127.0.0.1:1');
+    // An unencoded ? in the password: the URL has no host, so its query is no query.
+    expect(redactUrl('redis://:p?w@host:1')).toBe('redis://***@host:1');
+  });
 });
 
 describe('getDefaultCache', () => {
@@ -117,6 +125,27 @@ describe('getDefaultCache', () => {
 });
 
 describe('createCacheFromEnv with redis://', () => {
+  it.each([
+    ['no // after the scheme', 'redis:/:secret@127.0.0.1:1', /needs "\/\/" after the scheme/],
+    ['no host', 'redis:///:secret@127.0.0.1:1', /has no host/],
+    [
+      'a path that is not a database number',
+      'redis://:secret@127.0.0.1:1/my-app',
+      /path "\/my-app" is not a database number/,
+    ],
+  ])('refuses a Redis URL with %s, without connecting or showing the password', (_, url, problem) => {
+    let error: unknown;
+    try {
+      createCacheFromEnv({ LLM_CACHE_URL: url });
+    } catch (caught) {
+      error = caught;
+    }
+    expect(CacheError.isInstance(error)).toBe(true);
+    expect(error).toMatchObject({ code: 'E_INVALID_OPTION' });
+    expect((error as Error).message).toMatch(problem);
+    expect((error as Error).message).not.toContain('secret');
+  });
+
   const skip = redisUnavailable();
   let server: RedisHandle | undefined;
   beforeAll(async () => {

@@ -51,26 +51,23 @@ export function storeFromUrl(url: string): CacheBackend | undefined {
 }
 
 /**
- * A store URL as messages show it: without its user and password. A URL that parses shows them as
- * `***` and the rest as written (an `@` in its query, `?prefix=team@app`, is not a credential);
- * anything less clear (a password holding an unencoded `@` or `/`) hides everything between `//`
- * and the last `@`.
+ * A store URL as messages show it: without its user and password. Everything between the scheme
+ * (with the slashes after it, if any: `redis://`, `redis:/`, `redis:`) and the last `@` before
+ * the query is shown as `***`; the host stays visible, and an `@` in the query
+ * (`?prefix=team@app`) is not a credential. A URL without a host (`redis:///:pw@h`, an unencoded
+ * `?` in the password) hides everything up to its last `@`.
  */
 export function redactUrl(url: string): string {
-  const beforeQuery = url.split('?', 1)[0]!;
-  let parsed: URL | undefined;
+  const start = /^[a-z][a-z0-9+.-]*:\/*/i.exec(url)?.[0].length ?? 0;
+  let host = '';
   try {
-    parsed = new URL(url);
+    host = new URL(url).hostname;
   } catch {
-    parsed = undefined;
+    // unparsable: no host to trust, hide up to the last @
   }
-  if (parsed && parsed.username === '' && parsed.password === '' && !beforeQuery.includes('@')) return url;
-  if (parsed && (parsed.username !== '' || parsed.password !== '')) {
-    const at = beforeQuery.lastIndexOf('@');
-    const start = url.indexOf('//');
-    if (start >= 0 && at > start) return `${url.slice(0, start + 2)}***${url.slice(at)}`;
-  }
-  return url.replace(/\/\/.*@/, '//***@');
+  const at = host === '' ? url.lastIndexOf('@') : url.split('?', 1)[0]!.lastIndexOf('@');
+  if (at < start) return url;
+  return `${url.slice(0, start)}***${url.slice(at)}`;
 }
 
 /**

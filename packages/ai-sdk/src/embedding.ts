@@ -67,8 +67,15 @@ function spentUsage(calls: readonly EmbeddingModelV4Result[]): EmbeddingModelV4R
 
 /**
  * Caches an embedding model per value, for `wrapEmbeddingModel`: `embed` and `embedMany` serve
- * every value they have seen from the cache and send only the others upstream, in one call,
- * keeping the order of the input.
+ * every value they have seen from the cache and send only the others upstream, keeping the order
+ * of the input. The middleware sees each `doEmbed` call on its own: one upstream call per call it
+ * sees, so one per chunk when `embedMany` splits a batch (`maxEmbeddingsPerCall`, the model's
+ * input-bytes limit), and `providerMetadata.xCache` counts one such call — `ai` merges the chunks'
+ * metadata by overwriting, so a chunked `embedMany` shows its last chunk's counts. The tier's
+ * `stats()` has the totals.
+ *
+ * List middlewares that change settings (`defaultEmbeddingSettingsMiddleware`, …) before this one,
+ * so their settings are in the key.
  *
  * ```ts
  * const embedder = wrapEmbeddingModel({ model: openai.embedding('text-embedding-3-small'), middleware: embeddingCacheMiddleware({ cache }) });
@@ -95,6 +102,8 @@ export function embeddingCacheMiddleware(
     params: EmbeddingModelV4CallOptions;
     model: EmbeddingModelV4;
   }): Promise<EmbeddingModelV4Result> {
+    // An aborted caller gets its abort, not a hit (nor an upstream call nobody reads).
+    rawParams.abortSignal?.throwIfAborted();
     const { own, params } = splitCall(rawParams, optionsKey);
     // A model that takes provider options per value (a transformer `embedMany` slices them with)
     // gets options that belong to positions in the batch, not to a value: neither a per-value key
@@ -107,7 +116,7 @@ export function embeddingCacheMiddleware(
     }));
     const cached: (StoredVector | undefined)[] = own.noCache
       ? new Array(keys.length).fill(undefined)
-      : await view.getMany<StoredVector>(keys);
+      : await raceAbort(view.getMany<StoredVector>(keys), params.abortSignal);
 
     // Each distinct missing value goes upstream once, however often the batch repeats it.
     const missing = new Map<string, number[]>();
@@ -272,13 +281,18 @@ function checkVectors(embeddings: readonly unknown[], count: number): void {
   }
 }
 
-/** What makes `vector` no vector, if anything: it must be an array (or typed array) of numbers. */
+/**
+ * What makes `vector` no vector, if anything: it must be an array (or typed array) of finite
+ * numbers. `NaN` or `Infinity` would be stored as they are and poison every similarity computed
+ * with the vector for as long as the entry lives.
+ */
 function vectorProblem(vector: unknown): string | undefined {
   if (!Array.isArray(vector) && !(ArrayBuffer.isView(vector) && !(vector instanceof DataView))) {
     return vector === null ? 'null' : typeof vector;
   }
   for (const item of vector as Iterable<unknown>) {
     if (typeof item !== 'number') return `an item of type ${item === null ? 'null' : typeof item}`;
+    if (!Number.isFinite(item)) return `an item that is ${item}`;
   }
   return undefined;
 }

@@ -1,6 +1,6 @@
 import type { EmbeddingModelV4CallOptions } from '@ai-sdk/provider';
-import { createCache } from '@x/cache-core';
-import { embed, embedMany, wrapEmbeddingModel } from 'ai';
+import { createCache, memoryBackend } from '@x/cache-core';
+import { defaultEmbeddingSettingsMiddleware, embed, embedMany, wrapEmbeddingModel } from 'ai';
 import { MockEmbeddingModelV4 } from 'ai/test';
 import { describe, expect, it } from 'vitest';
 import type { EmbeddingCacheMiddlewareOptions } from '../src/index.ts';
@@ -389,5 +389,128 @@ describe('embeddingCacheMiddleware', () => {
     expect(inner.doEmbedCalls).toHaveLength(2);
     expect((await embed({ model: wrap('float64'), value: 'v' })).embedding).toEqual(vector);
     expect(inner.doEmbedCalls).toHaveLength(2);
+  });
+
+  it('an aborted call gets its abort, not a hit, and sends nothing upstream', async () => {
+    const { inner, model } = setup();
+    await embedMany({ model, values: ['alpha', 'beta'] });
+    const reason = new Error('user left');
+    const aborted = () => AbortSignal.abort(reason);
+    await expect(embed({ model, value: 'alpha', abortSignal: aborted(), maxRetries: 0 })).rejects.toBe(
+      reason,
+    );
+    await expect(
+      embedMany({ model, values: ['alpha', 'beta'], abortSignal: aborted(), maxRetries: 0 }),
+    ).rejects.toBe(reason);
+    await expect(embed({ model, value: 'gamma', abortSignal: aborted(), maxRetries: 0 })).rejects.toBe(
+      reason,
+    );
+    // A call that skips the read is refused too, before it reaches the provider.
+    const noCache = { xCache: { noCache: true } };
+    await expect(
+      embed({ model, value: 'alpha', abortSignal: aborted(), maxRetries: 0, providerOptions: noCache }),
+    ).rejects.toBe(reason);
+    expect(inner.doEmbedCalls).toHaveLength(1);
+  });
+
+  it('a pending cache read rejects as soon as its call is aborted', async () => {
+    // A memory store read asynchronously (as SQLite or Redis are), whose reads wait on `slow`.
+    const memory = memoryBackend();
+    let slow: Promise<void> | undefined;
+    const store = new Proxy(memory, {
+      get(target, property) {
+        if (property === 'getSync') return undefined;
+        if (property === 'getMany') {
+          return async (keys: string[]) => {
+            await slow;
+            return target.getMany(keys);
+          };
+        }
+        const value = Reflect.get(target, property, target);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const cache = createCache({ store, memory: false });
+    const inner = embedder();
+    const model = wrapEmbeddingModel({ model: inner, middleware: embeddingCacheMiddleware({ cache }) });
+    await embed({ model, value: 'alpha' });
+    slow = new Promise<void>(() => {});
+    const controller = new AbortController();
+    let outcome: unknown;
+    embed({ model, value: 'alpha', abortSignal: controller.signal, maxRetries: 0 }).then(
+      () => (outcome = 'resolved'),
+      (error: unknown) => (outcome = error),
+    );
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    expect(outcome).toBeUndefined();
+    const reason = new Error('gave up');
+    controller.abort(reason);
+    await until(() => outcome !== undefined, 'the aborted call to settle');
+    expect(outcome).toBe(reason);
+    expect(inner.doEmbedCalls).toHaveLength(1);
+  });
+
+  it('refuses a vector with NaN or Infinity and stores none of the answer', async () => {
+    const poisoned = (value: string) => (value === 'bad' ? [0.5, Number.NaN] : vectorOf(value));
+    const { inner, model } = setup({}, embedder({}, poisoned));
+    await expect(embedMany({ model, values: ['good', 'bad'], maxRetries: 0 })).rejects.toThrow(
+      /malformed vector at index 1 \(an item that is NaN\) — this is a provider bug/,
+    );
+    const infinite = setup(
+      {},
+      embedder({}, () => [Number.POSITIVE_INFINITY]),
+    );
+    await expect(embed({ model: infinite.model, value: 'x', maxRetries: 0 })).rejects.toThrow(
+      /an item that is Infinity/,
+    );
+    // Nothing of the refused answer was stored: 'good' goes upstream again.
+    await expect(embedMany({ model, values: ['good'], maxRetries: 0 })).resolves.toMatchObject({
+      providerMetadata: { xCache: { hits: 0, misses: 1 } },
+    });
+    expect(inner.doEmbedCalls).toHaveLength(2);
+  });
+
+  it('a chunked embedMany sends each chunk upstream on its own; xCache is the last chunk, stats the totals', async () => {
+    const cache = createCache();
+    const inner = new MockEmbeddingModelV4({
+      maxEmbeddingsPerCall: 2,
+      doEmbed: async (call) => ({ embeddings: call.values.map(vectorOf), warnings: [] }),
+    });
+    const model = wrapEmbeddingModel({ model: inner, middleware: embeddingCacheMiddleware({ cache }) });
+    await embedMany({ model, values: ['a', 'c'] });
+    // Chunks ['a', 'b'] (1 hit, 1 miss) and ['c', 'd'] (1 hit, 1 miss) … then ['e'] (1 miss).
+    const result = await embedMany({ model, values: ['a', 'b', 'c', 'd', 'e'] });
+    expect(result.embeddings).toEqual(['a', 'b', 'c', 'd', 'e'].map(vectorOf));
+    expect(inner.doEmbedCalls.slice(1).map((call) => call.values)).toEqual([['b'], ['d'], ['e']]);
+    expect(result.providerMetadata?.xCache).toEqual({ hits: 0, misses: 1 });
+    expect(await cache.tier('embeddings').stats()).toMatchObject({ hits: 2, misses: 5 });
+  });
+
+  it('keys on the settings of a settings middleware listed before it, not after it', async () => {
+    // The vector has as many dimensions as the provider option asks for (as OpenAI's `dimensions`).
+    const dimensionsOf = (call: EmbeddingModelV4CallOptions) =>
+      (call.providerOptions?.mock as { dimensions?: number } | undefined)?.dimensions ?? 1;
+    const inner = embedder({}, (value, call) => new Array(dimensionsOf(call)).fill(value.length));
+    const wrap = (cache: ReturnType<typeof createCache>, dimensions: number, cacheFirst: boolean) => {
+      const defaults = defaultEmbeddingSettingsMiddleware({
+        settings: { providerOptions: { mock: { dimensions } } },
+      });
+      const cached = embeddingCacheMiddleware({ cache });
+      return wrapEmbeddingModel({
+        model: inner,
+        middleware: cacheFirst ? [cached, defaults] : [defaults, cached],
+      });
+    };
+    // Listed before the cache: the defaults are in the key, a change of them is a miss.
+    const right = createCache();
+    expect((await embed({ model: wrap(right, 3, false), value: 'v' })).embedding).toHaveLength(3);
+    expect((await embed({ model: wrap(right, 5, false), value: 'v' })).embedding).toHaveLength(5);
+    expect((await embed({ model: wrap(right, 3, false), value: 'v' })).embedding).toHaveLength(3);
+    expect(inner.doEmbedCalls.map(dimensionsOf)).toEqual([3, 5]);
+    // Listed after it: the cache never sees them, and serves the 3-dimension vector for 5.
+    const wrong = createCache();
+    await embed({ model: wrap(wrong, 3, true), value: 'v' });
+    expect((await embed({ model: wrap(wrong, 5, true), value: 'v' })).embedding).toHaveLength(3);
+    expect(inner.doEmbedCalls).toHaveLength(3);
   });
 });

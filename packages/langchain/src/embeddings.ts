@@ -24,7 +24,8 @@ export interface CachedEmbeddingsOptions extends SharedCacheOptions {
   model?: string | undefined;
   /**
    * How vectors are stored: `float32` (4 bytes a dimension, what embedding APIs compute in) or
-   * `float64` (exact JS numbers). Hits and misses return the same values either way.
+   * `float64` (exact JS numbers). Hits and misses return the same values either way: the two
+   * are keyed apart, so neither is served the other's entries.
    * @default 'float32'
    */
   precision?: 'float32' | 'float64' | undefined;
@@ -135,18 +136,27 @@ export class CachedEmbeddings extends Embeddings {
   }
 
   #key(kind: 'documents' | 'query', text: string): KeyInput {
-    return { name: this.#names[kind], request: { model: this.#identity, text } };
+    // float32 entries cannot serve a float64 wrapper (their numbers are rounded), nor float64
+    // entries a float32 one (hits would return other numbers than misses): float64 is keyed
+    // apart, and float32 (the default) keeps the keys it always had.
+    const request =
+      this.#Vector === Float64Array
+        ? { model: this.#identity, text, precision: 'float64' }
+        : { model: this.#identity, text };
+    return { name: this.#names[kind], request };
   }
 
-  #pack(vector: readonly number[]): Vector {
-    if (!Array.isArray(vector) && !ArrayBuffer.isView(vector)) {
+  /** The vector to store and return; anything but finite numbers is refused (`what` names the text). */
+  #pack(vector: unknown, what: string): Vector {
+    const problem = vectorProblem(vector);
+    if (problem !== undefined) {
       throw langchainCacheError(
         'E_INVALID_OPTION',
-        'the wrapped embeddings returned something that is not a vector',
-        'check the embeddings class; CachedEmbeddings expects number[] per text',
+        `the wrapped embeddings returned a malformed vector for ${what} (${problem}); nothing was cached`,
+        'check the embeddings class; CachedEmbeddings expects an array of finite numbers per text',
       );
     }
-    return this.#Vector.from(vector);
+    return this.#Vector.from(vector as ArrayLike<number>);
   }
 
   async #store(key: KeyInput, text: string, vector: Vector): Promise<void> {
@@ -188,13 +198,15 @@ export class CachedEmbeddings extends Embeddings {
         'check the embeddings class; embedDocuments must return one vector per text, in order',
       );
     }
+    // Every vector is checked before any is stored: a malformed answer leaves nothing behind.
+    const packed = texts.map((text, i) => this.#pack(vectors[i], `document ${missing.get(text)![0]}`));
     const writes: Promise<void>[] = [];
     texts.forEach((text, i) => {
-      const packed = this.#pack(vectors[i]!);
+      const vector = packed[i]!;
       const positions = missing.get(text)!;
       // Misses return the stored precision too, so a text embeds to the same numbers hit or miss.
-      for (const position of positions) out[position] = Array.from(packed);
-      writes.push(this.#store(keys[positions[0]!]!, text, packed));
+      for (const position of positions) out[position] = Array.from(vector);
+      writes.push(this.#store(keys[positions[0]!]!, text, vector));
     });
     await Promise.all(writes);
     return out;
@@ -207,7 +219,7 @@ export class CachedEmbeddings extends Embeddings {
     const vector = await this.view.getOrCompute(
       this.#key('query', document),
       async () => {
-        const packed = this.#pack(await this.embeddings.embedQuery(document));
+        const packed = this.#pack(await this.embeddings.embedQuery(document), 'the query');
         policy = await this.#policyFor(document);
         return packed;
       },
@@ -218,6 +230,22 @@ export class CachedEmbeddings extends Embeddings {
     );
     return Array.from(vector);
   }
+}
+
+/**
+ * What makes `vector` no vector, if anything: an array (or typed array) of finite numbers, as
+ * `@x/ai-sdk-cache` requires. `Float32Array.from` would turn `null` into 0 and `'x'` into NaN,
+ * and a NaN stored in a vector poisons every similarity computed with it for as long as it lives.
+ */
+function vectorProblem(vector: unknown): string | undefined {
+  if (!Array.isArray(vector) && !(ArrayBuffer.isView(vector) && !(vector instanceof DataView))) {
+    return vector === null ? 'null' : typeof vector;
+  }
+  for (const item of vector as Iterable<unknown>) {
+    if (typeof item !== 'number') return `an item of type ${item === null ? 'null' : typeof item}`;
+    if (!Number.isFinite(item)) return `an item that is ${item}`;
+  }
+  return undefined;
 }
 
 /** The embeddings model's identity: its class, model id and every primitive setting except runtime ones and credentials. */

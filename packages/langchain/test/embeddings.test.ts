@@ -183,4 +183,75 @@ describe('CachedEmbeddings', () => {
     expect(stats.outputTokensSaved).toBe(0);
     expect(stats.costSavedUsd).toBeCloseTo((2 * tokens * 0.02) / 1e6, 12);
   });
+
+  it("keys precision: 'float64' apart from float32, whose keys stay as they were", async () => {
+    const cache = memoryCache();
+    const raw = [0.1, 0.2, 1 / 3];
+    const rounded = raw.map((x) => Math.fround(x));
+    const sent: string[] = [];
+    const upstream = {
+      embedDocuments: async (texts: string[]) => {
+        sent.push(...texts);
+        return texts.map(() => [...raw]);
+      },
+      embedQuery: async (text: string) => {
+        sent.push(text);
+        return [...raw];
+      },
+    };
+    const float32 = new CachedEmbeddings(upstream, { cache, model: 'm' });
+    const float64 = new CachedEmbeddings(upstream, { cache, model: 'm', precision: 'float64' });
+    // An entry stored under the float32 key as it has always been is still a hit.
+    const identity = { class: 'Object', model: 'm', settings: {} };
+    await float32.view.set(
+      { name: 'langchain.embed.documents', request: { model: identity, text: 'old' } },
+      Float32Array.from([1, 2, 3]),
+    );
+    expect(await float32.embedDocuments(['old'])).toEqual([[1, 2, 3]]);
+
+    // Stored as float32, not served rounded to float64 …
+    expect(await float32.embedDocuments(['a'])).toEqual([rounded]);
+    expect(await float64.embedDocuments(['a'])).toEqual([raw]);
+    // … and stored as float64, not served exact to float32 (its hits and misses agree).
+    expect(await float64.embedDocuments(['b'])).toEqual([raw]);
+    expect(await float32.embedDocuments(['b'])).toEqual([rounded]);
+    expect(await float32.embedQuery('q')).toEqual(rounded);
+    expect(await float64.embedQuery('q')).toEqual(raw);
+    expect(sent).toEqual(['a', 'a', 'b', 'b', 'q', 'q']);
+    // Each precision hits its own entries.
+    expect(await float64.embedDocuments(['a', 'b'])).toEqual([raw, raw]);
+    expect(await float32.embedDocuments(['a', 'b'])).toEqual([rounded, rounded]);
+    expect(await float64.embedQuery('q')).toEqual(raw);
+    expect(sent).toHaveLength(6);
+  });
+
+  it('refuses a vector that is not all finite numbers, naming the fix, and stores none of the answer', async () => {
+    const upstream = new RecordingEmbeddings();
+    const vector = (text: string): unknown[] =>
+      text === 'bad' ? [null, 'x'] : text === 'nan' ? [0.5, Number.NaN] : [0.5, 0.25];
+    upstream.embedDocuments = async (texts) => {
+      upstream.documents.push(texts);
+      return texts.map(vector) as number[][];
+    };
+    upstream.embedQuery = async (text) => {
+      upstream.queries.push(text);
+      return vector(text) as number[];
+    };
+    const embeddings = new CachedEmbeddings(upstream, { cache: memoryCache() });
+    const refused = embeddings.embedDocuments(['good', 'good', 'bad']);
+    await expect(refused).rejects.toMatchObject({ code: 'E_INVALID_OPTION' });
+    await expect(refused).rejects.toThrow(
+      /malformed vector for document 2 \(an item of type null\); nothing was cached — check the embeddings class/,
+    );
+    await expect(embeddings.embedQuery('nan')).rejects.toThrow(
+      /malformed vector for the query \(an item that is NaN\)/,
+    );
+    await expect(embeddings.embedDocuments(['nan'])).rejects.toThrow(/an item that is NaN/);
+    // Nothing of the refused answers was stored: each text goes upstream again.
+    expect(await embeddings.embedDocuments(['good'])).toEqual([[0.5, 0.25]]);
+    await expect(embeddings.embedQuery('nan')).rejects.toThrow(/NaN/);
+    expect(upstream.documents).toEqual([['good', 'bad'], ['nan'], ['good']]);
+    expect(upstream.queries).toEqual(['nan', 'nan']);
+    expect(await embeddings.view.stats()).toMatchObject({ sets: 1 });
+  });
 });

@@ -38,8 +38,19 @@ export interface CachedFetchOptions {
    * read before the response is returned; event streams are always passed through.) @default 8 MiB
    */
   maxBodyBytes?: number | undefined;
-  /** Header set on returned responses: HIT, MISS, COALESCED, REVALIDATED, STALE; `false` for none. @default 'x-cache' */
+  /**
+   * Header set on every returned response (replacing one an upstream cache set): HIT, COALESCED,
+   * REVALIDATED, STALE (served from the cache), MISS (fetched; stored when storable), BYPASS (a
+   * request the cache does not answer: not a GET, `no-store`, or with its own conditional
+   * headers); `false` for none. @default 'x-cache'
+   */
   statusHeader?: string | false | undefined;
+  /**
+   * Called when a response could not be stored (a quota with `onExceed: 'reject'`, an
+   * unstorable value); the caller still gets the response. Such a write is always counted in
+   * `droppedWrites` and emitted as an `error` event. @default none
+   */
+  onStoreError?: ((error: unknown) => void) | undefined;
   /** The fetch that reaches the network. @default globalThis.fetch */
   fetch?: typeof fetch | undefined;
   /** Time source for freshness. @default the cache's clock */
@@ -48,8 +59,9 @@ export interface CachedFetchOptions {
 
 /** What the http tier stores per URL (and key-header values). */
 interface StoredResponse {
-  /** The response's URL: after redirects, where the body came from. */
+  /** The response's URL (the request's: redirected responses are not stored). */
   url: string;
+  /** Set by older versions, which stored a followed redirect under the request URL: never served. */
   redirected?: boolean | undefined;
   /**
    * The request's values (hashed) of the headers the response's `Vary` names, when they are not
@@ -68,14 +80,31 @@ interface StoredResponse {
   mustRevalidate?: boolean | undefined;
 }
 
-type Served = 'HIT' | 'MISS' | 'COALESCED' | 'REVALIDATED' | 'STALE';
+type Served = 'HIT' | 'MISS' | 'COALESCED' | 'REVALIDATED' | 'STALE' | 'BYPASS';
+
+/** A GET on the network; a successful unsafe request to its URL marks it outdated. */
+interface Fetching {
+  /** Sent before a write to its URL completed: its response is neither stored nor shared. */
+  outdated: boolean;
+}
 
 /**
- * Requests in flight per cache and storage key. A GET that misses while another identical one
- * (same URL and key headers) is on the network waits for it instead of sending its own; the
- * promise yields the response as stored, or undefined when it could not be shared.
+ * A GET that misses while another identical one (same URL, key headers and redirect mode) is on
+ * the network waits for it instead of sending its own; the promise yields the response as
+ * stored, or undefined when it could not be shared.
  */
-const flightsByCache = new WeakMap<object, Map<string, Promise<StoredResponse | undefined>>>();
+interface Flight {
+  promise: Promise<StoredResponse | undefined>;
+  url: string;
+}
+
+/** Per cache: requests in flight by storage key, and the GETs on the network by URL. */
+interface SharedState {
+  flights: Map<string, Flight>;
+  fetching: Map<string, Set<Fetching>>;
+}
+
+const stateByCache = new WeakMap<object, SharedState>();
 
 const DEFAULT_KEY_HEADERS = ['accept', 'accept-language', 'authorization', 'cookie'];
 /**
@@ -95,7 +124,16 @@ const DEFAULT_KEEP_STALE: Duration = '7d';
 const DEFAULT_MAX_BODY = 8 * 1024 * 1024;
 /** Statuses a cache may store without explicit freshness (RFC 9110 §15.1); only 200 and 203 get the default ttl. */
 const CACHEABLE_STATUSES = new Set([200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501]);
-const UNSAFE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+/** Methods known safe (RFC 9110 §9.2.1); a successful request of any other drops its URL's entries (RFC 9111 §4.4). */
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
+/** A request with its own preconditions asks the server, not the cache: passed through. */
+const CONDITIONAL_HEADERS = [
+  'if-none-match',
+  'if-modified-since',
+  'if-match',
+  'if-unmodified-since',
+  'if-range',
+];
 /** Not stored: they describe the transfer (the body is kept decoded) or a session. */
 const UNSTORED_HEADERS = new Set([
   'connection',
@@ -110,8 +148,9 @@ const UNSTORED_HEADERS = new Set([
  * `fetch` through the cache's `http` tier, for tools that call APIs: a GET answered while fresh
  * (Cache-Control max-age, Expires, else `ttl`), revalidated with If-None-Match /
  * If-Modified-Since once stale (a 304 serves the stored body and refreshes it). Other methods,
- * `no-store` requests and `no-store` responses go straight to the network; a successful unsafe
- * request (POST, PUT, PATCH, DELETE) drops the stored responses of its URL.
+ * `no-store` requests, requests with their own conditional headers and `no-store` responses go
+ * straight to the network; a successful request of a method not known safe (POST, PUT, PATCH,
+ * DELETE, PURGE, …) drops the stored responses of its URL.
  */
 export async function cachedFetch(
   input: string | URL | Request,
@@ -139,22 +178,31 @@ export function createCachedFetch(
     );
   }
   let view: CacheView | undefined;
-  let flights: Map<string, Promise<StoredResponse | undefined>> | undefined;
+  let state: SharedState | undefined;
   let clock: Clock | undefined;
   const http = (): CacheView => {
     view ??= (options.cache ?? getDefaultCache()).tier('http');
     return view;
   };
-  const inFlight = (): Map<string, Promise<StoredResponse | undefined>> => {
-    if (flights) return flights;
+  const sharedState = (): SharedState => {
+    if (state) return state;
     const owner = options.cache ?? getDefaultCache();
-    flights = flightsByCache.get(owner);
-    if (!flights) {
-      flights = new Map();
-      flightsByCache.set(owner, flights);
+    state = stateByCache.get(owner);
+    if (!state) {
+      state = { flights: new Map(), fetching: new Map() };
+      stateByCache.set(owner, state);
     }
-    return flights;
+    return state;
   };
+  const inFlight = (): Map<string, Flight> => sharedState().flights;
+  /** A write to `url` succeeded: what GETs sent before it bring back is outdated. */
+  const outdate = (url: string): void => {
+    for (const fetching of sharedState().fetching.get(url) ?? []) fetching.outdated = true;
+    for (const [flightKey, flight] of inFlight()) if (flight.url === url) inFlight().delete(flightKey);
+  };
+  // A write the cache refuses is dropped (counted, emitted as `error`), never thrown: the
+  // response was fetched.
+  const onStoreError = options.onStoreError ?? (() => {});
   const ttlOf = (tier: CacheView): number => explicitTtlMs ?? tier.ttlMs ?? Infinity;
   const now = (): number => {
     clock ??= resolveClock({ clock: options.clock, cache: options.cache ?? http() });
@@ -169,13 +217,21 @@ export function createCachedFetch(
     const url = withoutFragment(request.url);
     if (request.method !== 'GET') {
       const response = await network(request);
-      if (UNSAFE_METHODS.has(request.method) && response.status < 400) {
+      if (!SAFE_METHODS.has(request.method) && response.status < 400) {
+        // Before the store is touched: GETs sent earlier must not store or share what they get.
+        outdate(url);
         await http().invalidateTags([urlTag(url)]);
       }
-      return response;
+      return mark(response, 'BYPASS', statusHeader);
     }
     const requestControl = parseCacheControl(request.headers.get('cache-control'));
-    if (requestControl.has('no-store') || request.cache === 'no-store') return network(request);
+    if (
+      requestControl.has('no-store') ||
+      request.cache === 'no-store' ||
+      CONDITIONAL_HEADERS.some((name) => request.headers.has(name))
+    ) {
+      return mark(await network(request), 'BYPASS', statusHeader);
+    }
 
     const variant: Record<string, string> = {};
     for (const name of keyHeaders) {
@@ -189,7 +245,12 @@ export function createCachedFetch(
       variant[name] = value;
       perUser = true;
     }
-    const key = { name: 'fetch', request: { url, variant } };
+    // A redirect mode other than the default is another response (a 301 itself for 'manual');
+    // follow-mode keys stay as they were.
+    const key = {
+      name: 'fetch',
+      request: { url, variant, ...(request.redirect === 'follow' ? {} : { redirect: request.redirect }) },
+    };
     const reload = request.cache === 'reload';
     // A request max-age bounds the age of what it accepts; max-age=0 asks for a check, like no-cache.
     const maxAgeHeader = requestControl.get('max-age');
@@ -203,7 +264,7 @@ export function createCachedFetch(
     // Checked before and after the store read: the other request may start during the read.
     // No await between the second check and registering our own flight.
     const early = shareable ? inFlight().get(flightKey) : undefined;
-    if (early) return join(early);
+    if (early) return join(early.promise);
     // Read without counting: a stored response past its freshness is a miss, not a hit.
     const stored = reload ? undefined : usable(await http().peek<StoredResponse>(key));
     if (
@@ -214,25 +275,29 @@ export function createCachedFetch(
     ) {
       request.signal.throwIfAborted();
       http().recordLookup('hit');
-      return build(stored, 'HIT', statusHeader);
+      return build(stored, 'HIT', statusHeader, now());
     }
     if (!shareable) return miss(stored);
     const late = inFlight().get(flightKey);
-    if (late) return join(late);
+    if (late) return join(late.promise);
     let settle!: (entry: StoredResponse | undefined) => void;
-    const flight = new Promise<StoredResponse | undefined>((resolve) => {
-      settle = resolve;
-    });
+    const flight: Flight = {
+      promise: new Promise<StoredResponse | undefined>((resolve) => {
+        settle = resolve;
+      }),
+      url,
+    };
     inFlight().set(flightKey, flight);
-    let shared: StoredResponse | undefined;
+    let sharedEntry: StoredResponse | undefined;
     try {
       const response = await miss(stored, (entry) => {
-        shared = entry;
+        sharedEntry = entry;
       });
       return response;
     } finally {
-      inFlight().delete(flightKey);
-      settle(shared);
+      // A write to the URL may have dropped this flight already, and a newer one taken its place.
+      if (inFlight().get(flightKey) === flight) inFlight().delete(flightKey);
+      settle(sharedEntry);
     }
 
     /** Waits for another caller's fetch of this key; its response, or our own when it had none to share. */
@@ -241,7 +306,7 @@ export function createCachedFetch(
       const shared = usable(await raceAbort(pending, request.signal));
       if (shared) {
         http().recordCoalesced();
-        return build(shared, 'COALESCED', statusHeader);
+        return build(shared, 'COALESCED', statusHeader, now());
       }
       // The other response could not be shared (not storable, its fetch failed, or it varies on
       // a header this request sends otherwise): go alone.
@@ -250,6 +315,8 @@ export function createCachedFetch(
 
     /** A stored response this request may use: the one its `Vary` headers select, or none. */
     function usable(entry: StoredResponse | undefined): StoredResponse | undefined {
+      // A followed redirect stored by an older version: its hops' own rules were never checked.
+      if (entry?.redirected) return undefined;
       if (!entry?.vary) return entry;
       for (const [name, value] of Object.entries(entry.vary)) {
         if (value !== hashedHeader(request.headers.get(name))) return undefined;
@@ -262,6 +329,28 @@ export function createCachedFetch(
       stored: StoredResponse | undefined,
       share?: (entry: StoredResponse) => void,
     ): Promise<Response> {
+      // Registered before the request is sent: a write to the URL from now on outdates it.
+      const fetching: Fetching = { outdated: false };
+      const byUrl = sharedState().fetching;
+      let siblings = byUrl.get(url);
+      if (!siblings) {
+        siblings = new Set();
+        byUrl.set(url, siblings);
+      }
+      siblings.add(fetching);
+      try {
+        return await fetchAndStore(stored, fetching, share);
+      } finally {
+        siblings.delete(fetching);
+        if (siblings.size === 0 && byUrl.get(url) === siblings) byUrl.delete(url);
+      }
+    }
+
+    async function fetchAndStore(
+      stored: StoredResponse | undefined,
+      fetching: Fetching,
+      share: ((entry: StoredResponse) => void) | undefined,
+    ): Promise<Response> {
       let outgoing = request;
       if (stored && (stored.etag || stored.lastModified)) {
         const headers = new Headers(request.headers);
@@ -273,9 +362,10 @@ export function createCachedFetch(
       try {
         response = await network(outgoing);
       } catch (error) {
-        if (stored && options.staleIfError && !stored.mustRevalidate) {
+        // The caller's own abort is not a network failure: it rejects, as fetch does.
+        if (stored && options.staleIfError && !stored.mustRevalidate && !request.signal.aborted) {
           http().recordLookup('hit');
-          return build(stored, 'STALE', statusHeader);
+          return build(stored, 'STALE', statusHeader, now());
         }
         http().recordLookup('miss');
         throw error;
@@ -293,9 +383,8 @@ export function createCachedFetch(
           ...validators(headers),
           ...freshness(headers, stored.status, receivedAt, ttlOf(http())),
         };
-        await write(refreshed);
-        share?.(refreshed);
-        return build(refreshed, 'REVALIDATED', statusHeader);
+        if (await write(refreshed, fetching)) share?.(refreshed);
+        return build(refreshed, 'REVALIDATED', statusHeader, now());
       }
 
       const responseControl = parseCacheControl(response.headers.get('cache-control'));
@@ -307,18 +396,23 @@ export function createCachedFetch(
       // A private response is for one user: kept only when a credential header is in the key.
       // An event stream is live data that may never end: passed through as it arrives.
       const eventStream = /^text\/event-stream\b/i.test(response.headers.get('content-type') ?? '');
+      // A followed redirect is not stored under the request URL: each hop has its own cache rules
+      // (a `no-store` 302 to a long-lived target), which fetch does not show.
       const storable =
+        !response.redirected &&
         !eventStream &&
         CACHEABLE_STATUSES.has(response.status) &&
         !responseControl.has('no-store') &&
         !(responseControl.has('private') && !perUser) &&
         !varyNames.includes('*') &&
         !(declared > maxBody);
-      if (!storable) return response;
+      if (!storable) return mark(response, 'MISS', statusHeader);
       const headers = storedHeaders(response.headers);
       const timing = freshness(headers, response.status, receivedAt, ttlOf(http()));
       const checks = validators(headers);
-      if (timing.freshUntil <= receivedAt && !checks.etag && !checks.lastModified) return response;
+      if (timing.freshUntil <= receivedAt && !checks.etag && !checks.lastModified) {
+        return mark(response, 'MISS', statusHeader);
+      }
       const body = new Uint8Array(await response.arrayBuffer());
       const vary: Record<string, string | null> = {};
       for (const name of varyNames) {
@@ -326,7 +420,6 @@ export function createCachedFetch(
       }
       const entry: StoredResponse = {
         url: response.url || url,
-        ...(response.redirected ? { redirected: true } : {}),
         ...(Object.keys(vary).length > 0 ? { vary } : {}),
         status: response.status,
         statusText: response.statusText,
@@ -336,23 +429,30 @@ export function createCachedFetch(
         ...checks,
         ...timing,
       };
-      if (body.byteLength <= maxBody) {
-        await write(entry);
-        share?.(entry);
-      }
+      if (body.byteLength <= maxBody && (await write(entry, fetching))) share?.(entry);
       // The caller gets the response as the server sent it (Set-Cookie included); the stored and
       // shared copy leaves session headers out.
       return live(response, entry, 'MISS', statusHeader);
     }
 
-    async function write(entry: StoredResponse): Promise<void> {
+    /**
+     * Stores the entry unless a write to the URL outdated the request; whether it may be shared.
+     * A refused write (quota) is dropped and reported, never thrown.
+     */
+    async function write(entry: StoredResponse, fetching: Fetching): Promise<boolean> {
+      if (fetching.outdated) return false;
       const fresh = Math.max(0, entry.freshUntil - entry.receivedAt);
       const keep = entry.etag || entry.lastModified ? fresh + keepStaleMs : fresh;
-      if (keep <= 0) return;
-      await http().set(key, entry, {
-        ttl: Number.isFinite(keep) ? keep : undefined,
-        tags: [urlTag(url)],
-      });
+      if (keep > 0) {
+        // `Infinity` (ttl or keepStale) is kept without expiry, not for the tier's TTL.
+        await http().set(key, entry, { ttl: keep, tags: [urlTag(url)], onStoreError });
+        // A write to the URL landed while this one was under way: take the copy back out.
+        if (fetching.outdated) {
+          await http().delete(key);
+          return false;
+        }
+      }
+      return true;
     }
   };
 }
@@ -367,15 +467,41 @@ function live(
   const headers = new Headers(response.headers);
   // The body is kept decoded: the transfer headers no longer describe it.
   for (const name of ['content-encoding', 'content-length', 'transfer-encoding']) headers.delete(name);
-  return build(entry, served, statusHeader, headers);
+  return build(entry, served, statusHeader, undefined, headers);
 }
 
+/**
+ * A network response passed through, with the cache's status header (replacing one an upstream
+ * cache set). The body streams through as it arrives.
+ */
+function mark(response: Response, served: Served, statusHeader: string | false): Response {
+  // A status the Response constructor refuses (a browser's opaque redirect, 0) passes as it is.
+  if (!statusHeader || response.status < 200 || response.status > 599) return response;
+  const headers = new Headers(response.headers);
+  headers.set(statusHeader, served);
+  const nullBody = response.status === 204 || response.status === 205 || response.status === 304;
+  const marked = new Response(nullBody ? null : response.body, {
+    status: response.status,
+    statusText: response.statusText,
+    headers,
+  });
+  Object.defineProperty(marked, 'url', { value: response.url });
+  if (response.redirected) Object.defineProperty(marked, 'redirected', { value: true });
+  return marked;
+}
+
+/**
+ * A Response from a stored entry. Given `now`, it is served from storage: its `Age` is the
+ * entry's current age (RFC 9111 §5.1).
+ */
 function build(
   entry: StoredResponse,
   served: Served,
   statusHeader: string | false,
+  now?: number,
   headers: Headers = new Headers(entry.headers),
 ): Response {
+  if (now !== undefined) headers.set('age', String(Math.floor(ageOf(entry, now) / 1000)));
   if (statusHeader) headers.set(statusHeader, served);
   const nullBody = entry.status === 204 || entry.status === 205 || entry.status === 304;
   // The decoded body is a plain Uint8Array; typed as the constructor's body so the DOM lib accepts it too.
@@ -412,6 +538,9 @@ function freshness(
 ): { freshUntil: number; mustRevalidate: boolean } {
   const get = (name: string) => headers.find(([header]) => header === name)?.[1];
   const control = parseCacheControl(get('cache-control') ?? null);
+  // What the response had used of its lifetime when it arrived (from upstream caches).
+  const received = Number(get('age') ?? 0);
+  const ageMs = Number.isFinite(received) && received > 0 ? received * 1000 : 0;
   const mustRevalidate = control.has('must-revalidate') || control.has('no-cache');
   if (control.has('no-cache')) return { freshUntil: receivedAt, mustRevalidate };
   // The store may be shared by many users (Redis, a SQLite file): s-maxage, meant for shared
@@ -419,8 +548,7 @@ function freshness(
   const sharedMaxAge = control.get('s-maxage');
   const maxAge = sharedMaxAge ?? control.get('max-age');
   if (maxAge !== undefined && /^\d+$/.test(maxAge)) {
-    const age = Number(get('age') ?? 0);
-    const lifetime = Number(maxAge) * 1000 - (Number.isFinite(age) ? age * 1000 : 0);
+    const lifetime = Number(maxAge) * 1000 - ageMs;
     // Past s-maxage a shared cache must revalidate (RFC 9111 §5.2.2.10): no stale-if-error.
     return {
       freshUntil: receivedAt + Math.max(0, lifetime),
@@ -432,7 +560,8 @@ function freshness(
     const expiresAt = Date.parse(expires);
     const date = Date.parse(get('date') ?? '');
     // Expires is relative to the server's clock: keep its distance to the server's Date.
-    const lifetime = Number.isNaN(expiresAt) ? 0 : expiresAt - (Number.isNaN(date) ? receivedAt : date);
+    const lifetime =
+      (Number.isNaN(expiresAt) ? 0 : expiresAt - (Number.isNaN(date) ? receivedAt : date)) - ageMs;
     return { freshUntil: receivedAt + Math.max(0, lifetime), mustRevalidate };
   }
   const fallback = status === 200 || status === 203 ? defaultMs : 0;
@@ -453,9 +582,13 @@ function storedHeaders(headers: Headers): [string, string][] {
   return out;
 }
 
-/** A 304's headers update the stored ones (RFC 9111 §4.3.4). */
+/**
+ * A 304's headers update the stored ones (RFC 9111 §4.3.4). The stored `Age` was the age of the
+ * first response when it arrived: the refreshed copy is as old as the 304 says (none: new).
+ */
 function mergeHeaders(stored: readonly [string, string][], fresh: Headers): [string, string][] {
   const merged = new Map(stored);
+  merged.delete('age');
   fresh.forEach((value, name) => {
     if (!UNSTORED_HEADERS.has(name)) merged.set(name, value);
   });

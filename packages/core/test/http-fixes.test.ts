@@ -9,6 +9,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Clock } from '../src/backends/backend.ts';
 import { sqliteBackend } from '../src/backends/sqlite.ts';
@@ -226,19 +228,53 @@ describe('cachedFetch fixes', () => {
     expect(gets('/etag').map((request) => request.ifNoneMatch)).toEqual([undefined, '"v1"']);
   });
 
-  it("rejects on the caller's own abort even with staleIfError and a stale copy", async () => {
+  it("rejects on the caller's own abort even with staleIfError, but serves stale on a timeout", async () => {
     const lenient = { staleIfError: true };
     await (await get('/slow-etag', undefined, lenient)).text();
     clock.advance(60_000);
-    await expect(get('/slow-etag', { signal: AbortSignal.timeout(20) }, lenient)).rejects.toMatchObject({
-      name: 'TimeoutError',
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 20);
+    await expect(get('/slow-etag', { signal: controller.signal }, lenient)).rejects.toMatchObject({
+      name: 'AbortError',
     });
+    // A timeout signal is the upstream hanging, which is what staleIfError is for.
+    const timedOut = await get('/slow-etag', { signal: AbortSignal.timeout(20) }, lenient);
+    expect([timedOut.headers.get('x-cache'), await timedOut.text()]).toEqual(['STALE', 'v1']);
     // A network failure still serves the stale copy.
     const down: typeof fetch = async () => {
       throw new TypeError('fetch failed');
     };
     const stale = await get('/slow-etag', undefined, { ...lenient, fetch: down });
     expect([stale.headers.get('x-cache'), await stale.text()]).toEqual(['STALE', 'v1']);
+  });
+
+  it('keeps the body of a pass-through response readable after garbage collection', async () => {
+    // Node's fetch cancels the body of a Response collected before it was read: the response the
+    // cache hands back (with its status header) must keep the network one alive.
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const responses = await Promise.all([1, 2, 3, 4, 5].map(() => get('/upstream-hit')));
+    for (let round = 0; round < 3; round++) {
+      gc();
+      await new Promise((resolve) => setTimeout(resolve, 30));
+    }
+    for (const response of responses) {
+      expect(response.headers.get('x-cache')).toBe('MISS');
+      expect(await response.text()).toBe('from the CDN');
+    }
+  });
+
+  it('returns what a custom fetch returned when it is not a Response (a test double)', async () => {
+    const double = { status: 200, headers: new Headers(), json: async () => ({ ok: true }) };
+    const result = await cachedFetch(
+      `${base}/plain`,
+      { method: 'POST' },
+      {
+        cache,
+        fetch: (async () => double) as unknown as typeof fetch,
+      },
+    );
+    expect(await result.json()).toEqual({ ok: true });
   });
 
   it('never serves a response stored for one redirect mode to another, nor coalesces them', async () => {

@@ -362,8 +362,11 @@ export function createCachedFetch(
       try {
         response = await network(outgoing);
       } catch (error) {
-        // The caller's own abort is not a network failure: it rejects, as fetch does.
-        if (stored && options.staleIfError && !stored.mustRevalidate && !request.signal.aborted) {
+        // The caller's own abort is not a network failure: it rejects, as fetch does. A timeout
+        // signal (`AbortSignal.timeout`) is: a hanging upstream is what staleIfError is for.
+        const cancelled =
+          request.signal.aborted && (request.signal.reason as Error | undefined)?.name !== 'TimeoutError';
+        if (stored && options.staleIfError && !stored.mustRevalidate && !cancelled) {
           http().recordLookup('hit');
           return build(stored, 'STALE', statusHeader, now());
         }
@@ -474,9 +477,15 @@ function live(
  * A network response passed through, with the cache's status header (replacing one an upstream
  * cache set). The body streams through as it arrives.
  */
+/** The network Response a marked pass-through Response was built from (see `mark`). */
+const SOURCE = Symbol('x-cache-source');
+
 function mark(response: Response, served: Served, statusHeader: string | false): Response {
-  // A status the Response constructor refuses (a browser's opaque redirect, 0) passes as it is.
-  if (!statusHeader || response.status < 200 || response.status > 599) return response;
+  // A status the Response constructor refuses (a browser's opaque redirect, 0) passes as it is,
+  // and so does a Response-like object a custom `fetch` returned (a test double).
+  if (!statusHeader || !(response instanceof Response) || response.status < 200 || response.status > 599) {
+    return response;
+  }
   const headers = new Headers(response.headers);
   headers.set(statusHeader, served);
   const nullBody = response.status === 204 || response.status === 205 || response.status === 304;
@@ -487,6 +496,9 @@ function mark(response: Response, served: Served, statusHeader: string | false):
   });
   Object.defineProperty(marked, 'url', { value: response.url });
   if (response.redirected) Object.defineProperty(marked, 'redirected', { value: true });
+  // Node's fetch cancels the body of a Response collected before its body was read: the new one
+  // keeps the original alive for as long as it lives itself.
+  Object.defineProperty(marked, SOURCE, { value: response });
   return marked;
 }
 

@@ -181,7 +181,7 @@ export class CachedEmbeddings extends Embeddings {
     documents.forEach((text, index) => {
       const hit = cached[index];
       if (hit !== undefined) {
-        out[index] = Array.from(hit);
+        out[index] = Array.from(this.#own(hit));
         return;
       }
       const positions = missing.get(text);
@@ -228,7 +228,15 @@ export class CachedEmbeddings extends Embeddings {
         usage: this.#options.usage === 'estimate' ? () => policy.usage as Usage : this.#policy.usage,
       },
     );
-    return Array.from(vector);
+    return Array.from(this.#own(vector));
+  }
+
+  /**
+   * A hit in this wrapper's precision: an entry stored by a version that keyed float64 and
+   * float32 alike may hold the other one, and a hit must give the numbers a miss would.
+   */
+  #own(vector: Vector): Vector {
+    return vector instanceof this.#Vector ? vector : this.#Vector.from(vector);
   }
 }
 

@@ -208,6 +208,18 @@ describe('CachedEmbeddings', () => {
       Float32Array.from([1, 2, 3]),
     );
     expect(await float32.embedDocuments(['old'])).toEqual([[1, 2, 3]]);
+    // An entry a float64 wrapper stored under that same key before precision was keyed gives a
+    // float32 wrapper the numbers its own miss would, not the float64 ones.
+    await float32.view.set(
+      { name: 'langchain.embed.documents', request: { model: identity, text: 'older' } },
+      Float64Array.from(raw),
+    );
+    await float32.view.set(
+      { name: 'langchain.embed.query', request: { model: identity, text: 'older' } },
+      Float64Array.from(raw),
+    );
+    expect(await float32.embedDocuments(['older'])).toEqual([rounded]);
+    expect(await float32.embedQuery('older')).toEqual(rounded);
 
     // Stored as float32, not served rounded to float64 …
     expect(await float32.embedDocuments(['a'])).toEqual([rounded]);

@@ -111,6 +111,46 @@ describe('llm-cache export / import', () => {
     expect(exportedCounters((await cli(['export', '--url', url, '--tier', 'tools'])).stdout)).toEqual({});
   });
 
+  it('leaves a signal to the handler of a host process that runs it as a library', async () => {
+    // A host with its own SIGINT handler (which opens a file) exports a store of 3000 entries and
+    // gets a SIGINT meanwhile: the export finishes and the host's file gets only the host's line.
+    const big = join(dir, 'big.db');
+    const store = createCache({ store: sqliteBackend({ path: big }), memory: false, statsFlushInterval: 0 });
+    for (let i = 0; i < 3000; i++) await store.set(`k${i}`, { text: 'x'.repeat(200), i });
+    await store.close();
+    const script = join(dir, 'host.ts');
+    const file = join(dir, 'host-export.jsonl');
+    const log = join(dir, 'host.log');
+    writeFileSync(
+      script,
+      [
+        `import { openSync, writeSync } from 'node:fs';`,
+        `import { run } from ${JSON.stringify(new URL('../src/cli.ts', import.meta.url).pathname)};`,
+        `process.on('SIGINT', () => setImmediate(() => writeSync(openSync(${JSON.stringify(log)}, 'a'), 'host: got SIGINT\\n')));`,
+        `const done = run(['export', ${JSON.stringify(file)}, '--url', ${JSON.stringify(`sqlite://${big}`)}, '--quiet']);`,
+        `setTimeout(() => process.kill(process.pid, 'SIGINT'), 5);`,
+        `process.exitCode = await done;`,
+      ].join('\n'),
+    );
+    const child = spawn(process.execPath, ['--conditions=@x/source', '--experimental-strip-types', script], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString('utf8');
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('close', (exit) => resolve(exit)));
+    expect({
+      code,
+      stderr: stderr.replace(/^\(node:\d+\) ExperimentalWarning.*\n(.*--trace-warnings.*\n)?/m, ''),
+    }).toEqual({
+      code: 0,
+      stderr: '',
+    });
+    expect(readFileSync(log, 'utf8')).toBe('host: got SIGINT\n');
+    expect(exportedRecords(readFileSync(file, 'utf8'))).toHaveLength(3000);
+  });
+
   it('removes the temporary file and exits 130 on Ctrl-C (143 on SIGTERM)', async () => {
     // A Redis that accepts connections and never answers keeps the export waiting with its file open.
     const silent = createServer(() => undefined);

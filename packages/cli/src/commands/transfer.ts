@@ -54,7 +54,8 @@ const SIGNAL_EXIT: Partial<Record<NodeJS.Signals, number>> = { SIGINT: 130, SIGT
 /**
  * Opens the target file up front (a clear error for a bad path) and writes to a temporary name.
  * Until commit or abort, Ctrl-C (SIGINT) or SIGTERM deletes the temporary file and exits 130 / 143
- * (unless the process has handlers of its own for the signal, which then decide).
+ * (unless the process already had handlers of its own for the signal: those then decide, and the
+ * export goes on).
  */
 function openTarget(
   file: string,
@@ -92,17 +93,20 @@ function openTarget(
     }
     rmSync(temporary, { force: true });
   };
+  // Only for signals the process does not handle itself (the CLI used as a library): a host's
+  // handler decides what a signal does, and the export must not be cut from under it. The process
+  // exits right after, so the stream is never written to again.
+  const signals = Object.keys(SIGNAL_EXIT).filter((signal) => process.listenerCount(signal) === 0);
   const onSignal = (signal: NodeJS.Signals) => {
-    unlisten();
-    remove();
+    rmSync(temporary, { force: true });
     stderr.write(`llm-cache: export interrupted (${signal}); ${file} was not written\n`);
-    if (process.listenerCount(signal) === 0) process.exit(SIGNAL_EXIT[signal] ?? 1);
+    process.exit(SIGNAL_EXIT[signal] ?? 1);
   };
   const unlisten = () => {
-    for (const signal of Object.keys(SIGNAL_EXIT)) process.off(signal, onSignal);
+    for (const signal of signals) process.off(signal, onSignal);
   };
   // Registered in the same tick as the file is created: no signal can slip in between.
-  for (const signal of Object.keys(SIGNAL_EXIT)) process.on(signal, onSignal);
+  for (const signal of signals) process.on(signal, onSignal);
   return {
     stream,
     commit() {

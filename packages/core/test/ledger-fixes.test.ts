@@ -137,6 +137,44 @@ describe('ledger fixes: a waiting joiner does not take a thrower’s in-progress
   });
 });
 
+describe('ledger fixes: history of a task named like a record kind', () => {
+  it.each(['idem', 'blob'])(
+    "a task or work item named '%s' keeps its history evictable and listable",
+    async (id) => {
+      const path = join(dir, `history-${id}.db`);
+      const { ledger } = open({ store: sqliteBackend({ path, maxEntries: 3 }), memory: false });
+      for (let i = 0; i < 6; i++) {
+        await ledger.executeOrReplay({
+          tool: 'w',
+          input: i,
+          idempotencyKey: `k${i}`,
+          scope: { taskId: id, workItemId: id },
+          execute: async () => i,
+        });
+      }
+      // The history of that task is listed, and its entries are evicted like any history.
+      const listed = await ledger.history({ taskId: id, workItemId: id });
+      expect(listed.length).toBeGreaterThan(0);
+      const reader = sqliteBackend({ path });
+      const history: string[] = [];
+      for await (const key of reader.keys()) if (key.includes(':hist:')) history.push(key);
+      await reader.close();
+      expect(history.length).toBeLessThan(6);
+      // Every write is still replayed: the records themselves were kept.
+      for (let i = 0; i < 6; i++) {
+        const again = await ledger.executeOrReplay({
+          tool: 'w',
+          input: i,
+          idempotencyKey: `k${i}`,
+          scope: { taskId: id, workItemId: id },
+          execute: async () => -1,
+        });
+        expect(again).toMatchObject({ source: 'replayed', value: i });
+      }
+    },
+  );
+});
+
 describe('ledger fixes: history order within one millisecond', () => {
   // Ids carry a per-ledger sequence; before the fix 'a' … 'z' sorted fine and '10' (36) did not.
   it('lists calls in the order they were made, and limit keeps the latest', async () => {

@@ -325,6 +325,18 @@ const NEVER_ABORTED = new AbortController().signal;
 const DEFAULT_HISTORY_TTL = '30d';
 
 /**
+ * A task or work item id as a history key segment: percent-encoded, and `idem` / `blob` with their
+ * first letter encoded too, so that a history key never reads as an idempotency record or a blob
+ * (`~ledger/<ns>:idem:…`), which stores never evict and do not count against their bounds.
+ */
+function historySegment(id: string): string {
+  const encoded = encodeURIComponent(id);
+  return encoded === 'idem' || encoded === 'blob'
+    ? `%${encoded.charCodeAt(0).toString(16)}${encoded.slice(1)}`
+    : encoded;
+}
+
+/**
  * The tool ledger: every tool call goes through `executeOrReplay`, which, per the tool's policy,
  * runs it once per idempotency key and replays the recorded outcome (write tools), serves it from
  * the `tools` tier while fresh (read tools), or just runs it (unlisted tools).
@@ -429,8 +441,8 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
   }
 
   function historyPrefix(taskId?: string, workItemId?: string): string {
-    const task = `${prefix}hist:${encodeURIComponent(taskId ?? '')}:`;
-    return workItemId === undefined ? task : `${task}${encodeURIComponent(workItemId)}:`;
+    const task = `${prefix}hist:${historySegment(taskId ?? '')}:`;
+    return workItemId === undefined ? task : `${task}${historySegment(workItemId)}:`;
   }
 
   async function invalidateAfter(tool: string, policy: ToolPolicy): Promise<void> {

@@ -251,6 +251,26 @@ describe('ledger fixes: replayed errors keep name, message and code', () => {
     expect((replay as Error).message).toBe('{"code":"E_QUOTA","status":429}');
   });
 
+  it('records no nested objects or credential-named fields of a thrown plain object', async () => {
+    const { ledger } = open(sqlite('plain-secret.db'));
+    const call = {
+      tool: 'w',
+      input: 1,
+      idempotencyKey: 'plain-secret',
+      execute: async () => {
+        throw {
+          code: 'E_HTTP',
+          status: 401,
+          apiKey: 'sk-secret-1',
+          config: { headers: { Authorization: 'Bearer sk-secret-2' } },
+        };
+      },
+    };
+    await ledger.executeOrReplay(call).catch(() => undefined);
+    const replay = await ledger.executeOrReplay(call).catch((error: unknown) => error);
+    expect((replay as Error).message).toBe('{"code":"E_HTTP","status":401}');
+  });
+
   it('keeps a bigint code and a non-string name', async () => {
     const { ledger } = open(sqlite('bigint.db'));
     const call = {

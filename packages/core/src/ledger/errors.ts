@@ -180,19 +180,29 @@ function field(source: object, name: string): unknown {
   }
 }
 
+/** Field names whose values may be credentials: left out of a rendered message. */
+const SECRET_FIELD = /auth|token|secret|passw|key|cookie|credential|signature|session/i;
+
 /**
- * A thrown object without a string message: its own fields as JSON (`{"code":"E_QUOTA"}`), or
- * `String(error)` for an Error (its `name: message`) and an object JSON cannot render.
+ * A thrown object without a string message: its own top-level fields with plain values as JSON
+ * (`{"code":"E_QUOTA","status":429}`), or `String(error)` for an Error (its `name: message`) and
+ * an object with none. Nested objects (a request config with its headers) and fields named like
+ * credentials are left out: the message is recorded and replayed.
  */
 function rendered(error: object): string {
   if (!isError(error)) {
     try {
-      const json = JSON.stringify(error, (_key, value: unknown) =>
-        typeof value === 'bigint' ? `${value}n` : value,
-      );
-      if (typeof json === 'string' && json !== '{}') return json;
+      const plain: Record<string, unknown> = {};
+      for (const key of Object.keys(error)) {
+        if (SECRET_FIELD.test(key)) continue;
+        const value = field(error, key);
+        if (typeof value === 'bigint') plain[key] = `${value}n`;
+        else if (value === null || ['string', 'number', 'boolean'].includes(typeof value)) plain[key] = value;
+      }
+      const json = JSON.stringify(plain);
+      if (json !== '{}') return json.length > 500 ? `${json.slice(0, 500)}…` : json;
     } catch {
-      // a cycle, a getter that throws: as text below
+      // a proxy that refuses to list its keys: as text below
     }
   }
   return printable(error);

@@ -112,13 +112,15 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX cache_bus_at ON cache_bus (at);
   `,
-  // v4: size bounds and namespace quotas that neither sort nor walk past rows they may not evict.
-  // Idempotency records and their blobs, which the size bounds never evict, get totals of their
-  // own (kept by triggers, like the others) so that the bounds leave them out, and the LRU order
-  // an index without them: its WHERE is, term for term, the one in the eviction query of v1-v3
-  // builds, so they use it too, and it replaces the accessed_at index nothing else used. Quota
-  // trims get per-namespace LRU and expiry orders (namespace: the key up to its first colon, as in
-  // cache_namespace_totals). Older builds name none of these: the file stays readable from v1.
+  // v4: size bounds that neither sort nor walk past rows they may not evict. Idempotency records
+  // and their blobs, which the size bounds never evict, get totals of their own (kept by
+  // triggers, like the others) so that the bounds leave them out, and the LRU order an index
+  // without them: its WHERE is, term for term, the one in the eviction query of v1-v3 builds, so
+  // they use it too, and it replaces the accessed_at index nothing else used. It runs under the
+  // write lock, so it builds this one index only (~1.5 s at 2.5 million rows): the per-namespace
+  // indexes of quota trims (NAMESPACE_INDEXES) are built by the first trim that needs them, so
+  // that files without quotas never pay for them on every write. (Files migrated by the first v4
+  // build have them already.) Older builds name none of these: the file stays readable from v1.
   `
   CREATE TABLE cache_protected_totals (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -149,12 +151,55 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX cache_entries_evictable ON cache_entries (accessed_at)
     WHERE NOT (key >= '~ledger/' AND (key GLOB '~ledger/*:idem:*' OR key GLOB '~ledger/*:blob:*'));
   DROP INDEX cache_entries_accessed_at;
-  CREATE INDEX cache_entries_namespace_accessed_at
-    ON cache_entries (substr(key, 1, instr(key, ':')), accessed_at);
-  CREATE INDEX cache_entries_namespace_expires_at
-    ON cache_entries (substr(key, 1, instr(key, ':')), expires_at) WHERE expires_at IS NOT NULL;
   `,
 ];
+
+/**
+ * Per-namespace expiry and LRU orders for quota trims (namespace: the key up to its first colon,
+ * as in cache_namespace_totals), which walk them with INDEXED BY instead of sorting the
+ * namespace. Not part of a migration: every write pays for each index on `cache_entries`, and
+ * only quota trims use these, so the first trim that has to evict builds them
+ * (`ensureIndexes`). Older builds never name them: they change nothing to `readable_from`.
+ */
+export const NAMESPACE_INDEXES: Readonly<Record<string, string>> = {
+  cache_entries_namespace_expires_at:
+    `CREATE INDEX IF NOT EXISTS cache_entries_namespace_expires_at ON cache_entries (${NAMESPACE}, expires_at) ` +
+    'WHERE expires_at IS NOT NULL',
+  cache_entries_namespace_accessed_at: `CREATE INDEX IF NOT EXISTS cache_entries_namespace_accessed_at ON cache_entries (${NAMESPACE}, accessed_at)`,
+};
+
+/**
+ * Makes sure every index of `indexes` (name -> `CREATE INDEX IF NOT EXISTS`) exists and tells
+ * whether they all do. A missing one is built in a transaction of its own, one index each, so
+ * that the write lock is held as briefly as possible; it is not built when the connection is
+ * inside a transaction (it would not be the index's own), nor when building it fails (another
+ * connection's lock, with the connection's busy timeout): the caller does without it this time.
+ * Never throws.
+ */
+export function ensureIndexes(
+  db: BetterSqlite3.Database,
+  indexes: Readonly<Record<string, string>>,
+): boolean {
+  const names = Object.keys(indexes);
+  try {
+    const existing = new Set(
+      db
+        .prepare<string[], string>(
+          `SELECT name FROM sqlite_schema WHERE type = 'index' AND name IN (${names.map(() => '?').join(', ')})`,
+        )
+        .pluck()
+        .all(...names),
+    );
+    for (const name of names) {
+      if (existing.has(name)) continue;
+      if (db.inTransaction) return false;
+      db.transaction(() => db.exec(indexes[name]!)).immediate();
+    }
+  } catch {
+    return false;
+  }
+  return true;
+}
 
 /**
  * Per version (index `v - 1`), the oldest schema version whose code can still use a file at
@@ -175,14 +220,56 @@ export function schemaVersion(db: BetterSqlite3.Database): number {
 }
 
 /**
+ * How long opening a file waits, at least, for another connection's write lock before it can
+ * upgrade the file: the connection that holds it may be running a migration (seconds on a large
+ * file), and the file is usable as soon as it commits.
+ */
+export const MIGRATION_WAIT_MS = 120_000;
+/** An upgrade refused by another connection's lock sooner than this waits the rest before trying again. */
+const MIGRATION_RETRY_MS = 50;
+
+/**
  * Brings `db` to the latest version and returns it. Up-to-date databases only pay one read.
  * Otherwise the upgrade runs in one `BEGIN IMMEDIATE` transaction that re-reads the version
- * under the write lock, so processes opening a new file at the same time migrate it once.
+ * under the write lock, so processes opening a new file at the same time migrate it once. While
+ * another connection holds the write lock (migrating the file, say), it waits, re-reading the
+ * version between attempts, for up to `waitMs` (the connection's own busy timeout bounds each
+ * attempt), then fails with `E_TIMEOUT`.
  */
 export function migrate(
   db: BetterSqlite3.Database,
   migrations: readonly string[] = MIGRATIONS,
   readableFrom: readonly number[] = READABLE_FROM,
+  waitMs: number = MIGRATION_WAIT_MS,
+): number {
+  const deadline = performance.now() + waitMs;
+  for (;;) {
+    const attempt = performance.now();
+    try {
+      return upgrade(db, migrations, readableFrom);
+    } catch (error) {
+      if (!isBusy(error)) throw error;
+      const now = performance.now();
+      if (now >= deadline) {
+        throw cacheError(
+          'E_TIMEOUT',
+          'sqlite',
+          `opening waited over ${waitMs} ms for another connection's write lock on "${db.name}" to upgrade ` +
+            'its cache schema; ' +
+            'if another process is migrating a large file, try again once it is done',
+          { cause: error },
+        );
+      }
+      // A connection without a busy timeout fails at once: do not spin on the lock.
+      if (now - attempt < MIGRATION_RETRY_MS) sleep(Math.min(MIGRATION_RETRY_MS, deadline - now));
+    }
+  }
+}
+
+function upgrade(
+  db: BetterSqlite3.Database,
+  migrations: readonly string[],
+  readableFrom: readonly number[],
 ): number {
   const latest = migrations.length;
   const current = schemaVersion(db);
@@ -199,6 +286,16 @@ export function migrate(
     meta.run('readable_from', readableFrom[latest - 1] ?? latest);
   }).immediate();
   return Math.max(latest, schemaVersion(db));
+}
+
+function isBusy(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code.startsWith('SQLITE_BUSY');
+}
+
+/** Blocks the thread: opening is synchronous, and so is SQLite's own busy wait. */
+function sleep(ms: number): void {
+  if (ms > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
 /** Whether `version` is newer than this build (`latest`) but declares it can still be used by it; throws when it cannot. */

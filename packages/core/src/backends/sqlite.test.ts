@@ -1,8 +1,10 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createCache } from '../cache.ts';
@@ -50,6 +52,46 @@ function inspect(options: Database.Options = {}): Database.Database {
   const db = new Database(path, options);
   raw.push(db);
   return db;
+}
+
+/** The indexes of cache_entries: each one costs every write that touches its columns. */
+function indexesOf(db: Database.Database): string[] {
+  return db
+    .prepare<[], string>("SELECT name FROM pragma_index_list('cache_entries') ORDER BY name")
+    .pluck()
+    .all();
+}
+
+/**
+ * Another connection, on a thread of its own, that takes the file's write lock (running `sql`
+ * under it, if given) and keeps it `holdMs` before committing: the lock is really held while this
+ * thread blocks in SQLite's busy wait. Resolves once the lock is taken; `released` once it is not.
+ */
+async function holdWriteLock(holdMs: number, sql = ''): Promise<{ released: Promise<void> }> {
+  const worker = new Worker(
+    `const { workerData, parentPort } = require('node:worker_threads');
+    const Database = require(workerData.driver);
+    const db = new Database(workerData.path);
+    db.exec('BEGIN IMMEDIATE');
+    db.exec(workerData.sql);
+    parentPort.postMessage('locked');
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, workerData.holdMs);
+    db.exec('COMMIT');
+    db.close();`,
+    {
+      eval: true,
+      workerData: { driver: createRequire(import.meta.url).resolve('better-sqlite3'), path, sql, holdMs },
+    },
+  );
+  const released = new Promise<void>((resolve, reject) => {
+    worker.once('error', reject);
+    worker.once('exit', () => resolve());
+  });
+  await new Promise<void>((resolve, reject) => {
+    worker.once('message', () => resolve());
+    released.then(() => reject(new Error('the lock holder exited before it took the lock')), reject);
+  });
+  return { released };
 }
 
 function planOf(db: Database.Database, sql: string): string {
@@ -791,6 +833,98 @@ describe('sqliteBackend', () => {
       expect(db.pragma('integrity_check', { simple: true })).toBe('ok');
     });
 
+    it('the v4 upgrade builds one index under the write lock: writes maintain no per-namespace index', async () => {
+      const expected = [
+        'cache_entries_evictable',
+        'cache_entries_expires_at',
+        'sqlite_autoindex_cache_entries_1',
+      ];
+      const old = new Database(path);
+      migrate(old, MIGRATIONS.slice(0, 3));
+      old
+        .prepare("INSERT INTO cache_entries (key, accessed_at, size, value) VALUES ('t/ns:a:1', 1, 1, x'01')")
+        .run();
+      old.close();
+      const upgraded = backend({ maxEntries: 10 });
+      await upgraded.set('t/ns:a:2', { value: bytes(1) });
+      expect(indexesOf(inspect())).toEqual(expected);
+      // Likewise for a file created at v4.
+      path = join(dir, 'fresh.db');
+      const fresh = backend();
+      await fresh.set('t/ns:a:1', { value: bytes(1) });
+      expect(indexesOf(inspect())).toEqual(expected);
+      // What an ordinary write (the backend's upsert) updates: the key, expiry and LRU indexes only.
+      const db = inspect();
+      const opened = db
+        .prepare<[], { opcode: string; p2: number }>(
+          'EXPLAIN INSERT INTO cache_entries (key, expires_at, accessed_at, size, tags, value) ' +
+            "VALUES ('n:a', NULL, 1, 1, NULL, x'01') ON CONFLICT (key) DO UPDATE SET " +
+            'expires_at = excluded.expires_at, accessed_at = excluded.accessed_at, size = excluded.size, ' +
+            'tags = excluded.tags, value = excluded.value',
+        )
+        .all()
+        .filter((op) => op.opcode === 'OpenWrite')
+        .map((op) => op.p2);
+      const written = db
+        .prepare<[], { name: string; rootpage: number }>(
+          "SELECT name, rootpage FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'cache_entries' ORDER BY name",
+        )
+        .all()
+        .filter((index) => opened.includes(index.rootpage))
+        .map((index) => index.name);
+      expect(written).toEqual(expected);
+    });
+
+    it('opening a file another connection is migrating waits for it instead of failing', async () => {
+      // A v3 build's file (in WAL mode, as every build leaves it).
+      const old = new Database(path);
+      old.pragma('journal_mode = WAL');
+      migrate(old, MIGRATIONS.slice(0, 3));
+      old
+        .prepare("INSERT INTO cache_entries (key, accessed_at, size, value) VALUES ('t/ns:a:1', 1, 1, x'01')")
+        .run();
+      old.close();
+      // Another process's v4 migration, taking longer than this one's busy timeout.
+      const other = await holdWriteLock(
+        600,
+        `${MIGRATIONS[3]};
+        INSERT OR REPLACE INTO cache_meta (name, value) VALUES ('schema_version', 4), ('readable_from', 1);`,
+      );
+      const started = performance.now();
+      const cache = backend({ busyTimeoutMs: 50 });
+      expect(performance.now() - started).toBeGreaterThan(300);
+      await other.released;
+      expect(schemaVersion(inspect())).toBe(4);
+      expect((await cache.get('t/ns:a:1'))?.value).toEqual(new Uint8Array([1]));
+      await cache.set('t/ns:a:2', { value: bytes(2) });
+      expect(await cache.stats()).toMatchObject({ entries: 2, bytes: 3 });
+      expect(inspect().pragma('integrity_check', { simple: true })).toBe('ok');
+    });
+
+    it('gives up waiting for another connection’s lock after its deadline, with E_TIMEOUT', () => {
+      const old = new Database(path);
+      migrate(old, MIGRATIONS.slice(0, 3));
+      old.close();
+      const other = inspect();
+      other.exec('BEGIN IMMEDIATE');
+      const db = inspect({ timeout: 20 });
+      const started = performance.now();
+      let caught: unknown;
+      try {
+        migrate(db, MIGRATIONS, undefined, 300);
+      } catch (error) {
+        caught = error;
+      }
+      expect(performance.now() - started).toBeGreaterThanOrEqual(290);
+      expect(CacheError.isInstance(caught) && caught.code).toBe('E_TIMEOUT');
+      expect((caught as Error).message).toMatch(
+        /another connection's write lock .* upgrade its cache schema/,
+      );
+      expect(schemaVersion(db)).toBe(3);
+      other.exec('ROLLBACK');
+      expect(migrate(db)).toBe(MIGRATIONS.length);
+    });
+
     it('refuses a file from a newer schema it cannot use, with a message naming the fix', () => {
       const db = new Database(path);
       migrate(db);
@@ -904,6 +1038,77 @@ describe('sqliteBackend', () => {
           /^SEARCH cache_entries USING INDEX cache_entries_namespace_\w+ \(<expr>=\?/,
         );
       }
+    });
+
+    it('a namespace trim builds its indexes the first time it has to evict; a file that has them just uses them', async () => {
+      const namespaceIndexes = (db: Database.Database) =>
+        indexesOf(db).filter((name) => name.startsWith('cache_entries_namespace_'));
+      const clock = fakeClock();
+      const cache = backend({ clock });
+      for (const key of ['t/q:1', 't/q:2', 't/q:3', 't/other:1']) {
+        await cache.set(key, { value: bytes(10) });
+        clock.advance(1);
+      }
+      const db = inspect();
+      // Within its quota: nothing to walk, nothing built.
+      expect(await cache.trim('t/q:', { maxEntries: 3 })).toBe(0);
+      expect(namespaceIndexes(db)).toEqual([]);
+      expect(await cache.trim('t/q:', { maxEntries: 2 })).toBe(1);
+      expect(namespaceIndexes(db)).toEqual([
+        'cache_entries_namespace_accessed_at',
+        'cache_entries_namespace_expires_at',
+      ]);
+      expect(await keysOf(cache)).toEqual(['t/other:1', 't/q:2', 't/q:3']);
+
+      // A file whose v4 migration (the first v4 build) created them: used as they are.
+      path = join(dir, 'first-v4.db');
+      const early = inspect();
+      migrate(early);
+      early.exec(`
+        CREATE INDEX cache_entries_namespace_accessed_at
+          ON cache_entries (substr(key, 1, instr(key, ':')), accessed_at);
+        CREATE INDEX cache_entries_namespace_expires_at
+          ON cache_entries (substr(key, 1, instr(key, ':')), expires_at) WHERE expires_at IS NOT NULL;`);
+      const log: string[] = [];
+      const traced = inspect({ verbose: (sql) => log.push(String(sql)) });
+      const other = sqliteBackend({ database: traced, clock });
+      open.push(other);
+      await other.setMany(['t/q:1', 't/q:2', 't/q:3'].map((key) => [key, { value: bytes(1) }] as const));
+      log.length = 0;
+      expect(await other.trim('t/q:', { maxEntries: 1 })).toBe(2);
+      expect(log.filter((sql) => /CREATE INDEX/.test(sql))).toEqual([]);
+      const selects = log.filter((sql) => /^SELECT key, size, expires_at FROM cache_entries/.test(sql));
+      expect(selects).toHaveLength(2);
+      for (const sql of selects) {
+        expect(planOf(early, sql), sql).toMatch(
+          /^SEARCH cache_entries USING INDEX cache_entries_namespace_\w+ \(<expr>=\?/,
+        );
+      }
+    });
+
+    it('a namespace trim does not wait on another connection to build its indexes: it sorts this once, builds them later', async () => {
+      const clock = fakeClock();
+      const cache = backend({ clock, touchGranularityMs: 0 });
+      for (const key of ['t/q:1', 't/q:2', 't/q:3', 't/q:4']) {
+        await cache.set(key, { value: bytes(10) });
+        clock.advance(1);
+      }
+      await cache.set('t/q:exp', { value: bytes(10), expiresAt: clock.now() + 1 });
+      clock.advance(5);
+      await cache.get('t/q:1');
+      const db = inspect();
+      const other = await holdWriteLock(400);
+      // Waits for the lock (busyTimeoutMs) to trim, not to build: same order, expired first.
+      const evicted: string[] = [];
+      expect(await cache.trim('t/q:', { maxEntries: 2 }, (key) => evicted.push(key))).toBe(3);
+      expect(evicted).toEqual(['t/q:2', 't/q:3']);
+      await other.released;
+      expect(indexesOf(db).filter((name) => name.startsWith('cache_entries_namespace_'))).toEqual([]);
+      await cache.set('t/q:5', { value: bytes(10) });
+      expect(await cache.trim('t/q:', { maxEntries: 2 }, (key) => evicted.push(key))).toBe(1);
+      expect(evicted).toEqual(['t/q:2', 't/q:3', 't/q:4']);
+      expect(indexesOf(db).filter((name) => name.startsWith('cache_entries_namespace_'))).toHaveLength(2);
+      expect(await keysOf(cache)).toEqual(['t/q:1', 't/q:5']);
     });
   });
 

@@ -15,7 +15,14 @@ import { prefixUpperBound } from './prefix.ts';
 import type { PrefixStats, TrimBounds } from './quota.ts';
 import { checkLimit, tooLarge } from './quota.ts';
 import { loadSqliteDriver } from './sqlite-driver.ts';
-import { migrate, NAMESPACE, protectedKey } from './sqlite-schema.ts';
+import {
+  ensureIndexes,
+  MIGRATION_WAIT_MS,
+  migrate,
+  NAMESPACE,
+  NAMESPACE_INDEXES,
+  protectedKey,
+} from './sqlite-schema.ts';
 
 export interface SqliteBackendOptions {
   /**
@@ -212,7 +219,8 @@ export function sqliteBackend(options: SqliteBackendOptions = {}): SqliteBackend
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = NORMAL');
     }
-    migrate(db);
+    // Another process may be migrating the file (seconds on a large one): wait for it.
+    migrate(db, undefined, undefined, Math.max(MIGRATION_WAIT_MS, busyTimeoutMs));
     return new SqliteStore(db, owned, location, settings);
   } catch (error) {
     if (owned) db.close();
@@ -337,18 +345,8 @@ function prepareStatements(db: BetterSqlite3.Database) {
       'SELECT t.entries - p.entries AS entries, t.bytes - p.bytes AS bytes ' +
         'FROM cache_totals AS t, cache_protected_totals AS p WHERE t.id = 1 AND p.id = 1',
     ),
-    // A namespace's expired entries, then its live ones least recently used first, each walked in
-    // an index (stepped only as far as the trim needs), never sorted. @namespace is the
-    // namespace of the prefix; the key range narrows it for a longer prefix.
-    expiredIn: range<VictimRow>(
-      'SELECT key, size, expires_at FROM cache_entries INDEXED BY cache_entries_namespace_expires_at ' +
-        `WHERE ${NAMESPACE} = @namespace AND expires_at <= @now AND key >= @lower $upper ORDER BY expires_at`,
-    ),
-    leastRecentlyUsedInNamespace: range<VictimRow>(
-      'SELECT key, size, expires_at FROM cache_entries INDEXED BY cache_entries_namespace_accessed_at ' +
-        `WHERE ${NAMESPACE} = @namespace AND key >= @lower $upper ORDER BY accessed_at`,
-    ),
     // A prefix without a colon (a tier, or everything) spans namespaces: sorted, expired first.
+    // Also a namespace's trim while its indexes (namespaceTrims) cannot be built.
     leastRecentlyUsedIn: range<VictimRow>(
       'SELECT key, size, expires_at FROM cache_entries WHERE key >= @lower $upper ' +
         'ORDER BY coalesce(expires_at <= @now, 0) DESC, accessed_at',
@@ -392,6 +390,31 @@ function prepareStatements(db: BetterSqlite3.Database) {
 type Statements = ReturnType<typeof prepareStatements>;
 
 /**
+ * A namespace's expired entries, then its live ones least recently used first, each walked in
+ * an index (stepped only as far as the trim needs), never sorted. @namespace is the namespace of
+ * the prefix; the key range narrows it for a longer prefix. Prepared once NAMESPACE_INDEXES
+ * exist: INDEXED BY names them.
+ */
+function prepareNamespaceTrims(db: BetterSqlite3.Database) {
+  const range = (sql: string): RangeStatement<VictimRow> => ({
+    bounded: db.prepare(sql.replace('$upper', 'AND key < @upper')),
+    open: db.prepare(sql.replace('$upper', '')),
+  });
+  return {
+    expiredIn: range(
+      'SELECT key, size, expires_at FROM cache_entries INDEXED BY cache_entries_namespace_expires_at ' +
+        `WHERE ${NAMESPACE} = @namespace AND expires_at <= @now AND key >= @lower $upper ORDER BY expires_at`,
+    ),
+    leastRecentlyUsedInNamespace: range(
+      'SELECT key, size, expires_at FROM cache_entries INDEXED BY cache_entries_namespace_accessed_at ' +
+        `WHERE ${NAMESPACE} = @namespace AND key >= @lower $upper ORDER BY accessed_at`,
+    ),
+  };
+}
+
+type NamespaceTrims = ReturnType<typeof prepareNamespaceTrims>;
+
+/**
  * The open backends of each connection. `PRAGMA data_version` does not move for a connection's
  * own commits, so backends sharing one passed-in `database` never see each other's bus messages
  * by polling: `publish` hands them over directly, as to its own subscribers.
@@ -415,6 +438,8 @@ class SqliteStore implements SqliteBackend {
   private readonly touchFlushSize: number;
   private readonly touchGranularityMs: number;
   private readonly s: Statements;
+  /** Set by the first namespace trim that has to evict, once it found or built their indexes. */
+  private namespaceTrims: NamespaceTrims | undefined;
   private readonly readMany: BetterSqlite3.Transaction<(keys: readonly string[]) => (EntryRow | undefined)[]>;
   private readonly storeBounded: BetterSqlite3.Transaction<(key: string, entry: StoredEntry) => void>;
 
@@ -624,20 +649,21 @@ class SqliteStore implements SqliteBackend {
     const maxEntries = checkLimit('sqlite', 'trim maxEntries', bounds.maxEntries ?? Infinity, true);
     const maxBytes = checkLimit('sqlite', 'trim maxBytes', bounds.maxBytes ?? Infinity, true);
     const live: string[] = [];
-    const removed = await this.run('trim', () =>
-      this.db
+    const colon = prefix.indexOf(':');
+    const removed = await this.run('trim', () => {
+      if (colon !== -1) this.prepareNamespaceTrims(prefix, maxEntries, maxBytes);
+      return this.db
         .transaction(() => {
           let { entries, bytes } = this.prefixTotals(prefix);
           if (entries <= maxEntries && bytes <= maxBytes) return 0;
           this.writeTouches();
           const range = rangeOf(prefix);
           const now = this.clock.now();
-          const colon = prefix.indexOf(':');
+          const namespaced = colon === -1 ? undefined : this.namespaceTrims;
           // Expired entries first, whatever their recency: a live entry never makes room for them.
-          const passes =
-            colon === -1
-              ? [pick(this.s.leastRecentlyUsedIn, range)]
-              : [pick(this.s.expiredIn, range), pick(this.s.leastRecentlyUsedInNamespace, range)];
+          const passes = namespaced
+            ? [pick(namespaced.expiredIn, range), pick(namespaced.leastRecentlyUsedInNamespace, range)]
+            : [pick(this.s.leastRecentlyUsedIn, range)];
           const parameters = { ...range, now, namespace: prefix.slice(0, colon + 1) };
           let removed = 0;
           for (const pass of passes) {
@@ -661,11 +687,29 @@ class SqliteStore implements SqliteBackend {
           }
           return removed;
         })
-        .immediate(),
-    );
+        .immediate();
+    });
     // Named once the transaction committed (a listener runs outside it).
     if (onEvicted) for (const key of live) onEvicted(key);
     return removed;
+  }
+
+  /**
+   * Prepares the namespace trims' statements the first time a trim under a namespace has to
+   * evict, building their indexes if the file has none yet (each in a short transaction of its
+   * own, before the trim's). A quota that is never reached never builds them. The build does not
+   * wait on another connection's lock: while the file is busy, trims sort (leastRecentlyUsedIn,
+   * same order) and the next one tries again.
+   */
+  private prepareNamespaceTrims(prefix: string, maxEntries: number, maxBytes: number): void {
+    if (this.namespaceTrims) return;
+    const { entries, bytes } = this.prefixTotals(prefix);
+    if (entries <= maxEntries && bytes <= maxBytes) return;
+    let built = false;
+    this.withoutBusyWait(() => {
+      built = ensureIndexes(this.db, NAMESPACE_INDEXES);
+    });
+    if (built) this.namespaceTrims = prepareNamespaceTrims(this.db);
   }
 
   async acquireLock(name: string, owner: string, ttlMs: number): Promise<boolean> {

@@ -6,7 +6,7 @@ import type {
   SharedV4ProviderMetadata,
 } from '@ai-sdk/provider';
 import type { CacheError, CachePolicy, CacheView } from '@x/cache-core';
-import { LeaderAborted, leaderError, raceAbort } from '@x/cache-core';
+import { LeaderAborted, leaderError, raceAbort, vectorProblem } from '@x/cache-core';
 import { embeddingRequest } from './key.ts';
 import type { CommonCacheOptions } from './options.ts';
 import {
@@ -279,22 +279,6 @@ function checkVectors(embeddings: readonly unknown[], count: number): void {
   if (bad !== -1) {
     throw providerBug(`returned a malformed vector at index ${bad} (${vectorProblem(embeddings[bad])})`);
   }
-}
-
-/**
- * What makes `vector` no vector, if anything: it must be an array (or typed array) of finite
- * numbers. `NaN` or `Infinity` would be stored as they are and poison every similarity computed
- * with the vector for as long as the entry lives.
- */
-function vectorProblem(vector: unknown): string | undefined {
-  if (!Array.isArray(vector) && !(ArrayBuffer.isView(vector) && !(vector instanceof DataView))) {
-    return vector === null ? 'null' : typeof vector;
-  }
-  for (const item of vector as Iterable<unknown>) {
-    if (typeof item !== 'number') return `an item of type ${item === null ? 'null' : typeof item}`;
-    if (!Number.isFinite(item)) return `an item that is ${item}`;
-  }
-  return undefined;
 }
 
 /** What `ai` calls to slice a model's provider options per value (`embedMany`). */

@@ -16,3 +16,4 @@ export * from './stats/pricing.ts';
 export { countTokens } from './stats/tokens.ts';
 export * from './ttl.ts';
 export { LeaderAborted, leaderError, raceAbort } from './util/abort.ts';
+export { vectorProblem } from './util/vector.ts';

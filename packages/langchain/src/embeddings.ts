@@ -1,7 +1,7 @@
 import type { EmbeddingsInterface } from '@langchain/core/embeddings';
 import { Embeddings } from '@langchain/core/embeddings';
 import type { CachePolicy, CacheView, KeyInput, Usage } from '@x/cache-core';
-import { countTokens } from '@x/cache-core';
+import { countTokens, vectorProblem } from '@x/cache-core';
 import { langchainCacheError } from './errors.ts';
 import type { SharedCacheOptions } from './options.ts';
 import {
@@ -238,22 +238,6 @@ export class CachedEmbeddings extends Embeddings {
   #own(vector: Vector): Vector {
     return vector instanceof this.#Vector ? vector : this.#Vector.from(vector);
   }
-}
-
-/**
- * What makes `vector` no vector, if anything: an array (or typed array) of finite numbers, as
- * `@x/ai-sdk-cache` requires. `Float32Array.from` would turn `null` into 0 and `'x'` into NaN,
- * and a NaN stored in a vector poisons every similarity computed with it for as long as it lives.
- */
-function vectorProblem(vector: unknown): string | undefined {
-  if (!Array.isArray(vector) && !(ArrayBuffer.isView(vector) && !(vector instanceof DataView))) {
-    return vector === null ? 'null' : typeof vector;
-  }
-  for (const item of vector as Iterable<unknown>) {
-    if (typeof item !== 'number') return `an item of type ${item === null ? 'null' : typeof item}`;
-    if (!Number.isFinite(item)) return `an item that is ${item}`;
-  }
-  return undefined;
 }
 
 /** The embeddings model's identity: its class, model id and every primitive setting except runtime ones and credentials. */

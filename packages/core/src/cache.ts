@@ -9,6 +9,7 @@ import { cacheError, QuotaExceededError, UnserializableValueError } from './erro
 import type { CacheEventName, CacheEvents } from './events.ts';
 import { CacheEmitter } from './events.ts';
 import { buildKey, validateName } from './keys/index.ts';
+import { MAX_NAME_LENGTH } from './keys/names.ts';
 import type { LevelInput } from './levels/stack.ts';
 import {
   Level,
@@ -238,7 +239,7 @@ interface Flight {
   forced: boolean;
   /** The scoped tags its value will carry, to tell whether a tag invalidation concerns it. */
   tags: readonly string[];
-  /** Marked outdated when the key changes, or when a forced refresh starts after it. */
+  /** Marked outdated when the key changes (by a write of a computation started after it: see `Watch.seq`). */
   watch: Watch;
 }
 
@@ -746,9 +747,6 @@ class Engine {
     }
   }
 }
-
-/** Longest name (`validateName`), which `<tier>/<namespace>` must also fit in. */
-const MAX_NAME_LENGTH = 128;
 
 /** How many open caches use each store backend passed in (`close()` closes it with the last). */
 const openBy = new WeakMap<CacheBackend, number>();

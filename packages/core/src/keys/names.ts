@@ -11,6 +11,8 @@ export interface ParsedKey {
 }
 
 // No ':' so `<namespace>:` and `<namespace>:<name>:` prefixes can never match a neighbour's keys.
+/** Longest name (`validateName`); `<tier>/<namespace>` must fit in one too (keys join them). */
+export const MAX_NAME_LENGTH = 128;
 const NAME = /^[A-Za-z0-9_.\-/@]{1,128}$/;
 const CONTROL = /\p{Cc}/u;
 const KEY = /^([A-Za-z0-9_.\-/@]{1,128}):([A-Za-z0-9_.\-/@]{1,128}):([A-Za-z0-9_-]{43})$/;

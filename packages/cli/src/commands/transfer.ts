@@ -66,10 +66,26 @@ function openTarget(
   abort(): void;
 } {
   const temporary = `${file}.${process.pid}.tmp`;
+  // Only for signals the process does not handle itself (the CLI used as a library): a host's
+  // handler decides what a signal does, and the export must not be cut from under it. The process
+  // exits right after, so the stream is never written to again.
+  const signals = Object.keys(SIGNAL_EXIT).filter((signal) => process.listenerCount(signal) === 0);
+  const onSignal = (signal: NodeJS.Signals) => {
+    rmSync(temporary, { force: true });
+    stderr.write(`llm-cache: export interrupted (${signal}); ${file} was not written\n`);
+    process.exit(SIGNAL_EXIT[signal] ?? 1);
+  };
+  const unlisten = () => {
+    for (const signal of signals) process.off(signal, onSignal);
+  };
+  // Listening before the file exists: a signal that arrives as it is created cannot leave it behind
+  // (without a listener the signal's default action ends the process at once).
+  for (const signal of signals) process.on(signal, onSignal);
   let fd: number;
   try {
     fd = openSync(temporary, 'w');
   } catch (error) {
+    unlisten();
     throw new CliError(`cannot write ${file}: ${messageOf(error)}`);
   }
   const stream = createWriteStream(temporary, { fd });
@@ -93,20 +109,6 @@ function openTarget(
     }
     rmSync(temporary, { force: true });
   };
-  // Only for signals the process does not handle itself (the CLI used as a library): a host's
-  // handler decides what a signal does, and the export must not be cut from under it. The process
-  // exits right after, so the stream is never written to again.
-  const signals = Object.keys(SIGNAL_EXIT).filter((signal) => process.listenerCount(signal) === 0);
-  const onSignal = (signal: NodeJS.Signals) => {
-    rmSync(temporary, { force: true });
-    stderr.write(`llm-cache: export interrupted (${signal}); ${file} was not written\n`);
-    process.exit(SIGNAL_EXIT[signal] ?? 1);
-  };
-  const unlisten = () => {
-    for (const signal of signals) process.off(signal, onSignal);
-  };
-  // Registered in the same tick as the file is created: no signal can slip in between.
-  for (const signal of signals) process.on(signal, onSignal);
   return {
     stream,
     commit() {

@@ -243,12 +243,15 @@ export function migrate(
   waitMs: number = MIGRATION_WAIT_MS,
 ): number {
   const deadline = performance.now() + waitMs;
+  // Inside a transaction of the caller's (a `database` passed in mid-transaction) nothing this
+  // thread waits for can end: the first answer stands.
+  const mayWait = !db.inTransaction;
   for (;;) {
     const attempt = performance.now();
     try {
       return upgrade(db, migrations, readableFrom);
     } catch (error) {
-      if (!isBusy(error)) throw error;
+      if (!mayWait || !isBusy(error)) throw error;
       const now = performance.now();
       if (now >= deadline) {
         throw cacheError(
@@ -288,9 +291,13 @@ function upgrade(
   return Math.max(latest, schemaVersion(db));
 }
 
+/**
+ * Whether another connection's write lock refused the upgrade, which waiting can end. Not
+ * `SQLITE_BUSY_SNAPSHOT`: that is this connection's own read snapshot, which only its owner can end.
+ */
 function isBusy(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && code.startsWith('SQLITE_BUSY');
+  return code === 'SQLITE_BUSY' || code === 'SQLITE_BUSY_TIMEOUT' || code === 'SQLITE_BUSY_RECOVERY';
 }
 
 /** Blocks the thread: opening is synchronous, and so is SQLite's own busy wait. */

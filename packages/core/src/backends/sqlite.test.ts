@@ -925,6 +925,26 @@ describe('sqliteBackend', () => {
       expect(migrate(db)).toBe(MIGRATIONS.length);
     });
 
+    it('does not wait on a snapshot of its own: a passed-in database in a read transaction fails at once', () => {
+      const old = new Database(path);
+      old.pragma('journal_mode = WAL');
+      migrate(old, MIGRATIONS.slice(0, 3));
+      old.close();
+      // The application's connection reads in a transaction; another connection writes meanwhile.
+      const app = inspect({ timeout: 20 });
+      app.exec('BEGIN');
+      app.prepare('SELECT count(*) FROM cache_entries').get();
+      inspect()
+        .prepare("INSERT INTO cache_entries (key, accessed_at, size, value) VALUES ('t/ns:a:1', 1, 1, x'01')")
+        .run();
+      const started = performance.now();
+      expect(() => migrate(app, MIGRATIONS, undefined, 5000)).toThrow();
+      // Its own snapshot cannot move while it waits: no point waiting for the deadline.
+      expect(performance.now() - started).toBeLessThan(1000);
+      app.exec('ROLLBACK');
+      expect(migrate(app)).toBe(MIGRATIONS.length);
+    });
+
     it('refuses a file from a newer schema it cannot use, with a message naming the fix', () => {
       const db = new Database(path);
       migrate(db);

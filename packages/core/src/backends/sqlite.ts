@@ -698,8 +698,10 @@ class SqliteStore implements SqliteBackend {
    * Prepares the namespace trims' statements the first time a trim under a namespace has to
    * evict, building their indexes if the file has none yet (each in a short transaction of its
    * own, before the trim's). A quota that is never reached never builds them. The build does not
-   * wait on another connection's lock: while the file is busy, trims sort (leastRecentlyUsedIn,
-   * same order) and the next one tries again.
+   * wait on another connection's lock: while the file is busy, trims sort (leastRecentlyUsedIn:
+   * expired first, then least recently used, as the indexed walk; among expired entries, and among
+   * entries used in the same millisecond, the two may pick different ones) and the next one tries
+   * again.
    */
   private prepareNamespaceTrims(prefix: string, maxEntries: number, maxBytes: number): void {
     if (this.namespaceTrims) return;

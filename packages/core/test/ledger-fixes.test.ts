@@ -2,7 +2,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Clock } from '../src/backends/backend.ts';
 import { memoryBackend } from '../src/backends/memory.ts';
 import { sqliteBackend } from '../src/backends/sqlite.ts';
 import type { Cache, CacheOptions } from '../src/cache.ts';
@@ -16,20 +15,7 @@ import {
   RecordedToolError,
   ToolInProgressError,
 } from '../src/ledger/index.ts';
-
-/** A clock that stands still unless told: every call happens in the same millisecond. */
-function frozenClock(): Clock & { advance(ms: number): void } {
-  let now = Date.UTC(2030, 0, 1);
-  return { now: () => now, advance: (ms) => void (now += ms) };
-}
-
-function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void } {
-  let resolve!: (value: T) => void;
-  const promise = new Promise<T>((r) => {
-    resolve = r;
-  });
-  return { promise, resolve };
-}
+import { deferred, fakeClock as frozenClock } from './support.ts';
 
 let dir: string;
 const caches: Cache[] = [];

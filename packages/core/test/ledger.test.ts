@@ -5,7 +5,6 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Clock } from '../src/backends/backend.ts';
 import { memoryBackend } from '../src/backends/memory.ts';
 import { sqliteBackend } from '../src/backends/sqlite.ts';
 import type { Cache, CacheOptions } from '../src/cache.ts';
@@ -21,23 +20,7 @@ import {
   ToolOutcomeUnknownError,
   toolCallContext,
 } from '../src/ledger/index.ts';
-
-interface FakeClock extends Clock {
-  advance(ms: number): void;
-}
-
-function fakeClock(): FakeClock {
-  let now = Date.UTC(2030, 0, 1);
-  return { now: () => now, advance: (ms) => void (now += ms) };
-}
-
-function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void } {
-  let resolve!: (value: T) => void;
-  const promise = new Promise<T>((r) => {
-    resolve = r;
-  });
-  return { promise, resolve };
-}
+import { deferred, type FakeClock, fakeClock } from './support.ts';
 
 /**
  * A real memory store whose every call goes through `around` (a fault: a delay, an outage), as a

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { Money } from '../../test/fixtures/opaque.ts';
+import { withToJSON } from '../../test/support.ts';
 import { CacheError, UnserializableValueError } from '../errors.ts';
 import {
   decodeEntry,
@@ -24,18 +25,6 @@ function expectExact(value: unknown): unknown {
   const back = roundTrip(value);
   expect(back).toStrictEqual(value);
   return back;
-}
-
-/** Runs `body` with `proto.toJSON` replaced (as polyfills do), restoring the original afterwards. */
-function withToJSON(proto: object, toJSON: (this: unknown) => unknown, body: () => void): void {
-  const original = Object.getOwnPropertyDescriptor(proto, 'toJSON');
-  Object.defineProperty(proto, 'toJSON', { value: toJSON, writable: true, configurable: true });
-  try {
-    body();
-  } finally {
-    if (original) Object.defineProperty(proto, 'toJSON', original);
-    else delete (proto as { toJSON?: unknown }).toJSON;
-  }
 }
 
 /** `{ a: { a: ... leaf } }`, `levels` objects deep. */

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { Money } from '../../test/fixtures/opaque.ts';
+import { withToJSON } from '../../test/support.ts';
 import { CacheError, UnserializableValueError } from '../errors.ts';
 import {
   buildKey,
@@ -32,18 +33,6 @@ function unserializable(fn: () => unknown): UnserializableValueError {
     return error as UnserializableValueError;
   }
   throw new Error('expected UnserializableValueError');
-}
-
-/** Runs `body` with `proto.toJSON` replaced (as polyfills do), restoring the original afterwards. */
-function withToJSON(proto: object, toJSON: (this: unknown) => unknown, body: () => void): void {
-  const original = Object.getOwnPropertyDescriptor(proto, 'toJSON');
-  Object.defineProperty(proto, 'toJSON', { value: toJSON, writable: true, configurable: true });
-  try {
-    body();
-  } finally {
-    if (original) Object.defineProperty(proto, 'toJSON', original);
-    else delete (proto as { toJSON?: unknown }).toJSON;
-  }
 }
 
 /** `{ a: { a: ... 1 } }`, `levels` objects deep. */

@@ -98,6 +98,24 @@ return n
 `;
 
 /**
+ * KEYS[1] the tag set of one bucket. ARGV[1] entry key prefix of the bucket, ARGV[2] tag-list key
+ * prefix, ARGV[3] the tag, ARGV[4..] members to check. Drops each member whose entry is gone or
+ * no longer carries the tag, checked and removed in one step so that an entry written meanwhile
+ * keeps its membership. Returns how many members went.
+ */
+export const PRUNE_MEMBERS_SCRIPT = `
+local n = 0
+for i = 4, #ARGV do
+  local ek = ARGV[i]
+  local kl = ARGV[2] .. string.sub(ek, #ARGV[1] + 1)
+  if redis.call('EXISTS', ek) == 0 or redis.call('SISMEMBER', kl, ARGV[3]) == 0 then
+    n = n + redis.call('SREM', KEYS[1], ek)
+  end
+end
+return n
+`;
+
+/**
  * KEYS[1] lock. ARGV[1] owner, ARGV[2] ttl ms, ARGV[3] now, ARGV[4] expiry (now + ttl).
  * Takes the lock when free, expired, or already held by the same owner (which extends it).
  */

@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClusterHandle, RedisHandle } from '../../test/redis-server.ts';
 import { redisUnavailable, startCluster, startRedis } from '../../test/redis-server.ts';
+import { deferred } from '../../test/support.ts';
 import { createCache } from '../cache.ts';
 import { CacheError } from '../errors.ts';
 import { createIdempotencyStore } from '../ledger/idempotency.ts';
@@ -306,7 +307,7 @@ d('redisBackend', () => {
     await expect(backend.get('ns:a')).rejects.toMatchObject({ code: 'E_CLOSED' });
   });
 
-  it('keeps every read of a batch working while a cluster slot migrates', async () => {
+  it('keeps every read working, within the read timeout, while a cluster slot migrates', async () => {
     // A cluster of its own: the test moves a slot half-way and leaves it so.
     const own = await startCluster();
     const cli = (port: number, ...args: string[]) =>
@@ -318,11 +319,16 @@ d('redisBackend', () => {
     };
     try {
       const backend = redisBackend({ cluster: own.nodes, keyPrefix: 'mig:' });
-      const all = Array.from({ length: 200 }, (_, i) => `ns:${i}`);
-      const moving = all.filter((key) => bucketOf(key) === 0).slice(0, 2);
-      const steady = all.filter((key) => bucketOf(key) !== 0).slice(0, 6);
-      const keys = [steady[0]!, ...moving, ...steady.slice(1)];
-      for (const [i, key] of keys.entries()) await backend.set(key, { value: new Uint8Array([i]) });
+      // With the default read timeout (500 ms): a read that waits on the migration past it would
+      // mark the level stalled and skip Redis for every reader.
+      const cache = createCache({ store: { backend, timeout: 500 }, memory: false });
+      const errors: string[] = [];
+      cache.on('error', (event) => errors.push(`${event.operation}: ${String(event.error)}`));
+      const all = Array.from({ length: 400 }, (_, i) => ({ name: 'doc', request: i }));
+      const moving = all.filter((input) => bucketOf(cache.key(input)) === 0).slice(0, 3);
+      const steady = all.filter((input) => bucketOf(cache.key(input)) !== 0).slice(0, 6);
+      const inputs = [steady[0]!, ...moving, ...steady.slice(1)];
+      for (const [i, input] of inputs.entries()) await cache.set(input, i);
       // Slot of bucket {0} half-migrated: one of its keys already on the new node. A multi-key
       // command on it gets TRYAGAIN; single reads are redirected (ASK).
       const slot = cli(own.nodes[0]!.port, 'cluster', 'keyslot', '{0}');
@@ -340,17 +346,25 @@ d('redisBackend', () => {
         '0',
         '5000',
         'keys',
-        `mig:e{0}${moving[0]}`,
+        `mig:e{0}${cache.key(moving[0]!)}`,
       );
-      const entries = await Promise.all(keys.map((key) => backend.get(key)));
-      expect(entries.map((entry) => entry?.value[0])).toEqual(keys.map((_, i) => i));
-      await backend.close();
+      const expected = inputs.map((_, i) => i);
+      const computed: number[] = [];
+      const hits = await Promise.all(
+        inputs.map((input) => cache.getOrCompute(input, () => computed.push(input.request) && -1)),
+      );
+      expect(hits).toEqual(expected);
+      expect(await cache.getMany(inputs)).toEqual(expected);
+      expect((await backend.getMany(inputs.map((input) => cache.key(input)))).length).toBe(inputs.length);
+      expect(computed).toEqual([]);
+      expect(errors).toEqual([]);
+      await cache.close();
     } finally {
       await own.stop();
     }
   }, 60_000);
 
-  it('batches concurrent reads on a cluster by slot and returns every entry', async () => {
+  it('reads concurrently on a cluster and returns every entry', async () => {
     const backend = redisBackend({ cluster: cluster!.nodes, keyPrefix: freshPrefix('cbatch') });
     const keys = Array.from({ length: 64 }, (_, i) => `ns:doc:${i}`);
     for (const [i, key] of keys.entries()) await backend.set(key, { value: new Uint8Array([i]) });
@@ -528,6 +542,136 @@ d('redisBackend', () => {
     expect(CacheError.isInstance(error)).toBe(true);
     expect((error as CacheError).code).toBe('E_MISSING_DEPENDENCY');
     expect((error as Error).message).toContain('install it (pnpm add ioredis) or pass a client');
+  });
+
+  it('clear() racing writes leaves no entry that tag invalidation cannot remove', async () => {
+    const keyPrefix = freshPrefix('clear-race');
+    const clearer = redisBackend({ url: server!.url, keyPrefix });
+    const writer = redisBackend({ url: server!.url, keyPrefix });
+    const keys = Array.from({ length: 2000 }, (_, i) => `ns:k:${i}`);
+    const entry = { value: new Uint8Array([1]), tags: ['model-x'] };
+    await Promise.all(keys.map((key) => writer.set(key, entry)));
+    // The application keeps writing while an operator clears, and stops when clear() is done.
+    let clearing = true;
+    const cleared = clearer.clear().finally(() => {
+      clearing = false;
+    });
+    for (let i = 0; clearing; i = (i + 50) % keys.length) {
+      await Promise.all(keys.slice(i, i + 50).map((key) => writer.set(key, entry)));
+    }
+    await cleared;
+    await clearer.deleteByTag('model-x');
+    const left = (await clearer.getMany(keys)).filter((found) => found !== undefined);
+    expect(left.length).toBe(0);
+    await clearer.close();
+    await writer.close();
+  }, 60_000);
+
+  it('prune() racing a rewrite keeps the entry in its tag set', async () => {
+    let left = 0;
+    for (const delay of [2, 10, 20]) {
+      const keyPrefix = freshPrefix('prune-race');
+      const pruner = redisBackend({ url: server!.url, keyPrefix });
+      const writer = redisBackend({ url: server!.url, keyPrefix });
+      const keys = Array.from({ length: 2000 }, (_, i) => `ns:k:${i}`);
+      const soon = { value: new Uint8Array([1]), tags: ['model-x'], expiresAt: Date.now() + 30 };
+      await Promise.all(keys.map((key) => writer.set(key, soon)));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      // Redis has expired the entries (PX); their tag-set members are what prune() drops. The
+      // entries are written again, with the tag, once, while it runs.
+      const again = { value: new Uint8Array([2]), tags: ['model-x'] };
+      await Promise.all([
+        pruner.prune(),
+        new Promise((resolve) => setTimeout(resolve, delay)).then(() =>
+          Promise.all(keys.map((key) => writer.set(key, again))),
+        ),
+      ]);
+      await writer.deleteByTag('model-x');
+      left += (await writer.getMany(keys)).filter((found) => found !== undefined).length;
+      await pruner.close();
+      await writer.close();
+    }
+    expect(left).toBe(0);
+  }, 60_000);
+
+  it("keeps other processes' memory levels in step when the client has the offline queue off", async () => {
+    const keyPrefix = freshPrefix('offline-queue');
+    const connected = async () => {
+      const client = new Redis(server!.url, { enableOfflineQueue: false, lazyConnect: true });
+      await client.connect();
+      return client;
+    };
+    const clientA = await connected();
+    const clientB = await connected();
+    const a = createCache({ store: redisBackend({ client: clientA, keyPrefix }) });
+    const b = createCache({ store: redisBackend({ client: clientB, keyPrefix }) });
+    const errors: string[] = [];
+    a.on('error', (event) => errors.push(String(event.error)));
+    await a.ready();
+    await b.ready();
+    await b.set('doc', 'v1');
+    expect(await a.get('doc')).toBe('v1');
+    await b.set('doc', 'v2');
+    await expect.poll(() => a.get('doc'), { timeout: 2000 }).toBe('v2');
+    expect(errors).toEqual([]);
+    await a.close();
+    await b.close();
+    clientA.disconnect();
+    clientB.disconnect();
+  });
+
+  it('keeps the invalidation bus of caches in different databases apart', async () => {
+    // The same key prefix in both: the databases are what keeps them apart.
+    const keyPrefix = freshPrefix('db');
+    const a = createCache({ store: redisBackend({ url: `${server!.url}/1`, keyPrefix }) });
+    const b = createCache({ store: redisBackend({ url: `${server!.url}/2`, keyPrefix }) });
+    await a.ready();
+    await b.ready();
+    // A computation in b is outdated only by writes to b's own data, not by a's.
+    const gate = deferred();
+    const computing = b.getOrCompute('slow', async () => {
+      await gate.promise;
+      return 'b-slow';
+    });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await a.set('slow', 'a-slow');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    gate.resolve();
+    expect(await computing).toBe('b-slow');
+    const reader = createCache({
+      store: redisBackend({ url: `${server!.url}/2`, keyPrefix }),
+      memory: false,
+    });
+    expect(await reader.get('slow')).toBe('b-slow');
+    await Promise.all([a.close(), b.close(), reader.close()]);
+  });
+
+  it('stores an entry whose expiry is too far off for PX as one that does not expire', async () => {
+    const backend = redisBackend({ url: server!.url, keyPrefix: freshPrefix('far-ttl') });
+    const cache = createCache({ store: backend, memory: false });
+    const errors: string[] = [];
+    cache.on('error', (event) => errors.push(String(event.error)));
+    for (const ttl of [1e19, 1e21, Number.MAX_VALUE]) {
+      await cache.set(`far-${ttl}`, ttl, { ttl });
+      expect(await cache.get(`far-${ttl}`)).toBe(ttl);
+    }
+    expect(errors).toEqual([]);
+    await cache.close();
+  });
+
+  it('does not read or clear the counters of a longer key prefix nested under its own', async () => {
+    const outer = freshPrefix('nest');
+    const a = redisBackend({ url: server!.url, keyPrefix: outer });
+    const b = redisBackend({ url: server!.url, keyPrefix: `${outer}c:eu:` });
+    // Counters are refused until the client is connected.
+    await Promise.all([(a.client as Redis).ping(), (b.client as Redis).ping()]);
+    await b.incrementCounters('t:responses:default', { hits: 5 });
+    await a.incrementCounters('t:responses:default', { hits: 1 });
+    expect(await a.readCounters()).toEqual({ 't:responses:default': { hits: 1 } });
+    await a.clearCounters();
+    expect(await b.readCounters()).toEqual({ 't:responses:default': { hits: 5 } });
+    await a.close();
+    await b.close();
   });
 
   it('rejects a key prefix containing hash-tag braces', () => {

@@ -17,6 +17,7 @@ import {
   DELETE_SCRIPT,
   DELETE_TAG_SCRIPT,
   LOCK_SCRIPT,
+  PRUNE_MEMBERS_SCRIPT,
   SET_SCRIPT,
   UNLOCK_SCRIPT,
 } from './redis-scripts.ts';
@@ -56,9 +57,6 @@ export interface RedisBackendOptions {
    */
   batchReads?: boolean;
 }
-
-/** Errors of a multi-key command on a slot in migration, which single-key commands survive. */
-const MIGRATING = /TRYAGAIN|ASK|MOVED|redirection/i;
 
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
@@ -128,6 +126,7 @@ const SCRIPTS = {
   xcacheLock: { numberOfKeys: 1, lua: LOCK_SCRIPT },
   xcacheUnlock: { numberOfKeys: 1, lua: UNLOCK_SCRIPT },
   xcacheSwap: { numberOfKeys: 2, lua: COMPARE_AND_SWAP_SCRIPT },
+  xcachePruneTag: { numberOfKeys: 1, lua: PRUNE_MEMBERS_SCRIPT },
 } as const;
 
 type ScriptClient = Client & {
@@ -137,6 +136,7 @@ type ScriptClient = Client & {
   xcacheLock(...args: string[]): Promise<number>;
   xcacheUnlock(...args: string[]): Promise<number>;
   xcacheSwap(...args: (string | Buffer)[]): Promise<number>;
+  xcachePruneTag(...args: string[]): Promise<number>;
 };
 
 /** Escapes a literal for a SCAN MATCH glob. */
@@ -154,15 +154,27 @@ function bucketOf(key: string, buckets: number): number {
   return (hash >>> 0) % buckets;
 }
 
+/**
+ * The latest expiry stored as one (the largest Date, year 275760). A later one is kept as no
+ * expiry: Redis refuses a PX that large, and the value line holds the expiry as plain digits.
+ */
+const MAX_EXPIRY_MS = 8.64e15;
+
+/** The expiry an entry is stored with: undefined for none (or one past MAX_EXPIRY_MS). */
+function storedExpiry(entry: StoredEntry): number | undefined {
+  return entry.expiresAt !== undefined && entry.expiresAt <= MAX_EXPIRY_MS ? entry.expiresAt : undefined;
+}
+
 function encodeValue(entry: StoredEntry, tags: readonly string[]): Buffer {
-  const expiry = entry.expiresAt === undefined ? '' : String(Math.ceil(entry.expiresAt));
+  const expiresAt = storedExpiry(entry);
+  const expiry = expiresAt === undefined ? '' : String(Math.ceil(expiresAt));
   const head = Buffer.from(tags.length > 0 ? `${expiry} ${JSON.stringify(tags)}\n` : `${expiry}\n`, 'utf8');
   const body = entry.value;
   return Buffer.concat([head, Buffer.from(body.buffer, body.byteOffset, body.byteLength)]);
 }
 
-/** What follows the prefix in the keys the backend owns: kind, then the bucket hash tag. */
-const BUCKETED = /^[ekt]\{\d+\}/;
+/** What follows the prefix in the keys the backend owns: kind, bucket hash tag, then the key or tag. */
+const BUCKETED = /^([ekt])(\{\d+\})/;
 
 /**
  * Counter scopes the cache (`t:<tier>:<namespace>`, `l:<level>`) and the tool ledger
@@ -352,12 +364,35 @@ class RedisStore implements RedisBackend {
   private tagPrefix(tag: string): string {
     return `${this.prefix}t${tag}`;
   }
+  /**
+   * A pub/sub channel: under the key prefix and, for a database other than 0, named after it.
+   * Pub/sub ignores SELECT, so caches kept apart by database number would otherwise hear each
+   * other's invalidations.
+   */
+  private channelName(channel: string): string {
+    const db = this.isCluster ? 0 : Number((this.client as Redis).options?.db ?? 0);
+    return db > 0 ? `${this.prefix}db${db}:${channel}` : `${this.prefix}${channel}`;
+  }
   /** The user key inside an entry key, or undefined for keys that are not entries. */
   private userKey(redisKey: string): string | undefined {
     const start = this.prefix.length + 1;
     if (!redisKey.startsWith(`${this.prefix}e{`)) return undefined;
     const close = redisKey.indexOf('}', start);
     return close < 0 ? undefined : redisKey.slice(close + 1);
+  }
+  /**
+   * The kind, bucket hash tag and rest (user key or tag) of a key this backend owns, read from
+   * the key itself: a key written with another `buckets` setting is still found whole.
+   */
+  private ownKey(redisKey: string): { kind: string; tag: string; rest: string } | undefined {
+    if (!redisKey.startsWith(this.prefix)) return undefined;
+    const match = BUCKETED.exec(redisKey.slice(this.prefix.length));
+    if (!match) return undefined;
+    return {
+      kind: match[1]!,
+      tag: match[2]!,
+      rest: redisKey.slice(this.prefix.length + match[0].length),
+    };
   }
 
   private assertOpen(): void {
@@ -368,7 +403,8 @@ class RedisStore implements RedisBackend {
     // A read with none in flight goes out at once (a lone caller pays nothing for batching);
     // reads issued while others are in flight, as concurrent callers do, wait for the end of the
     // tick and go out together.
-    if (this.closed || !this.batchReads || this.reading === 0) return this.getOne(key);
+    // On a cluster every read is a GET of its own (see getMany).
+    if (this.closed || !this.batchReads || this.reading === 0 || this.isCluster) return this.getOne(key);
     let batch = this.batch;
     if (!batch) {
       const opened: ReadBatch = { sent: false, keys: [], resolves: [], rejects: [] };
@@ -405,43 +441,7 @@ class RedisStore implements RedisBackend {
       this.getOne(keys[0]!).then(resolves[0], rejects[0]);
       return;
     }
-    if (!this.isCluster) {
-      this.readGroup(keys, resolves, rejects);
-      return;
-    }
-    // On a cluster each bucket's MGET settles its own callers: a slot that is moving or a node
-    // that is down must not fail reads served by healthy nodes.
-    for (const indexes of this.byBucket(keys).values()) {
-      this.readGroup(
-        indexes.map((i) => keys[i]!),
-        indexes.map((i) => resolves[i]!),
-        indexes.map((i) => rejects[i]!),
-      );
-    }
-  }
-
-  /** Positions of `keys` grouped by hash-tag bucket (one slot each on a cluster). */
-  private byBucket(keys: readonly string[]): Map<string, number[]> {
-    const groups = new Map<string, number[]>();
-    keys.forEach((key, index) => {
-      const tag = this.bucketTag(key);
-      const group = groups.get(tag);
-      if (group) group.push(index);
-      else groups.set(tag, [index]);
-    });
-    return groups;
-  }
-
-  /** One MGET for keys of one bucket (or any keys on a single server), settling each caller. */
-  private readGroup(
-    keys: string[],
-    resolves: ((entry: StoredEntry | undefined) => void)[],
-    rejects: ((error: unknown) => void)[],
-  ): void {
-    if (keys.length === 1) {
-      this.getOne(keys[0]!).then(resolves[0], rejects[0]);
-      return;
-    }
+    // One MGET (a single server: batches are never made on a cluster), settling each caller.
     this.reading++;
     this.getMany(keys)
       .finally(() => this.reading--)
@@ -450,13 +450,6 @@ class RedisStore implements RedisBackend {
           for (let i = 0; i < resolves.length; i++) resolves[i]!(entries[i]);
         },
         (error: unknown) => {
-          // A cluster refuses a multi-key command on a slot being migrated (TRYAGAIN, or too many
-          // redirections) where single GETs are redirected and succeed: retry each read on its
-          // own then. Other failures (a node down) fail the reads at once.
-          if (this.isCluster && !this.closed && MIGRATING.test(messageOf(error))) {
-            keys.forEach((key, i) => void this.getOne(key).then(resolves[i], rejects[i]));
-            return;
-          }
           for (const reject of rejects) reject(error);
         },
       );
@@ -468,30 +461,22 @@ class RedisStore implements RedisBackend {
     // One clock read for the batch, and none when no entry carries an expiry.
     let now: number | undefined;
     const clock: Clock = { now: () => (now ??= this.clock.now()) };
-    if (!this.isCluster) {
-      const raw = await this.client.mgetBuffer(...keys.map((key) => this.entryKey(key)));
-      return raw.map((value) => decodeValue(value, clock));
-    }
-    // MGET must stay within one slot on a cluster: one MGET per bucket, in parallel.
-    const groups = this.byBucket(keys);
-    const out: (StoredEntry | undefined)[] = new Array(keys.length).fill(undefined);
-    await Promise.all(
-      [...groups].map(async ([tag, indexes]) => {
-        const raw = await this.client.mgetBuffer(...indexes.map((i) => this.entryKey(keys[i]!, tag)));
-        indexes.forEach((index, position) => {
-          out[index] = decodeValue(raw[position], clock);
-        });
-      }),
-    );
-    return out;
+    // On a cluster, one GET per key, sent together: while a slot is being migrated a multi-key
+    // MGET on it fails with TRYAGAIN, which ioredis retries for about a second (past the read
+    // timeout, so healthy slots would be skipped too), where a single GET is redirected at once.
+    const raw = this.isCluster
+      ? await Promise.all(keys.map((key) => this.client.getBuffer(this.entryKey(key))))
+      : await this.client.mgetBuffer(...keys.map((key) => this.entryKey(key)));
+    return raw.map((value) => decodeValue(value, clock));
   }
 
   private write(key: string, entry: StoredEntry, mode: 'set' | 'add'): Promise<number> {
     const now = this.clock.now();
     const tag = this.bucketTag(key);
     let px = '';
-    if (entry.expiresAt !== undefined) {
-      const ttl = Math.ceil(entry.expiresAt - now);
+    const expiresAt = storedExpiry(entry);
+    if (expiresAt !== undefined) {
+      const ttl = Math.ceil(expiresAt - now);
       if (ttl <= 0) return mode === 'set' ? this.delete(key).then(() => 1) : Promise.resolve(0);
       px = String(ttl);
     }
@@ -523,8 +508,11 @@ class RedisStore implements RedisBackend {
     return (await this.write(key, entry, 'add')) === 1;
   }
 
-  private deleteOne(key: string, onlyExpired: boolean): Promise<number> {
-    const tag = this.bucketTag(key);
+  /**
+   * Deletes an entry with its tag list and tag memberships in one script: a write racing it
+   * lands either before (and goes) or after (and stays whole).
+   */
+  private deleteOne(key: string, onlyExpired: boolean, tag = this.bucketTag(key)): Promise<number> {
     return this.scripts.xcacheDel(
       this.entryKey(key, tag),
       this.listKey(key, tag),
@@ -600,23 +588,54 @@ class RedisStore implements RedisBackend {
     this.assertOpen();
     let removed = 0;
     for await (const batch of this.scan(this.entryPattern(prefix), 1000)) {
-      const keys = batch
-        .map((k) => this.userKey(k))
-        .filter((k): k is string => k?.startsWith(prefix) === true);
-      const results = await Promise.all(keys.map((key) => this.deleteOne(key, false)));
-      removed += results.reduce((sum, n) => sum + n, 0);
+      removed += await this.deleteAll(batch, false, (key) => key.startsWith(prefix));
     }
     return removed;
+  }
+
+  /** Deletes the entries (or, given tag-list keys, their entries) among `redisKeys`, each whole. */
+  private async deleteAll(
+    redisKeys: readonly string[],
+    onlyExpired: boolean,
+    wanted: (key: string) => boolean = () => true,
+  ): Promise<number> {
+    const results = await Promise.all(
+      redisKeys.map((redisKey) => {
+        const own = this.ownKey(redisKey);
+        if (!own || own.kind === 't' || !wanted(own.rest)) return 0;
+        return this.deleteOne(own.rest, onlyExpired, own.tag);
+      }),
+    );
+    return results.reduce((sum, n) => sum + n, 0);
   }
 
   async clear(): Promise<void> {
     this.assertOpen();
     // Entries, their tag lists and the tag sets: `<prefix>[ekt]{<bucket>}…`. Counters and locks
     // live under the prefix too and stay; so do keys of a longer prefix (`app:` vs `app:eu:`) and
-    // anything else that merely starts with the prefix.
-    for await (const batch of this.scan(`${globEscape(this.prefix)}[ekt]{*`, 1000)) {
-      const doomed = batch.filter((k) => BUCKETED.test(k.slice(this.prefix.length)));
-      await Promise.all(doomed.map((k) => this.client.unlink(k)));
+    // anything else that merely starts with the prefix. Applications may keep writing meanwhile:
+    // each entry goes with its tag list and memberships in one script, never a key at a time, so
+    // an entry written during clear() is removed whole or kept whole, and tag invalidation still
+    // finds it. A tag list left without its entry (Redis evicted it) goes the same way.
+    for await (const batch of this.scan(`${globEscape(this.prefix)}[ek]{*`, 1000)) {
+      await this.deleteAll(batch, false);
+    }
+    // Then each tag set, with the entries written into it since (as deleteByTag does).
+    const now = String(this.clock.now());
+    for await (const batch of this.scan(`${globEscape(this.prefix)}t{*`, 1000)) {
+      await Promise.all(
+        batch.map((setKey) => {
+          const own = this.ownKey(setKey);
+          if (!own) return 0;
+          return this.scripts.xcacheDelTag(
+            setKey,
+            `${this.prefix}e${own.tag}`,
+            `${this.prefix}k${own.tag}`,
+            this.tagPrefix(own.tag),
+            now,
+          );
+        }),
+      );
     }
   }
 
@@ -624,18 +643,29 @@ class RedisStore implements RedisBackend {
     this.assertOpen();
     let removed = 0;
     for await (const batch of this.scan(this.entryPattern(), 1000)) {
-      const keys = batch.map((k) => this.userKey(k)).filter((k): k is string => k !== undefined);
-      const results = await Promise.all(keys.map((key) => this.deleteOne(key, true)));
-      removed += results.reduce((sum, n) => sum + n, 0);
+      removed += await this.deleteAll(batch, true);
     }
-    // Tag sets keep members whose entries Redis expired by PX; drop those members.
+    // Tag sets keep members whose entries Redis expired by PX; drop those members. The set is
+    // read in pages (SSCAN), and each page is checked and trimmed by one script, so a member
+    // whose entry is written again meanwhile keeps its membership.
     for await (const batch of this.scan(`${globEscape(this.prefix)}t{*`, 1000)) {
       for (const setKey of batch) {
-        const members = await this.client.smembers(setKey);
-        if (members.length === 0) continue;
-        const exists = await Promise.all(members.map((m) => this.client.exists(m)));
-        const gone = members.filter((_, i) => exists[i] === 0);
-        if (gone.length > 0) await this.client.srem(setKey, ...gone);
+        const own = this.ownKey(setKey);
+        if (!own) continue;
+        let cursor = '0';
+        do {
+          const [next, members] = await this.client.sscan(setKey, cursor, 'COUNT', 1000);
+          cursor = next;
+          if (members.length > 0) {
+            await this.scripts.xcachePruneTag(
+              setKey,
+              `${this.prefix}e${own.tag}`,
+              `${this.prefix}k${own.tag}`,
+              own.rest,
+              ...members,
+            );
+          }
+        } while (cursor !== '0');
       }
     }
     return removed;
@@ -724,21 +754,27 @@ class RedisStore implements RedisBackend {
 
   async publish(channel: string, message: string): Promise<void> {
     this.assertOpen();
-    await this.client.publish(`${this.prefix}${channel}`, message);
+    await this.client.publish(this.channelName(channel), message);
   }
 
   async subscribe(channel: string, onMessage: (message: string) => void): Promise<() => Promise<void>> {
     this.assertOpen();
-    const full = `${this.prefix}${channel}`;
+    const full = this.channelName(channel);
     if (!this.subscriber) {
       // SUBSCRIBE waits for the connection instead of failing after one retry: a process that
       // starts while Redis is down joins the bus when Redis comes back (ioredis then resubscribes
-      // after every reconnect). ready() and close() bound the wait.
+      // after every reconnect). ready() and close() bound the wait. The offline queue is on even
+      // when the application's client has it off, or SUBSCRIBE would fail while connecting.
       this.subscriber = this.isCluster
         ? (this.client as Cluster).duplicate(undefined, {
-            redisOptions: { ...(this.client as Cluster).options.redisOptions, maxRetriesPerRequest: null },
+            enableOfflineQueue: true,
+            redisOptions: {
+              ...(this.client as Cluster).options.redisOptions,
+              maxRetriesPerRequest: null,
+              enableOfflineQueue: true,
+            },
           })
-        : (this.client as Redis).duplicate({ maxRetriesPerRequest: null });
+        : (this.client as Redis).duplicate({ maxRetriesPerRequest: null, enableOfflineQueue: true });
       this.subscriber.on('error', () => undefined);
       this.subscriber.on('message', (from: string, message: string) => {
         for (const listener of this.listeners.get(from) ?? []) {
@@ -826,8 +862,10 @@ class RedisStore implements RedisBackend {
   ): AsyncGenerator<{ key: string; scope: string; values: Record<string, number> }[]> {
     const base = `${this.prefix}c:`;
     for await (const batch of this.scan(`${globEscape(base + scopePrefix)}*`, 1000)) {
-      const scoped =
-        this.prefix === '' ? batch.filter((key) => OWN_SCOPE.test(key.slice(base.length))) : batch;
+      // Only scopes the cache or the ledger write: under the empty prefix the keyspace is shared
+      // with other applications, and under `app:` a nested prefix's counters (`app:c:eu:c:…`)
+      // match the pattern too.
+      const scoped = batch.filter((key) => OWN_SCOPE.test(key.slice(base.length)));
       const read = await Promise.all(
         scoped.map((key) =>
           this.client.hgetall(key).catch((error: unknown) => {
@@ -851,8 +889,9 @@ class RedisStore implements RedisBackend {
     const tag = this.bucketTag(key);
     let px = '';
     let remove = next === null;
-    if (next !== null && next.expiresAt !== undefined) {
-      const ttl = Math.ceil(next.expiresAt - now);
+    const expiresAt = next === null ? undefined : storedExpiry(next);
+    if (expiresAt !== undefined) {
+      const ttl = Math.ceil(expiresAt - now);
       if (ttl <= 0) remove = true;
       else px = String(ttl);
     }

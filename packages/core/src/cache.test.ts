@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { memoryBackend } from './backends/memory.ts';
 import { sqliteBackend } from './backends/sqlite.ts';
 import type { Cache, CacheOptions } from './cache.ts';
 import { createCache } from './cache.ts';
@@ -471,6 +472,58 @@ describe('createCache > getOrCompute', () => {
     await cache.getOrCompute('j', async () => 'old');
     expect(await cache.getOrCompute('j', async () => 'fresh', { forceRefresh: true, ttl: 0 })).toBe('fresh');
     expect(await cache.get('j')).toBeUndefined();
+  });
+
+  it('stale-while-revalidate: one refresh and one error event however many stale callers come', async () => {
+    const clock = manualClock();
+    const cache = make({ clock });
+    const errors: string[] = [];
+    cache.on('error', (event) => errors.push(event.operation));
+    const policy = { ttl: '1s', grace: '1h', staleWhileRevalidate: true } as const;
+    await cache.getOrCompute('k', async () => 'old', policy);
+    clock.advance(2000);
+    let computes = 0;
+    const down = async (): Promise<string> => {
+      computes++;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      throw new Error('provider down');
+    };
+    const served = await Promise.all(Array.from({ length: 5 }, () => cache.getOrCompute('k', down, policy)));
+    expect(served).toEqual(['old', 'old', 'old', 'old', 'old']);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(computes).toBe(1);
+    expect(errors).toEqual(['revalidate']);
+  });
+
+  it('refuses durations that cannot work, naming what to pass instead', () => {
+    const memory = memoryBackend();
+    expect(() => createCache({ store: { backend: memory, timeout: 0 } })).toThrow(
+      /timeout must be more than 0 ms.*Infinity for none/,
+    );
+    expect(() => createCache({ store: { backend: memory, timeout: '0ms' } })).toThrow(
+      /timeout must be more than 0 ms/,
+    );
+    expect(() => createCache({ store: { backend: memory, bulkTimeout: 0 } })).toThrow(
+      /bulkTimeout must be more than 0 ms/,
+    );
+    expect(() => createCache({ lockTtl: 0 })).toThrow(/lockTtl must be more than 0 ms/);
+    expect(() => createCache({ lockTtl: Number.POSITIVE_INFINITY })).toThrow(/lockTtl must be finite/);
+    expect(() =>
+      createCache({ store: { backend: memory, breaker: { openFor: Number.POSITIVE_INFINITY } } }),
+    ).toThrow(/breaker.openFor must be finite/);
+    for (const attempt of [
+      () => createCache({ lockTtl: 0 }),
+      () => createCache({ store: { backend: memory, timeout: 0 } }),
+    ]) {
+      expect(attempt).toThrow(expect.objectContaining({ code: 'E_INVALID_OPTION' }));
+    }
+    // Infinity where it has a meaning: no timeout, wait for the lock's holder however long.
+    expect(() =>
+      createCache({
+        store: { backend: memory, timeout: Number.POSITIVE_INFINITY },
+        lockWait: Number.POSITIVE_INFINITY,
+      }),
+    ).not.toThrow();
   });
 
   it('stale-while-revalidate answers at once and refreshes in the background', async () => {

@@ -24,7 +24,7 @@ import type { PriceTable, Usage } from './stats/pricing.ts';
 import { costOf, DEFAULT_PRICES } from './stats/pricing.ts';
 import { countTokens, textOf } from './stats/tokens.ts';
 import type { Duration } from './ttl.ts';
-import { parseDuration, resolveTtl } from './ttl.ts';
+import { parseDuration, positiveDuration, resolveTtl } from './ttl.ts';
 import { timerMs } from './util/timers.ts';
 
 /** The tiers every cache has; any other validated name creates a tier on first use. */
@@ -241,6 +241,8 @@ interface Flight {
   tags: readonly string[];
   /** Marked outdated when the key changes (by a write of a computation started after it: see `Watch.seq`). */
   watch: Watch;
+  /** Its failure has been emitted as an `error` event: callers that joined it do not emit it again. */
+  reported?: boolean;
 }
 
 /**
@@ -294,11 +296,11 @@ const NOTHING_STORED_PREFIX = '~sf/';
 const PROBE_KEY = '~probe';
 
 /**
- * Operations of a lookup (reads, lock, quota check, write) skip a stalled level; invalidations,
- * clears, unlocks and the rest still try it, so a stall never silently drops an invalidation nor
- * leaves a lock held once the store answers again.
+ * Operations of a lookup (reads, lock, quota check, write) skip a stalled level or one whose
+ * breaker is open; invalidations, clears, unlocks, bus messages and the rest still try it, so
+ * neither ever silently drops an invalidation nor leaves a lock held once the store answers again.
  */
-const SKIPPED_WHILE_STALLED = new Set(['get', 'getMany', 'set', 'lock', 'quota']);
+const LOOKUP_OPERATIONS = new Set(['get', 'getMany', 'set', 'lock', 'quota']);
 /**
  * Operations that walk a whole store or many keys: they run under the level's `bulkTimeout`, and
  * one that outlives it does not mark the level stalled (a big shared Redis is slow to SCAN, not
@@ -383,8 +385,21 @@ class Engine {
     this.stats = new StatsCollector(persistent?.backend, flushMs, (operation, run) =>
       persistent ? withTimeout(persistent, operation, run) : run(),
     );
-    this.lockTtlMs = parseDuration(options.lockTtl ?? '30s', 'lockTtl') ?? 30_000;
-    this.lockWaitMs = parseDuration(options.lockWait ?? '2m', 'lockWait') ?? 120_000;
+    const lockTtl = positiveDuration(
+      options.lockTtl ?? '30s',
+      'lockTtl',
+      "it is how long a dead holder blocks the others, e.g. '30s'",
+    );
+    if (lockTtl === undefined) {
+      throw cacheError(
+        'E_INVALID_OPTION',
+        'options',
+        "lockTtl must be finite: it is how long a dead holder blocks the others (the holder renews its lock while it computes), e.g. '30s'",
+      );
+    }
+    this.lockTtlMs = lockTtl;
+    // Infinity: wait for the holder however long it takes.
+    this.lockWaitMs = parseDuration(options.lockWait ?? '2m', 'lockWait') ?? Number.POSITIVE_INFINITY;
     const slowestFirst = [...this.storeLevels].reverse();
     this.lockLevel =
       options.singleFlight === 'process'
@@ -611,8 +626,11 @@ class Engine {
     run: () => Promise<T>,
     done: (result: T) => void,
   ): void {
-    const admitted = level.admit(this.clock);
-    if (admitted === 0 || (level.stalled && SKIPPED_WHILE_STALLED.has(operation))) {
+    const lookup = LOOKUP_OPERATIONS.has(operation);
+    // Anything but a lookup goes to the store even with the breaker open: it is not admitted as
+    // the breaker's probe, and its outcome neither closes nor re-opens the breaker.
+    const admitted = lookup ? level.admit(this.clock) : 1;
+    if (admitted === 0 || (level.stalled && lookup)) {
       if (admitted === 2) level.probing = false;
       this.levelBucket(level).skipped++;
       done(fallback);
@@ -624,15 +642,20 @@ class Engine {
       operation,
       run,
       (result) => {
-        if (level.failures > 0) level.succeeded(admitted);
+        if (level.failures > 0 && (lookup || !level.tripped)) level.succeeded(admitted);
         // A bulk call may answer long after `timeout` without the store being quick again: only
         // lookups end a stall.
         if (level.stalled && !bulk) level.answered(performance.now());
         done(result);
       },
       (error) => {
-        if (error instanceof LevelTimeoutError && !bulk) this.#stall(level);
-        if (level.failed(this.clock.now()) && this.emitter.has('error')) {
+        const timedOut = error instanceof LevelTimeoutError && !bulk;
+        // Calls that were in flight when the store froze all time out together: that is one
+        // failure (the one that stalls the level), not one per caller, or a short freeze under
+        // load would open the breaker and keep a store that is back skipped for `openFor`.
+        const counted = !(timedOut && level.stalled) && (lookup || !level.tripped);
+        if (timedOut) this.#stall(level);
+        if (counted && level.failed(this.clock.now()) && this.emitter.has('error')) {
           this.emitter.emit('error', {
             operation: 'breaker-open',
             tier,
@@ -1045,7 +1068,13 @@ export class CacheView {
     // Parsed after the fresh-hit return (the hot path), but before any compute runs.
     const timing = this.#timing(policy);
     if (stale && policy.staleWhileRevalidate) {
-      this.#flight(storageKey, key, compute, policy, timing, undefined).promise.catch((error) => {
+      // One background refresh per key: stale callers that find it running only get the stale
+      // value (its failure is reported once, by the caller that started it).
+      if (joinable(engine.inflight.get(storageKey), policy, timing))
+        return this.#served(stale, storageKey, true);
+      const flight = this.#flight(storageKey, key, compute, policy, timing, undefined);
+      flight.promise.catch((error) => {
+        flight.reported = true;
         if (engine.emitter.has('error')) {
           engine.emitter.emit('error', {
             operation: 'revalidate',
@@ -1064,9 +1093,13 @@ export class CacheView {
         joined = await existing.promise;
       } catch (error) {
         // The flight we joined had no stale copy to fall back on (a forceRefresh, a background
-        // revalidation), but this caller has one within grace: the same fallback as its own.
+        // revalidation), but this caller has one within grace: the same fallback as its own. An
+        // outage must not go unseen, but one failure is one event, however many callers joined.
         if (!stale) throw error;
-        this.#computeFailed(storageKey, error);
+        if (!existing.reported) {
+          existing.reported = true;
+          this.#computeFailed(storageKey, error);
+        }
         return this.#served(stale, storageKey, true);
       }
       const { result, encoded } = joined;
@@ -1565,10 +1598,13 @@ export class CacheView {
     const owner = `${engine.owner}:${++engine.flightSeq}`;
     const ttl = engine.lockTtlMs;
     const deadline = Date.now() + engine.lockWaitMs;
+    // The last lock request sent: one that failed by timeout may still land later.
+    const request: { sent?: Promise<boolean> } = {};
     const tryLock = () =>
-      engine.guard<boolean | undefined>(this.tierName, level, 'lock', storageKey, undefined, () =>
-        backend.acquireLock!(name, owner, ttl),
-      );
+      engine.guard<boolean | undefined>(this.tierName, level, 'lock', storageKey, undefined, () => {
+        request.sent = backend.acquireLock!(name, owner, ttl);
+        return request.sent;
+      });
     // A forced refresh only accepts a value written after it started (by another process's
     // compute), never the entry it was asked to replace.
     const since = engine.clock.now();
@@ -1579,7 +1615,14 @@ export class CacheView {
     let seenMarker: string | undefined | null = null;
     for (;;) {
       const acquired = await tryLock();
-      if (acquired === undefined) return { value: await compute() };
+      if (acquired === undefined) {
+        // The request timed out or failed, and may still land when the store answers: let the
+        // lock go then, or every process missing this key would wait out its TTL.
+        request.sent
+          ?.then((late) => (late ? backend.releaseLock!(name, owner) : false))
+          .catch(() => undefined);
+        return { value: await compute() };
+      }
       if (acquired) {
         const release = async () => {
           if (!engine.heldLocks.delete(release)) return;
@@ -1606,6 +1649,9 @@ export class CacheView {
         try {
           return { value: await compute(), release };
         } catch (error) {
+          // Waiting processes compute at once rather than take the lock in turn, each waiting out
+          // a failing computation first.
+          await this.#markNothingStored(storageKey);
           await release();
           throw error;
         } finally {

@@ -43,6 +43,19 @@ export function parseDuration(value: Duration | undefined, what = 'ttl'): number
   return Math.round(Number(match[1]) * UNIT_MS[match[2] as DurationUnit]);
 }
 
+/**
+ * A duration that must be more than 0 ms (`timeout`, `lockTtl`): 0 is refused with `hint`, which
+ * names what to pass instead. `Infinity` gives undefined, which the caller reads as "none" or
+ * refuses.
+ */
+export function positiveDuration(value: Duration, what: string, hint: string): number | undefined {
+  const ms = parseDuration(value, what);
+  if (ms === 0) {
+    throw cacheError('E_INVALID_OPTION', 'options', `${what} must be more than 0 ms; ${hint}`);
+  }
+  return ms;
+}
+
 /** Resolves `ttl` or the source documents' `ttlHours` form into ms. */
 export function resolveTtl(options: {
   ttl?: Duration | undefined;

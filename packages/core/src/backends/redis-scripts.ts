@@ -116,8 +116,10 @@ return n
 `;
 
 /**
- * KEYS[1] lock. ARGV[1] owner, ARGV[2] ttl ms, ARGV[3] now, ARGV[4] expiry (now + ttl).
- * Takes the lock when free, expired, or already held by the same owner (which extends it).
+ * KEYS[1] lock. ARGV[1] owner, ARGV[2] ttl ms, ARGV[3] now, or '' to leave expiry to PX alone
+ * (the server's clock: holders on machines whose clocks differ never see each other's lock as
+ * expired early), ARGV[4] expiry (now + ttl). Takes the lock when free, expired, or already held
+ * by the same owner (which extends it).
  */
 export const LOCK_SCRIPT = `
 local v = redis.call('GET', KEYS[1])
@@ -125,20 +127,23 @@ if v then
   local sep = string.find(v, '|', 1, true)
   local exp = tonumber(string.sub(v, 1, sep - 1))
   local owner = string.sub(v, sep + 1)
-  if exp > tonumber(ARGV[3]) and owner ~= ARGV[1] then return 0 end
+  if owner ~= ARGV[1] and (ARGV[3] == '' or exp > tonumber(ARGV[3])) then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[4] .. '|' .. ARGV[1], 'PX', ARGV[2])
 return 1
 `;
 
-/** KEYS[1] lock. ARGV[1] owner, ARGV[2] now. Releases only a live lock held by `owner`. */
+/**
+ * KEYS[1] lock. ARGV[1] owner, ARGV[2] now, or '' to leave expiry to PX alone. Releases only a
+ * live lock held by `owner`.
+ */
 export const UNLOCK_SCRIPT = `
 local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
 local sep = string.find(v, '|', 1, true)
 local exp = tonumber(string.sub(v, 1, sep - 1))
 local owner = string.sub(v, sep + 1)
-if owner ~= ARGV[1] or exp <= tonumber(ARGV[2]) then return 0 end
+if owner ~= ARGV[1] or (ARGV[2] ~= '' and exp <= tonumber(ARGV[2])) then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
 `;

@@ -272,6 +272,12 @@ class RedisStore implements RedisBackend {
   private readonly prefix: string;
   private readonly buckets: number;
   private readonly clock: Clock;
+  /**
+   * Lock leases expire by PX alone, on the server's clock, unless a clock was injected (tests):
+   * comparing expiries written by one machine's clock with another's would let a process whose
+   * clock runs ahead take a live lock.
+   */
+  private readonly leaseNow: () => string;
   private readonly ownsClient: boolean;
   private readonly isCluster: boolean;
   private subscriber: Client | undefined;
@@ -303,6 +309,8 @@ class RedisStore implements RedisBackend {
       );
     }
     this.clock = options.clock ?? systemClock;
+    const injected = options.clock;
+    this.leaseNow = injected ? () => String(injected.now()) : () => '';
     if (options.client) {
       this.client = options.client;
       this.ownsClient = false;
@@ -739,7 +747,7 @@ class RedisStore implements RedisBackend {
         `${this.prefix}l:${name}`,
         owner,
         String(ttl),
-        String(now),
+        this.leaseNow(),
         String(now + ttl),
       )) === 1
     );
@@ -747,9 +755,7 @@ class RedisStore implements RedisBackend {
 
   async releaseLock(name: string, owner: string): Promise<boolean> {
     this.assertOpen();
-    return (
-      (await this.scripts.xcacheUnlock(`${this.prefix}l:${name}`, owner, String(this.clock.now()))) === 1
-    );
+    return (await this.scripts.xcacheUnlock(`${this.prefix}l:${name}`, owner, this.leaseNow())) === 1;
   }
 
   async publish(channel: string, message: string): Promise<void> {

@@ -2,7 +2,7 @@ import type { CacheBackend, StoredEntry, SyncReadableBackend } from '../backends
 import { isSyncBackend } from '../backends/backend.ts';
 import { cacheError } from '../errors.ts';
 import type { Duration } from '../ttl.ts';
-import { parseDuration } from '../ttl.ts';
+import { parseDuration, positiveDuration } from '../ttl.ts';
 import { timerMs } from '../util/timers.ts';
 
 /** One level of a stack: a backend plus how the stack treats it. */
@@ -109,23 +109,31 @@ export class Level {
     this.backend = options.backend;
     this.name = options.name ?? options.backend.name;
     this.maxTtlMs = parseDuration(options.maxTtl, 'maxTtl');
+    const noZero = 'omit it for the default or pass Infinity for none';
     this.timeoutMs =
       options.timeout !== undefined
-        ? parseDuration(options.timeout, 'timeout')
+        ? positiveDuration(options.timeout, 'timeout', noZero)
         : IN_PROCESS.has(options.backend.name)
           ? undefined
           : 500;
     this.bulkTimeoutMs =
       options.bulkTimeout !== undefined
-        ? parseDuration(options.bulkTimeout, 'bulkTimeout')
+        ? positiveDuration(options.bulkTimeout, 'bulkTimeout', noZero)
         : this.timeoutMs === undefined
           ? undefined
           : Math.max(20 * this.timeoutMs, 10_000);
     this.sync = isSyncBackend(options.backend) ? options.backend : undefined;
     const breaker = options.breaker ?? (options.backend.name === 'memory' ? false : {});
     this.breakerFailures = breaker === false ? 0 : (breaker.failures ?? 5);
-    this.breakerOpenMs =
-      breaker === false ? 0 : (parseDuration(breaker.openFor ?? '5s', 'breaker.openFor') ?? 0);
+    const openFor = breaker === false ? 0 : parseDuration(breaker.openFor ?? '5s', 'breaker.openFor');
+    if (openFor === undefined) {
+      throw cacheError(
+        'E_INVALID_OPTION',
+        'levels',
+        "breaker.openFor must be finite: the breaker probes the store again after it, e.g. '5s' (breaker: false turns the breaker off)",
+      );
+    }
+    this.breakerOpenMs = openFor;
   }
 
   /** Whether a call may go to this level now: 0 no (breaker open), 1 yes, 2 yes as the probe. */
@@ -134,6 +142,11 @@ export class Level {
     if (clock.now() < this.openUntil || this.probing) return 0;
     this.probing = true;
     return 2;
+  }
+
+  /** Whether the breaker is open (or half-open, its probe out): lookups are being skipped. */
+  get tripped(): boolean {
+    return this.breakerFailures > 0 && this.failures >= this.breakerFailures;
   }
 
   /** Records a success; while the breaker is open only the probe's success closes it. */

@@ -62,10 +62,25 @@ function streamIsEmpty(parts: readonly LanguageModelV4StreamPart[]): boolean {
   );
 }
 
-function hasToolCall(candidate: CacheCandidate): boolean {
-  const parts: readonly { type: string }[] =
+function toolCalls(candidate: CacheCandidate): { toolName: string }[] {
+  const parts: readonly ({ type: string } | { type: 'tool-call'; toolName: string })[] =
     candidate.type === 'generate' ? candidate.result.content : candidate.parts;
-  return parts.some((part) => part.type === 'tool-call');
+  return parts.filter((part): part is { type: 'tool-call'; toolName: string } => part.type === 'tool-call');
+}
+
+/**
+ * Whether the answer breaks the call's `toolChoice` the way `ai` 7 checks it after every step
+ * (`AI_ToolChoiceViolationError`): `'none'` with a tool call, `'required'` without one, or a named
+ * tool that was not called. Like the SDK, a step that finished `interrupted` is not held to a
+ * `'required'` or named choice.
+ */
+function violatesToolChoice(candidate: CacheCandidate): boolean {
+  const choice = candidate.params.toolChoice;
+  if (choice === undefined || choice.type === 'auto') return false;
+  const calls = toolCalls(candidate);
+  if (choice.type === 'none') return calls.length > 0;
+  if (candidate.finishReason.unified === 'interrupted') return false;
+  return !calls.some((call) => choice.type === 'required' || call.toolName === choice.toolName);
 }
 
 const UNPARSEABLE = Symbol('unparseable');
@@ -98,10 +113,14 @@ function parseJson(text: string): unknown {
 /**
  * The default admission rule: a response is stored unless it finished with `error`,
  * `content-filter`, `length` or `interrupted`, produced nothing (no text, reasoning, tool call,
- * file or source), or was asked for JSON (`responseFormat: { type: 'json' }`, as
+ * file or source), breaks the call's `toolChoice` (`'required'` or a named tool not called,
+ * `'none'` with a tool call), or was asked for JSON (`responseFormat: { type: 'json' }`, as
  * `generateObject`, `streamObject` and `Output.object` do) and its text does not parse or
- * certainly violates the requested `responseFormat.schema` — a response the SDK would reject must
- * not be replayed. Compose with it in your own `shouldCache`:
+ * certainly violates the requested `responseFormat.schema`: a response the SDK would reject must
+ * not be replayed. (JSON in a markdown fence does not parse: below an `extractJsonMiddleware` the
+ * cache cannot tell that something above will unwrap it, and without one the SDK rejects it; list
+ * such middlewares after `cacheMiddleware`.)
+ * Compose with it in your own `shouldCache`:
  * `shouldCache: (c) => defaultShouldCache(c) || c.finishReason.unified === 'length'`.
  */
 export function defaultShouldCache(candidate: CacheCandidate): boolean {
@@ -109,9 +128,10 @@ export function defaultShouldCache(candidate: CacheCandidate): boolean {
   const empty =
     candidate.type === 'generate' ? contentIsEmpty(candidate.result.content) : streamIsEmpty(candidate.parts);
   if (empty) return false;
+  if (violatesToolChoice(candidate)) return false;
   const format = candidate.params.responseFormat;
   // A step that calls tools is not the structured answer: the SDK parses the last step only.
-  if (format?.type === 'json' && !hasToolCall(candidate)) {
+  if (format?.type === 'json' && toolCalls(candidate).length === 0) {
     const value = parseJson(candidate.text);
     if (value === UNPARSEABLE) return false;
     if (format.schema !== undefined && violatesSchema(value, format.schema)) return false;

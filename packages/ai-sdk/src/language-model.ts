@@ -36,7 +36,8 @@ export interface CacheMiddlewareOptions extends CommonCacheOptions {
    * (an error part, a stream error, no finish part, an upstream cut off by an abort or a cancel
    * before its end) and thrown errors are never stored, whatever this returns.
    * @default defaultShouldCache — not stored: finishReason error / content-filter / length /
-   *   interrupted, empty output, JSON output that does not parse or violates the requested schema
+   *   interrupted, empty output, an answer that breaks the toolChoice, JSON output that does not
+   *   parse or violates the requested schema
    */
   shouldCache?: (candidate: CacheCandidate) => boolean;
   /** Pace of a replayed stream; a `delayMs` above 2^31 - 1 ms is clamped to it. @default 'instant' */
@@ -169,6 +170,10 @@ export function cacheMiddleware(options: CacheMiddlewareOptions = {}): LanguageM
   const cacheRef: { current?: CacheView | undefined } = {};
   // Identical streams in flight through this middleware, by storage key (which includes the namespace).
   const flights = new Map<string, StreamFlight>();
+  // Stream cache reads in progress, by storage key, resolving to whether the read found an entry: an
+  // identical call waits for the read (and the flight its miss starts) instead of reading too, so it
+  // is counted as coalesced, not also as a miss.
+  const lookups = new Map<string, Promise<boolean>>();
 
   const policyFor = <T>(own: CacheCallOptions): CachePolicy<T> => {
     const policy: CachePolicy<T> = {};
@@ -413,6 +418,29 @@ export function cacheMiddleware(options: CacheMiddlewareOptions = {}): LanguageM
     return result;
   };
 
+  /** The stored recording of this call's key, if any (the read counts the hit or miss). */
+  const readEntry = async (context: CallContext): Promise<CacheResult<StreamRecording> | undefined> => {
+    const hit = await raceAbort(
+      context.view.getResult<StreamRecording>({ storageKey: context.storageKey }),
+      context.params.abortSignal,
+    );
+    return hit && Array.isArray(hit.value?.parts) ? hit : undefined;
+  };
+
+  /** After the read: replays a hit, or joins an identical call that started meanwhile, or leads. */
+  const serve = (
+    context: CallContext,
+    hit: CacheResult<StreamRecording> | undefined,
+    shared: boolean,
+  ): LanguageModelV4StreamResult | Promise<LanguageModelV4StreamResult> => {
+    if (hit) return replay(context, hit);
+    // A `noCache` call may have started a flight while this one was reading the cache.
+    const raced = flights.get(context.storageKey);
+    if (raced?.joinable) return join(context, raced);
+    // `lead` registers its flight synchronously: a call waiting on this one's read finds it.
+    return lead(context, shared);
+  };
+
   async function wrapStream({
     params: rawParams,
     model,
@@ -449,12 +477,30 @@ export function cacheMiddleware(options: CacheMiddlewareOptions = {}): LanguageM
     if (own.noCache) return lead(context, shared);
     const inFlight = flights.get(storageKey);
     if (inFlight?.joinable) return join(context, inFlight);
-    const hit = await raceAbort(view.getResult<StreamRecording>({ storageKey }), params.abortSignal);
-    if (hit && Array.isArray(hit.value?.parts)) return replay(context, hit);
-    // Another identical call may have started while this one was reading the cache.
-    const raced = flights.get(storageKey);
-    if (raced?.joinable) return join(context, raced);
-    return lead(context, shared);
+    // An identical call is reading the cache: its miss starts the flight this call joins, as the
+    // core's single-flight does for generate (one miss, the others coalesced). After its hit this
+    // call reads too (a hit of its own); when it led a flight nobody may join, or failed, this
+    // call takes its place.
+    for (let pending = lookups.get(storageKey); pending; pending = lookups.get(storageKey)) {
+      const found = await raceAbort(pending, params.abortSignal);
+      const started = flights.get(storageKey);
+      if (started?.joinable) return join(context, started);
+      if (found) return serve(context, await readEntry(context), shared);
+    }
+    let found = false;
+    let settle!: (found: boolean) => void;
+    const lookup = new Promise<boolean>((resolve) => {
+      settle = resolve;
+    });
+    lookups.set(storageKey, lookup);
+    try {
+      const hit = await readEntry(context);
+      found = hit !== undefined;
+      return serve(context, hit, shared);
+    } finally {
+      if (lookups.get(storageKey) === lookup) lookups.delete(storageKey);
+      settle(found);
+    }
   }
 
   return { specificationVersion: 'v4', wrapGenerate, wrapStream };

@@ -42,6 +42,9 @@ export interface CachedToolsOptions {
   scope?: ToolScope | ((input: any, call: ToolCallInfo) => ToolScope | undefined) | undefined;
   /**
    * A write's idempotency key, instead of the one the ledger derives from tool, input and scope.
+   * Called only for tools whose ledger policy is `write`: read and unlisted tools have no key (they
+   * are cached by input, or run every time), so one function can serve the whole tool set. Return
+   * `undefined` to use the derived key.
    * Never use `call.toolCallId`: a retried generation produces new ids, so nothing would replay.
    * @default derived by the ledger from tool name, input, taskId and workItemId
    */
@@ -83,7 +86,10 @@ export function cachedTools<TOOLS extends ToolSet>(tools: TOOLS, options: Cached
       ...original,
       execute: (input: unknown, callOptions: ToolExecutionOptions<any>) => {
         const call: ToolCallInfo = { ...callOptions, toolName: name };
-        const key = idempotencyKey?.(input, call);
+        const kind = ledger.policyOf(name).kind;
+        // Only a write has an idempotency key: one given to a read (or unlisted) tool would make
+        // the ledger refuse the call, or turn an unlisted tool into a write that runs once.
+        const key = kind === 'write' ? idempotencyKey?.(input, call) : undefined;
         const record = (execute: () => unknown): Promise<unknown> =>
           ledger
             .executeOrReplay({
@@ -98,7 +104,7 @@ export function cachedTools<TOOLS extends ToolSet>(tools: TOOLS, options: Cached
               execute,
             })
             .then((outcome) => outcome.value);
-        if (ledger.policyOf(name, key !== undefined).kind === 'none') {
+        if (kind === 'none') {
           return runUnrecorded(() => run.call(original, input, callOptions), record);
         }
         // Recorded or cached, the tool's final output is what a replay or a hit gives back.

@@ -2,11 +2,13 @@ import type { LanguageModelV4CallOptions, LanguageModelV4GenerateResult } from '
 import { CacheError, createCache, setDefaultCache } from '@x/cache-core';
 import {
   defaultSettingsMiddleware,
+  extractJsonMiddleware,
   generateObject,
   generateText,
   NoObjectGeneratedError,
   Output,
   stepCountIs,
+  ToolChoiceViolationError,
   tool,
   wrapLanguageModel,
 } from 'ai';
@@ -663,6 +665,112 @@ describe('cacheMiddleware — generate', () => {
         ok: true,
       });
       expect(inner.doGenerateCalls).toHaveLength(2);
+    });
+
+    describe('an answer that breaks the toolChoice (the SDK throws AI_ToolChoiceViolationError)', () => {
+      const tools = {
+        weather: tool({ inputSchema: z.object({ city: z.string() }) }),
+        time: tool({ inputSchema: z.object({}) }),
+      };
+      const callOf = (toolName: string) =>
+        generateResult([{ type: 'tool-call', toolCallId: 'c1', toolName, input: '{"city":"Paris"}' }], {
+          finishReason: finish('tool-calls'),
+        });
+      it.each([
+        {
+          toolChoice: 'required' as const,
+          broken: () => textResult('No tool needed.'),
+          kept: () => callOf('time'),
+        },
+        {
+          toolChoice: { type: 'tool' as const, toolName: 'weather' as const },
+          broken: () => callOf('time'),
+          kept: () => callOf('weather'),
+        },
+        { toolChoice: 'none' as const, broken: () => callOf('weather'), kept: () => textResult('Sunny.') },
+      ])('is not stored: toolChoice $toolChoice', async ({ toolChoice, broken, kept }) => {
+        const { inner, model } = setup((_call, index) => (index === 0 ? broken() : kept()));
+        const run = () =>
+          generateText({ model, tools, toolChoice, prompt: 'Weather in Paris?', maxRetries: 0 });
+        await expect(run()).rejects.toSatisfy(ToolChoiceViolationError.isInstance);
+        // The retry reaches the model instead of replaying the violation until the entry expires.
+        expect((await run()).providerMetadata?.xCache?.hit).toBe(false);
+        // An answer that keeps to the toolChoice is stored.
+        expect((await run()).providerMetadata?.xCache?.hit).toBe(true);
+        expect(inner.doGenerateCalls).toHaveLength(2);
+      });
+    });
+
+    describe('JSON in a markdown fence, with extractJsonMiddleware', () => {
+      const fenced = '```json\n{"city":"Paris"}\n```';
+      const schema = z.object({ city: z.string() });
+      const wrapped = (order: 'extract first' | 'cache first') => {
+        const cache = createCache();
+        const inner = generateModel(() => textResult(fenced), { modelId: 'gpt-4o-mini' });
+        const caching = cacheMiddleware({ cache });
+        const extract = extractJsonMiddleware();
+        const middleware = order === 'extract first' ? [extract, caching] : [caching, extract];
+        return { cache, inner, model: wrapLanguageModel({ model: inner, middleware }) };
+      };
+
+      it('is not stored without the middleware: the SDK rejects it, and the next call asks the model again', async () => {
+        const inner = generateModel(() => textResult(fenced));
+        const model = wrapLanguageModel({
+          model: inner,
+          middleware: cacheMiddleware({ cache: createCache() }),
+        });
+        for (let i = 0; i < 2; i++) {
+          await expect(generateObject({ model, schema, prompt: 'A city' })).rejects.toSatisfy(
+            NoObjectGeneratedError.isInstance,
+          );
+        }
+        expect(inner.doGenerateCalls).toHaveLength(2);
+      });
+
+      it('is not stored when the middleware is listed before the cache, which cannot see it will be unwrapped', async () => {
+        const { inner, model } = wrapped('extract first');
+        const first = await generateObject({ model, schema, prompt: 'A city' });
+        const second = await generateObject({ model, schema, prompt: 'A city' });
+        expect([first.object, second.object]).toEqual([{ city: 'Paris' }, { city: 'Paris' }]);
+        expect(second.providerMetadata?.xCache?.hit).toBe(false);
+        expect(inner.doGenerateCalls).toHaveLength(2);
+      });
+
+      it('is stored as the middleware returned it when the middleware is listed after the cache', async () => {
+        const { cache, inner, model } = wrapped('cache first');
+        const output = Output.object({ schema });
+        await generateText({ model, output, prompt: 'A city' });
+        const second = await generateText({ model, output, prompt: 'A city' });
+        expect(second.output).toEqual({ city: 'Paris' });
+        expect(second.providerMetadata?.xCache?.hit).toBe(true);
+        expect(inner.doGenerateCalls).toHaveLength(1);
+        // Above the middleware the cache stores the unwrapped JSON; a hit does not run the middleware.
+        const stored = await cache.peek<LanguageModelV4GenerateResult>({
+          storageKey: second.providerMetadata?.xCache?.key as string,
+        });
+        expect(stored?.content).toEqual([{ type: 'text', text: '{"city":"Paris"}' }]);
+      });
+
+      it('listed after the cache with Output.object too, where an answer that violates the schema is not stored', async () => {
+        const { inner, model } = wrapped('cache first');
+        const output = Output.object({ schema });
+        await generateText({ model, output, prompt: 'A city' });
+        expect((await generateText({ model, output, prompt: 'A city' })).output).toEqual({ city: 'Paris' });
+        expect(inner.doGenerateCalls).toHaveLength(1);
+
+        const wrong = generateModel(() => textResult('```json\n{"city":7}\n```'));
+        const strict = wrapLanguageModel({
+          model: wrong,
+          middleware: [cacheMiddleware({ cache: createCache() }), extractJsonMiddleware()],
+        });
+        await expect(generateText({ model: strict, output, prompt: 'A city' })).rejects.toSatisfy(
+          NoObjectGeneratedError.isInstance,
+        );
+        await expect(generateText({ model: strict, output, prompt: 'A city' })).rejects.toSatisfy(
+          NoObjectGeneratedError.isInstance,
+        );
+        expect(wrong.doGenerateCalls).toHaveLength(2);
+      });
     });
 
     it('lets shouldCache override the default', async () => {

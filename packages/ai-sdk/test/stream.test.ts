@@ -1,11 +1,13 @@
 import { getEventListeners } from 'node:events';
 import type {
+  LanguageModelV4,
   LanguageModelV4CallOptions,
   LanguageModelV4StreamPart,
   LanguageModelV4StreamResult,
 } from '@ai-sdk/provider';
 import { CacheError, createCache } from '@x/cache-core';
 import {
+  extractJsonMiddleware,
   NoObjectGeneratedError,
   NoOutputGeneratedError,
   Output,
@@ -13,6 +15,7 @@ import {
   stepCountIs,
   streamObject,
   streamText,
+  ToolChoiceViolationError,
   tool,
   wrapLanguageModel,
 } from 'ai';
@@ -381,6 +384,87 @@ describe('cacheMiddleware — stream', () => {
       expect(inner.doStreamCalls).toHaveLength(2);
     });
 
+    it('not a streamText answer that breaks its toolChoice (AI_ToolChoiceViolationError)', async () => {
+      const toolCall = (toolName: string): LanguageModelV4StreamPart[] => [
+        { type: 'stream-start', warnings: [] },
+        { type: 'tool-call', toolCallId: 'c1', toolName, input: '{"city":"Paris"}' },
+        { type: 'finish', finishReason: finish('tool-calls'), usage: usage(3, 4) },
+      ];
+      const tools = {
+        weather: tool({ inputSchema: z.object({ city: z.string() }) }),
+        time: tool({ inputSchema: z.object({}) }),
+      };
+      const run = async (
+        model: LanguageModelV4,
+        toolChoice: 'none' | { type: 'tool'; toolName: 'weather' },
+      ): Promise<{ violated: boolean; marker: unknown }> => {
+        const errors: unknown[] = [];
+        const result = streamText({
+          model,
+          tools,
+          toolChoice,
+          prompt: 'Weather in Paris?',
+          onError: ({ error }) => {
+            errors.push(error);
+          },
+        });
+        await result.consumeStream();
+        const marker = (await result.steps)[0]?.providerMetadata?.xCache;
+        return { violated: errors.some(ToolChoiceViolationError.isInstance), marker };
+      };
+
+      // A named tool that was not called: the SDK fails the stream; the retry reaches the model.
+      const named = setup((_request, index) => toolCall(index === 0 ? 'time' : 'weather'));
+      const weather = { type: 'tool', toolName: 'weather' } as const;
+      expect((await run(named.model, weather)).violated).toBe(true);
+      expect(await run(named.model, weather)).toMatchObject({ violated: false, marker: { hit: false } });
+      expect(await run(named.model, weather)).toMatchObject({ violated: false, marker: { hit: true } });
+      expect(named.inner.doStreamCalls).toHaveLength(2);
+
+      // 'none' with a tool call in the answer.
+      const none = setup(() => toolCall('weather'));
+      expect((await run(none.model, 'none')).violated).toBe(true);
+      expect((await run(none.model, 'none')).violated).toBe(true);
+      expect(none.inner.doStreamCalls).toHaveLength(2);
+    });
+
+    it.each(['extract first', 'cache first'] as const)(
+      'a streamObject answer in a markdown fence, with extractJsonMiddleware listed %s',
+      async (order) => {
+        const cache = createCache();
+        const inner = streamModel(() => textParts(['```json\n{"city":', '"Paris"}\n', '```']));
+        const caching = cacheMiddleware({ cache });
+        const extract = extractJsonMiddleware();
+        const model = wrapLanguageModel({
+          model: inner,
+          middleware: order === 'extract first' ? [extract, caching] : [caching, extract],
+        });
+        const schema = z.object({ city: z.string() });
+        const run = async () => {
+          const result = streamObject({ model, schema, prompt: 'A city' });
+          await convertReadableStreamToArray(result.fullStream);
+          return { object: await result.object, marker: (await result.providerMetadata)?.xCache };
+        };
+        expect(await run()).toMatchObject({ object: { city: 'Paris' }, marker: { hit: false } });
+        const second = await run();
+        expect(second.object).toEqual({ city: 'Paris' });
+        if (order === 'cache first') {
+          // Above the middleware the cache records the unwrapped deltas and replays them.
+          expect(second.marker?.hit).toBe(true);
+          expect(inner.doStreamCalls).toHaveLength(1);
+          const stored = await cache.peek<{ parts: LanguageModelV4StreamPart[] }>({
+            storageKey: second.marker?.key as string,
+          });
+          const text = stored?.parts.map((part) => (part.type === 'text-delta' ? part.delta : '')).join('');
+          expect(text).toBe('{"city":"Paris"}');
+        } else {
+          // Below it the cache sees fenced text it cannot parse, so it stores nothing.
+          expect(second.marker?.hit).toBe(false);
+          expect(inner.doStreamCalls).toHaveLength(2);
+        }
+      },
+    );
+
     it('unless shouldCache says so', async () => {
       const { inner, model } = setup(() => textParts(['partial'], { reason: 'length' }), {
         shouldCache: (candidate) => candidate.type === 'stream' && candidate.text === 'partial',
@@ -588,6 +672,24 @@ describe('cacheMiddleware — stream', () => {
       // The joiner is counted as coalesced; it and the later hit each saved the 18 tokens.
       expect(stats.coalesced).toBe(1);
       expect(stats.inputTokensSaved + stats.outputTokensSaved).toBe(36);
+    });
+
+    it('counts callers that started together as generate does: one miss, the others coalesced', async () => {
+      const { cache, inner, model, upstreams } = manualSetup();
+      const texts = [1, 2, 3].map(() => streamText({ model, prompt: 'same' }).text);
+      await until(() => upstreams.length === 1);
+      await ticks();
+      upstreams[0]!.push(...textParts(['one ', 'two']));
+      upstreams[0]!.close();
+      expect(await Promise.all(texts)).toEqual(['one two', 'one two', 'one two']);
+      expect(inner.doStreamCalls).toHaveLength(1);
+      expect(await cache.stats()).toMatchObject({ misses: 1, coalesced: 2, hits: 0 });
+      await ticks();
+      // Once stored, callers that start together are each a hit.
+      const again = [1, 2, 3].map(() => streamText({ model, prompt: 'same' }).text);
+      expect(await Promise.all(again)).toEqual(['one two', 'one two', 'one two']);
+      expect(inner.doStreamCalls).toHaveLength(1);
+      expect(await cache.stats()).toMatchObject({ misses: 1, coalesced: 2, hits: 3 });
     });
 
     it('completes a joiner whose leader stopped reading without cancelling', { timeout: 5_000 }, async () => {

@@ -310,6 +310,49 @@ describe('cachedTools in a generateText tool loop', () => {
     expect(keys.at(-1)).toBe('email:ada@example.com:Hi');
   });
 
+  it('asks idempotencyKey only for write tools: read tools stay cached, unlisted ones run every time', async () => {
+    const { ledger } = memoryLedger();
+    const { tools, runs } = agentTools();
+    const asked: string[] = [];
+    const model = scriptedModel((step) =>
+      step === 0
+        ? [
+            { tool: 'send_email', input: { to: 'ada@example.com', subject: 'Hi' } },
+            { tool: 'git_status', input: {} },
+            { tool: 'current_time', input: {} },
+          ]
+        : 'Done.',
+    );
+    // One generic key function for the whole tool set.
+    const wrapped = cachedTools(tools, {
+      ledger,
+      idempotencyKey: (input, call) => {
+        asked.push(call.toolName);
+        return `${call.toolName}:${JSON.stringify(input)}`;
+      },
+    });
+    const first = await run(model, wrapped);
+    const second = await run(model, wrapped);
+    for (const result of [first, second])
+      expect(result.steps[0]!.content.filter((part) => part.type === 'tool-error')).toEqual([]);
+    expect(toolOutputs(first)).toEqual([
+      { messageId: 'msg-1', to: 'ada@example.com' },
+      { commits: 0, read: 1 },
+      { at: 1 },
+    ]);
+    expect(toolOutputs(second)).toEqual([
+      { messageId: 'msg-1', to: 'ada@example.com' },
+      { commits: 0, read: 1 },
+      { at: 2 },
+    ]);
+    expect(runs).toMatchObject({ email: 1, status: 1, time: 2 });
+    expect(asked).toEqual(['send_email', 'send_email']);
+    const history = await ledger.history();
+    expect(history.find((entry) => entry.tool === 'send_email')?.key).toBe(
+      'send_email:{"to":"ada@example.com","subject":"Hi"}',
+    );
+  });
+
   it('keeps everything else of each tool, and the tool set’s type', async () => {
     const { ledger } = memoryLedger();
     const { tools } = agentTools();

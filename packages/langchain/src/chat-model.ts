@@ -66,6 +66,39 @@ const RUNTIME_FIELDS = new Set([
   'disableStreaming',
 ]);
 
+/**
+ * What LangGraph puts in a run's `configurable` (thread and checkpoint ids, its `__pregel_*`
+ * internals). A configurable model (`initChatModel` with `configurableFields: 'any'`) passes every
+ * `configurable` entry to the constructor of the model it builds, where they would make each
+ * thread and step a key of its own.
+ */
+function isGraphRunField(field: string): boolean {
+  return field.startsWith('__') || GRAPH_RUN_FIELDS.has(field);
+}
+
+const GRAPH_RUN_FIELDS = new Set(['thread_id', 'checkpoint_id', 'checkpoint_ns', 'checkpoint_map']);
+
+/**
+ * What `initChatModel()` returns (`ConfigurableModel` of langchain / @langchain/classic): a chat
+ * model that builds the provider's model for each call (`_model(config)`, from its defaults, the
+ * call's `configurable` fields and its queued `bindTools` / `withStructuredOutput`) and works only
+ * through its own `invoke` / `stream`. Its `_generate` has no bound tools, it has no
+ * `_streamResponseChunks`, and the runnable it resolves to with structured output has no
+ * `_generate` at all.
+ */
+interface ConfigurableChatModel {
+  _model(config?: unknown): Promise<unknown>;
+  _queuedMethodOperations: Record<string, unknown>;
+}
+
+function asConfigurable(model: unknown): ConfigurableChatModel | undefined {
+  const candidate = model as Partial<ConfigurableChatModel>;
+  const queued = candidate._queuedMethodOperations;
+  return typeof candidate._model === 'function' && typeof queued === 'object' && queued !== null
+    ? (candidate as ConfigurableChatModel)
+    : undefined;
+}
+
 /** Thrown to the callers waiting on a stream whose first caller stopped reading it. */
 class StreamAbandonedError extends Error {
   constructor() {
@@ -180,6 +213,8 @@ export class CachedChatModel<
   readonly #filter: SecretFilter;
   readonly #policy: CachePolicy<CachedChatRecord>;
   readonly #shouldCache: (candidate: CacheCandidate) => boolean;
+  /** Set when the wrapped model is a configurable one (`initChatModel`), resolved per call. */
+  readonly #configurable: ConfigurableChatModel | undefined;
   #identity: { value: unknown; model: string | undefined } | undefined;
 
   constructor(inner: BaseChatModel<CallOptions, OutputMessageType>, options: WithCacheOptions = {}) {
@@ -198,6 +233,9 @@ export class CachedChatModel<
         'pass e.g. new ChatOpenAI(...); for an LLM use the `cache` option with new LangChainCache()',
       );
     }
+    // BaseChatModel does not read `disableStreaming` from its fields (each provider sets it):
+    // copied, a model that must not stream does not stream through the wrapper either.
+    this.disableStreaming = inner.disableStreaming;
     options = checkOptions('withCache()', options, {
       ...SHARED_OPTIONS,
       ...NAME_OPTION,
@@ -219,9 +257,14 @@ export class CachedChatModel<
     this.#policy = policy;
     this.#shouldCache = options.shouldCache ?? defaultShouldCache;
     this.lc_namespace = inner.lc_namespace;
+    this.#configurable = asConfigurable(inner);
     // LangChain decides whether a model streams by comparing this method with the base one, so a
-    // model that cannot stream must not look as if it could.
-    if (inner._streamResponseChunks === BaseChatModel.prototype._streamResponseChunks) {
+    // model that cannot stream must not look as if it could. A configurable model streams when
+    // the model it resolves to does, which is known only per call.
+    if (
+      !this.#configurable &&
+      inner._streamResponseChunks === BaseChatModel.prototype._streamResponseChunks
+    ) {
       this._streamResponseChunks = BaseChatModel.prototype._streamResponseChunks as never;
     }
   }
@@ -278,7 +321,7 @@ export class CachedChatModel<
     const inner = this.inner;
     const kwargs: Record<string, unknown> = {};
     for (const [field, value] of Object.entries(inner.lc_kwargs ?? {})) {
-      if (!RUNTIME_FIELDS.has(field)) kwargs[field] = value;
+      if (!RUNTIME_FIELDS.has(field) && !isGraphRunField(field)) kwargs[field] = value;
     }
     let params: unknown;
     try {
@@ -308,6 +351,52 @@ export class CachedChatModel<
     const inner = this.inner as unknown as { _combineCallOptions?: (options: unknown) => unknown };
     if (typeof inner._combineCallOptions !== 'function') return options;
     return inner._combineCallOptions(options) as this['ParsedCallOptions'];
+  }
+
+  /**
+   * The runnable a configurable model stands for in one call — the provider's model built with
+   * the call's `configurable` fields, its queued `bindTools` / `withStructuredOutput` applied —
+   * with every chat model in it answering through this cache, keyed as that model. This is what
+   * the configurable model's own `invoke` / `stream` call.
+   */
+  async #resolve(config: unknown): Promise<Runnable> {
+    const resolved = await this.#configurable!._model(config);
+    const state = { found: false };
+    const routed = this.#route(resolved, state);
+    if (!state.found) {
+      const name = (resolved as { getName?: () => string } | undefined)?.getName?.() ?? typeof resolved;
+      throw langchainCacheError(
+        'E_INVALID_OPTION',
+        `${this.inner.getName()} resolved to a ${name} that hides the chat model, which cannot be cached`,
+        'wrap the provider model itself: withCache(new ChatOpenAI(...)), then bindTools / withStructuredOutput on the result',
+      );
+    }
+    return routed as Runnable;
+  }
+
+  /**
+   * The cached chat model and call options a configurable model resolves to when LangChain calls
+   * `_generate` / `_streamResponseChunks` itself (`generate()`, chat-model stream events). Those
+   * calls carry no runnable config, so the model is built from its defaults, as the configurable
+   * model's own `_generate` builds it. Options bound on a `RunnableBinding` (`bindTools` of
+   * ChatAnthropic and most providers) are merged as the binding merges them.
+   */
+  async #resolveModel(
+    options: this['ParsedCallOptions'],
+  ): Promise<[CachedChatModel<any, any>, this['ParsedCallOptions']]> {
+    const routed = await this.#resolve(options);
+    if (routed instanceof CachedChatModel) return [routed, options];
+    if (routed instanceof RunnableBinding && routed.bound instanceof CachedChatModel) {
+      const model = routed.bound as CachedChatModel<any, any>;
+      const [, bound] = model._separateRunnableConfigFromCallOptionsCompat(routed.config as never);
+      const { signal: _signal, ...fields } = bound as Record<string, unknown>;
+      return [model, { ...fields, ...options, ...routed.kwargs } as this['ParsedCallOptions']];
+    }
+    throw langchainCacheError(
+      'E_INVALID_OPTION',
+      `${this.inner.getName()} resolved to a ${routed.getName()} (withStructuredOutput), which is not a chat model`,
+      'call it with invoke() or stream()',
+    );
   }
 
   /**
@@ -355,11 +444,22 @@ export class CachedChatModel<
     return this.#shouldCache(candidateOf(record.streamed ? 'stream' : 'generate', generations, params));
   }
 
+  /** A configurable model (`initChatModel`) is resolved per call, as its own `invoke` does. */
+  override async invoke(input: BaseLanguageModelInput, options?: CallOptions): Promise<OutputMessageType> {
+    if (!this.#configurable) return super.invoke(input, options);
+    const routed = await this.#resolve(options);
+    return routed.invoke(input, options) as Promise<OutputMessageType>;
+  }
+
   async _generate(
     messages: BaseMessage[],
     options: this['ParsedCallOptions'],
     runManager?: CallbackManagerForLLMRun,
   ): Promise<ChatResult> {
+    if (this.#configurable) {
+      const [model, resolved] = await this.#resolveModel(options);
+      return model._generate(messages, resolved, runManager);
+    }
     options = this.#callOptions(options);
     const signal = options?.signal;
     // Already aborted: nothing is looked up, joined or computed.
@@ -393,7 +493,21 @@ export class CachedChatModel<
         // gets a copy that reports no usage, and a run LangChain ends as a cached one.
         if (own) return own;
         markCached(runManager);
-        return resultOfRecord(result.value, { zeroUsage: true });
+        const hit = resultOfRecord(result.value, { zeroUsage: true });
+        // What LangChain's own cache does on a hit (`_generateCached`): one token with the whole
+        // text, so a token handler (ChatOpenAI({ streaming: true }) with handleLLMNewToken) sees
+        // the answer it would have seen token by token. The message goes along as the token's
+        // chunk, a copy: handlers that emit chunks rather than text (LangGraph's streamMode
+        // 'messages', streamEvents) then emit the whole message, tool calls included, as they did
+        // when the run ended with no token.
+        const first = hit.generations[0];
+        if (runManager && first) {
+          const chunk = restoreChunk(storeGeneration(first));
+          await runManager.handleLLMNewToken(first.text, undefined, undefined, undefined, undefined, {
+            chunk,
+          });
+        }
+        return hit;
       } catch (error) {
         if (computed) throw error instanceof LeaderAborted ? error.reason : error;
         // A joined call whose first caller aborted, or stopped reading the stream it joined, asks
@@ -415,6 +529,12 @@ export class CachedChatModel<
     input: BaseLanguageModelInput,
     options?: Partial<CallOptions>,
   ): AsyncGenerator<OutputMessageType> {
+    if (this.#configurable) {
+      // The model the configurable one resolves to for this call streams (or not) as it would.
+      const target = this.cacheOptions.streams === false ? this.inner : await this.#resolve(options);
+      yield* (await target.stream(input, options as never)) as AsyncIterable<OutputMessageType>;
+      return;
+    }
     if (this.cacheOptions.streams === false) {
       yield* this.inner._streamIterator(input, options as never) as AsyncGenerator<OutputMessageType>;
       return;
@@ -427,6 +547,21 @@ export class CachedChatModel<
     options: this['ParsedCallOptions'],
     runManager?: CallbackManagerForLLMRun,
   ): AsyncGenerator<ChatGenerationChunk> {
+    if (this.#configurable) {
+      const [model, resolved] = await this.#resolveModel(options);
+      if (
+        model.disableStreaming ||
+        model._streamResponseChunks === BaseChatModel.prototype._streamResponseChunks
+      ) {
+        // A model that cannot stream answers as one chunk, as LangChain streams such a model.
+        const result = await model._generate(messages, resolved, runManager);
+        const first = result.generations[0];
+        if (first) yield restoreChunk(storeGeneration(first));
+        return;
+      }
+      yield* model._streamResponseChunks(messages, resolved, runManager);
+      return;
+    }
     options = this.#callOptions(options);
     const { key, policy } = this.#request(messages, options);
     for (let attempt = 0; ; attempt++) {

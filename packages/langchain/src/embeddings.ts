@@ -3,6 +3,7 @@ import { Embeddings } from '@langchain/core/embeddings';
 import type { CachePolicy, CacheView, KeyInput, Usage } from '@x/cache-core';
 import { countTokens, vectorProblem } from '@x/cache-core';
 import { langchainCacheError } from './errors.ts';
+import { keyable } from './normalize.ts';
 import type { SharedCacheOptions } from './options.ts';
 import {
   basePolicy,
@@ -13,7 +14,7 @@ import {
   resolveView,
   SHARED_OPTIONS,
 } from './options.ts';
-import { SecretFilter } from './secrets.ts';
+import { declaredSecrets, SecretFilter } from './secrets.ts';
 
 export interface CachedEmbeddingsOptions extends SharedCacheOptions {
   /**
@@ -49,10 +50,59 @@ const RUNTIME_FIELDS = new Set([
   'client',
 ]);
 
+/**
+ * Client options inside a settings object (OpenAIEmbeddings' `clientConfig`, built from its
+ * `configuration`) that do not change the vectors. Functions (`fetch`) and class instances (an
+ * HTTP agent) are left out anyway.
+ */
+const CLIENT_RUNTIME_FIELDS = new Set([
+  ...RUNTIME_FIELDS,
+  'dangerouslyAllowBrowser',
+  'fetchOptions',
+  'logLevel',
+]);
+
 type Vector = Float32Array | Float64Array;
 
 function isPrimitive(value: unknown): boolean {
   return typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean';
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null) return false;
+  const proto: unknown = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+/**
+ * The data of a plain settings object: primitives, arrays and nested plain objects, without
+ * client runtime options and without a field that repeats a top-level setting (`clientConfig.
+ * organization` is the client's `organization`). Class instances and functions are state or
+ * plumbing, not settings.
+ */
+function plainSettings(value: unknown, top?: Record<string, unknown>): unknown {
+  if (isPrimitive(value) || value === null) return value;
+  if (Array.isArray(value)) return value.map((item) => plainSettings(item) ?? null);
+  if (!isPlainObject(value)) return undefined;
+  const out: Record<string, unknown> = {};
+  for (const [field, item] of Object.entries(value)) {
+    if (CLIENT_RUNTIME_FIELDS.has(field) || (top && isPrimitive(item) && top[field] === item)) continue;
+    const clean = plainSettings(item);
+    if (clean !== undefined) out[field] = clean;
+  }
+  return out;
+}
+
+/** The same data without empty objects, so settings that held only credentials add nothing. */
+function withoutEmpty(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(withoutEmpty);
+  if (!isPlainObject(value)) return value;
+  const out: Record<string, unknown> = {};
+  for (const [field, item] of Object.entries(value)) {
+    const clean = withoutEmpty(item);
+    if (!isPlainObject(clean) || Object.keys(clean).length > 0) out[field] = clean;
+  }
+  return out;
 }
 
 /**
@@ -112,7 +162,7 @@ export class CachedEmbeddings extends Embeddings {
     this.#names = { documents: `${name}.documents`, query: `${name}.query` };
     this.view.prefix(this.#names.documents);
     this.#Vector = options.precision === 'float64' ? Float64Array : Float32Array;
-    this.#identity = identityOf(embeddings, options, new SecretFilter(options.secretKeys));
+    this.#identity = identityOf(embeddings, options);
     const policy = basePolicy<Vector>(options);
     if (options.usage !== undefined && options.usage !== 'estimate') policy.usage = options.usage;
     this.#policy = policy;
@@ -240,23 +290,37 @@ export class CachedEmbeddings extends Embeddings {
   }
 }
 
-/** The embeddings model's identity: its class, model id and every primitive setting except runtime ones and credentials. */
-function identityOf(
-  embeddings: EmbeddingsInterface,
-  options: CachedEmbeddingsOptions,
-  filter: SecretFilter,
-): unknown {
+/**
+ * The embeddings model's identity: its class, model id, every primitive setting and every plain
+ * settings object except runtime options and credentials (by name, by shape and as the class
+ * declares them in `lc_secrets`, the chat wrapper's filter). The settings objects hold the endpoint
+ * of clients configured with one (OpenAIEmbeddings' `configuration.baseURL`, in its
+ * `clientConfig`): two clients of the same model on different servers never share vectors. They
+ * are keyed under `config` only when something is left of them, so a client without such settings
+ * keeps the key it always had.
+ */
+function identityOf(embeddings: EmbeddingsInterface, options: CachedEmbeddingsOptions): unknown {
+  const filter = new SecretFilter(options.secretKeys).withDeclared(declaredSecrets(embeddings));
   const settings: Record<string, unknown> = {};
+  const objects: [string, Record<string, unknown>][] = [];
   for (const [field, value] of Object.entries(embeddings)) {
     if (RUNTIME_FIELDS.has(field) || filter.isSecretName(field) || filter.isSecretValue(value)) continue;
-    // Primitives only: settings are strings, numbers and flags, while arrays and objects on a
-    // client are as likely to be state that changes between calls.
+    // Arrays and class instances on a client are as likely to be state that changes between calls.
     if (isPrimitive(value)) settings[field] = value;
+    else if (isPlainObject(value)) objects.push([field, value]);
+  }
+  const config: Record<string, unknown> = {};
+  for (const [field, value] of objects) {
+    // The chat wrapper's key hygiene (keyable with the filter) drops the credentials.
+    const clean = withoutEmpty(keyable(plainSettings(value, settings), filter));
+    if (isPlainObject(clean) && Object.keys(clean).length > 0) config[field] = clean;
   }
   const ctor = (embeddings as object).constructor as { lc_name?: () => string; name?: string } | undefined;
-  return {
+  const identity: Record<string, unknown> = {
     class: ctor?.lc_name?.() ?? ctor?.name,
     model: options.model ?? settings.model ?? settings.modelName ?? settings.modelId ?? settings.model_name,
     settings,
   };
+  if (Object.keys(config).length > 0) identity.config = config;
+  return identity;
 }

@@ -164,8 +164,8 @@ export function resolveView(options: SharedCacheOptions, defaultTier: TierName):
 }
 
 export function basePolicy<T>(options: SharedCacheOptions): CachePolicy<T> {
-  // A value the core refuses to store inside getOrCompute (quota, unserialisable) is counted as a
-  // dropped write and reported here; `view.set` ignores this hook and throws instead.
+  // A value the core refuses to store (quota, unserialisable), inside getOrCompute or through
+  // `view.set` given this hook, is counted as a dropped write and reported here, not thrown.
   const policy: CachePolicy<T> = { onStoreError: (error) => reportError(options, error) };
   if (options.ttl !== undefined) policy.ttl = options.ttl;
   if (options.tags !== undefined && options.tags.length > 0) policy.tags = options.tags;

@@ -1,3 +1,6 @@
+import { createHash } from 'node:crypto';
+import { Embeddings } from '@langchain/core/embeddings';
+import { getEnvironmentVariable } from '@langchain/core/utils/env';
 import { SyntheticEmbeddings } from '@langchain/core/utils/testing';
 import { countTokens, createCache } from '@x/cache-core';
 import { sqliteBackend } from '@x/cache-core/sqlite';
@@ -32,6 +35,81 @@ class RecordingEmbeddings extends SyntheticEmbeddings {
     this.queries.push(document);
     await this.gate;
     return this.#vector(document);
+  }
+}
+
+interface OpenAIEmbeddingsFields {
+  model?: string;
+  modelName?: string;
+  apiKey?: string;
+  openAIApiKey?: string;
+  batchSize?: number;
+  stripNewLines?: boolean;
+  timeout?: number;
+  dimensions?: number;
+  encodingFormat?: string;
+  configuration?: Record<string, unknown>;
+}
+
+/**
+ * OpenAIEmbeddings as @langchain/openai 1.6.0 builds itself (fields and constructor copied; the
+ * package is not a dependency here): the endpoint and the rest of `configuration` end up in the
+ * `clientConfig` object, next to the API key. Requests are recorded, with the endpoint they would
+ * have gone to, instead of sent; each server answers with vectors of its own.
+ */
+class OpenAIEmbeddings extends Embeddings {
+  model = 'text-embedding-ada-002';
+  modelName: string;
+  batchSize = 512;
+  stripNewLines = true;
+  dimensions: number | undefined;
+  timeout: number | undefined;
+  organization: string | undefined;
+  encodingFormat: string | undefined;
+  client: unknown;
+  clientConfig: Record<string, unknown>;
+  apiKey: string | undefined;
+  /** Test only: the endpoint of every request. */
+  static requests: string[] = [];
+
+  constructor(fields?: OpenAIEmbeddingsFields) {
+    const fieldsWithDefaults = { maxConcurrency: 2, ...fields };
+    super(fieldsWithDefaults);
+    const apiKey =
+      fieldsWithDefaults?.apiKey ??
+      fieldsWithDefaults?.openAIApiKey ??
+      getEnvironmentVariable('OPENAI_API_KEY');
+    this.organization =
+      (fieldsWithDefaults?.configuration?.organization as string | undefined) ??
+      getEnvironmentVariable('OPENAI_ORGANIZATION');
+    this.model = fieldsWithDefaults?.model ?? fieldsWithDefaults?.modelName ?? this.model;
+    this.modelName = this.model;
+    this.batchSize = fieldsWithDefaults?.batchSize ?? this.batchSize;
+    this.stripNewLines = fieldsWithDefaults?.stripNewLines ?? this.stripNewLines;
+    this.timeout = fieldsWithDefaults?.timeout;
+    this.dimensions = fieldsWithDefaults?.dimensions;
+    this.encodingFormat = fieldsWithDefaults?.encodingFormat;
+    this.clientConfig = {
+      apiKey,
+      organization: this.organization,
+      dangerouslyAllowBrowser: true,
+      ...fields?.configuration,
+    };
+  }
+
+  #vector(text: string): number[] {
+    const endpoint = String(this.clientConfig.baseURL ?? 'https://api.openai.com/v1');
+    OpenAIEmbeddings.requests.push(endpoint);
+    const digest = createHash('sha256').update(`${endpoint}\n${text}`).digest();
+    return [...digest.subarray(0, 4)].map((byte) => byte / 256);
+  }
+
+  async embedDocuments(texts: string[]): Promise<number[][]> {
+    return texts.map((text) => this.#vector(text));
+  }
+
+  async embedQuery(text: string): Promise<number[]> {
+    return this.#vector(text);
   }
 }
 
@@ -102,6 +180,71 @@ describe('CachedEmbeddings', () => {
       await new CachedEmbeddings(upstream, { cache }).embedDocuments(['same text']);
     }
     expect([small, large, wider, rotated].map((upstream) => upstream.documents.length)).toEqual([1, 1, 1, 0]);
+  });
+
+  it('keys on the endpoint of an OpenAI-compatible client, not on its credentials', async () => {
+    const cache = memoryCache();
+    OpenAIEmbeddings.requests = [];
+    const embed = async (fields: OpenAIEmbeddingsFields) =>
+      (await new CachedEmbeddings(new OpenAIEmbeddings(fields), { cache }).embedDocuments(['same text']))[0];
+    const model = 'nomic-embed-text';
+    const openai = await embed({ model, apiKey: 'sk-test-0123456789abcdef' });
+    const local = await embed({
+      model,
+      apiKey: 'ollama',
+      configuration: { baseURL: 'http://localhost:11434/v1' },
+    });
+    const gpu = await embed({
+      model,
+      apiKey: 'ollama',
+      configuration: { baseURL: 'http://gpu-box:8000/v1' },
+    });
+    expect(OpenAIEmbeddings.requests).toEqual([
+      'https://api.openai.com/v1',
+      'http://localhost:11434/v1',
+      'http://gpu-box:8000/v1',
+    ]);
+    expect(new Set([openai, local, gpu].map(String)).size).toBe(3);
+
+    // The same server with another key, auth headers and client plumbing shares the vectors.
+    const again = await embed({
+      model,
+      apiKey: 'rotated',
+      configuration: {
+        baseURL: 'http://localhost:11434/v1',
+        apiKey: 'sk-rotated-0123456789abcdef',
+        defaultHeaders: { Authorization: 'Bearer rotated' },
+        fetch: async () => new Response('{}'),
+        dangerouslyAllowBrowser: false,
+        maxRetries: 1,
+      },
+    });
+    expect(again).toEqual(local);
+    expect(OpenAIEmbeddings.requests).toHaveLength(3);
+  });
+
+  it('keeps the key of a client whose configuration holds no endpoint or other setting', async () => {
+    const embeddings = new CachedEmbeddings(
+      new OpenAIEmbeddings({
+        model: 'text-embedding-3-small',
+        apiKey: 'sk-test-0123456789abcdef',
+        configuration: { organization: 'org-1', defaultHeaders: { 'X-Api-Key': 'secret' } },
+      }),
+      { cache: memoryCache() },
+    );
+    await embeddings.embedDocuments(['stable']);
+    // The key this version and the ones before it give that client.
+    const settings = {
+      model: 'text-embedding-3-small',
+      modelName: 'text-embedding-3-small',
+      stripNewLines: true,
+      organization: 'org-1',
+    };
+    const request = {
+      model: { class: 'OpenAIEmbeddings', model: 'text-embedding-3-small', settings },
+      text: 'stable',
+    };
+    expect(await embeddings.view.has({ name: 'langchain.embed.documents', request })).toBe(true);
   });
 
   it('uses the model option when the class does not expose its model', async () => {

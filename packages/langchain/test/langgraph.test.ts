@@ -3,7 +3,8 @@
  * StateGraph: the replay must update the graph state exactly as the first run did (messages with
  * their classes, other channels, goto), answering the tool call being made now.
  */
-import type { BaseChatModel } from '@langchain/core/language_models/chat_models';
+import { BaseChatModel } from '@langchain/core/language_models/chat_models';
+import type { BaseMessage } from '@langchain/core/messages';
 import { AIMessage, HumanMessage, RemoveMessage, ToolMessage } from '@langchain/core/messages';
 import { tool } from '@langchain/core/tools';
 import {
@@ -355,6 +356,29 @@ describe('a cached model called inside a LangGraph node with the node config', (
     await run('t3');
     expect(await run('t4')).toBe('Once upon a time');
     expect(inner.requests).toBe(3);
+  });
+
+  it("streams a hit of a model that cannot stream whole with streamMode: 'messages', tool calls included", async () => {
+    const call = { id: 'call_1', name: 'get_weather', args: { city: 'Paris' }, type: 'tool_call' as const };
+    class NonStreaming extends ScriptedChatModel {}
+    (NonStreaming.prototype as { _streamResponseChunks: unknown })._streamResponseChunks =
+      BaseChatModel.prototype._streamResponseChunks;
+    const inner = new NonStreaming({ respond: () => ({ content: '', tool_calls: [call] }) });
+    const graph = graphCalling(withCache(inner, { cache: createCache() }));
+    const run = async (thread: string) => {
+      const messages: BaseMessage[] = [];
+      const stream = await graph.stream(ask(), {
+        streamMode: 'messages',
+        configurable: { thread_id: thread },
+      });
+      for await (const [message] of stream) messages.push(message);
+      return messages;
+    };
+    const first = await run('t1');
+    const second = await run('t2');
+    expect(inner.log.generate).toBe(1);
+    expect(first.map((message) => (message as AIMessage).tool_calls)).toEqual([[call]]);
+    expect(second.map((message) => (message as AIMessage).tool_calls)).toEqual([[call]]);
   });
 
   it('still keys on a call option that changes the answer', async () => {

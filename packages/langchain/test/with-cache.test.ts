@@ -1,4 +1,6 @@
+import { InMemoryCache } from '@langchain/core/caches';
 import { BaseCallbackHandler } from '@langchain/core/callbacks/base';
+import type { BaseChatModel } from '@langchain/core/language_models/chat_models';
 import type { ChatModelStreamEvent } from '@langchain/core/language_models/event';
 import type { BaseMessage } from '@langchain/core/messages';
 import { AIMessage, AIMessageChunk, HumanMessage, ToolMessage } from '@langchain/core/messages';
@@ -13,6 +15,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { CachedChatModel, withCache } from '../src/index.ts';
 import {
+  AnthropicLikeModel,
   bytesOnDisk,
   cleanupAfterEach,
   deferred,
@@ -63,6 +66,21 @@ async function collect<T>(stream: AsyncIterable<T>): Promise<T[]> {
 const { closers, memoryCache } = cleanupAfterEach();
 
 describe('withCache', () => {
+  it('does not stream a model whose streaming is disabled, as the model itself does not', async () => {
+    const make = () => {
+      const inner = new FakeListChatModel({ responses: ['hello world'] });
+      inner.disableStreaming = true;
+      return inner;
+    };
+    const count = async (model: BaseChatModel) => {
+      let chunks = 0;
+      for await (const _chunk of await model.stream('hi')) chunks++;
+      return chunks;
+    };
+    expect(await count(make())).toBe(1);
+    expect(await count(withCache(make(), { cache: createCache() }))).toBe(1);
+  });
+
   it('answers a repeated invoke from the cache with the complete message and zero usage', async () => {
     const cache = memoryCache();
     const inner = new ScriptedChatModel();
@@ -122,6 +140,45 @@ describe('withCache', () => {
     await model.batch(['Capital of France?', 'Capital of Spain?', 'Capital of Spain?'], options);
     expect(handler.ends).toHaveLength(3);
     expect(handler.ends.filter((extra) => extra === undefined)).toHaveLength(1);
+  });
+
+  it("reports a hit to token callbacks as one token with the whole text, as LangChain's own cache does", async () => {
+    // A model that streams inside _generate (ChatOpenAI / ChatAnthropic with streaming: true) and a
+    // plain token handler: the handler sees the tokens on a miss and, on a hit, what LangChain's
+    // own cache gives it.
+    const tokensOf = async (model: BaseChatModel, prompt: string): Promise<string[]> => {
+      const tokens: string[] = [];
+      const handler = BaseCallbackHandler.fromMethods({
+        handleLLMNewToken(token: string) {
+          tokens.push(token);
+        },
+      });
+      await model.invoke(prompt, { callbacks: [handler] });
+      return tokens;
+    };
+    const inner = new AnthropicLikeModel({ streaming: true });
+    const model = withCache(inner, { cache: memoryCache() });
+    expect(await tokensOf(model, 'Tell me a story')).toEqual(['', 'Once upon ', 'a time', '']);
+    const hit = await tokensOf(model, 'Tell me a story');
+    expect(inner.requests).toBe(1);
+    expect(hit).toEqual(['Once upon a time']);
+
+    const own = new AnthropicLikeModel({ streaming: true, cache: new InMemoryCache() });
+    await tokensOf(own, 'Tell me a story');
+    expect(await tokensOf(own, 'Tell me a story')).toEqual(hit);
+
+    // A call that joined another's model call did not see its tokens either: it gets the same one.
+    const scripted = new ScriptedChatModel();
+    const joined = withCache(scripted, { cache: memoryCache() });
+    const gate = deferred();
+    scripted.log.gate = gate.promise;
+    const pending = Promise.all([tokensOf(joined, 'Same question'), tokensOf(joined, 'Same question')]);
+    await new Promise((resolve) => setImmediate(resolve));
+    gate.resolve();
+    const [a, b] = await pending;
+    expect(scripted.log.generate).toBe(1);
+    const answer = (await joined.invoke('Same question')).text;
+    expect([a, b].sort((x, y) => x.length - y.length)).toEqual([[], [answer]]);
   });
 
   it('answers a call LangChain streams as chat-model stream events from the cache, unmarked', async () => {

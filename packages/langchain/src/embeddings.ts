@@ -3,7 +3,6 @@ import { Embeddings } from '@langchain/core/embeddings';
 import type { CachePolicy, CacheView, KeyInput, Usage } from '@x/cache-core';
 import { countTokens, vectorProblem } from '@x/cache-core';
 import { langchainCacheError } from './errors.ts';
-import { keyable } from './normalize.ts';
 import type { SharedCacheOptions } from './options.ts';
 import {
   basePolicy,
@@ -51,16 +50,11 @@ const RUNTIME_FIELDS = new Set([
 ]);
 
 /**
- * Client options inside a settings object (OpenAIEmbeddings' `clientConfig`, built from its
- * `configuration`) that do not change the vectors. Functions (`fetch`) and class instances (an
- * HTTP agent) are left out anyway.
+ * Where a client sends its requests, when a settings object holds it (OpenAIEmbeddings'
+ * `clientConfig`, built from its `configuration`): the server decides the vectors as much as the
+ * model name does.
  */
-const CLIENT_RUNTIME_FIELDS = new Set([
-  ...RUNTIME_FIELDS,
-  'dangerouslyAllowBrowser',
-  'fetchOptions',
-  'logLevel',
-]);
+const ENDPOINT_FIELDS = ['baseURL', 'baseUrl', 'basePath', 'endpoint', 'endpointUrl', 'host'];
 
 type Vector = Float32Array | Float64Array;
 
@@ -72,37 +66,6 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   if (typeof value !== 'object' || value === null) return false;
   const proto: unknown = Object.getPrototypeOf(value);
   return proto === Object.prototype || proto === null;
-}
-
-/**
- * The data of a plain settings object: primitives, arrays and nested plain objects, without
- * client runtime options and without a field that repeats a top-level setting (`clientConfig.
- * organization` is the client's `organization`). Class instances and functions are state or
- * plumbing, not settings.
- */
-function plainSettings(value: unknown, top?: Record<string, unknown>): unknown {
-  if (isPrimitive(value) || value === null) return value;
-  if (Array.isArray(value)) return value.map((item) => plainSettings(item) ?? null);
-  if (!isPlainObject(value)) return undefined;
-  const out: Record<string, unknown> = {};
-  for (const [field, item] of Object.entries(value)) {
-    if (CLIENT_RUNTIME_FIELDS.has(field) || (top && isPrimitive(item) && top[field] === item)) continue;
-    const clean = plainSettings(item);
-    if (clean !== undefined) out[field] = clean;
-  }
-  return out;
-}
-
-/** The same data without empty objects, so settings that held only credentials add nothing. */
-function withoutEmpty(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(withoutEmpty);
-  if (!isPlainObject(value)) return value;
-  const out: Record<string, unknown> = {};
-  for (const [field, item] of Object.entries(value)) {
-    const clean = withoutEmpty(item);
-    if (!isPlainObject(clean) || Object.keys(clean).length > 0) out[field] = clean;
-  }
-  return out;
 }
 
 /**
@@ -291,29 +254,29 @@ export class CachedEmbeddings extends Embeddings {
 }
 
 /**
- * The embeddings model's identity: its class, model id, every primitive setting and every plain
- * settings object except runtime options and credentials (by name, by shape and as the class
- * declares them in `lc_secrets`, the chat wrapper's filter). The settings objects hold the endpoint
- * of clients configured with one (OpenAIEmbeddings' `configuration.baseURL`, in its
- * `clientConfig`): two clients of the same model on different servers never share vectors. They
- * are keyed under `config` only when something is left of them, so a client without such settings
- * keeps the key it always had.
+ * The embeddings model's identity: its class, model id, every primitive setting except runtime
+ * ones and credentials (by name, by shape and as the class declares them in `lc_secrets`), and the
+ * endpoint a settings object names (OpenAIEmbeddings' `configuration.baseURL`, in its
+ * `clientConfig`): two clients of the same model on different servers never share vectors. Other
+ * objects are left out: on a client they are as likely to be state that changes between calls (a
+ * counter, a cache) as settings. The endpoint is keyed only when there is one, so a client without
+ * it keeps the key it always had.
  */
 function identityOf(embeddings: EmbeddingsInterface, options: CachedEmbeddingsOptions): unknown {
   const filter = new SecretFilter(options.secretKeys).withDeclared(declaredSecrets(embeddings));
   const settings: Record<string, unknown> = {};
-  const objects: [string, Record<string, unknown>][] = [];
+  const endpoint: Record<string, string> = {};
   for (const [field, value] of Object.entries(embeddings)) {
     if (RUNTIME_FIELDS.has(field) || filter.isSecretName(field) || filter.isSecretValue(value)) continue;
-    // Arrays and class instances on a client are as likely to be state that changes between calls.
     if (isPrimitive(value)) settings[field] = value;
-    else if (isPlainObject(value)) objects.push([field, value]);
-  }
-  const config: Record<string, unknown> = {};
-  for (const [field, value] of objects) {
-    // The chat wrapper's key hygiene (keyable with the filter) drops the credentials.
-    const clean = withoutEmpty(keyable(plainSettings(value, settings), filter));
-    if (isPlainObject(clean) && Object.keys(clean).length > 0) config[field] = clean;
+    else if (isPlainObject(value)) {
+      for (const name of ENDPOINT_FIELDS) {
+        const url = value[name];
+        if (typeof url === 'string' && url !== '' && !filter.isSecretValue(url)) {
+          endpoint[`${field}.${name}`] = redactUrl(url);
+        }
+      }
+    }
   }
   const ctor = (embeddings as object).constructor as { lc_name?: () => string; name?: string } | undefined;
   const identity: Record<string, unknown> = {
@@ -321,6 +284,19 @@ function identityOf(embeddings: EmbeddingsInterface, options: CachedEmbeddingsOp
     model: options.model ?? settings.model ?? settings.modelName ?? settings.modelId ?? settings.model_name,
     settings,
   };
-  if (Object.keys(config).length > 0) identity.config = config;
+  if (Object.keys(endpoint).length > 0) identity.endpoint = endpoint;
   return identity;
+}
+
+/** A URL without the credentials it may carry (`https://user:key@host/`), which must stay out of keys. */
+function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.username === '' && parsed.password === '') return url;
+    parsed.username = '';
+    parsed.password = '';
+    return parsed.toString();
+  } catch {
+    return url;
+  }
 }

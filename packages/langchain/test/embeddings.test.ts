@@ -223,6 +223,18 @@ describe('CachedEmbeddings', () => {
     expect(OpenAIEmbeddings.requests).toHaveLength(3);
   });
 
+  it('keeps state objects a client carries (counters, caches) out of the key', async () => {
+    const cache = memoryCache();
+    const first = Object.assign(new RecordingEmbeddings('embed-small', 8), { counter: { calls: 0 } });
+    const later = Object.assign(new RecordingEmbeddings('embed-small', 8), {
+      counter: { calls: 12, values: 40 },
+      seen: { 'some text': true },
+    });
+    await new CachedEmbeddings(first, { cache }).embedDocuments(['same text']);
+    await new CachedEmbeddings(later, { cache }).embedDocuments(['same text']);
+    expect([first.documents.length, later.documents.length]).toEqual([1, 0]);
+  });
+
   it('keeps the key of a client whose configuration holds no endpoint or other setting', async () => {
     const embeddings = new CachedEmbeddings(
       new OpenAIEmbeddings({

@@ -79,6 +79,15 @@ export function commandHelp(spec: CommandSpec): string {
   ].join('\n');
 }
 
+/** `--url`, `-q`, …: an option every command takes. */
+function isGlobalOption(token: string): boolean {
+  const name = token.replace(/^--?/, '');
+  return (
+    Object.hasOwn(GLOBAL_OPTIONS, name) ||
+    Object.values(GLOBAL_OPTIONS).some((spec) => spec.short !== undefined && spec.short === name)
+  );
+}
+
 /** Options that take a value, so that `--url x stats` finds `stats` and not `x` as the command. */
 function valueOptions(): Set<string> {
   const names = new Set<string>();
@@ -228,8 +237,11 @@ export async function run(argv: readonly string[], io: CliIo = {}): Promise<numb
         return EXIT_OK;
       }
       const unknown = rest.find((token) => token.startsWith('-'));
-      if (unknown)
-        throw usageError(`unknown option ${unknown.split('=')[0]} — llm-cache --help lists the options`);
+      if (unknown) {
+        const name = unknown.split('=')[0]!;
+        if (isGlobalOption(name)) throw usageError(`no command given — llm-cache --help lists the commands`);
+        throw usageError(`unknown option ${name} — llm-cache --help lists the options`);
+      }
       stderr.write(`${mainHelp()}\n`);
       return EXIT_USAGE;
     }

@@ -1,5 +1,6 @@
 import { validateName } from '@x/cache-core';
 import type { Context, OptionSpec } from './command.ts';
+import { usageError } from './io.ts';
 import type { KeyFilter } from './keys.ts';
 
 /** Options every command accepts. */
@@ -45,7 +46,14 @@ export const YES_OPTION: OptionSpec = {
 export function filterOf(context: Context, prefix?: string): KeyFilter {
   const tier = context.string('tier');
   const namespace = context.string('namespace');
-  if (tier !== undefined) validateName(tier, 'name');
+  if (tier !== undefined) {
+    validateName(tier, 'name');
+    if (tier.includes('/')) {
+      throw usageError(
+        `--tier ${tier}: a tier name has no '/' (the cache refuses one); the part after '/' is the namespace: --tier ${tier.slice(0, tier.indexOf('/'))} --namespace ${tier.slice(tier.indexOf('/') + 1)}`,
+      );
+    }
+  }
   if (namespace !== undefined) validateName(namespace, 'namespace');
   return { prefix, tier, namespace };
 }

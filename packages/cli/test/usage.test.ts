@@ -73,6 +73,18 @@ describe('llm-cache: help, version and usage errors', () => {
       [['invalidate', '--url', url], /say what to invalidate/],
       [['ls', '--url', url, '--tier', 'no spaces'], /invalid name "no spaces"/],
       [['ls', '--url'], /--url/],
+      [['--url', url], /no command given — llm-cache --help lists the commands/],
+      [['-q'], /no command given/],
+      [['--frobnicate'], /unknown option --frobnicate — llm-cache --help lists the options/],
+      [
+        ['ls', '--url', url, '--tier', 'team/a'],
+        /--tier team\/a: a tier name has no '\/'.*--tier team --namespace a/,
+      ],
+      [
+        ['export', dir, '--url', url],
+        /cannot export to .*: it is a directory; name a file, e\.g\. .*cache\.jsonl/,
+      ],
+      [['export', `${dir}/`, '--url', url], /it is a directory/],
     ];
     for (const [args, message] of cases) {
       const result = await cli(args);

@@ -259,6 +259,16 @@ describe('llm-cache warm', () => {
     const listing = json((await cli(['ls', 'http/site:faq:', '--url', url, '--format', 'json'])).stdout);
     expect(listing.entries).toHaveLength(1);
     expect(listing.entries[0].expiresAt - listing.entries[0].createdAt).toBe(3 * DAY);
+    // Digits alone are milliseconds, as a number ttl in a record is.
+    const ms = await cli(
+      ['warm', '-', '--url', url, '--tier', 'http', '--namespace', 'ms', '--ttl', '60000'],
+      {
+        input,
+      },
+    );
+    expect(ms.code).toBe(0);
+    const short = json((await cli(['ls', 'http/ms:faq:', '--url', url, '--format', 'json'])).stdout);
+    expect(short.entries[0].expiresAt - short.entries[0].createdAt).toBe(60_000);
   });
 
   it("stores records without a namespace in the application's LLM_CACHE_NAMESPACE, where it then hits them", async () => {
@@ -293,11 +303,13 @@ describe('llm-cache warm', () => {
     expect(zero.stderr).toBe(
       `llm-cache: stdin:1: "ttl": 0 keeps an entry for no time, so nothing would be stored — give a duration like '7d', or leave it out for the tier's TTL\n`,
     );
-    const option = await cli(['warm', '-', '--url', url, '--ttl', '0s'], {
-      input: `${JSON.stringify(key)}\n`,
-    });
-    expect(option.code).toBe(2);
-    expect(option.stderr).toMatch(/^llm-cache: --ttl: 0 keeps an entry for no time/);
+    for (const ttl of ['0s', '0']) {
+      const option = await cli(['warm', '-', '--url', url, '--ttl', ttl], {
+        input: `${JSON.stringify(key)}\n`,
+      });
+      expect(option.code).toBe(2);
+      expect(option.stderr).toMatch(/^llm-cache: --ttl: 0 keeps an entry for no time/);
+    }
     const cache = appCache();
     expect(await cache.get(key)).toBe('kept');
     await cache.close();

@@ -495,6 +495,22 @@ describe('createCache > getOrCompute', () => {
     expect(errors).toEqual(['revalidate']);
   });
 
+  it("refuses a tier name with '/', which would share keys with another tier's namespace", () => {
+    const cache = make();
+    expect(() => cache.tier('team/a' as never)).toThrow(
+      /tier "team\/a": a tier name cannot contain '\/'.*"team-a"/,
+    );
+    expect(() => createCache({ tiers: { 'team/a': {} } as never })).toThrow(
+      expect.objectContaining({ code: 'E_INVALID_NAME' }),
+    );
+    expect(
+      cache
+        .tier('team-a' as never)
+        .withNamespace('a/default')
+        .key('q'),
+    ).toMatch(/^team-a\/a\/default:/);
+  });
+
   it('refuses durations that cannot work, naming what to pass instead', () => {
     const memory = memoryBackend();
     expect(() => createCache({ store: { backend: memory, timeout: 0 } })).toThrow(

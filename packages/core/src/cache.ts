@@ -530,6 +530,15 @@ class Engine {
     const existing = this.tiers.get(name);
     if (existing) return existing;
     validateName(name, 'name');
+    if (name.includes('/')) {
+      // Keys begin `<tier>/<namespace>:`, and a namespace may hold '/': tier "team/a" with
+      // namespace "x" and tier "team" with namespace "a/x" would share keys.
+      throw cacheError(
+        'E_INVALID_NAME',
+        'keys',
+        `invalid tier "${name}": a tier name cannot contain '/' (keys join the tier and the namespace with it); use '-' or '.', e.g. "${name.replaceAll('/', '-')}", or put the part after '/' in the namespace`,
+      );
+    }
     const defaults: TierOptions = DEFAULT_TIER_OPTIONS[name as BuiltinTier] ?? {
       ttl: undefined,
       memory: { maxEntries: 1_000, maxBytes: 16 * 1024 * 1024 },

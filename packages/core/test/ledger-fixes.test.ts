@@ -364,3 +364,40 @@ describe('ledger fixes: an error whose fields cannot be read', () => {
     expect(runs).toBe(1);
   });
 });
+
+describe('ledger fixes: a read that fails once for several callers', () => {
+  it('is one execution and one failure; the callers that shared it joined it', async () => {
+    const { ledger } = open(sqlite('read-fail.db'));
+    let runs = 0;
+    const gate = deferred();
+    const call = () =>
+      ledger.executeOrReplay({
+        tool: 'r',
+        input: { repo: 'x' },
+        execute: async () => {
+          runs++;
+          await gate.promise;
+          throw new Error('git is not installed');
+        },
+      });
+    const calls = Array.from({ length: 5 }, call);
+    gate.resolve();
+    const outcomes = await Promise.allSettled(calls);
+    expect(outcomes.map((outcome) => outcome.status)).toEqual(Array(5).fill('rejected'));
+    expect(runs).toBe(1);
+    expect((await ledger.stats({ tool: 'r' })).tools.r).toMatchObject({
+      calls: 5,
+      executions: 1,
+      failures: 1,
+      joined: 4,
+    });
+    const history = await ledger.history({ tool: 'r' });
+    expect(history.map((entry) => entry.source).sort()).toEqual([
+      'executed',
+      'joined',
+      'joined',
+      'joined',
+      'joined',
+    ]);
+  });
+});

@@ -1,4 +1,5 @@
-import { closeSync, createWriteStream, openSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, createWriteStream, openSync, renameSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import type { StoredEntry } from '@x/cache-core';
 import type { CommandSpec, Context } from '../command.ts';
 import { entries, formatInt } from '../format.ts';
@@ -65,6 +66,13 @@ function openTarget(
   commit(): void;
   abort(): void;
 } {
+  // A directory is refused before anything is read: the rename at the end would fail only after
+  // the whole store was written.
+  if (file.endsWith('/') || statSync(file, { throwIfNoEntry: false })?.isDirectory()) {
+    throw usageError(
+      `cannot export to ${file}: it is a directory; name a file, e.g. ${join(file, 'cache.jsonl')}`,
+    );
+  }
   const temporary = `${file}.${process.pid}.tmp`;
   // Only for signals the process does not handle itself (the CLI used as a library): a host's
   // handler decides what a signal does, and the export must not be cut from under it. The process

@@ -122,11 +122,16 @@ export const warmCommand: CommandSpec = {
       if (fromEnv) throw usageError(`LLM_CACHE_NAMESPACE: ${messageOf(error)} — fix it or pass --namespace`);
       throw error;
     }
-    const defaultTtl = context.string('ttl');
+    const ttlFlag = context.string('ttl');
+    // A flag value is a string: digits alone are milliseconds, as a number ttl is in a record.
+    const defaultTtl: Duration | undefined =
+      ttlFlag !== undefined && /^\s*\d+(?:\.\d+)?\s*$/.test(ttlFlag)
+        ? Number(ttlFlag)
+        : (ttlFlag as Duration);
     if (defaultTtl !== undefined) {
       let ms: number | undefined;
       try {
-        ms = parseDuration(defaultTtl as Duration, 'ttl');
+        ms = parseDuration(defaultTtl, 'ttl');
       } catch (error) {
         throw usageError(`--ttl: ${messageOf(error)}`);
       }
@@ -141,7 +146,7 @@ export const warmCommand: CommandSpec = {
         const at = where(file, line.number);
         const record = check(parseJsonLine(line, file), at);
         const policy: CachePolicy = {};
-        const ttl = record.ttl ?? (defaultTtl as Duration | undefined);
+        const ttl = record.ttl ?? defaultTtl;
         if (ttl !== undefined) policy.ttl = ttl;
         if (record.ttl !== undefined && isZero(record.ttl)) throw new CliError(`${at}: "ttl": ${ZERO_TTL}`);
         if (record.tags) policy.tags = record.tags;

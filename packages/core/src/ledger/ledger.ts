@@ -534,10 +534,15 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
       scope: call.scope ?? {},
     };
     let result: CacheResult<O>;
+    // Whether this caller's own execute ran: callers that shared another's failed run joined it.
+    let ran = false;
     try {
       result = await tools.getOrComputeResult<O>(
         cacheKey,
-        () => toolCallStorage.run(context, () => call.execute(context)),
+        () => {
+          ran = true;
+          return toolCallStorage.run(context, () => call.execute(context));
+        },
         {
           ttl: policy.ttl,
           forceRefresh: call.force === true,
@@ -546,8 +551,13 @@ export function createToolLedger(options: ToolLedgerOptions): ToolLedger {
       );
     } catch (error) {
       if (isControlFlow(call, error)) throw error;
+      // Sharing a failure is a join, as for writes: one execution and one failure, however many
+      // callers it failed.
       await remember(
-        entryOf(call, 'read', storageKey, 'executed', startedAt, { status: 'failed', error: brief(error) }),
+        entryOf(call, 'read', storageKey, ran ? 'executed' : 'joined', startedAt, {
+          status: 'failed',
+          error: brief(error),
+        }),
       );
       throw error;
     }

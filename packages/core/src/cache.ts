@@ -637,13 +637,20 @@ class Engine {
   ): void {
     const lookup = LOOKUP_OPERATIONS.has(operation);
     // Anything but a lookup goes to the store even with the breaker open: it is not admitted as
-    // the breaker's probe, and its outcome neither closes nor re-opens the breaker.
+    // the breaker's probe, and its outcome neither closes nor re-opens the breaker. The caller
+    // does not wait for it then (the store has kept failing): it is answered with `fallback` at
+    // once, and the call lands if the store answers, counted if it fails.
     const admitted = lookup ? level.admit(this.clock) : 1;
     if (admitted === 0 || (level.stalled && lookup)) {
       if (admitted === 2) level.probing = false;
       this.levelBucket(level).skipped++;
       done(fallback);
       return;
+    }
+    if (!lookup && level.tripped) {
+      const answered = done;
+      answered(fallback);
+      done = () => undefined;
     }
     const bulk = BULK_OPERATIONS.has(operation);
     runWithDeadline(
@@ -661,8 +668,11 @@ class Engine {
         const timedOut = error instanceof LevelTimeoutError && !bulk;
         // Calls that were in flight when the store froze all time out together: that is one
         // failure (the one that stalls the level), not one per caller, or a short freeze under
-        // load would open the breaker and keep a store that is back skipped for `openFor`.
-        const counted = !(timedOut && level.stalled) && (lookup || !level.tripped);
+        // load would open the breaker and keep a store that is back skipped for `openFor`. (A
+        // bulk call that times out while the level is stalled is part of the same freeze.) The
+        // breaker's probe always counts: its outcome is what closes or re-opens the breaker.
+        const sameFreeze = error instanceof LevelTimeoutError && level.stalled;
+        const counted = admitted === 2 || (!sameFreeze && (lookup || !level.tripped));
         if (timedOut) this.#stall(level);
         if (counted && level.failed(this.clock.now()) && this.emitter.has('error')) {
           this.emitter.emit('error', {

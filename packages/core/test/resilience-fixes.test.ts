@@ -95,6 +95,63 @@ describe.skipIf(skip)('resilience against a real Redis', () => {
     await cache.close();
   });
 
+  it('settles the breaker probe even when a delete sent beside it stalled the level first', async () => {
+    const keyPrefix = fresh('probe');
+    const cache = createCache({
+      store: {
+        backend: redisBackend({ url: server.url, keyPrefix }),
+        timeout: 200,
+        breaker: { failures: 1, openFor: 300 },
+      },
+      memory: false,
+    });
+    await admin.config('SET', 'maxmemory', '1');
+    try {
+      await cache.set('x', 'v'); // refused: the breaker opens
+    } finally {
+      await admin.config('SET', 'maxmemory', '0');
+    }
+    await sleep(400);
+    server.process!.kill('SIGSTOP');
+    try {
+      // The get is the breaker's probe; the delete, sent first, times out first and stalls Redis.
+      await Promise.all([cache.delete('other'), cache.get('a')]);
+    } finally {
+      server.process!.kill('SIGCONT');
+    }
+    const writer = createCache({ store: redisBackend({ url: server.url, keyPrefix }), memory: false });
+    await writer.set('a', 'fresh');
+    await expect.poll(() => cache.get('a'), { timeout: 5000, interval: 200 }).toBe('fresh');
+    await Promise.all([cache.close(), writer.close()]);
+  });
+
+  it('counts invalidations that time out during a freeze as the same failure', async () => {
+    const keyPrefix = fresh('bulk-freeze');
+    const cache = createCache({
+      store: {
+        backend: redisBackend({ url: server.url, keyPrefix }),
+        timeout: 150,
+        breaker: { failures: 3, openFor: '30s' },
+      },
+      memory: false,
+    });
+    await cache.set('a', 'stored');
+    server.process!.kill('SIGSTOP');
+    try {
+      expect(await cache.getOrCompute('a', () => 'computed')).toBe('computed');
+      for (let i = 0; i < 4; i++) await cache.invalidate(`tool${i}`);
+    } finally {
+      server.process!.kill('SIGCONT');
+    }
+    await expect
+      .poll(async () => (await cache.getOrComputeResult('a', () => 'computed again')).level, {
+        timeout: 5000,
+        interval: 100,
+      })
+      .toBe('redis');
+    await cache.close();
+  });
+
   it('lets go of a lock whose request timed out but landed later', async () => {
     const keyPrefix = fresh('late-lock');
     const backend = redisBackend({ url: server.url, keyPrefix });
@@ -165,5 +222,31 @@ describe('a failing computation under the cross-process lock', () => {
     // The three waiters ran their computations side by side once the holder's failed.
     expect(mostAtOnce).toBe(3);
     await Promise.all(caches.map((cache) => cache.close()));
+  });
+});
+
+describe.skipIf(skip)('resilience against a Redis that stays down', () => {
+  it('answers deletes and invalidations at once while the breaker is open', async () => {
+    const own = await startRedis();
+    const cache = createCache({
+      store: {
+        backend: redisBackend({ url: own.url, keyPrefix: fresh('down') }),
+        timeout: 2000,
+        breaker: { failures: 1, openFor: '30s' },
+      },
+    });
+    await cache.set('doc', 'v');
+    own.process!.kill('SIGKILL');
+    await sleep(50);
+    await cache.set('x', 'v'); // fails: the breaker opens
+    const started = performance.now();
+    await cache.delete('doc');
+    await cache.invalidate('chat');
+    await cache.invalidateTags(['t']);
+    // None of them waits out the 2 s timeout on a Redis that keeps failing.
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(await cache.get('doc')).toBeUndefined(); // gone from the memory level at once
+    await cache.close();
+    await own.stop();
   });
 });

@@ -47,12 +47,17 @@ export interface RedisBackendOptions {
    * @default 16
    */
   buckets?: number;
-  /** Time source for logical expiry and lock leases. @default Date.now */
+  /**
+   * Time source for logical expiry. Given one (tests), lock leases follow it too; by default they
+   * expire by PX on the server's clock, so machines whose clocks differ agree on them.
+   * @default Date.now
+   */
   clock?: Clock;
   /**
-   * Reads issued in the same tick (concurrent requests) go out as one MGET per hash-tag bucket
-   * instead of one GET each: one socket write and one reply for the lot. A lone read is still a
-   * plain GET. Set to false to send every read on its own.
+   * Reads issued in the same tick (concurrent requests) go out as one MGET instead of one GET
+   * each: one socket write and one reply for the lot. A lone read is still a plain GET. A cluster
+   * never batches (an MGET on a migrating slot is refused). Set to false to send every read on
+   * its own.
    * @default true
    */
   batchReads?: boolean;

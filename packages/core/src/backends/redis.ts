@@ -67,6 +67,9 @@ function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
+/** ioredis client states before its first connection is up (and `ready`): commands are queued, then sent. */
+const FIRST_CONNECTION = new Set(['wait', 'connecting', 'connect', 'ready']);
+
 /** Most keys one batched MGET carries; a larger burst is split. */
 const MAX_BATCH = 128;
 
@@ -822,11 +825,12 @@ class RedisStore implements RedisBackend {
 
   async incrementCounters(scope: string, deltas: Readonly<Record<string, number>>): Promise<void> {
     this.assertOpen();
-    // Not connected: ioredis would queue the increment and may drop it after its retries, while
+    // Connection lost: ioredis would queue the increment and may drop it after its retries, while
     // the caller, seeing a timeout, assumes it landed. Refused at once, the counts are kept for
-    // the next flush instead. (A lazy client that never connected is let through: this connects it.)
+    // the next flush instead. A client still making its first connection (or a lazy one that
+    // never connected, which this connects) is let through: it sends the increment once ready.
     const status = (this.client as { status?: string }).status;
-    if (status !== undefined && status !== 'ready' && status !== 'wait') {
+    if (status !== undefined && !FIRST_CONNECTION.has(status)) {
       throw cacheError(
         'E_BACKEND',
         'redis',

@@ -203,6 +203,21 @@ describe.skipIf(unavailable)('llm-cache on Redis', () => {
     await app.close();
   });
 
+  it('import makes running applications drop the memory-level copies of the keys it replaces', async () => {
+    const file = join(dirs.make(), 'backup.jsonl');
+    expect((await cli(['export', file, '--url', url])).code).toBe(0);
+    const app = appCache({ memory: true });
+    await app.ready();
+    const exported = await app.get(INTRO);
+    // Changed after the export: the new value is in Redis and in the app's memory level.
+    await app.set(INTRO, { text: 'changed after the export' });
+    expect((await app.getResult(INTRO))?.level).toBe('memory');
+    // Restoring the backup: the app must read the restored value, not its memory-level copy.
+    expect((await cli(['import', file, '--url', url])).code).toBe(0);
+    await vi.waitFor(async () => expect(await app.get(INTRO)).toEqual(exported), { timeout: 5000 });
+    await app.close();
+  });
+
   it('leaves no connection open when the export file cannot be written', async () => {
     const admin = new Redis(redis.url);
     const clients = async () =>

@@ -1,6 +1,7 @@
 export * from './backends/backend.ts';
 export type { MemoryBackend, MemoryBackendOptions } from './backends/memory.ts';
 export { memoryBackend } from './backends/memory.ts';
+export { announceChangedKeys } from './bus.ts';
 export * from './cache.ts';
 export * from './codec/index.ts';
 export * from './config/env.ts';

@@ -1,6 +1,7 @@
 import { closeSync, createWriteStream, openSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { StoredEntry } from '@x/cache-core';
+import { announceChangedKeys } from '@x/cache-core';
 import type { CommandSpec, Context } from '../command.ts';
 import { entries, formatInt } from '../format.ts';
 import type { OutputStream } from '../io.ts';
@@ -329,6 +330,11 @@ export const importCommand: CommandSpec = {
     const flush = async () => {
       if (batch.length === 0) return;
       await connection.store.setMany(batch);
+      // Running applications drop their memory-level copies of the keys replaced.
+      await announceChangedKeys(
+        connection.store,
+        batch.map(([key]) => key),
+      );
       imported += batch.length;
       batch = [];
     };

@@ -1922,24 +1922,26 @@ export class CacheView {
     const levels = this.#tier.levels;
     for (const level of levels) {
       if (!level.backend.trim) continue;
-      // The memory level reports its own evictions (reason 'quota') through onEvict.
-      const named =
-        !level.sync && this.engine.emitter.has('evict')
-          ? (key: string) =>
+      // The memory level reports its own evictions (reason 'quota') through onEvict. A store
+      // (a memory backend passed as one too) names each live entry it evicted: those are the
+      // evictions, not the count trim returns, which includes expired entries swept on the way.
+      const named = this.engine.storeLevels.includes(level)
+        ? (key: string) => {
+            this.engine.levelBucket(level).evictions++;
+            if (level === levels[levels.length - 1]) this.#counters.evictions++;
+            if (this.engine.emitter.has('evict')) {
               this.engine.emitter.emit('evict', {
                 key,
                 tier: this.tierName,
                 level: level.name,
                 reason: 'quota',
-              })
-          : undefined;
-      const evicted = await this.engine.guard(this.tierName, level, 'trim', undefined, 0, () =>
+              });
+            }
+          }
+        : undefined;
+      await this.engine.guard(this.tierName, level, 'trim', undefined, 0, () =>
         level.backend.trim!(prefix, { maxEntries: quota.maxEntries, maxBytes: quota.maxBytes }, named),
       );
-      if (evicted > 0 && !level.sync) {
-        this.engine.levelBucket(level).evictions += evicted;
-        if (level === levels[levels.length - 1]) this.#counters.evictions += evicted;
-      }
     }
   }
 }

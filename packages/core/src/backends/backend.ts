@@ -98,7 +98,9 @@ export interface CacheBackend {
   statsFor?(prefix: string): Promise<{ entries: number; bytes: number }>;
   /**
    * Evicts entries under `prefix` until within the limits, expired ones first, then the least
-   * recently used; returns how many went, and names each live one to `onEvicted` when given.
+   * recently used; returns how many went, and names each live one to `onEvicted` when given
+   * (the engine counts evictions from those names: expired entries swept on the way are not
+   * evictions).
    */
   trim?(
     prefix: string,

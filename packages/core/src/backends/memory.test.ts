@@ -271,6 +271,20 @@ describe('memoryBackend', () => {
     expect((await backend.stats()).evictions).toBe(0);
   });
 
+  it('trim names only the live entries it evicted to onEvicted, as SQLite does', async () => {
+    const clock = fakeClock();
+    const backend = memoryBackend({ clock });
+    await backend.set('q:1', { value: bytes(1), expiresAt: clock.now() + 1 });
+    await backend.set('q:2', { value: bytes(1) });
+    await backend.set('q:3', { value: bytes(1) });
+    clock.advance(1);
+    const named: string[] = [];
+    // Two must go: the expired one (swept, not an eviction), then the least recently used.
+    expect(await backend.trim('q:', { maxEntries: 1 }, (key) => named.push(key))).toBe(2);
+    expect(named).toEqual(['q:2']);
+    expect((await backend.stats()).evictions).toBe(1);
+  });
+
   it('rejects invalid options with a fix in the message', () => {
     expect(() => memoryBackend({ maxEntries: -1 })).toThrowError(/maxEntries must be a non-negative integer/);
     expect(() => memoryBackend({ maxBytes: 1.5 })).toThrowError(/maxBytes/);

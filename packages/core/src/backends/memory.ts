@@ -8,7 +8,7 @@ import type {
   SyncReadableBackend,
 } from './backend.ts';
 import { BACKEND_SPECIFICATION_VERSION, sameBytes, systemClock } from './backend.ts';
-import { namespaceOf } from './prefix.ts';
+import { checkEntry, checkStorable, namespaceOf } from './prefix.ts';
 import type { PrefixStats, TrimBounds } from './quota.ts';
 import { checkLimit, tooLarge } from './quota.ts';
 
@@ -51,9 +51,10 @@ export interface MemoryBackend extends SyncReadableBackend {
   statsFor(prefix: string): Promise<PrefixStats>;
   /**
    * Removes least recently used entries under `prefix` until it is within `limits` (expired ones
-   * met on the way too) and returns how many went.
+   * met on the way too) and returns how many went; names each live one (an eviction, counted in
+   * `stats().evictions`) to `onEvicted` once done.
    */
-  trim(prefix: string, limits: TrimBounds): Promise<number>;
+  trim(prefix: string, limits: TrimBounds, onEvicted?: (key: string) => void): Promise<number>;
 }
 
 /**
@@ -155,13 +156,18 @@ class MemoryStore implements MemoryBackend {
 
   setSync(key: string, entry: StoredEntry): void {
     this.assertOpen();
+    // Refused as on SQLite, which could not keep such keys and tags apart.
+    checkStorable('memory', 'key', key);
     const { value } = entry;
     let tags: readonly string[] | undefined;
     let size = value.byteLength + 2 * key.length;
     if (entry.tags !== undefined && entry.tags.length > 0) {
       // Copied (and deduplicated) so that a caller mutating its array cannot desync the tag index.
       tags = entry.tags.length === 1 ? [entry.tags[0]!] : [...new Set(entry.tags)];
-      for (const tag of tags) size += 2 * tag.length;
+      for (const tag of tags) {
+        checkStorable('memory', 'tag', tag);
+        size += 2 * tag.length;
+      }
     }
     const previous = this.slots.get(key);
     if (previous !== undefined) this.remove(key, previous);
@@ -195,6 +201,9 @@ class MemoryStore implements MemoryBackend {
   }
 
   async setMany(entries: ReadonlyArray<readonly [key: string, entry: StoredEntry]>): Promise<void> {
+    this.assertOpen();
+    // All or nothing, as on SQLite (one transaction there).
+    for (const [key, entry] of entries) checkEntry('memory', key, entry.tags);
     for (const [key, entry] of entries) this.setSync(key, entry);
   }
 
@@ -202,7 +211,8 @@ class MemoryStore implements MemoryBackend {
     this.assertOpen();
     if (this.live(key) !== undefined) return false;
     this.setSync(key, entry);
-    return true;
+    // True only when stored: setSync drops an entry over maxBytes (and the bounds may evict it).
+    return this.slots.has(key);
   }
 
   async has(key: string): Promise<boolean> {
@@ -237,6 +247,7 @@ class MemoryStore implements MemoryBackend {
 
   async deleteByPrefix(prefix: string): Promise<number> {
     this.assertOpen();
+    checkStorable('memory', 'prefix', prefix);
     const now = this.clock.now();
     let removed = 0;
     for (const [key, slot] of this.slots) {
@@ -267,6 +278,7 @@ class MemoryStore implements MemoryBackend {
   async *keys(options: ScanOptions = {}): AsyncIterable<string> {
     this.assertOpen();
     const prefix = options.prefix ?? '';
+    checkStorable('memory', 'prefix', prefix);
     // A snapshot, because a hit during iteration moves its key to the end of the map and a live
     // iterator would then yield it twice.
     const snapshot: string[] = [];
@@ -283,6 +295,7 @@ class MemoryStore implements MemoryBackend {
 
   async statsFor(prefix: string): Promise<PrefixStats> {
     this.assertOpen();
+    checkStorable('memory', 'prefix', prefix);
     if (prefix === '') return { entries: this.slots.size, bytes: this.valueBytes };
     const colon = prefix.indexOf(':');
     if (colon === prefix.length - 1) {
@@ -308,29 +321,36 @@ class MemoryStore implements MemoryBackend {
     return totals;
   }
 
-  async trim(prefix: string, bounds: TrimBounds): Promise<number> {
+  async trim(prefix: string, bounds: TrimBounds, onEvicted?: (key: string) => void): Promise<number> {
     const maxEntries = checkLimit('memory', 'trim maxEntries', bounds.maxEntries ?? Infinity, true);
     const maxBytes = checkLimit('memory', 'trim maxBytes', bounds.maxBytes ?? Infinity, true);
     let { entries, bytes } = await this.statsFor(prefix);
     if (entries <= maxEntries && bytes <= maxBytes) return 0;
     const now = this.clock.now();
     let removed = 0;
+    const live: string[] = [];
     // Walks the global LRU order: per-prefix lists would cost two pointers per entry, and trim
     // only runs when a namespace is over its quota. Expired entries go first, whatever their
     // recency: a live entry must never make room while an expired one stays.
-    for (const expiredPass of [true, false]) {
+    walk: for (const expiredPass of [true, false]) {
       for (const [key, slot] of this.slots) {
-        if (entries <= maxEntries && bytes <= maxBytes) return removed;
+        if (entries <= maxEntries && bytes <= maxBytes) break walk;
         if (!key.startsWith(prefix)) continue;
         const expired = this.isExpired(slot, now);
         if (expiredPass && !expired) continue;
-        if (!expired) this.evictions++;
+        if (!expired) {
+          this.evictions++;
+          live.push(key);
+        }
         this.drop(key, slot, expired ? 'expired' : 'quota');
         entries--;
         bytes -= slot.value.byteLength;
         removed++;
       }
     }
+    // Named once the walk is over (a listener must not change the map being walked), as on
+    // SQLite: only live entries are evictions; expired ones swept on the way are not.
+    if (onEvicted) for (const key of live) onEvicted(key);
     return removed;
   }
 
@@ -342,6 +362,7 @@ class MemoryStore implements MemoryBackend {
 
   async compareAndSwap(key: string, expected: Uint8Array | null, next: StoredEntry | null): Promise<boolean> {
     this.assertOpen();
+    checkEntry('memory', key, next?.tags);
     if (next !== null) {
       let size = next.value.byteLength + 2 * key.length;
       for (const tag of new Set(next.tags ?? [])) size += 2 * tag.length;

@@ -219,6 +219,61 @@ export function schemaVersion(db: BetterSqlite3.Database): number {
   return typeof version === 'number' ? version : 0;
 }
 
+/** Every table, index and trigger the backend creates (in a migration, or later), cache_meta included. */
+const SCHEMA_NAMES: ReadonlySet<string> = new Set([
+  'cache_meta',
+  ...MIGRATIONS.flatMap((sql) =>
+    Array.from(
+      sql.matchAll(/CREATE (?:TABLE|INDEX|TRIGGER) (?:IF NOT EXISTS )?(\w+)/g),
+      (match) => match[1]!,
+    ),
+  ),
+  ...Object.keys(NAMESPACE_INDEXES),
+]);
+
+/** What a database holds before the backend changes anything in it (see `inspectSchema`). */
+export type SchemaContents =
+  | { kind: 'empty' }
+  | { kind: 'cache' }
+  | {
+      kind: 'foreign';
+      /** Its objects (tables, indexes, views, triggers) the backend would not have created. */
+      objects: string[];
+      /** Its objects named like the backend's own, which the migrations would collide with. */
+      conflicts: string[];
+    };
+
+/**
+ * Reads, and only reads, what `db` holds: nothing yet (a new or empty file: SQLite's own
+ * `sqlite_*` tables aside), a cache store (`cache_meta` with a schema version), or something
+ * else, another application's database. Lets opening refuse the last one before it switches the
+ * file's journal mode or adds tables to it. Throws the driver's error for a file that is not an
+ * SQLite database (`SQLITE_NOTADB`), or is locked.
+ */
+export function inspectSchema(db: BetterSqlite3.Database): SchemaContents {
+  const names = db
+    .prepare<[], string>(
+      "SELECT name FROM sqlite_schema WHERE name NOT LIKE 'sqlite!_%' ESCAPE '!' ORDER BY name",
+    )
+    .pluck()
+    .all();
+  if (names.length === 0) return { kind: 'empty' };
+  if (names.includes('cache_meta')) {
+    let version = 0;
+    try {
+      version = schemaVersion(db);
+    } catch {
+      // a cache_meta table of another shape: not ours
+    }
+    if (version > 0) return { kind: 'cache' };
+  }
+  return {
+    kind: 'foreign',
+    objects: names.filter((name) => !SCHEMA_NAMES.has(name)),
+    conflicts: names.filter((name) => SCHEMA_NAMES.has(name)),
+  };
+}
+
 /**
  * How long opening a file waits, at least, for another connection's write lock before it can
  * upgrade the file: the connection that holds it may be running a migration (seconds on a large

@@ -1,7 +1,9 @@
+import { constants } from 'node:buffer';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type BetterSqlite3 from 'better-sqlite3';
 import { CacheError, cacheError } from '../errors.ts';
+import { timerMs } from '../util/timers.ts';
 import type {
   BackendCapabilities,
   BackendStats,
@@ -11,23 +13,28 @@ import type {
   StoredEntry,
 } from './backend.ts';
 import { BACKEND_SPECIFICATION_VERSION, sameBytes, systemClock } from './backend.ts';
-import { prefixUpperBound } from './prefix.ts';
+import { checkEntry, checkStorable, isStorable, prefixUpperBound } from './prefix.ts';
 import type { PrefixStats, TrimBounds } from './quota.ts';
 import { checkLimit, tooLarge } from './quota.ts';
 import { loadSqliteDriver } from './sqlite-driver.ts';
 import {
   ensureIndexes,
+  inspectSchema,
   MIGRATION_WAIT_MS,
   migrate,
   NAMESPACE,
   NAMESPACE_INDEXES,
   protectedKey,
+  type SchemaContents,
 } from './sqlite-schema.ts';
 
 export interface SqliteBackendOptions {
   /**
    * Database file; missing parent directories are created. `':memory:'` keeps the data in this
-   * connection only. Ignored when `database` is given.
+   * connection only. Ignored when `database` is given. A new or empty file becomes a cache store;
+   * an existing file must be one: another application's database (or a file that is not SQLite)
+   * is refused untouched with `E_INVALID_OPTION` (to share one on purpose, pass its connection as
+   * `database`).
    * @default '.cache/llm-cache.db'
    */
   path?: string | undefined;
@@ -94,7 +101,8 @@ export interface SqliteBackend extends CacheBackend {
   statsFor(prefix: string): Promise<PrefixStats>;
   /**
    * Removes least recently used entries under `prefix` until it is within `limits` (expired ones
-   * met on the way too) and returns how many went.
+   * met on the way too) and returns how many went; names each live one (an eviction, counted in
+   * `stats().evictions`) to `onEvicted` once committed.
    */
   trim(prefix: string, limits: TrimBounds, onEvicted?: (key: string) => void): Promise<number>;
   incrementCounters(scope: string, deltas: Readonly<Record<string, number>>): Promise<void>;
@@ -156,11 +164,10 @@ export function sqliteBackend(options: SqliteBackendOptions = {}): SqliteBackend
     clock: options.clock ?? systemClock,
     maxEntries: checkLimit('sqlite', 'maxEntries', options.maxEntries ?? Infinity, true),
     maxBytes: checkLimit('sqlite', 'maxBytes', options.maxBytes ?? Infinity, true),
-    busyTimeoutMs: checkLimit(
-      'sqlite',
-      'busyTimeoutMs',
-      options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS,
-      false,
+    // Capped like the timers (timerMs, at about 24.8 days): better-sqlite3 refuses a longer
+    // timeout, and SQLite's busy timeout is a 32-bit int.
+    busyTimeoutMs: timerMs(
+      checkLimit('sqlite', 'busyTimeoutMs', options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS, false),
     ),
     touchFlushIntervalMs: checkLimit(
       'sqlite',
@@ -212,7 +219,16 @@ export function sqliteBackend(options: SqliteBackendOptions = {}): SqliteBackend
     }
     owned = true;
   }
+  // Whether an error may suggest deleting the file: only once it is known to be a cache store.
+  let cacheFile = false;
   try {
+    // Read before anything changes: another application's database is refused untouched (its
+    // journal mode included), not half-migrated.
+    const contents = readContents(db, location);
+    if (contents.kind === 'foreign' && (owned || contents.conflicts.length > 0)) {
+      throw foreignDatabase(location, owned, contents);
+    }
+    cacheFile = owned && location !== ':memory:' && location !== '';
     if (owned) {
       // WAL lets readers in other processes proceed during a write; NORMAL is durable across
       // application crashes (not power loss), which is the right trade for a cache.
@@ -224,8 +240,58 @@ export function sqliteBackend(options: SqliteBackendOptions = {}): SqliteBackend
     return new SqliteStore(db, owned, location, settings);
   } catch (error) {
     if (owned) db.close();
-    throw wrapError(error, 'open', location, busyTimeoutMs);
+    throw wrapError(error, 'open', location, busyTimeoutMs, cacheFile);
   }
+}
+
+/** `inspectSchema`, with a file that is no SQLite database at all refused as such. */
+function readContents(db: BetterSqlite3.Database, location: string): SchemaContents {
+  try {
+    return inspectSchema(db);
+  } catch (error) {
+    if ((error as { code?: unknown } | null)?.code !== 'SQLITE_NOTADB') throw error;
+    throw cacheError(
+      'E_INVALID_OPTION',
+      'sqlite',
+      `"${location}" is not an SQLite database (or is an encrypted one); the cache left it as it was. ` +
+        `Point \`path\` at a file of the cache's own, e.g. '${DEFAULT_PATH}'`,
+      { cause: error },
+    );
+  }
+}
+
+/**
+ * Refuses another application's database: a `path` must name a file of the cache's own (its
+ * migrations would add tables to the application's file, and WAL mode change how the
+ * application uses it), and a passed `database` must not hold tables named like the cache's.
+ */
+function foreignDatabase(
+  location: string,
+  owned: boolean,
+  contents: Extract<SchemaContents, { kind: 'foreign' }>,
+): CacheError {
+  const list = (names: string[]) =>
+    names.slice(0, 5).join(', ') + (names.length > 5 ? ` and ${names.length - 5} more` : '');
+  if (!owned) {
+    return cacheError(
+      'E_INVALID_OPTION',
+      'sqlite',
+      `the \`database\` passed ("${location}") has objects of its own named like the cache's (${list(contents.conflicts)}), ` +
+        'so the cache cannot create its tables in it; the cache left it as it was. ' +
+        `Pass \`path\` (e.g. '${DEFAULT_PATH}') to give the cache a file of its own`,
+    );
+  }
+  const shared =
+    contents.conflicts.length === 0
+      ? "; to keep the cache's cache_* tables in that database on purpose, pass the application's open connection as `database`"
+      : '';
+  return cacheError(
+    'E_INVALID_OPTION',
+    'sqlite',
+    `"${location}" is another application's SQLite database (it holds ${list([...contents.objects, ...contents.conflicts])}), ` +
+      'not a cache store; the cache left it as it was (journal mode included). ' +
+      `Point \`path\` at a file of the cache's own, e.g. '${DEFAULT_PATH}'${shared}`,
+  );
 }
 
 /** Options after defaults and validation. */
@@ -441,7 +507,7 @@ class SqliteStore implements SqliteBackend {
   /** Set by the first namespace trim that has to evict, once it found or built their indexes. */
   private namespaceTrims: NamespaceTrims | undefined;
   private readonly readMany: BetterSqlite3.Transaction<(keys: readonly string[]) => (EntryRow | undefined)[]>;
-  private readonly storeBounded: BetterSqlite3.Transaction<(key: string, entry: StoredEntry) => void>;
+  private readonly storeBounded: BetterSqlite3.Transaction<(key: string, entry: StoredEntry) => unknown>;
 
   /** Key -> time of its latest read, not yet written to `accessed_at`. */
   private touches = new Map<string, number>();
@@ -485,7 +551,7 @@ class SqliteStore implements SqliteBackend {
     this.touchGranularityMs = settings.touchGranularityMs ?? 1000;
     this.busPollMs = Math.max(1, settings.busPollMs);
     this.s = prepareStatements(db);
-    this.readMany = db.transaction((keys: readonly string[]) => keys.map((key) => this.s.get.get(key)));
+    this.readMany = db.transaction((keys: readonly string[]) => keys.map((key) => this.readRow(key)));
     // IMMEDIATE: the bound check reads before it writes, and a deferred transaction that must
     // upgrade its lock fails with SQLITE_BUSY at once instead of waiting busyTimeoutMs.
     this.storeBounded = db.transaction((key: string, entry: StoredEntry) => this.store(key, entry, true));
@@ -499,11 +565,19 @@ class SqliteStore implements SqliteBackend {
     return storesByConnection.get(this.db) ?? [this];
   }
 
+  /**
+   * The row of `key`. A key `isStorable` refuses was never written (writes refuse it), and
+   * SQLite would read it as another one (a lone surrogate becomes U+FFFD): it is absent.
+   */
+  private readRow(key: string): EntryRow | undefined {
+    return isStorable(key) ? this.s.get.get(key) : undefined;
+  }
+
   async get(key: string): Promise<StoredEntry | undefined> {
     if (this.closed) throw this.closedError();
     let row: EntryRow | undefined;
     try {
-      row = this.s.get.get(key);
+      row = this.readRow(key);
     } catch (error) {
       throw this.wrap(error, 'get');
     }
@@ -522,7 +596,7 @@ class SqliteStore implements SqliteBackend {
     return this.run(operation, () => {
       const now = this.clock.now();
       // One read transaction: a consistent snapshot, and one lock instead of one per key.
-      const rows = keys.length > 1 ? this.readMany.deferred(keys) : keys.map((key) => this.s.get.get(key));
+      const rows = keys.length > 1 ? this.readMany.deferred(keys) : keys.map((key) => this.readRow(key));
       return rows.map((row, index) =>
         row === undefined ? undefined : this.hit(keys[index]!, row, now, touch),
       );
@@ -531,25 +605,34 @@ class SqliteStore implements SqliteBackend {
 
   async set(key: string, entry: StoredEntry): Promise<void> {
     this.run('set', () => {
-      if (this.bounded) this.storeBounded.immediate(key, entry);
-      else this.store(key, entry, false);
+      checkEntry('sqlite', key, entry.tags);
+      const tooBig = this.bounded ? this.storeBounded.immediate(key, entry) : this.store(key, entry, false);
+      if (tooBig !== undefined) throw this.refused(entry.value.byteLength, true, tooBig);
     });
   }
 
   async setMany(entries: ReadonlyArray<readonly [key: string, entry: StoredEntry]>): Promise<void> {
     if (entries.length === 0) return;
     this.run('setMany', () => {
+      for (const [key, entry] of entries) checkEntry('sqlite', key, entry.tags);
+      // The others are written all the same; the first refused one is reported once they are.
+      let refused: { size: number; cause: unknown } | undefined;
       this.db
         .transaction(() => {
-          for (const [key, entry] of entries) this.store(key, entry, false);
+          for (const [key, entry] of entries) {
+            const tooBig = this.store(key, entry, false);
+            if (tooBig !== undefined) refused ??= { size: entry.value.byteLength, cause: tooBig };
+          }
           this.enforceBounds(entries[entries.length - 1]![0]);
         })
         .immediate();
+      if (refused) throw this.refused(refused.size, true, refused.cause);
     });
   }
 
   async add(key: string, entry: StoredEntry): Promise<boolean> {
     return this.run('add', () => {
+      checkEntry('sqlite', key, entry.tags);
       const now = this.clock.now();
       const size = entry.value.byteLength;
       if (size > this.maxBytes) return false;
@@ -566,12 +649,18 @@ class SqliteStore implements SqliteBackend {
         if (changes > 0) this.enforceBounds(key);
         return changes > 0;
       };
-      return this.bounded ? this.db.transaction(insert).immediate() : insert();
+      try {
+        return this.bounded ? this.db.transaction(insert).immediate() : insert();
+      } catch (error) {
+        // Nothing was written: a live entry stays, as for any add that does not store.
+        throw isTooBig(error) ? this.refused(size, false, error) : error;
+      }
     });
   }
 
   async has(key: string): Promise<boolean> {
     return this.run('has', () => {
+      if (!isStorable(key)) return false;
       const expiresAt = this.s.expiresAt.get(key);
       return expiresAt !== undefined && (expiresAt === null || expiresAt > this.clock.now());
     });
@@ -579,6 +668,8 @@ class SqliteStore implements SqliteBackend {
 
   async delete(key: string): Promise<boolean> {
     return this.run('delete', () => {
+      // Never stored, and SQLite would take it for another key (see readRow).
+      if (!isStorable(key)) return false;
       const expiresAt = this.s.deleteKey.get(key);
       this.touches.delete(key);
       return expiresAt !== undefined && isLive(expiresAt, this.clock.now());
@@ -586,11 +677,14 @@ class SqliteStore implements SqliteBackend {
   }
 
   async deleteByTag(tag: string): Promise<number> {
-    return this.run('deleteByTag', () => countLive(this.s.deleteByTag.all(tag), this.clock.now()));
+    return this.run('deleteByTag', () =>
+      isStorable(tag) ? countLive(this.s.deleteByTag.all(tag), this.clock.now()) : 0,
+    );
   }
 
   async deleteByPrefix(prefix: string): Promise<number> {
     return this.run('deleteByPrefix', () => {
+      checkStorable('sqlite', 'prefix', prefix);
       const range = rangeOf(prefix);
       return countLive(pick(this.s.deleteRange, range).all(range), this.clock.now());
     });
@@ -620,6 +714,7 @@ class SqliteStore implements SqliteBackend {
 
   async *keys(options: ScanOptions = {}): AsyncIterable<string> {
     const limit = checkLimit('sqlite', 'batchSize', options.batchSize ?? DEFAULT_SCAN_BATCH, false) || 1;
+    checkStorable('sqlite', 'prefix', options.prefix ?? '');
     const range = rangeOf(options.prefix ?? '');
     let cursor: string | undefined;
     // Keyset pagination: each page is a fresh index range scan after the last key seen, so no
@@ -642,10 +737,14 @@ class SqliteStore implements SqliteBackend {
   }
 
   async statsFor(prefix: string): Promise<PrefixStats> {
-    return this.run('statsFor', () => this.prefixTotals(prefix));
+    return this.run('statsFor', () => {
+      checkStorable('sqlite', 'prefix', prefix);
+      return this.prefixTotals(prefix);
+    });
   }
 
   async trim(prefix: string, bounds: TrimBounds, onEvicted?: (key: string) => void): Promise<number> {
+    checkStorable('sqlite', 'prefix', prefix);
     const maxEntries = checkLimit('sqlite', 'trim maxEntries', bounds.maxEntries ?? Infinity, true);
     const maxBytes = checkLimit('sqlite', 'trim maxBytes', bounds.maxBytes ?? Infinity, true);
     const live: string[] = [];
@@ -778,6 +877,7 @@ class SqliteStore implements SqliteBackend {
     | undefined;
 
   async compareAndSwap(key: string, expected: Uint8Array | null, next: StoredEntry | null): Promise<boolean> {
+    checkEntry('sqlite', key, next?.tags);
     // A conditional write must not report success for a value the store would drop.
     if (next !== null && next.value.byteLength > this.maxBytes) {
       throw tooLarge('sqlite', next.value.byteLength, this.maxBytes);
@@ -794,7 +894,9 @@ class SqliteStore implements SqliteBackend {
           if (row !== undefined) this.s.evictKey.run(key);
           this.touches.delete(key);
         } else {
-          this.store(key, next, true);
+          const tooBig = this.store(key, next, true);
+          // Thrown inside the transaction: rolled back, the current entry stays as it was.
+          if (tooBig !== undefined) throw this.refused(next.value.byteLength, false, tooBig);
         }
         return true;
       });
@@ -934,7 +1036,7 @@ class SqliteStore implements SqliteBackend {
         // message another process commits while this subscription starts is delivered, not
         // counted as seen by a version read after it.
         this.dataVersion = -1;
-        this.busTimer = setInterval(() => this.pollBus(), this.busPollMs);
+        this.busTimer = setInterval(() => this.pollBus(), timerMs(this.busPollMs));
         this.busTimer.unref();
       }
       let set = this.listeners.get(channel);
@@ -1018,24 +1120,41 @@ class SqliteStore implements SqliteBackend {
     };
   }
 
-  /** Upserts one entry; the caller provides the transaction when bounds must be enforced. */
-  private store(key: string, entry: StoredEntry, enforce: boolean): void {
+  /**
+   * Upserts one entry; the caller provides the transaction when bounds must be enforced. Returns
+   * the driver's error when the entry is over SQLite's length limit (see `refused`): the old
+   * entry is deleted then, and the caller reports it once its transaction committed.
+   */
+  private store(key: string, entry: StoredEntry, enforce: boolean): unknown {
     const size = entry.value.byteLength;
     this.touches.delete(key);
     if (size > this.maxBytes) {
       // Dropping the old value even though the new one is refused: serving it would be stale.
       this.s.evictKey.run(key);
-      return;
+      return undefined;
     }
-    this.s.upsert.run(
-      key,
-      entry.expiresAt ?? null,
-      this.clock.now(),
-      size,
-      tagsColumn(entry.tags),
-      entry.value,
-    );
+    try {
+      this.s.upsert.run(
+        key,
+        entry.expiresAt ?? null,
+        this.clock.now(),
+        size,
+        tagsColumn(entry.tags),
+        entry.value,
+      );
+    } catch (error) {
+      if (!isTooBig(error)) throw error;
+      // Refused like a value over maxBytes, and for the same reason the old value goes.
+      this.s.evictKey.run(key);
+      return error;
+    }
     if (enforce) this.enforceBounds(key);
+    return undefined;
+  }
+
+  /** The error for a value `store` could not write (`removed`: the key's old entry was deleted). */
+  private refused(size: number, removed: boolean, cause: unknown): CacheError {
+    return tooBigForSqlite(size, this.location, removed, cause);
   }
 
   /**
@@ -1102,7 +1221,7 @@ class SqliteStore implements SqliteBackend {
 
   private armFlushTimer(): void {
     if (this.touchTimer !== undefined) return;
-    this.touchTimer = setTimeout(this.backgroundFlush, this.touchFlushIntervalMs);
+    this.touchTimer = setTimeout(this.backgroundFlush, timerMs(this.touchFlushIntervalMs));
     this.touchTimer.unref();
   }
 
@@ -1152,7 +1271,8 @@ class SqliteStore implements SqliteBackend {
   }
 
   private wrap(error: unknown, operation: string): CacheError {
-    return wrapError(error, operation, this.location, this.busyTimeoutMs);
+    const cacheFile = this.owned && this.location !== ':memory:' && this.location !== '';
+    return wrapError(error, operation, this.location, this.busyTimeoutMs, cacheFile);
   }
 
   private closedError(): CacheError {
@@ -1160,8 +1280,16 @@ class SqliteStore implements SqliteBackend {
   }
 }
 
-function wrapError(error: unknown, operation: string, location: string, busyTimeoutMs: number): CacheError {
+function wrapError(
+  error: unknown,
+  operation: string,
+  location: string,
+  busyTimeoutMs: number,
+  /** The file is known to be a cache store: deleting it is a fix worth suggesting. */
+  cacheFile: boolean,
+): CacheError {
   if (CacheError.isInstance(error)) return error;
+  if (isTooBig(error)) return tooBigForSqlite(undefined, location, false, error);
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code === 'string' && code.startsWith('SQLITE_BUSY')) {
     return cacheError(
@@ -1176,8 +1304,45 @@ function wrapError(error: unknown, operation: string, location: string, busyTime
     'E_BACKEND',
     'sqlite',
     `${operation} failed on "${location}": ${messageOf(error)}; ` +
-      'check that the file is a writable SQLite database, or delete it to start an empty cache',
+      (cacheFile
+        ? 'check that the file is a writable SQLite database, or delete it to start an empty cache'
+        : 'check that it is a writable SQLite database'),
     { cause: error },
+  );
+}
+
+/**
+ * SQLite's longest string, blob or row: SQLITE_LIMIT_LENGTH as better-sqlite3 sets it (the
+ * longest string or Buffer Node can hold, within SQLite's own SQLITE_MAX_LENGTH of 10^9).
+ */
+const SQLITE_LENGTH_LIMIT = Math.min(1_000_000_000, constants.MAX_LENGTH, constants.MAX_STRING_LENGTH);
+
+/**
+ * Whether a write failed for being over SQLITE_LENGTH_LIMIT: better-sqlite3 refuses to bind a
+ * value over it (RangeError), SQLite a row over it (SQLITE_TOOBIG).
+ */
+function isTooBig(error: unknown): boolean {
+  if ((error as { code?: unknown } | null)?.code === 'SQLITE_TOOBIG') return true;
+  return error instanceof Error && error.name === 'RangeError' && /too big/i.test(error.message);
+}
+
+function tooBigForSqlite(
+  size: number | undefined,
+  location: string,
+  removed: boolean,
+  cause: unknown,
+): CacheError {
+  return cacheError(
+    'E_INVALID_OPTION',
+    'sqlite',
+    `${size === undefined ? 'a key, tag or value' : `a value of ${size} bytes`} is over SQLite's length limit ` +
+      `(SQLITE_LIMIT_LENGTH: ${SQLITE_LENGTH_LIMIT} bytes per entry, key and tags included) and cannot be ` +
+      `stored in "${location}"` +
+      (removed
+        ? '; the entry the key held was removed, so that its old value is not served in its place'
+        : '') +
+      '; store smaller values (compress or split them)',
+    { cause },
   );
 }
 

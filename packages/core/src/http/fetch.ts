@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import * as zlib from 'node:zlib';
 import type { Clock } from '../backends/backend.ts';
 import type { CacheView } from '../cache.ts';
 import { getDefaultCache } from '../config/env.ts';
@@ -31,7 +32,11 @@ export interface CachedFetchOptions {
    * @default ['accept', 'accept-language', 'authorization', 'cookie']
    */
   keyHeaders?: readonly string[] | undefined;
-  /** When revalidation fails with a network error, serve the stale copy (unless it says must-revalidate). @default false */
+  /**
+   * When revalidation fails with a network error (before the response or while its body arrives)
+   * or a timeout signal (`AbortSignal.timeout`), serve the stale copy, unless it says
+   * must-revalidate (or proxy-revalidate, no-cache, s-maxage). @default false
+   */
   staleIfError?: boolean | undefined;
   /**
    * Bodies larger than this are passed through, not stored. (A body without Content-Length is
@@ -98,13 +103,30 @@ interface Flight {
   url: string;
 }
 
-/** Per cache: requests in flight by storage key, and the GETs on the network by URL. */
+/**
+ * Per storage scope (one store, one tier and namespace): requests in flight by storage key, and
+ * the GETs on the network by URL.
+ */
 interface SharedState {
   flights: Map<string, Flight>;
   fetching: Map<string, Set<Fetching>>;
 }
 
-const stateByCache = new WeakMap<object, SharedState>();
+/**
+ * By what the entries are stored in (see `scopeOwner`), then by the view's key prefix (its tier
+ * and namespace). Not by view: `withNamespace()` and `tier()` make a new view on every call, and
+ * a view made per request (one per tenant) must still see the others' fetches and writes.
+ */
+const stateByOwner = new WeakMap<object, Map<string, SharedState>>();
+
+/**
+ * An object every view of the same storage shares: the cache's store (shared by the caches
+ * opened on it, whose entries are the same), or for a memory-only cache its private record store,
+ * which only that cache and its views reach.
+ */
+function scopeOwner(view: CacheView): object {
+  return (view.recordStore as object | undefined) ?? view;
+}
 
 const DEFAULT_KEY_HEADERS = ['accept', 'accept-language', 'authorization', 'cookie'];
 /**
@@ -134,15 +156,46 @@ const CONDITIONAL_HEADERS = [
   'if-unmodified-since',
   'if-range',
 ];
-/** Not stored: they describe the transfer (the body is kept decoded) or a session. */
+/** Not stored: they describe the transfer or a session (Content-Encoding: see `decodedCodings`). */
 const UNSTORED_HEADERS = new Set([
   'connection',
-  'content-encoding',
   'content-length',
   'keep-alive',
   'set-cookie',
   'transfer-encoding',
 ]);
+/**
+ * The content codings Node's fetch (undici) decodes. It decodes a body only when it knows every
+ * coding listed; with any other (`compress`, `aes128gcm`, `x-…`, `identity`) it passes the body
+ * through as sent, Content-Encoding and all.
+ */
+const DECODED_CODINGS = new Set([
+  'gzip',
+  'x-gzip',
+  'deflate',
+  'br',
+  ...(typeof (zlib as { createZstdDecompress?: unknown }).createZstdDecompress === 'function'
+    ? ['zstd']
+    : []),
+]);
+
+/** Whether fetch decoded the body, so that its Content-Encoding no longer describes it. */
+function decodedCodings(headers: Headers): boolean {
+  const header = headers.get('content-encoding');
+  if (header === null) return false;
+  return header
+    .toLowerCase()
+    .split(',')
+    .every((coding) => DECODED_CODINGS.has(coding.trim()));
+}
+
+/**
+ * Whether an abort of `signal` is the caller's own cancellation. A timeout signal
+ * (`AbortSignal.timeout`) is not: a hanging upstream is what staleIfError is for.
+ */
+function cancelled(signal: AbortSignal): boolean {
+  return signal.aborted && (signal.reason as Error | undefined)?.name !== 'TimeoutError';
+}
 
 /**
  * `fetch` through the cache's `http` tier, for tools that call APIs: a GET answered while fresh
@@ -186,11 +239,18 @@ export function createCachedFetch(
   };
   const sharedState = (): SharedState => {
     if (state) return state;
-    const owner = options.cache ?? getDefaultCache();
-    state = stateByCache.get(owner);
+    const tier = http();
+    const owner = scopeOwner(tier);
+    let byPrefix = stateByOwner.get(owner);
+    if (!byPrefix) {
+      byPrefix = new Map();
+      stateByOwner.set(owner, byPrefix);
+    }
+    const prefix = tier.prefix();
+    state = byPrefix.get(prefix);
     if (!state) {
       state = { flights: new Map(), fetching: new Map() };
-      stateByCache.set(owner, state);
+      byPrefix.set(prefix, state);
     }
     return state;
   };
@@ -279,7 +339,7 @@ export function createCachedFetch(
     }
     if (!shareable) return miss(stored);
     const late = inFlight().get(flightKey);
-    if (late) return join(late.promise);
+    if (late) return join(late.promise, stored);
     let settle!: (entry: StoredResponse | undefined) => void;
     const flight: Flight = {
       promise: new Promise<StoredResponse | undefined>((resolve) => {
@@ -300,10 +360,29 @@ export function createCachedFetch(
       settle(sharedEntry);
     }
 
-    /** Waits for another caller's fetch of this key; its response, or our own when it had none to share. */
-    async function join(pending: Promise<StoredResponse | undefined>): Promise<Response> {
-      // The caller's own AbortSignal still applies while it waits on another caller's fetch.
-      const shared = usable(await raceAbort(pending, request.signal));
+    /**
+     * Waits for another caller's fetch of this key; its response, or our own when it had none to
+     * share. `stored`: what this request found in the store, if it looked.
+     */
+    async function join(
+      pending: Promise<StoredResponse | undefined>,
+      stored?: StoredResponse,
+    ): Promise<Response> {
+      let shared: StoredResponse | undefined;
+      try {
+        // The caller's own AbortSignal still applies while it waits on another caller's fetch.
+        shared = usable(await raceAbort(pending, request.signal));
+      } catch (error) {
+        // Its timeout is a failure staleIfError covers, as for the request on the network.
+        if (options.staleIfError && !cancelled(request.signal)) {
+          const fallback = stored ?? usable(await http().peek<StoredResponse>(key));
+          if (fallback && !fallback.mustRevalidate) {
+            http().recordLookup('hit');
+            return build(fallback, 'STALE', statusHeader, now());
+          }
+        }
+        throw error;
+      }
       if (shared) {
         http().recordCoalesced();
         return build(shared, 'COALESCED', statusHeader, now());
@@ -358,26 +437,31 @@ export function createCachedFetch(
         if (stored.lastModified) headers.set('if-modified-since', stored.lastModified);
         outgoing = new Request(request, { headers });
       }
-      let response: Response;
-      try {
-        response = await network(outgoing);
-      } catch (error) {
-        // The caller's own abort is not a network failure: it rejects, as fetch does. A timeout
-        // signal (`AbortSignal.timeout`) is: a hanging upstream is what staleIfError is for.
-        const cancelled =
-          request.signal.aborted && (request.signal.reason as Error | undefined)?.name !== 'TimeoutError';
-        if (stored && options.staleIfError && !stored.mustRevalidate && !cancelled) {
+      /**
+       * The request failed (no response, or its body broke off): the stale copy under
+       * staleIfError, else the error. The caller's own abort is not a network failure: it
+       * rejects, as fetch does; a timeout signal's is one.
+       */
+      const failed = (error: unknown): Response => {
+        if (stored && options.staleIfError && !stored.mustRevalidate && !cancelled(request.signal)) {
           http().recordLookup('hit');
           return build(stored, 'STALE', statusHeader, now());
         }
         http().recordLookup('miss');
         throw error;
+      };
+      let response: Response;
+      try {
+        response = await network(outgoing);
+      } catch (error) {
+        return failed(error);
       }
 
       const receivedAt = now();
-      // A 304 serves the stored body: a hit (with a round trip); anything else is a miss.
-      http().recordLookup(response.status === 304 && stored ? 'hit' : 'miss');
+      // A 304 serves the stored body: a hit (with a round trip); anything else is a miss, counted
+      // once the outcome is known (a body that breaks off may still be answered by the stale copy).
       if (response.status === 304 && stored) {
+        http().recordLookup('hit');
         const headers = mergeHeaders(stored.headers, response.headers);
         const refreshed: StoredResponse = {
           ...stored,
@@ -409,14 +493,25 @@ export function createCachedFetch(
         !(responseControl.has('private') && !perUser) &&
         !varyNames.includes('*') &&
         !(declared > maxBody);
-      if (!storable) return mark(response, 'MISS', statusHeader);
+      if (!storable) {
+        http().recordLookup('miss');
+        return mark(response, 'MISS', statusHeader);
+      }
       const headers = storedHeaders(response.headers);
       const timing = freshness(headers, response.status, receivedAt, ttlOf(http()));
       const checks = validators(headers);
       if (timing.freshUntil <= receivedAt && !checks.etag && !checks.lastModified) {
+        http().recordLookup('miss');
         return mark(response, 'MISS', statusHeader);
       }
-      const body = new Uint8Array(await response.arrayBuffer());
+      let body: Uint8Array;
+      try {
+        body = new Uint8Array(await response.arrayBuffer());
+      } catch (error) {
+        // Nothing is stored or shared: the flight's followers go alone.
+        return failed(error);
+      }
+      http().recordLookup('miss');
       const vary: Record<string, string | null> = {};
       for (const name of varyNames) {
         if (!keyHeaders.includes(name)) vary[name] = hashedHeader(request.headers.get(name));
@@ -468,8 +563,10 @@ function live(
   statusHeader: string | false,
 ): Response {
   const headers = new Headers(response.headers);
-  // The body is kept decoded: the transfer headers no longer describe it.
-  for (const name of ['content-encoding', 'content-length', 'transfer-encoding']) headers.delete(name);
+  // The body was read whole (and decoded, when fetch knew its codings): the transfer headers no
+  // longer describe it.
+  if (decodedCodings(response.headers)) headers.delete('content-encoding');
+  for (const name of ['content-length', 'transfer-encoding']) headers.delete(name);
   return build(entry, served, statusHeader, undefined, headers);
 }
 
@@ -553,7 +650,10 @@ function freshness(
   // What the response had used of its lifetime when it arrived (from upstream caches).
   const received = Number(get('age') ?? 0);
   const ageMs = Number.isFinite(received) && received > 0 ? received * 1000 : 0;
-  const mustRevalidate = control.has('must-revalidate') || control.has('no-cache');
+  // The store may be shared (see s-maxage below): proxy-revalidate binds it as must-revalidate
+  // (RFC 9111 §5.2.2.8).
+  const mustRevalidate =
+    control.has('must-revalidate') || control.has('proxy-revalidate') || control.has('no-cache');
   if (control.has('no-cache')) return { freshUntil: receivedAt, mustRevalidate };
   // The store may be shared by many users (Redis, a SQLite file): s-maxage, meant for shared
   // caches, wins over max-age.
@@ -586,10 +686,12 @@ function validators(headers: readonly [string, string][]): { etag?: string; last
   return { ...(etag ? { etag } : {}), ...(lastModified ? { lastModified } : {}) };
 }
 
+/** The headers kept with a body: Content-Encoding only when fetch left the body encoded. */
 function storedHeaders(headers: Headers): [string, string][] {
+  const decoded = decodedCodings(headers);
   const out: [string, string][] = [];
   headers.forEach((value, name) => {
-    if (!UNSTORED_HEADERS.has(name)) out.push([name, value]);
+    if (!UNSTORED_HEADERS.has(name) && !(name === 'content-encoding' && decoded)) out.push([name, value]);
   });
   return out;
 }
@@ -601,8 +703,9 @@ function storedHeaders(headers: Headers): [string, string][] {
 function mergeHeaders(stored: readonly [string, string][], fresh: Headers): [string, string][] {
   const merged = new Map(stored);
   merged.delete('age');
+  // Content-Encoding describes the stored body, which a 304 does not replace.
   fresh.forEach((value, name) => {
-    if (!UNSTORED_HEADERS.has(name)) merged.set(name, value);
+    if (!UNSTORED_HEADERS.has(name) && name !== 'content-encoding') merged.set(name, value);
   });
   return [...merged];
 }

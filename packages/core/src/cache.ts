@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { CacheBackend, Clock, StoredEntry } from './backends/backend.ts';
 import { systemClock } from './backends/backend.ts';
 import { memoryBackend } from './backends/memory.ts';
+import { BUS_CHANNEL } from './bus.ts';
 import type { CodecOptions, DecodedEntry, EntryMeta } from './codec/index.ts';
 import { decodeEntry, encodeEntry } from './codec/index.ts';
 import { cacheError, QuotaExceededError, UnserializableValueError } from './errors.ts';
@@ -284,7 +285,6 @@ interface BusMessage {
   c?: 1;
 }
 
-const BUS_CHANNEL = 'bus';
 const SKIP_PAYLOAD_CHECK = { verifyChecksum: false } as const;
 /**
  * Key (in the lock's level) of the marker a lock holder leaves when its value was not stored,

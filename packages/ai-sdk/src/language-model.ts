@@ -381,8 +381,11 @@ export function cacheMiddleware(options: CacheMiddlewareOptions = {}): LanguageM
       meta = TIMED_OUT;
     }
     // The shared call did not start in time, or every caller of it left before it did: this caller
-    // makes its own call (not joinable, so the stalled one is not replaced for others).
-    if (meta === TIMED_OUT || flight.state === 'abandoned') return lead(context, false);
+    // makes its own call (not joinable, so the stalled one is not replaced for others), a miss.
+    if (meta === TIMED_OUT || flight.state === 'abandoned') {
+      context.view.recordLookup('miss');
+      return lead(context, false);
+    }
     const entry: JSONObject = { ...missEntry(context), hit: true, coalesced: true };
     const finish = markFinish(entry, true);
     const stream = subscriberStream(flight, {
@@ -394,11 +397,13 @@ export function cacheMiddleware(options: CacheMiddlewareOptions = {}): LanguageM
         return finish(part);
       },
       idleTimeoutMs: joinTimeoutMs,
-      fallback: () =>
-        subscriberStream(startFlight(context, false), {
+      fallback: () => {
+        context.view.recordLookup('miss');
+        return subscriberStream(startFlight(context, false), {
           signal,
           transform: markFinish(missEntry(context), false),
-        }),
+        });
+      },
     });
     return { ...meta, stream };
   };

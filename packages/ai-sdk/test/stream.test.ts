@@ -19,7 +19,7 @@ import {
   tool,
   wrapLanguageModel,
 } from 'ai';
-import { convertReadableStreamToArray, MockLanguageModelV4 } from 'ai/test';
+import { convertArrayToReadableStream, convertReadableStreamToArray, MockLanguageModelV4 } from 'ai/test';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import type { CacheMiddlewareOptions } from '../src/index.ts';
@@ -690,6 +690,34 @@ describe('cacheMiddleware — stream', () => {
       expect(await Promise.all(again)).toEqual(['one two', 'one two', 'one two']);
       expect(inner.doStreamCalls).toHaveLength(1);
       expect(await cache.stats()).toMatchObject({ misses: 1, coalesced: 2, hits: 3 });
+    });
+
+    it('counts a caller as a miss when the call it waited for was abandoned before it started', async () => {
+      const cache = createCache();
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      const inner: MockLanguageModelV4 = new MockLanguageModelV4({
+        modelId: 'gpt-4o-mini',
+        doStream: async () => {
+          await gate;
+          return { stream: convertArrayToReadableStream(textParts(['x'])) };
+        },
+      });
+      const model = wrapLanguageModel({ model: inner, middleware: cacheMiddleware({ cache }) });
+      const leader = new AbortController();
+      const first = streamText({ model, prompt: 'same', abortSignal: leader.signal });
+      const firstText = Promise.resolve(first.text).catch(() => 'aborted');
+      const others = [1, 2, 3].map(() => streamText({ model, prompt: 'same' }).text);
+      await ticks();
+      leader.abort();
+      await ticks();
+      release();
+      expect(await Promise.all(others)).toEqual(['x', 'x', 'x']);
+      await firstText;
+      // Every caller that made a call of its own was a miss.
+      expect((await cache.stats()).misses).toBe(inner.doStreamCalls.length);
     });
 
     it('completes a joiner whose leader stopped reading without cancelling', { timeout: 5_000 }, async () => {

@@ -2,6 +2,8 @@ import type { CallbackManagerForLLMRun } from '@langchain/core/callbacks/manager
 import type { BaseLanguageModelInput } from '@langchain/core/language_models/base';
 import type { BaseChatModelCallOptions, BindToolsInput } from '@langchain/core/language_models/chat_models';
 import { BaseChatModel } from '@langchain/core/language_models/chat_models';
+import type { ChatModelStreamEvent } from '@langchain/core/language_models/event';
+import { ChatModelStream } from '@langchain/core/language_models/stream';
 import type { AIMessageChunk, BaseMessage, BaseMessageChunk } from '@langchain/core/messages';
 import type { ChatGenerationChunk, ChatResult, LLMResult } from '@langchain/core/outputs';
 import type { Runnable } from '@langchain/core/runnables';
@@ -383,8 +385,9 @@ export class CachedChatModel<
    */
   async #resolveModel(
     options: this['ParsedCallOptions'],
+    config: unknown = options,
   ): Promise<[CachedChatModel<any, any>, this['ParsedCallOptions']]> {
-    const routed = await this.#resolve(options);
+    const routed = await this.#resolve(config);
     if (routed instanceof CachedChatModel) return [routed, options];
     if (routed instanceof RunnableBinding && routed.bound instanceof CachedChatModel) {
       const model = routed.bound as CachedChatModel<any, any>;
@@ -442,6 +445,25 @@ export class CachedChatModel<
     if (record.generations.length === 0) return false;
     const { generations } = resultOfRecord(record);
     return this.#shouldCache(candidateOf(record.streamed ? 'stream' : 'generate', generations, params));
+  }
+
+  /**
+   * `streamEvents()` without a version (the chat-model event stream): LangChain hands the events
+   * generator the call options only, without `configurable`, so a configurable model is resolved
+   * here, from the whole call config, as its own `streamEvents` does.
+   */
+  override streamEvents(input: BaseLanguageModelInput, options?: any, streamOptions?: any): any {
+    if (!this.#configurable || options?.version === 'v1' || options?.version === 'v2') {
+      return super.streamEvents(input, options, streamOptions);
+    }
+    const messages = BaseChatModel._convertInputToPromptValue(input).toChatMessages();
+    const [, callOptions] = this._separateRunnableConfigFromCallOptionsCompat(options);
+    const resolveModel = (parsed: this['ParsedCallOptions']) => this.#resolveModel(parsed, options);
+    async function* events(): AsyncGenerator<ChatModelStreamEvent> {
+      const [model, resolved] = await resolveModel(callOptions as never);
+      yield* model._streamChatModelEvents(messages, resolved);
+    }
+    return new ChatModelStream(events());
   }
 
   /** A configurable model (`initChatModel`) is resolved per call, as its own `invoke` does. */

@@ -185,6 +185,20 @@ describe('withCache(initChatModel(...))', () => {
     expect(streamed.at(-1)!.response_metadata.model_name).toBe('model-other');
   });
 
+  it('answers streamEvents() (the chat-model event stream) with the model the call configures', async () => {
+    class Named extends ScriptedChatModel {
+      constructor(fields: ScriptedChatModelFields & { model?: string }) {
+        super({ respond: () => ({ content: `I am ${fields.model}` }), ...fields });
+      }
+    }
+    const model = withCache(await initChatModel({ named: Named }, 'named:model-small'), {
+      cache: memoryCache(),
+    });
+    const events = await model.streamEvents('Hi', { configurable: { model: 'model-large' } });
+    expect(events.text).toBe('I am model-large');
+    expect((await model.streamEvents('Hi')).text).toBe('I am model-small');
+  });
+
   it("keeps LangGraph's run fields out of the key when every field is configurable", async () => {
     const { providers: classes, log } = providers();
     const configurable = await initChatModel(classes, 'openai:model-1', { configurableFields: 'any' });

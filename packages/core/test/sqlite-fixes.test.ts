@@ -5,8 +5,10 @@
  */
 import { constants } from 'node:buffer';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { CacheBackend, StoredEntry } from '../src/backends/backend.ts';
@@ -225,7 +227,9 @@ describe("another application's SQLite database", () => {
     const error = await failure(() => sqliteBackend({ path }));
     expect(error.code).toBe('E_INVALID_OPTION');
     expect(error.message).toMatch(/is not an SQLite database/);
-    expect(error.message).not.toMatch(/delete/);
+    // Deleting is suggested only for a damaged cache file, never as the way out for any file.
+    expect(error.message).toMatch(/If it is a damaged cache file, delete it/);
+    expect(error.message).not.toMatch(/or delete it/);
     expect(readFileSync(path).equals(before)).toBe(true);
   });
 
@@ -387,5 +391,35 @@ describe('values over SQLite’s length limit', () => {
     expect(swap.message).toMatch(/over SQLite's length limit/);
     expect(swap.message).not.toMatch(/was removed/);
     expect(new TextDecoder().decode((await backend.get('ns:a'))?.value)).toBe('a');
+  });
+});
+
+describe('opening a database another connection has locked', () => {
+  it('waits for the lock when reading the schema, as it does to migrate', async () => {
+    // An application's own file, shared with the cache through `database` (rollback journal).
+    const setup = new Database(path);
+    setup.exec('CREATE TABLE app_rows (id INTEGER PRIMARY KEY)');
+    setup.close();
+    // Another process's connection holds an exclusive lock for 400 ms.
+    const worker = new Worker(
+      `const { workerData, parentPort } = require('node:worker_threads');
+       const Database = require(workerData.driver);
+       const db = new Database(workerData.path);
+       db.exec('BEGIN EXCLUSIVE');
+       db.exec('INSERT INTO app_rows DEFAULT VALUES');
+       parentPort.postMessage('locked');
+       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 400);
+       db.exec('COMMIT');
+       db.close();`,
+      { eval: true, workerData: { path, driver: createRequire(import.meta.url).resolve('better-sqlite3') } },
+    );
+    await new Promise((resolve) => worker.once('message', resolve));
+    const database = new Database(path, { timeout: 50 });
+    closing.push(database);
+    const store = sqliteBackend({ database });
+    await store.set('ns:k', { value: new Uint8Array([1]) });
+    expect((await store.get('ns:k'))?.value).toEqual(new Uint8Array([1]));
+    await store.close();
+    await worker.terminate();
   });
 });

@@ -327,14 +327,25 @@ export const importCommand: CommandSpec = {
     let expired = 0;
     let scopes = 0;
     let batch: Array<[string, StoredEntry]> = [];
+    let announce = true;
     const flush = async () => {
       if (batch.length === 0) return;
       await connection.store.setMany(batch);
-      // Running applications drop their memory-level copies of the keys replaced.
-      await announceChangedKeys(
-        connection.store,
-        batch.map(([key]) => key),
-      );
+      // Running applications drop their memory-level copies of the keys replaced. The entries
+      // are written either way: a store that refuses pub/sub (a Redis ACL) costs a warning.
+      if (announce) {
+        try {
+          await announceChangedKeys(
+            connection.store,
+            batch.map(([key]) => key),
+          );
+        } catch (error) {
+          announce = false;
+          context.stderr.write(
+            `llm-cache: warning: running applications were not told of the replaced entries (${messageOf(error)}); their memory levels keep old copies until they expire\n`,
+          );
+        }
+      }
       imported += batch.length;
       batch = [];
     };

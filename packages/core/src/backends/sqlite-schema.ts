@@ -297,6 +297,16 @@ export function migrate(
   readableFrom: readonly number[] = READABLE_FROM,
   waitMs: number = MIGRATION_WAIT_MS,
 ): number {
+  return whileLocked(db, waitMs, 'upgrade its cache schema', () => upgrade(db, migrations, readableFrom));
+}
+
+/**
+ * Runs `run`, and while another connection's lock refuses it, runs it again (the connection's
+ * own busy timeout bounds each attempt) for up to `waitMs`, then fails with `E_TIMEOUT` naming
+ * `what` it waited to do. Opening reads the schema and may upgrade it this way: another process
+ * may be migrating the file, which takes seconds on a large one.
+ */
+export function whileLocked<T>(db: BetterSqlite3.Database, waitMs: number, what: string, run: () => T): T {
   const deadline = performance.now() + waitMs;
   // Inside a transaction of the caller's (a `database` passed in mid-transaction) nothing this
   // thread waits for can end: the first answer stands.
@@ -304,7 +314,7 @@ export function migrate(
   for (;;) {
     const attempt = performance.now();
     try {
-      return upgrade(db, migrations, readableFrom);
+      return run();
     } catch (error) {
       if (!mayWait || !isBusy(error)) throw error;
       const now = performance.now();
@@ -312,8 +322,7 @@ export function migrate(
         throw cacheError(
           'E_TIMEOUT',
           'sqlite',
-          `opening waited over ${waitMs} ms for another connection's write lock on "${db.name}" to upgrade ` +
-            'its cache schema; ' +
+          `opening waited over ${waitMs} ms for another connection's lock on "${db.name}" to ${what}; ` +
             'if another process is migrating a large file, try again once it is done',
           { cause: error },
         );

@@ -26,6 +26,7 @@ import {
   NAMESPACE_INDEXES,
   protectedKey,
   type SchemaContents,
+  whileLocked,
 } from './sqlite-schema.ts';
 
 export interface SqliteBackendOptions {
@@ -224,7 +225,8 @@ export function sqliteBackend(options: SqliteBackendOptions = {}): SqliteBackend
   try {
     // Read before anything changes: another application's database is refused untouched (its
     // journal mode included), not half-migrated.
-    const contents = readContents(db, location);
+    const waitMs = Math.max(MIGRATION_WAIT_MS, busyTimeoutMs);
+    const contents = whileLocked(db, waitMs, 'read its schema', () => readContents(db, location));
     if (contents.kind === 'foreign' && (owned || contents.conflicts.length > 0)) {
       throw foreignDatabase(location, owned, contents);
     }
@@ -236,7 +238,7 @@ export function sqliteBackend(options: SqliteBackendOptions = {}): SqliteBackend
       db.pragma('synchronous = NORMAL');
     }
     // Another process may be migrating the file (seconds on a large one): wait for it.
-    migrate(db, undefined, undefined, Math.max(MIGRATION_WAIT_MS, busyTimeoutMs));
+    migrate(db, undefined, undefined, waitMs);
     return new SqliteStore(db, owned, location, settings);
   } catch (error) {
     if (owned) db.close();
@@ -253,8 +255,9 @@ function readContents(db: BetterSqlite3.Database, location: string): SchemaConte
     throw cacheError(
       'E_INVALID_OPTION',
       'sqlite',
-      `"${location}" is not an SQLite database (or is an encrypted one); the cache left it as it was. ` +
-        `Point \`path\` at a file of the cache's own, e.g. '${DEFAULT_PATH}'`,
+      `"${location}" is not an SQLite database (or is a damaged or encrypted one); the cache left it as it was. ` +
+        "If it is a damaged cache file, delete it to start an empty cache; if it is something else's, point " +
+        `\`path\` at a file of the cache's own${location === DEFAULT_PATH ? '' : `, e.g. '${DEFAULT_PATH}'`}`,
       { cause: error },
     );
   }

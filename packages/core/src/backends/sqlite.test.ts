@@ -917,9 +917,7 @@ describe('sqliteBackend', () => {
       }
       expect(performance.now() - started).toBeGreaterThanOrEqual(290);
       expect(CacheError.isInstance(caught) && caught.code).toBe('E_TIMEOUT');
-      expect((caught as Error).message).toMatch(
-        /another connection's lock .* upgrade its cache schema/,
-      );
+      expect((caught as Error).message).toMatch(/another connection's lock .* upgrade its cache schema/);
       expect(schemaVersion(db)).toBe(3);
       other.exec('ROLLBACK');
       expect(migrate(db)).toBe(MIGRATIONS.length);

@@ -5,13 +5,12 @@
  * freshness runs on a fake clock shared with the cache.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Clock } from '../src/backends/backend.ts';
 import { sqliteBackend } from '../src/backends/sqlite.ts';
 import type { Cache } from '../src/cache.ts';
@@ -19,6 +18,7 @@ import { createCache } from '../src/cache.ts';
 import { QuotaExceededError } from '../src/errors.ts';
 import type { CachedFetchOptions } from '../src/http/index.ts';
 import { cachedFetch } from '../src/http/index.ts';
+import { useHttpServer } from './support.ts';
 
 interface Seen {
   method: string;
@@ -27,7 +27,6 @@ interface Seen {
   ifModifiedSince?: string | undefined;
 }
 
-let server: Server;
 let base: string;
 let seen: Seen[] = [];
 /** The resource's version: unsafe methods bump it. */
@@ -127,13 +126,8 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
   }
 }
 
-beforeAll(async () => {
-  server = createServer(handle);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-});
-afterAll(async () => {
-  await new Promise((resolve) => server.close(resolve));
+useHttpServer(handle, (url) => {
+  base = url;
 });
 
 interface FakeClock extends Clock {

@@ -4,15 +4,14 @@
  * decode, proxy-revalidate. A real node:http server on 127.0.0.1 and the real global fetch;
  * freshness runs on a fake clock shared with the cache.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { gzipSync } from 'node:zlib';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Cache } from '../src/cache.ts';
 import { createCache } from '../src/cache.ts';
 import type { CachedFetchOptions } from '../src/http/index.ts';
 import { cachedFetch } from '../src/http/index.ts';
-import { type FakeClock, fakeClock } from './support.ts';
+import { type FakeClock, fakeClock, useHttpServer } from './support.ts';
 
 interface Seen {
   method: string;
@@ -20,7 +19,6 @@ interface Seen {
   ifNoneMatch?: string | undefined;
 }
 
-let server: Server;
 let base: string;
 let seen: Seen[] = [];
 /** The resource's version: unsafe methods bump it. */
@@ -101,14 +99,8 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
   }
 }
 
-beforeAll(async () => {
-  server = createServer(handle);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-});
-afterAll(async () => {
-  server.closeAllConnections();
-  await new Promise((resolve) => server.close(resolve));
+useHttpServer(handle, (url) => {
+  base = url;
 });
 
 let clock: FakeClock;

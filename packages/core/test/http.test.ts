@@ -3,18 +3,18 @@
  * conditional requests with 304. Freshness runs on a fake clock shared with the cache.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Clock } from '../src/backends/backend.ts';
 import { sqliteBackend } from '../src/backends/sqlite.ts';
 import type { Cache } from '../src/cache.ts';
 import { createCache } from '../src/cache.ts';
 import type { CachedFetchOptions } from '../src/http/index.ts';
 import { cachedFetch, createCachedFetch } from '../src/http/index.ts';
+import { useHttpServer } from './support.ts';
 
 interface Seen {
   method: string;
@@ -24,7 +24,6 @@ interface Seen {
   authorization?: string | undefined;
 }
 
-let server: Server;
 let base: string;
 let seen: Seen[] = [];
 let version = 1;
@@ -181,13 +180,8 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
   }
 }
 
-beforeAll(async () => {
-  server = createServer(handle);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-});
-afterAll(async () => {
-  await new Promise((resolve) => server.close(resolve));
+useHttpServer(handle, (url) => {
+  base = url;
 });
 
 interface FakeClock extends Clock {

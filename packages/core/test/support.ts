@@ -1,4 +1,7 @@
 /** Small helpers shared by the core tests. */
+import { createServer, type RequestListener } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll } from 'vitest';
 import type { Clock } from '../src/backends/backend.ts';
 
 export interface FakeClock extends Clock {
@@ -29,4 +32,20 @@ export function withToJSON(proto: object, toJSON: (this: unknown) => unknown, bo
     if (original) Object.defineProperty(proto, 'toJSON', original);
     else delete (proto as { toJSON?: unknown }).toJSON;
   }
+}
+
+/**
+ * A real node:http server on 127.0.0.1 answering with `handle`, started before the file's tests
+ * (`started` gets its base URL) and closed after them, open connections included.
+ */
+export function useHttpServer(handle: RequestListener, started: (base: string) => void): void {
+  const server = createServer(handle);
+  beforeAll(async () => {
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    started(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+  });
+  afterAll(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
 }

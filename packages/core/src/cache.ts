@@ -302,6 +302,19 @@ const PROBE_KEY = '~probe';
  */
 const LOOKUP_OPERATIONS = new Set(['get', 'getMany', 'set', 'lock', 'quota']);
 /**
+ * Changes that must reach the store even while its breaker is open (sent without the caller
+ * waiting): a delete or invalidation dropped then would be undone once the breaker closes, and a
+ * lock left held would block other processes. Reads that walk the store (stats, keys) are skipped.
+ */
+const MUST_LAND_OPERATIONS = new Set([
+  'delete',
+  'deleteByTag',
+  'deleteByPrefix',
+  'clear',
+  'unlock',
+  'publish',
+]);
+/**
  * Operations that walk a whole store or many keys: they run under the level's `bulkTimeout`, and
  * one that outlives it does not mark the level stalled (a big shared Redis is slow to SCAN, not
  * frozen).
@@ -635,19 +648,21 @@ class Engine {
     run: () => Promise<T>,
     done: (result: T) => void,
   ): void {
-    const lookup = LOOKUP_OPERATIONS.has(operation);
-    // Anything but a lookup goes to the store even with the breaker open: it is not admitted as
-    // the breaker's probe, and its outcome neither closes nor re-opens the breaker. The caller
+    // `'get'` first: it is the hit path.
+    const lookup = operation === 'get' || LOOKUP_OPERATIONS.has(operation);
+    // A change that must land goes to the store even with the breaker open: it is not admitted
+    // as the breaker's probe, and its outcome neither closes nor re-opens the breaker. The caller
     // does not wait for it then (the store has kept failing): it is answered with `fallback` at
     // once, and the call lands if the store answers, counted if it fails.
-    const admitted = lookup ? level.admit(this.clock) : 1;
+    const mustLand = !lookup && MUST_LAND_OPERATIONS.has(operation);
+    const admitted = mustLand ? 1 : level.admit(this.clock);
     if (admitted === 0 || (level.stalled && lookup)) {
       if (admitted === 2) level.probing = false;
       this.levelBucket(level).skipped++;
       done(fallback);
       return;
     }
-    if (!lookup && level.tripped) {
+    if (mustLand && level.tripped) {
       const answered = done;
       answered(fallback);
       done = () => undefined;
@@ -658,7 +673,7 @@ class Engine {
       operation,
       run,
       (result) => {
-        if (level.failures > 0 && (lookup || !level.tripped)) level.succeeded(admitted);
+        if (level.failures > 0 && (!mustLand || !level.tripped)) level.succeeded(admitted);
         // A bulk call may answer long after `timeout` without the store being quick again: only
         // lookups end a stall.
         if (level.stalled && !bulk) level.answered(performance.now());
@@ -672,7 +687,7 @@ class Engine {
         // bulk call that times out while the level is stalled is part of the same freeze.) The
         // breaker's probe always counts: its outcome is what closes or re-opens the breaker.
         const sameFreeze = error instanceof LevelTimeoutError && level.stalled;
-        const counted = admitted === 2 || (!sameFreeze && (lookup || !level.tripped));
+        const counted = admitted === 2 || (!sameFreeze && (!mustLand || !level.tripped));
         if (timedOut) this.#stall(level);
         if (counted && level.failed(this.clock.now()) && this.emitter.has('error')) {
           this.emitter.emit('error', {

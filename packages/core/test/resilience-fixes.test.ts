@@ -246,6 +246,11 @@ describe.skipIf(skip)('resilience against a Redis that stays down', () => {
     // None of them waits out the 2 s timeout on a Redis that keeps failing.
     expect(performance.now() - started).toBeLessThan(1000);
     expect(await cache.get('doc')).toBeUndefined(); // gone from the memory level at once
+    // Reads that walk the store (statistics, listing) are skipped while the breaker is open.
+    await sleep(2500); // the changes sent in the background have failed by now
+    const errors = (await cache.getAllStats()).levels.redis?.errors;
+    await cache.getAllStats();
+    expect((await cache.getAllStats()).levels.redis?.errors).toBe(errors);
     await cache.close();
     await own.stop();
   });

@@ -1,7 +1,7 @@
 import type { EmbeddingsInterface } from '@langchain/core/embeddings';
 import { Embeddings } from '@langchain/core/embeddings';
 import type { CachePolicy, CacheView, KeyInput, Usage } from '@x/cache-core';
-import { countTokens, vectorProblem } from '@x/cache-core';
+import { countTokens, redactUrl, vectorProblem } from '@x/cache-core';
 import { langchainCacheError } from './errors.ts';
 import type { SharedCacheOptions } from './options.ts';
 import {
@@ -286,17 +286,4 @@ function identityOf(embeddings: EmbeddingsInterface, options: CachedEmbeddingsOp
   };
   if (Object.keys(endpoint).length > 0) identity.endpoint = endpoint;
   return identity;
-}
-
-/** A URL without the credentials it may carry (`https://user:key@host/`), which must stay out of keys. */
-function redactUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.username === '' && parsed.password === '') return url;
-    parsed.username = '';
-    parsed.password = '';
-    return parsed.toString();
-  } catch {
-    return url;
-  }
 }

@@ -29,8 +29,9 @@ export interface LevelOptions {
   /**
    * Circuit breaker: after `failures` consecutive errors or timeouts the level's lookups are
    * skipped (reads miss, writes drop, nothing waits) for `openFor`, then one lookup probes it;
-   * success closes the breaker. Deletes, invalidations, lock releases and bus messages are still
-   * sent meanwhile, without the caller waiting for them. `false` disables it.
+   * success closes the breaker. Deletes, invalidations, clears, lock releases and bus messages are
+   * still sent meanwhile, without the caller waiting for them; statistics and listings are
+   * skipped. `false` disables it.
    * @default { failures: 5, openFor: '5s' } for backends outside the process, false for memory
    */
   breaker?: { failures?: number; openFor?: Duration } | false;

@@ -25,7 +25,7 @@ import type { PriceTable, Usage } from './stats/pricing.ts';
 import { costOf, DEFAULT_PRICES } from './stats/pricing.ts';
 import { countTokens, textOf } from './stats/tokens.ts';
 import type { Duration } from './ttl.ts';
-import { parseDuration, positiveDuration, resolveTtl } from './ttl.ts';
+import { finiteDuration, parseDuration, resolveTtl } from './ttl.ts';
 import { timerMs } from './util/timers.ts';
 
 /** The tiers every cache has; any other validated name creates a tier on first use. */
@@ -398,19 +398,12 @@ class Engine {
     this.stats = new StatsCollector(persistent?.backend, flushMs, (operation, run) =>
       persistent ? withTimeout(persistent, operation, run) : run(),
     );
-    const lockTtl = positiveDuration(
+    this.lockTtlMs = finiteDuration(
       options.lockTtl ?? '30s',
       'lockTtl',
-      "it is how long a dead holder blocks the others, e.g. '30s'",
+      "it is how long a dead holder blocks the others (the holder renews its lock while it computes), e.g. '30s'",
+      true,
     );
-    if (lockTtl === undefined) {
-      throw cacheError(
-        'E_INVALID_OPTION',
-        'options',
-        "lockTtl must be finite: it is how long a dead holder blocks the others (the holder renews its lock while it computes), e.g. '30s'",
-      );
-    }
-    this.lockTtlMs = lockTtl;
     // Infinity: wait for the holder however long it takes.
     this.lockWaitMs = parseDuration(options.lockWait ?? '2m', 'lockWait') ?? Number.POSITIVE_INFINITY;
     const slowestFirst = [...this.storeLevels].reverse();

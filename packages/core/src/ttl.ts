@@ -56,6 +56,18 @@ export function positiveDuration(value: Duration, what: string, hint: string): n
   return ms;
 }
 
+/**
+ * A duration that must be finite (a lease, a pause before a retry): `Infinity` is refused with
+ * `hint`, which says what the value is for; with `positive`, so is 0 (as `positiveDuration`).
+ */
+export function finiteDuration(value: Duration, what: string, hint: string, positive = false): number {
+  const ms = positive ? positiveDuration(value, what, hint) : parseDuration(value, what);
+  if (ms === undefined) {
+    throw cacheError('E_INVALID_OPTION', 'options', `${what} must be finite: ${hint}`);
+  }
+  return ms;
+}
+
 /** Resolves `ttl` or the source documents' `ttlHours` form into ms. */
 export function resolveTtl(options: {
   ttl?: Duration | undefined;

@@ -2,7 +2,7 @@ import type { CacheBackend, StoredEntry, SyncReadableBackend } from '../backends
 import { isSyncBackend } from '../backends/backend.ts';
 import { cacheError } from '../errors.ts';
 import type { Duration } from '../ttl.ts';
-import { parseDuration, positiveDuration } from '../ttl.ts';
+import { finiteDuration, parseDuration, positiveDuration } from '../ttl.ts';
 import { timerMs } from '../util/timers.ts';
 
 /** One level of a stack: a backend plus how the stack treats it. */
@@ -127,15 +127,14 @@ export class Level {
     this.sync = isSyncBackend(options.backend) ? options.backend : undefined;
     const breaker = options.breaker ?? (options.backend.name === 'memory' ? false : {});
     this.breakerFailures = breaker === false ? 0 : (breaker.failures ?? 5);
-    const openFor = breaker === false ? 0 : parseDuration(breaker.openFor ?? '5s', 'breaker.openFor');
-    if (openFor === undefined) {
-      throw cacheError(
-        'E_INVALID_OPTION',
-        'levels',
-        "breaker.openFor must be finite: the breaker probes the store again after it, e.g. '5s' (breaker: false turns the breaker off)",
-      );
-    }
-    this.breakerOpenMs = openFor;
+    this.breakerOpenMs =
+      breaker === false
+        ? 0
+        : finiteDuration(
+            breaker.openFor ?? '5s',
+            'breaker.openFor',
+            "the breaker probes the store again after it, e.g. '5s' (breaker: false turns the breaker off)",
+          );
   }
 
   /** Whether a call may go to this level now: 0 no (breaker open), 1 yes, 2 yes as the probe. */
